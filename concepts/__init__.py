@@ -1,0 +1,1 @@
+"""Concept-based explanations for Keras medical-imaging models (user-facing package)."""
