@@ -1,0 +1,280 @@
+"""Data manifests: every file of a data folder with its SHA-256, size and set, verifiable later.
+
+A manifest is an integrity record of the images (and any other files, such as ``classes.txt``)
+that a result was computed from. Write one when a data folder is built or downloaded, commit it
+(the project keeps them in ``data_manifests/``), and check it before a run or a review: a changed,
+vanished or new file is named, so nobody silently explains a model with different data.
+
+The JSON is deterministic apart from ``created``: keys and files are sorted, so that ``git diff``
+of two manifests shows exactly which files changed.
+
+Example:
+    >>> path = write_manifest("data", provenance={"source": "demo"})  # doctest: +SKIP
+    >>> print(check_manifest(path))  # doctest: +SKIP
+    Manifest data_manifests/data.json vs 'data': OK, all 120 files match.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import ConceptFolderError, ToolkitError
+
+FORMAT_VERSION = 1
+
+# Top-level folders of the data folder convention; a file below one of them belongs to the set named
+# by the first two path components ("concepts/striped", "random/set_03", ...).
+CONVENTION_FOLDERS = ("classes", "concepts", "random", "masks")
+
+_CHUNK = 1 << 20
+
+
+class ManifestError(ToolkitError, ValueError):
+    """A manifest file that is missing, is not valid JSON or lacks required fields."""
+
+
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 hex digest of a file's bytes, read in 1 MiB chunks (memory stays flat for big files).
+
+    Example:
+        >>> sha256_file("data/classes.txt")  # doctest: +SKIP
+        'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def set_of(relative_path: str | Path) -> str:
+    """The set a file belongs to, from its path relative to the data folder.
+
+    Files under ``classes/``, ``concepts/``, ``random/`` or ``masks/`` with at least one folder in
+    between belong to the first two path components; any other file to its parent folder
+    (``"."`` for files at the top, such as ``classes.txt``).
+
+    Example:
+        >>> set_of("concepts/striped/001.png"), set_of("classes.txt"), set_of("tiles/a/b/x.png")
+        ('concepts/striped', '.', 'tiles/a/b')
+    """
+    rel = Path(relative_path)
+    parts = rel.parts
+    if len(parts) >= 3 and parts[0] in CONVENTION_FOLDERS:
+        return "/".join(parts[:2])
+    return rel.parent.as_posix()
+
+
+def _walk(data_dir: Path, skip: Path | None = None) -> Iterator[tuple[str, Path]]:
+    """Yield (relative posix path, path) of every regular, non-hidden file below ``data_dir``, sorted.
+
+    Hidden files and folders (``.DS_Store``, ``.ipynb_checkpoints``, ...) are left out because
+    operating systems and editors create and delete them at will; they are not data.
+    """
+    entries = []
+    for root, dirs, files in os.walk(data_dir, followlinks=True):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for file_name in files:
+            if file_name.startswith("."):
+                continue
+            path = Path(root) / file_name
+            if not path.is_file():  # broken links, sockets, ...
+                continue
+            if skip is not None and path.resolve() == skip:
+                continue
+            entries.append((path.relative_to(data_dir).as_posix(), path))
+    yield from sorted(entries)
+
+
+def write_manifest(data_dir: str | Path, out: str | Path | None = None, *, name: str | None = None,
+                   preprocessing: str | dict | None = None, provenance: dict | None = None) -> Path:
+    """Record every file below ``data_dir`` with its SHA-256, size and set in a JSON manifest.
+
+    Args:
+        data_dir: the data folder (``classes/``, ``concepts/``, ``random/``, ``masks/``, ...).
+            Every regular, non-hidden file is recorded, images or not.
+        out: where to write; default ``data_manifests/<name>.json`` relative to the current
+            working directory. Parent folders are created.
+        name: the manifest's name; default the data folder's name.
+        preprocessing: how images are turned into model inputs (a string such as
+            ``"default_preprocess/v1"`` or a dict of settings), stored as given.
+        provenance: free-form facts about where the data came from (source package, version,
+            tiling rule, ...), stored as given; must be JSON-serialisable.
+
+    Returns:
+        The path of the manifest written.
+
+    Raises:
+        ConceptFolderError: ``data_dir`` is missing or not a folder.
+
+    The JSON holds ``format_version``, ``name``, ``created`` (UTC), ``root`` (``data_dir`` as
+    given), ``preprocessing``, ``provenance``, ``n_files`` and ``files`` (sorted by path, each with
+    ``path``, ``sha256``, ``size`` and ``set``).
+
+    Example:
+        >>> write_manifest("data", name="demo", provenance={"source": "concepts.demo"})  # doctest: +SKIP
+        PosixPath('data_manifests/demo.json')
+    """
+    folder = Path(data_dir)
+    if not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise ConceptFolderError(f"Cannot write a manifest: data folder {str(folder)!r} {what}. "
+                                 "Pass the folder that holds classes/, concepts/ and random/.")
+    if name is None:
+        name = folder.resolve().name or "data"
+    out_path = Path(out) if out is not None else Path("data_manifests") / f"{name}.json"
+    # A manifest written inside the folder it describes must not record itself.
+    skip = out_path.resolve()
+    files = [{"path": rel, "sha256": sha256_file(path), "size": path.stat().st_size, "set": set_of(rel)}
+             for rel, path in _walk(folder, skip)]
+    manifest: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "root": str(data_dir),
+        "preprocessing": preprocessing,
+        "provenance": dict(provenance or {}),
+        "n_files": len(files),
+        "files": files,
+    }
+    try:
+        text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    except TypeError as exc:
+        raise ManifestError(f"Cannot write manifest {name!r}: provenance or preprocessing is not "
+                            f"JSON-serialisable ({exc}). Pass strings, numbers, lists and dicts.") from None
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    # Write to a temporary file and rename, so that an interrupted run never leaves half a manifest.
+    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, out_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out_path
+
+
+def read_manifest(manifest: str | Path) -> dict:
+    """Load and validate a manifest written by :func:`write_manifest`.
+
+    Raises:
+        ManifestError: the file is missing, not JSON, or lacks ``files`` entries with
+            ``path`` and ``sha256``.
+
+    Example:
+        >>> read_manifest("data_manifests/demo.json")["n_files"]  # doctest: +SKIP
+        120
+    """
+    path = Path(manifest)
+    if not path.is_file():
+        what = "is a folder, not a file" if path.exists() else "does not exist"
+        raise ManifestError(f"Manifest {str(path)!r} {what}. "
+                            "Write one with write_manifest(data_dir) or fix the path.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"Manifest {str(path)!r} is not valid JSON ({exc}). "
+                            "Restore it from version control or write it again.") from None
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(files, list) or not all(
+            isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("sha256"), str)
+            for f in files):
+        raise ManifestError(f"Manifest {str(path)!r} has no valid 'files' list (each entry needs 'path' "
+                            "and 'sha256'); it was not written by write_manifest or was edited by hand.")
+    return data
+
+
+@dataclass
+class ManifestCheck:
+    """Outcome of :func:`check_manifest`: which files changed, vanished or appeared.
+
+    Attributes:
+        changed: manifest paths whose bytes differ now (``reasons`` says how).
+        missing: manifest paths no longer on disk.
+        added: files on disk that the manifest does not list.
+        n_checked: number of manifest files found on disk and compared.
+
+    Example:
+        >>> result = check_manifest("data_manifests/demo.json")  # doctest: +SKIP
+        >>> result.ok, result.changed  # doctest: +SKIP
+        (False, ['classes/benign/003.png'])
+    """
+
+    changed: list[str]
+    missing: list[str]
+    added: list[str]
+    n_checked: int
+    reasons: dict[str, str] = field(default_factory=dict)
+    manifest: str = ""
+    data_dir: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when every manifest file is present and unchanged and no file was added."""
+        return not (self.changed or self.missing or self.added)
+
+    def __str__(self) -> str:
+        head = f"Manifest {self.manifest} vs {self.data_dir!r}"
+        if self.ok:
+            return f"{head}: OK, all {self.n_checked} files match."
+        counts = f"{len(self.changed)} changed, {len(self.missing)} missing, {len(self.added)} added"
+        lines = [f"{head}: {counts} ({self.n_checked} present files compared)."]
+        lines += [f"  changed: {p} ({self.reasons.get(p, 'content differs')})" for p in self.changed]
+        lines += [f"  missing: {p} (in the manifest, not on disk)" for p in self.missing]
+        lines += [f"  added: {p} (on disk, not in the manifest)" for p in self.added]
+        return "\n".join(lines)
+
+
+def check_manifest(manifest: str | Path, data_dir: str | Path | None = None) -> ManifestCheck:
+    """Compare a data folder with its manifest, file by file (size, then SHA-256).
+
+    Args:
+        manifest: the manifest JSON.
+        data_dir: the folder to check; default the manifest's ``root`` (a relative root is taken
+            relative to the current working directory).
+
+    Raises:
+        ManifestError: the manifest is missing or invalid, or the data folder does not exist.
+
+    Example:
+        >>> result = check_manifest("data_manifests/demo.json", "data")  # doctest: +SKIP
+        >>> print(result)  # doctest: +SKIP
+        Manifest data_manifests/demo.json vs 'data': 1 changed, 0 missing, 0 added (120 present ...
+          changed: classes/benign/003.png (sha256 differs)
+    """
+    data = read_manifest(manifest)
+    folder = Path(data_dir) if data_dir is not None else Path(str(data.get("root", "")))
+    if not folder.is_dir():
+        raise ManifestError(f"Data folder {str(folder)!r} of manifest {str(manifest)!r} does not exist. "
+                            "Pass data_dir= with the folder's current location.")
+    on_disk = dict(_walk(folder, Path(manifest).resolve()))
+    recorded = {entry["path"]: entry for entry in data["files"]}
+    changed: list[str] = []
+    missing: list[str] = []
+    reasons: dict[str, str] = {}
+    n_checked = 0
+    for rel in sorted(recorded):
+        path = on_disk.get(rel)
+        if path is None:
+            missing.append(rel)
+            continue
+        n_checked += 1
+        entry = recorded[rel]
+        size = entry.get("size")
+        # The size check is free and avoids hashing a file already known to differ.
+        if isinstance(size, int) and path.stat().st_size != size:
+            changed.append(rel)
+            reasons[rel] = f"size {path.stat().st_size} bytes, manifest says {size}"
+        elif sha256_file(path) != entry["sha256"]:
+            changed.append(rel)
+            reasons[rel] = "sha256 differs"
+    added = sorted(set(on_disk) - set(recorded))
+    return ManifestCheck(changed=changed, missing=missing, added=added, n_checked=n_checked,
+                         reasons=reasons, manifest=str(manifest), data_dir=str(folder))

@@ -1,0 +1,665 @@
+"""Image sets: files on disk, read lazily and turned into model-ready float32 batches.
+
+An :class:`ImageSet` is an ordered list of image files plus how to turn each one into a model
+input (the model's input shape and a preprocessing function). It follows the
+:class:`probes.sources.ArraySource` protocol, so the engine can read it batch by batch, and its
+:attr:`ImageSet.content_key` (file bytes + preprocessing + input shape) keys the activation cache.
+
+:func:`random_sets` builds the random counterexample sets of TCAV from a ``random/`` folder that
+holds either one subfolder per set or one pool of images.
+
+Example:
+    >>> striped = ImageSet.from_folder("data/concepts/striped", input_shape=(224, 224, 3))  # doctest: +SKIP
+    >>> next(striped.batches(32)).shape  # doctest: +SKIP
+    (32, 224, 224, 3)
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from probes.sources import hash_array
+
+from .errors import ConceptFolderError, InputShapeError, InsufficientDataError
+from .imageio import IMAGE_EXTENSIONS, is_image_file, list_image_files, read_image
+from .manifests import sha256_file
+
+#: Identity of :func:`default_preprocess` in content keys. Bump the version whenever its output changes,
+#: so that cached activations computed with the old behaviour are not reused.
+DEFAULT_PREPROCESS_ID = "default_preprocess/v1"
+
+Preprocess = Callable[[np.ndarray, tuple], np.ndarray]
+InputShape = tuple  # (H, W, C) or (H, W); H, W (and C) may be None
+
+# sha256 of file bytes, keyed by (resolved path, size, mtime_ns): a file is hashed once per process
+# unless it changes on disk. Hashing every concept image before each run would otherwise cost as
+# much as reading them.
+_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, memoised per process on (resolved path, size, mtime).
+
+    Example:
+        >>> file_sha256("data/concepts/striped/001.png")  # doctest: +SKIP
+        '9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08'
+    """
+    resolved = Path(path).resolve()
+    stat = resolved.stat()
+    key = (str(resolved), stat.st_size, stat.st_mtime_ns)
+    digest = _FILE_HASHES.get(key)
+    if digest is None:
+        digest = _FILE_HASHES[key] = sha256_file(resolved)
+    return digest
+
+
+# --------------------------------------------------------------------------------------------------
+# Preprocessing
+# --------------------------------------------------------------------------------------------------
+
+def _check_input_shape(input_shape: Any) -> tuple:
+    """Normalise a model input shape to a tuple of rank 2 or 3 whose entries are positive ints or None."""
+    try:
+        shape = tuple(None if d is None else int(d) for d in input_shape)
+    except (TypeError, ValueError):
+        raise InputShapeError(
+            f"input_shape must be a tuple such as (224, 224, 3), got {input_shape!r}.") from None
+    # Keras reports model.input_shape with a leading batch dimension; accept it for convenience.
+    if len(shape) == 4 and shape[0] is None:
+        shape = shape[1:]
+    if len(shape) not in (2, 3) or any(d is not None and d < 1 for d in shape):
+        raise InputShapeError(
+            f"input_shape {input_shape!r} is not an image input shape: expected (H, W, C) or (H, W) "
+            "without the batch dimension, e.g. model.input_shape[1:].")
+    return shape
+
+
+def _scale_to_unit(image: np.ndarray) -> np.ndarray:
+    """Scale by dtype to [0, 1] (signed integers to [-1, 1]); floats are left as they are."""
+    dtype = image.dtype
+    if dtype == np.bool_:
+        return image.astype(np.float32)
+    if np.issubdtype(dtype, np.integer):
+        return (image.astype(np.float64) / np.iinfo(dtype).max).astype(np.float32)
+    if np.issubdtype(dtype, np.floating):
+        return image.astype(np.float32)
+    raise InputShapeError(f"Cannot preprocess an image of dtype {dtype}; expected integers, bool or floats.")
+
+
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R BT.601 luma of an (H, W, 3) float image, as (H, W)."""
+    return (rgb[..., 0] * np.float32(0.299) + rgb[..., 1] * np.float32(0.587)
+            + rgb[..., 2] * np.float32(0.114)).astype(np.float32)
+
+
+def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of an (H, W, C) float32 image, channel by channel on Pillow 'F' images.
+
+    Pillow's bilinear filter widens its support by the scale factor when shrinking, so shrinking
+    is antialiased (no moiré from skipped pixels); it is deterministic and keeps float values.
+    """
+    from PIL import Image
+
+    channels = [np.asarray(Image.fromarray(np.ascontiguousarray(image[..., c], dtype=np.float32))
+                           .resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
+                for c in range(image.shape[-1])]
+    return np.stack(channels, axis=-1)
+
+
+def default_preprocess(image: np.ndarray, input_shape: tuple) -> np.ndarray:
+    """Turn an image as read from disk into a float32 model input of shape ``input_shape``.
+
+    This is what :class:`ImageSet` does when no ``preprocess`` is given. The steps, in order:
+
+    1. **Scale to [0, 1] by dtype**: ``uint8`` is divided by 255, ``uint16`` by 65535, other
+       integer types by their dtype's maximum (so signed integers land in [-1, 1]), ``bool``
+       becomes 0/1, and floating-point images are left unchanged (assumed already scaled).
+       No per-image min-max normalisation is done: it would make a dark and a bright image equal.
+    2. **Drop an alpha channel**: a 4-channel (RGBA) image loses its 4th channel, unless the
+       model itself takes 4 channels.
+    3. **Match the channels** to the model's ``C``: a grayscale image is repeated into ``C``
+       channels; an RGB image becomes 1 channel by ITU-R BT.601 luminance
+       ``0.299 R + 0.587 G + 0.114 B``. Any other mismatch (e.g. a 2-channel image for a
+       3-channel model) raises :class:`InputShapeError`. A model whose ``C`` is ``None`` keeps the
+       image's channels (grayscale becomes 1 channel).
+    4. **Resize** to ``(H, W)`` with bilinear interpolation, antialiased when shrinking (Pillow,
+       per channel, in float32). The aspect ratio is not preserved (no cropping or padding).
+       An ``H`` or ``W`` of ``None`` (a model that accepts any size) keeps the image's size.
+
+    Models without a channel axis (``input_shape == (H, W)``) get an ``(H, W)`` array: RGB images
+    are converted to luminance, grayscale images are used as they are.
+
+    Args:
+        image: ``(H, W)`` or ``(H, W, C)`` array in its native dtype, as from
+            :func:`concepts.imageio.read_image`.
+        input_shape: the model's input shape without the batch dimension, e.g. ``(224, 224, 3)``.
+
+    Returns:
+        float32 array of shape ``input_shape`` (``None`` entries replaced by the image's sizes).
+
+    Raises:
+        InputShapeError: the image's channels cannot be matched to the model's.
+
+    Example:
+        >>> gray16 = np.full((32, 48), 65535, dtype=np.uint16)
+        >>> out = default_preprocess(gray16, (16, 16, 3))
+        >>> out.shape, out.dtype, float(out.max())
+        ((16, 16, 3), dtype('float32'), 1.0)
+    """
+    shape = _check_input_shape(input_shape)
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim not in (2, 3):
+        raise InputShapeError(f"Expected an image of shape (H, W) or (H, W, C), got shape {image.shape}.")
+    image = _scale_to_unit(image)
+
+    want_c = shape[2] if len(shape) == 3 else 1
+    if image.ndim == 3 and image.shape[-1] == 4 and want_c != 4:
+        image = image[..., :3]
+    if image.ndim == 2:
+        image = image[..., None]
+        if want_c is not None and want_c != 1:
+            image = np.repeat(image, want_c, axis=-1)
+    elif want_c is not None and image.shape[-1] != want_c:
+        if image.shape[-1] == 3 and want_c == 1:
+            image = _luminance(image)[..., None]
+        else:
+            raise InputShapeError(
+                f"Cannot turn a {image.shape[-1]}-channel image into the model's {want_c} channels: "
+                "the default preprocessing converts only grayscale <-> RGB and drops alpha. "
+                "Convert the images, or pass preprocess=... to ImageSet.")
+
+    height = shape[0] if shape[0] is not None else image.shape[0]
+    width = shape[1] if shape[1] is not None else image.shape[1]
+    if (height, width) != image.shape[:2]:
+        image = _resize(image, height, width)
+    if len(shape) == 2:
+        image = image[..., 0]
+    return np.ascontiguousarray(image, dtype=np.float32)
+
+
+def _token(value: Any, depth: int) -> str:
+    """A stable text token for a value bound into a preprocessing function (argument, closure cell)."""
+    if isinstance(value, np.ndarray):
+        return f"ndarray:{hash_array(value)}"
+    if callable(value) and not isinstance(value, type) and depth < 4:
+        return preprocess_identity(value, _depth=depth + 1)
+    return repr(value)
+
+
+def preprocess_identity(preprocess: Callable | None, *, _depth: int = 0) -> str:
+    """A string that identifies a preprocessing function in content keys (the activation cache key).
+
+    The default gives :data:`DEFAULT_PREPROCESS_ID`. A user function gives its module, qualified
+    name and the SHA-256 of its source code (``repr`` when the source is not available), plus its
+    default arguments and closure variables; a :func:`functools.partial` adds its bound arguments.
+    So editing the function's code or binding other arguments changes the key, and renaming a
+    module does too (a harmless cache miss).
+
+    Example:
+        >>> preprocess_identity(None)
+        'default_preprocess/v1'
+        >>> preprocess_identity(functools.partial(default_preprocess)) != preprocess_identity(None)
+        True
+    """
+    if preprocess is None or preprocess is default_preprocess:
+        return DEFAULT_PREPROCESS_ID
+    if isinstance(preprocess, functools.partial):
+        args = ",".join(_token(a, _depth) for a in preprocess.args)
+        kwargs = ",".join(f"{k}={_token(v, _depth)}" for k, v in sorted(preprocess.keywords.items()))
+        return f"partial({preprocess_identity(preprocess.func, _depth=_depth + 1)};{args};{kwargs})"
+    # Functions, builtins and methods name themselves; a callable object is named by its class.
+    func = preprocess if hasattr(preprocess, "__qualname__") else type(preprocess)
+    module = getattr(func, "__module__", None) or "?"
+    qualname = getattr(func, "__qualname__", None) or type(func).__name__
+    try:
+        source = inspect.getsource(func)
+        code = "src:" + hashlib.sha256(source.encode()).hexdigest()
+    except (OSError, TypeError):
+        # Builtins and functions defined in an interactive prompt have no source file.
+        code = "repr:" + repr(preprocess)
+    extras = []
+    raw = inspect.unwrap(preprocess) if inspect.isfunction(preprocess) else preprocess
+    if inspect.isfunction(raw):
+        # Same source with other defaults or closure values (a factory's inner function) must differ.
+        if raw.__defaults__:
+            extras.append("defaults=" + ",".join(_token(v, _depth) for v in raw.__defaults__))
+        if raw.__kwdefaults__:
+            extras.append("kwdefaults=" + ",".join(f"{k}={_token(v, _depth)}"
+                                                   for k, v in sorted(raw.__kwdefaults__.items())))
+        if raw.__closure__:
+            cells = []
+            for cell in raw.__closure__:
+                try:
+                    cells.append(_token(cell.cell_contents, _depth))
+                except ValueError:  # an empty cell
+                    cells.append("<empty>")
+            extras.append("closure=" + ",".join(cells))
+    elif not inspect.ismethod(preprocess):
+        # A callable object: its attributes configure it.
+        state = getattr(preprocess, "__dict__", None)
+        if state:
+            extras.append("state=" + ",".join(f"{k}={_token(v, _depth)}" for k, v in sorted(state.items())))
+    return ";".join([f"{module}.{qualname}", code, *extras])
+
+
+# --------------------------------------------------------------------------------------------------
+# ImageSet
+# --------------------------------------------------------------------------------------------------
+
+def _describe_folder_problem(folder: Path, recursive: bool) -> str | None:
+    """Why ``folder`` cannot be an image set (None when it holds images), with the fix."""
+    if not folder.exists():
+        hint = ""
+        parent = folder.parent
+        if parent.is_dir():
+            siblings = sorted(p.name for p in parent.iterdir() if not p.name.startswith("."))
+            if siblings:
+                shown = ", ".join(siblings[:10]) + (", ..." if len(siblings) > 10 else "")
+                hint = f" Its parent {str(parent)!r} contains: {shown}."
+        return (f"Image folder {str(folder)!r} does not exist.{hint} "
+                "Create it with the images or fix the path.")
+    if not folder.is_dir():
+        return (f"{str(folder)!r} is a file, not a folder. Pass the folder that holds the images "
+                "(one folder per concept or class).")
+    if list_image_files(folder, recursive=recursive):
+        return None
+    entries = [p for p in (folder.rglob("*") if recursive else folder.iterdir())]
+    files = sorted(p.name for p in entries if p.is_file())
+    dirs = sorted(p.name for p in entries if p.is_dir())
+    extensions = ", ".join(IMAGE_EXTENSIONS)
+    if not files and not dirs:
+        return f"Image folder {str(folder)!r} is empty. Put the images ({extensions}) in it."
+    parts = []
+    if files:
+        shown = ", ".join(files[:5]) + (", ..." if len(files) > 5 else "")
+        parts.append(f"contains {len(files)} file{'s' if len(files) != 1 else ''} but none is an image "
+                     f"({extensions}): {shown}")
+    if dirs and not recursive:
+        shown = ", ".join(dirs[:5]) + (", ..." if len(dirs) > 5 else "")
+        parts.append(f"has {len(dirs)} subfolder{'s' if len(dirs) != 1 else ''} ({shown}); images in "
+                     "subfolders are used only with recursive=True")
+    return (f"Image folder {str(folder)!r} " + "; ".join(parts) + ". "
+            f"Put image files ({extensions}) directly in the folder"
+            + (" or pass recursive=True." if dirs and not recursive else ", or convert the files."))
+
+
+class ImageSet:
+    """An ordered set of image files, read lazily into float32 model inputs.
+
+    Implements :class:`probes.sources.ArraySource`: ``len()``, :meth:`batches` and
+    :attr:`content_key`. Reading needs the model's input shape: pass ``input_shape`` or call
+    :meth:`bind` (the toolkit binds sets to the model for you).
+
+    Args:
+        files: image paths, in the order batches are produced.
+        name: a label for reports; default the files' common folder name.
+        input_shape: the model's input shape without the batch dimension, ``(H, W, C)`` or
+            ``(H, W)``; ``H``/``W`` may be ``None`` for models that accept any size.
+        preprocess: ``preprocess(image, input_shape) -> array`` applied to each image as read
+            (native dtype: uint8, uint16, ...). It **replaces** :func:`default_preprocess`
+            entirely, so scale and resize yourself or call the default first, e.g. for a
+            ``keras.applications`` model that expects 0..255 input::
+
+                from keras.applications.resnet50 import preprocess_input
+
+                def resnet_preprocess(image, input_shape):
+                    x = default_preprocess(image, input_shape)   # [0, 1], channels, size
+                    return preprocess_input(x * 255.0)           # caffe-style BGR, mean-centred
+
+            Define it in a module (not a lambda in a notebook) so its source identifies it in
+            the activation cache (see :func:`preprocess_identity`).
+
+    Example:
+        >>> s = ImageSet(["a.png", "b.png"], name="striped", input_shape=(64, 64, 3))
+        >>> len(s), s.name, s.input_shape
+        (2, 'striped', (64, 64, 3))
+    """
+
+    def __init__(self, files: Sequence[str | Path], *, name: str | None = None,
+                 input_shape: tuple | None = None, preprocess: Preprocess | None = None) -> None:
+        if isinstance(files, (str, Path)):
+            raise TypeError("ImageSet(files) takes a list of files; "
+                            "use ImageSet.from_folder(folder) for a folder.")
+        self.files: list[Path] = [Path(f) for f in files]
+        if name is None:
+            parents = {f.parent.name for f in self.files}
+            name = parents.pop() if len(parents) == 1 and "" not in parents else "images"
+        self.name: str = name
+        self.input_shape: tuple | None = None if input_shape is None else _check_input_shape(input_shape)
+        if preprocess is not None and not callable(preprocess):
+            raise TypeError(f"preprocess must be a callable(image, input_shape), got {preprocess!r}.")
+        self.preprocess: Preprocess | None = preprocess
+
+    # -- construction ------------------------------------------------------------------------------
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, *, name: str | None = None, input_shape: tuple | None = None,
+                    preprocess: Preprocess | None = None, recursive: bool = False) -> "ImageSet":
+        """All image files of ``folder`` (sorted by path), named after the folder.
+
+        Raises:
+            ConceptFolderError: the folder is missing, not a folder, or holds no image file; the
+                message says what was found and how to fix it.
+
+        Example:
+            >>> ImageSet.from_folder("data/concepts/striped")  # doctest: +SKIP
+            ImageSet('striped', n=50, input_shape=None, preprocess=default_preprocess/v1)
+        """
+        folder = Path(folder)
+        problem = _describe_folder_problem(folder, recursive)
+        if problem:
+            raise ConceptFolderError(problem)
+        return cls(list_image_files(folder, recursive=recursive), name=name or folder.name,
+                   input_shape=input_shape, preprocess=preprocess)
+
+    def _copy(self, files: Sequence[Path] | None = None, name: str | None = None,
+              input_shape: tuple | None = None) -> "ImageSet":
+        new = type(self).__new__(type(self))
+        new.files = list(self.files if files is None else files)
+        new.name = self.name if name is None else name
+        new.input_shape = self.input_shape if input_shape is None else _check_input_shape(input_shape)
+        new.preprocess = self.preprocess
+        return new
+
+    def bind(self, input_shape: tuple) -> "ImageSet":
+        """A copy bound to a model's input shape ``(H, W, C)`` or ``(H, W)`` (no batch dimension).
+
+        Example:
+            >>> ImageSet(["a.png"]).bind((224, 224, 3)).input_shape
+            (224, 224, 3)
+        """
+        return self._copy(input_shape=input_shape)
+
+    def subset(self, indices: Iterable[int], name: str | None = None) -> "ImageSet":
+        """The files at ``indices`` (in that order), with the same binding and preprocessing.
+
+        Example:
+            >>> ImageSet(["a.png", "b.png", "c.png"]).subset([2, 0]).files
+            [PosixPath('c.png'), PosixPath('a.png')]
+        """
+        return self._copy(files=[self.files[int(i)] for i in indices],
+                          name=name if name is not None else f"{self.name}_subset")
+
+    @classmethod
+    def concat(cls, sets: Sequence["ImageSet"], name: str) -> "ImageSet":
+        """One set holding the files of ``sets`` in order (e.g. the union of other concepts).
+
+        All sets must share input shape and preprocessing, which the result keeps.
+
+        Raises:
+            InputShapeError: the sets are bound to different shapes or preprocess differently.
+            InsufficientDataError: ``sets`` is empty.
+
+        Example:
+            >>> both = ImageSet.concat([ImageSet(["a.png"]), ImageSet(["b.png"])], name="a+b")
+            >>> len(both)
+            2
+        """
+        sets = list(sets)
+        if not sets:
+            raise InsufficientDataError(f"ImageSet.concat({name!r}) needs at least one set, got none.")
+        first = sets[0]
+        for other in sets[1:]:
+            if other.input_shape != first.input_shape:
+                raise InputShapeError(
+                    f"Cannot concatenate {first.name!r} (input_shape {first.input_shape}) and "
+                    f"{other.name!r} (input_shape {other.input_shape}); bind them to the same model first.")
+            if preprocess_identity(other.preprocess) != preprocess_identity(first.preprocess):
+                raise InputShapeError(
+                    f"Cannot concatenate {first.name!r} and {other.name!r}: they use different "
+                    "preprocessing, so their arrays would not be comparable. Use the same preprocess=.")
+        return first._copy(files=[f for s in sets for f in s.files], name=name)
+
+    # -- ArraySource ------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __repr__(self) -> str:
+        return (f"ImageSet({self.name!r}, n={len(self)}, input_shape={self.input_shape}, "
+                f"preprocess={self._preprocess_label()})")
+
+    def _preprocess_label(self) -> str:
+        if self.preprocess is None or self.preprocess is default_preprocess:
+            return DEFAULT_PREPROCESS_ID
+        return getattr(self.preprocess, "__qualname__", None) or type(self.preprocess).__name__
+
+    def _require_shape(self, what: str) -> tuple:
+        if self.input_shape is None:
+            raise InputShapeError(
+                f"ImageSet {self.name!r} is not bound to a model input shape, so {what} is undefined. "
+                "Pass input_shape=model.input_shape[1:] or call .bind(model.input_shape[1:]).")
+        return self.input_shape
+
+    def _load(self, path: Path, shape: tuple) -> np.ndarray:
+        """Read and preprocess one file, checking the result against the model's input shape."""
+        image = read_image(path)
+        func = self.preprocess or default_preprocess
+        try:
+            out = np.asarray(func(image, shape), dtype=np.float32)
+        except InputShapeError as exc:
+            # The default preprocessing does not know the file; name it here.
+            raise InputShapeError(
+                f"Image {str(path)!r} (shape {image.shape}, {image.dtype}): {exc}") from None
+        if out.ndim != len(shape) or any(want is not None and got != want
+                                         for got, want in zip(out.shape, shape)):
+            raise InputShapeError(
+                f"Preprocessing {self._preprocess_label()} turned image {str(path)!r} (shape {image.shape}, "
+                f"{image.dtype}) into shape {out.shape}, but the model expects {shape}. "
+                "Pass preprocess=... returning arrays of the model's input shape "
+                "(a custom preprocess replaces the default entirely, resizing included).")
+        return out
+
+    def batches(self, batch_size: int) -> Iterator[np.ndarray]:
+        """Yield float32 batches of shape ``(b, *input_shape)``, reading only one batch of files at a time.
+
+        Raises:
+            InputShapeError: the set is not bound, or a preprocessed image has the wrong shape
+                (the message names the file).
+            ImageReadError: a file cannot be read (the message names it).
+
+        Example:
+            >>> striped = ImageSet.from_folder("concepts/striped", input_shape=(64, 64, 3))  # doctest: +SKIP
+            >>> [batch.shape for batch in striped.batches(16)][0]  # doctest: +SKIP
+            (16, 64, 64, 3)
+        """
+        shape = self._require_shape("reading its images")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+        # Checks above run at call time; the generator below reads files only when iterated.
+        return self._iter_batches(int(batch_size), shape)
+
+    def _iter_batches(self, batch_size: int, shape: tuple) -> Iterator[np.ndarray]:
+        for start in range(0, len(self.files), batch_size):
+            arrays = [self._load(path, shape) for path in self.files[start:start + batch_size]]
+            sizes = {a.shape for a in arrays}
+            if len(sizes) > 1:
+                raise InputShapeError(
+                    f"Images {start}..{start + len(arrays) - 1} of {self.name!r} have different sizes "
+                    f"{sorted(sizes)} and cannot form one batch (the model input {shape} has no fixed size). "
+                    "Resize the images to one size, or bind a fixed (H, W).")
+            yield np.stack(arrays)
+
+    def load_all(self, batch_size: int = 64) -> np.ndarray:
+        """All images as one float32 array ``(n, *input_shape)`` (for small sets; memory grows with n).
+
+        Example:
+            >>> striped = ImageSet.from_folder("concepts/striped", input_shape=(64, 64, 3))  # doctest: +SKIP
+            >>> striped.load_all().shape  # doctest: +SKIP
+            (50, 64, 64, 3)
+        """
+        shape = self._require_shape("loading its images")
+        batches = list(self.batches(batch_size))
+        if not batches:
+            return np.zeros((0, *[d or 0 for d in shape]), dtype=np.float32)
+        return np.concatenate(batches)
+
+    @property
+    def content_key(self) -> str:
+        """SHA-256 over the input shape, the preprocessing identity and each file's content hash, in order.
+
+        File names do not enter it (a renamed copy gives the same key); one changed byte, another
+        preprocessing or another input shape give a different one. File hashes are memoised per
+        process on (path, size, mtime), so repeated calls cost one ``stat`` per file.
+
+        Example:
+            >>> s = ImageSet.from_folder("data/concepts/striped", input_shape=(64, 64, 3))  # doctest: +SKIP
+            >>> s.content_key == s.subset(range(len(s))).content_key  # doctest: +SKIP
+            True
+        """
+        shape = self._require_shape("its content key")
+        digest = hashlib.sha256()
+        digest.update(b"ImageSet/v1\n")
+        digest.update(f"input_shape={shape}\n".encode())
+        digest.update(f"preprocess={preprocess_identity(self.preprocess)}\n".encode())
+        for path in self.files:
+            digest.update(file_sha256(path).encode())
+            digest.update(b"\n")
+        return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+# Random sets
+# --------------------------------------------------------------------------------------------------
+
+def _draw(n_items: int, size: int, seed: int, index: int) -> list[int]:
+    """Sorted indices of a seeded draw without replacement; set ``index`` gets its own stream.
+
+    Seeding each set with (seed, index) makes set i independent of how many sets are drawn, so
+    asking for 20 random sets instead of 10 keeps the first 10 (and their cached activations).
+    """
+    rng = np.random.default_rng([int(seed), int(index)])
+    return sorted(int(i) for i in rng.choice(n_items, size=size, replace=False))
+
+
+def random_sets(source: str | Path | Sequence[ImageSet], n_sets: int, set_size: int | None, *, seed: int = 0,
+                input_shape: tuple | None = None, preprocess: Preprocess | None = None,
+                exclude: Iterable[str | Path] = ()) -> list[ImageSet]:
+    """The random counterexample image sets of TCAV, reproducible from ``seed``.
+
+    ``source`` is one of:
+
+    * **a folder with one subfolder per set** (``random/set_00/``, ``random/set_01/``, ...): the
+      first ``n_sets`` subfolders in sorted order are used, each named after its subfolder. A
+      set with more than ``set_size`` images is subsampled (seeded) to ``set_size``; one with
+      fewer is an error. ``set_size=None`` uses every set whole (sizes may then differ).
+    * **a folder holding one pool of images** (directly, or inside a single subfolder):
+      ``n_sets`` seeded subsets of ``set_size`` images are drawn, named ``random_000``,
+      ``random_001``, ... Images do not repeat within a set, but sets overlap when the pool is
+      smaller than ``n_sets * set_size`` (as in the original TCAV, whose random sets are drawn
+      from one large image pool); the pool needs at least ``set_size`` images.
+    * **a list of ImageSets**, treated like subfolders.
+
+    The same seed gives the same sets; set ``i`` depends only on ``seed`` and ``i``, so raising
+    ``n_sets`` keeps the earlier sets unchanged. With whole subfolder sets the seed plays no role.
+
+    Args:
+        n_sets: how many sets (the TCAV test's number of random runs).
+        set_size: images per set, usually the concept set's size; ``None`` only for subfolder sets.
+        seed: seed of the subsampling.
+        input_shape, preprocess: passed to every :class:`ImageSet` (for a list of ImageSets,
+            ``input_shape`` rebinds them and ``preprocess`` replaces theirs when given).
+        exclude: files to leave out, e.g. the concept's own images when they share a pool.
+
+    Raises:
+        ConceptFolderError: the folder is missing, holds no image, or mixes a pool with set subfolders.
+        InsufficientDataError: fewer sets than ``n_sets``, or a set/pool smaller than ``set_size``.
+
+    Example:
+        >>> sets = random_sets("data/random", n_sets=20, set_size=50, seed=0)  # doctest: +SKIP
+        >>> [s.name for s in sets[:2]], len(sets[0])  # doctest: +SKIP
+        (['random_000', 'random_001'], 50)
+    """
+    if int(n_sets) < 1:
+        raise InsufficientDataError(f"n_sets must be at least 1, got {n_sets}.")
+    if set_size is not None and int(set_size) < 1:
+        raise InsufficientDataError(f"set_size must be at least 1 (or None for whole sets), got {set_size}.")
+    excluded = {Path(p).resolve() for p in exclude}
+
+    def keep(files: Iterable[Path]) -> list[Path]:
+        return [f for f in files if Path(f).resolve() not in excluded] if excluded else list(files)
+
+    def make(files: Sequence[Path], name: str, template: ImageSet | None = None) -> ImageSet:
+        if template is None:
+            return ImageSet(files, name=name, input_shape=input_shape, preprocess=preprocess)
+        new = template._copy(files=files, name=name)
+        if input_shape is not None:
+            new.input_shape = _check_input_shape(input_shape)
+        if preprocess is not None:
+            new.preprocess = preprocess
+        return new
+
+    where: str
+    if isinstance(source, (str, Path)):
+        folder = Path(source)
+        if not folder.is_dir():
+            problem = _describe_folder_problem(folder, recursive=False)
+            raise ConceptFolderError(f"Random image folder: {problem}")
+        pool = list_image_files(folder)
+        subfolders = [d for d in sorted(folder.iterdir())
+                      if d.is_dir() and not d.name.startswith(".") and list_image_files(d)]
+        if pool and subfolders:
+            raise ConceptFolderError(
+                f"Random image folder {str(folder)!r} holds both {len(pool)} images directly and "
+                f"{len(subfolders)} subfolders with images ({', '.join(d.name for d in subfolders[:5])}). "
+                "Use one layout: one subfolder per random set, or one pool of images directly in the folder.")
+        if not pool and len(subfolders) == 1:
+            pool = list_image_files(subfolders[0])
+            subfolders = []
+        if not pool and not subfolders:
+            if not any(is_image_file(p) for p in folder.rglob("*")):
+                raise ConceptFolderError(f"Random image folder: {_describe_folder_problem(folder, False)}")
+            raise ConceptFolderError(
+                f"Random image folder {str(folder)!r} has images only in nested subfolders. Put one "
+                "random set per subfolder (random/set_00/*.png) or a pool of images directly in it.")
+        where = f"subfolders of {str(folder)!r}"
+        groups = [(d.name, keep(list_image_files(d)), None) for d in subfolders]
+    else:
+        given = list(source)
+        if not all(isinstance(s, ImageSet) for s in given):
+            raise TypeError("random_sets(source) takes a folder or a list of ImageSet.")
+        pool, where = [], "sets given"
+        groups = [(s.name, keep(s.files), s) for s in given]
+
+    if pool:
+        pool = keep(pool)
+        if set_size is None:
+            raise InsufficientDataError(
+                f"Random images in {str(source)!r} form one pool, so set_size must be given "
+                "(usually the concept set's size).")
+        if len(pool) < set_size:
+            note = f" after leaving out {len(excluded)} excluded files" if excluded else ""
+            raise InsufficientDataError(
+                f"The random image pool {str(source)!r} has {len(pool)} images{note}, fewer than the "
+                f"set size {set_size}. Add random images or use smaller concept sets.")
+        if len(pool) == set_size and n_sets > 1:
+            warnings.warn(f"The random pool {str(source)!r} has exactly set_size={set_size} images, so all "
+                          f"{n_sets} random sets are identical and random-vs-random tests are meaningless. "
+                          "Add random images.", UserWarning, stacklevel=2)
+        return [make([pool[i] for i in _draw(len(pool), set_size, seed, k)], f"random_{k:03d}")
+                for k in range(n_sets)]
+
+    if len(groups) < n_sets:
+        names = ", ".join(name for name, _, _ in groups[:10]) + (", ..." if len(groups) > 10 else "")
+        raise InsufficientDataError(
+            f"Found {len(groups)} random sets ({where}: {names}) but {n_sets} were requested. Add "
+            "subfolders, put all random images directly in the random folder to draw seeded sets from "
+            f"one pool, or ask for n_random={len(groups)}.")
+    result = []
+    for k, (name, files, template) in enumerate(groups[:n_sets]):
+        if set_size is not None and len(files) < set_size:
+            raise InsufficientDataError(
+                f"Random set {name!r} ({where}) has {len(files)} images but {set_size} are needed "
+                "(the concept set's size). Add images to it, or pass set_size=None to use sets whole.")
+        if set_size is not None and len(files) > set_size:
+            files = [files[i] for i in _draw(len(files), set_size, seed, k)]
+        result.append(make(files, name, template))
+    return result
