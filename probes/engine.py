@@ -1,0 +1,751 @@
+"""The one place where the toolkit runs a Keras model and takes TensorFlow gradients.
+
+An :class:`Engine` wraps a Keras 3 model (Sequential, Functional, or models nested in models)
+and, in one batched pass over an image source, computes the activations of every requested layer
+and the gradient of one class's target (pre-softmax logit by default) with respect to each of
+them. Results are cached by content (model fingerprint + layer + target + class + source content
+key), and only missing entries are computed, all in a single pass.
+
+How it works: the engine walks the model's layer graph itself (``Functional._run_through_graph``
+with a wrapped operation function), so it can record any intermediate tensor, including layers of
+nested models addressed as ``"outer/inner"``, and so it can bypass a final softmax/sigmoid to
+reach the logits. Per-example gradients come from a single backward pass of the batch-sum of the
+target, which is exact because examples do not interact in inference mode.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from probes.cache import ActivationCache
+from probes.errors import (InputShapeError, NotDifferentiableError, TargetError, ToolkitError,
+                           UnknownLayerError)
+from probes.progress import progress as _progress
+from probes.sources import ArraySource
+
+__all__ = ["Engine", "EngineResult", "UnsupportedModelError", "randomize_weights", "TARGETS"]
+
+#: Targets the engine can differentiate.
+TARGETS = ("logit", "log_prob", "prob")
+
+# Bumped whenever what the engine computes for a given key changes meaning.
+_ENGINE_VERSION = "engine-v1"
+
+_SOFTMAX_NAMES = {"softmax", "softmax_v2", "log_softmax"}
+_SIGMOID_NAMES = {"sigmoid"}
+_LINEAR_NAMES = {"linear", "identity"}
+# Layers that are affine in inference mode: a model ending in one of them outputs logits.
+_LINEAR_LAYER_TYPES = {
+    "Flatten", "Reshape", "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
+    "GaussianDropout", "GaussianNoise", "AlphaDropout", "Identity", "Permute", "Rescaling",
+    "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
+    "AveragePooling1D", "AveragePooling2D", "AveragePooling3D", "Add", "Subtract", "Average",
+    "Concatenate", "BatchNormalization", "Cropping1D", "Cropping2D", "Cropping3D",
+    "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D",
+}
+
+
+class UnsupportedModelError(ToolkitError, TypeError):
+    """A model (or layer) whose structure the engine cannot walk."""
+
+
+@dataclass
+class EngineResult:
+    """Activations (and optionally gradients) of the requested layers for every example.
+
+    ``activations[layer]`` has shape ``(n, *layer_shape)``; ``gradients[layer]`` (when a class was
+    given) holds d target[class_index] / d activation per example, same shape. Arrays are float32
+    and read-only.
+
+    Example:
+        >>> r = EngineResult({"feat": np.zeros((2, 5), "float32")}, None, "logit", None)
+        >>> r.activations["feat"].shape
+        (2, 5)
+    """
+
+    activations: dict[str, np.ndarray]
+    gradients: dict[str, np.ndarray] | None
+    target: str
+    class_index: int | None
+
+
+@dataclass
+class _LayerInfo:
+    path: str
+    layer: Any
+    shape: tuple  # per-example shape from the graph; may contain None
+    n_calls: int  # nodes of this layer in its parent graph (shared layers have several)
+    n_outputs: int  # tensors produced by that node
+
+
+def _keras():
+    # Imported lazily so that `import probes` stays free of TensorFlow start-up cost.
+    import keras
+
+    return keras
+
+
+def _graph_of(model: Any) -> Any | None:
+    """The Functional graph behind ``model`` (None when it is a subclassed model)."""
+    keras = _keras()
+    from keras.src.models.functional import Functional
+
+    if isinstance(model, keras.Sequential):
+        graph = getattr(model, "_functional", None)
+        if graph is None:
+            raise UnsupportedModelError(
+                f"Sequential model '{model.name}' has not been built, so it has no layer graph. "
+                "Give it an input shape (start it with keras.Input(shape=...)) or call it once on "
+                "a batch before passing it to the engine.")
+        return graph
+    if isinstance(model, Functional):
+        return model
+    return None
+
+
+def _is_model(op: Any) -> bool:
+    return isinstance(op, _keras().Model)
+
+
+def _activation_name(fn: Any) -> str | None:
+    if fn is None:
+        return "linear"
+    name = getattr(fn, "__name__", None)
+    if name is None:
+        name = getattr(type(fn), "__name__", None)
+    return name.lower() if isinstance(name, str) else None
+
+
+def _nodes_by_operation(graph: Any) -> dict[int, list]:
+    nodes: dict[int, list] = {}
+    for depth_nodes in graph._nodes_by_depth.values():
+        for node in depth_nodes:
+            if node.operation is not None:
+                nodes.setdefault(id(node.operation), []).append(node)
+    return nodes
+
+
+def _index_layers(graph: Any, prefix: str, out: dict[str, _LayerInfo]) -> None:
+    """Record every layer of ``graph`` (recursing into nested models) under its path."""
+    nodes = _nodes_by_operation(graph)
+    for layer in graph.layers:
+        path = prefix + layer.name
+        layer_nodes = nodes.get(id(layer), [])
+        shape: tuple = ()
+        n_outputs = 1
+        if layer_nodes:
+            outputs = layer_nodes[0].outputs
+            n_outputs = len(outputs)
+            if outputs:
+                shape = tuple(outputs[0].shape[1:])
+        out[path] = _LayerInfo(path, layer, shape, len(layer_nodes), n_outputs)
+        if _is_model(layer):
+            inner = _graph_of(layer)
+            if inner is not None:
+                _index_layers(inner, path + "/", out)
+
+
+def _final_operation(model: Any, prefix: str = "") -> tuple[str, Any]:
+    """Path and object of the operation that produces the model's output (looking into nested
+    models)."""
+    graph = _graph_of(model)
+    if graph is None:
+        return prefix.rstrip("/"), model
+    outputs = graph.outputs
+    if len(outputs) != 1:
+        raise TargetError(
+            f"Model '{model.name}' has {len(outputs)} outputs; the engine needs a single "
+            "(batch, n_classes) output. Build a model with only the classification output, e.g. "
+            "keras.Model(model.inputs, model.outputs[i]).")
+    op = outputs[0]._keras_history.operation
+    if _is_model(op):
+        return _final_operation(op, prefix + op.name + "/")
+    return prefix + op.name, op
+
+
+def _classify_final(op: Any) -> tuple[str, str]:
+    """How the final operation relates to logits: (mode, squash).
+
+    mode: "swap" (layer with a squashing ``activation`` attribute), "input" (a Softmax or
+    Activation layer: logits are its input), "none" (output already logits), "opaque" (a
+    non-linear function we cannot see through).
+    squash: "softmax", "sigmoid" or "none".
+    """
+    keras = _keras()
+    type_name = type(op).__name__
+    if isinstance(op, keras.layers.Softmax):
+        axis = getattr(op, "axis", -1)
+        if axis not in (-1, [-1], (-1,), 1, [1], (1,)):
+            return "opaque", "none"
+        return "input", "softmax"
+    if isinstance(op, keras.layers.Activation):
+        name = _activation_name(op.activation)
+        if name in _SOFTMAX_NAMES:
+            return "input", "softmax"
+        if name in _SIGMOID_NAMES:
+            return "input", "sigmoid"
+        if name in _LINEAR_NAMES:
+            return "none", "none"
+        return "opaque", "none"
+    if _is_model(op):
+        return "opaque", "none"
+    if hasattr(op, "activation"):
+        name = _activation_name(op.activation)
+        if name in _SOFTMAX_NAMES:
+            return "swap", "softmax"
+        if name in _SIGMOID_NAMES:
+            return "swap", "sigmoid"
+        if name in _LINEAR_NAMES:
+            return "none", "none"
+        return "opaque", "none"
+    if type_name in _LINEAR_LAYER_TYPES:
+        return "none", "none"
+    return "opaque", "none"
+
+
+def _model_fingerprint(model: Any) -> str:
+    """SHA-256 over the model's config JSON and every weight's bytes, in order."""
+    digest = hashlib.sha256()
+    digest.update(_ENGINE_VERSION.encode())
+    digest.update(type(model).__name__.encode())
+    try:
+        config = json.dumps(model.get_config(), sort_keys=True, default=repr)
+    except Exception:  # custom layers without get_config: fall back to the structure we can see
+        config = json.dumps([(w.path, tuple(w.shape), str(w.dtype)) for w in model.weights])
+    digest.update(f"{len(config)}:".encode())
+    digest.update(config.encode())
+    for weight in model.weights:
+        value = np.ascontiguousarray(np.asarray(weight.numpy()))
+        digest.update(f"{weight.path}|{value.dtype.str}|{value.shape}|".encode())
+        digest.update(value.data)
+    return digest.hexdigest()
+
+
+class _Recorder:
+    """Per-trace state of one walk through the model: recorded tensors and the logits."""
+
+    def __init__(self, wanted: set[str], watch: Callable[[Any], None] | None,
+                 watched: set[str]) -> None:
+        self.wanted = wanted
+        self.watch = watch
+        self.watched = watched
+        self.tensors: dict[str, Any] = {}
+        self.logits: Any = None
+
+    def record(self, path: str, tensor: Any) -> None:
+        if path not in self.wanted:
+            return
+        if path in self.tensors:
+            raise UnsupportedModelError(
+                f"Layer '{path}' is called more than once in the model, so its activation is "
+                "ambiguous. Request a layer that is used once.")
+        if isinstance(tensor, (list, tuple, dict)):
+            raise UnsupportedModelError(
+                f"Layer '{path}' produces several tensors; the engine records single-output "
+                "layers only. Request the layer that consumes the output you want.")
+        if self.watch is not None and path in self.watched:
+            self.watch(tensor)
+        self.tensors[path] = tensor
+
+
+class Engine:
+    """Batched activations and target gradients for the layers of a Keras model.
+
+    Args:
+        model: a built Keras 3 Sequential or Functional model (nested models allowed).
+        layers: layer names or ``"outer/inner"`` paths into nested models.
+        target: ``"logit"`` (pre-softmax, default), ``"log_prob"`` or ``"prob"``.
+        batch_size: examples per forward/backward pass.
+        cache: an :class:`ActivationCache`, a directory for one, or None for a private in-memory
+            cache that lives as long as the engine.
+        progress: show a progress bar over batches.
+
+    The model fingerprint is computed once, at construction: build a new engine after changing
+    the model's weights.
+
+    Example:
+        >>> import keras
+        >>> inp = keras.Input((6,)); feat = keras.layers.Dense(5, name="feat")(inp)
+        >>> model = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(feat))
+        >>> eng = Engine(model, ["feat"], progress=False)
+        >>> src = InMemoryImages(np.random.rand(4, 6))            # doctest: +SKIP
+        >>> eng.run(src, class_index=1).gradients["feat"].shape   # doctest: +SKIP
+        (4, 5)
+    """
+
+    def __init__(self, model: Any, layers: Sequence[str], *, target: str = "logit",
+                 batch_size: int = 32, cache: ActivationCache | str | Path | None = None,
+                 progress: bool = True) -> None:
+        keras = _keras()
+        if not isinstance(model, keras.Model):
+            raise UnsupportedModelError(
+                f"Expected a keras.Model, got {type(model).__name__}. Load or build the model "
+                "with Keras 3 first.")
+        graph = _graph_of(model)
+        if graph is None:
+            raise UnsupportedModelError(
+                f"Model '{model.name}' ({type(model).__name__}) is a subclassed keras.Model whose "
+                "call() is Python code, not a layer graph the engine can walk. Rebuild it as a "
+                "functional model, e.g. inputs = keras.Input(shape); outputs = ...layers...; "
+                "keras.Model(inputs, outputs), or wrap the parts you need in functional models.")
+        if target not in TARGETS:
+            raise TargetError(f"Unknown target {target!r}; choose one of {', '.join(TARGETS)}.")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+                or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        if len(graph.inputs) != 1:
+            raise UnsupportedModelError(
+                f"Model '{model.name}' has {len(graph.inputs)} inputs; the engine feeds one image "
+                "tensor. Build a single-input model around it.")
+
+        self.model = model
+        self._graph = graph
+        self.target = target
+        self.batch_size = int(batch_size)
+        self.progress = bool(progress)
+        self.n_batches_run = 0
+        if cache is None:
+            cache = ActivationCache(None)
+        elif not isinstance(cache, ActivationCache):
+            cache = ActivationCache(cache)
+        self.cache: ActivationCache = cache
+
+        self._index: dict[str, _LayerInfo] = {}
+        _index_layers(graph, "", self._index)
+        self.input_shape: tuple = tuple(graph.inputs[0].shape[1:])
+
+        out_shape = tuple(graph.outputs[0].shape) if len(graph.outputs) == 1 else ()
+        if len(graph.outputs) != 1 or len(out_shape) != 2 or out_shape[1] is None:
+            raise TargetError(
+                f"Model '{model.name}' must have one output of shape (batch, n_classes); it has "
+                f"{[tuple(o.shape) for o in graph.outputs]}. Build a classification model that "
+                "outputs one score per class.")
+        self.n_outputs = int(out_shape[1])
+
+        self._final_path, self._final_op = _final_operation(model)
+        self._final_mode, squash = _classify_final(self._final_op)
+        if squash == "none" and self._final_mode == "none":
+            # Outputs are taken as logits; a single unit is a binary logit.
+            squash = "sigmoid" if self.n_outputs == 1 else "softmax"
+        self._squash = squash
+        self.target_description = self._describe_target()
+
+        self.layers: list[str] = self._resolve(layers)
+        self.layer_shapes: dict[str, tuple] = {p: self._index[p].shape for p in self.layers}
+        self._fill_unknown_shapes(self.layers)
+        self.fingerprint = _model_fingerprint(model)
+        self._steps: dict[tuple, Any] = {}
+        self._none_grads: set[str] = set()
+
+    # -- description --------------------------------------------------------------------------
+    @property
+    def layer_widths(self) -> dict[str, int]:
+        """Number of units (product of the per-example shape) of each layer."""
+        return {p: int(np.prod(s)) if all(d is not None for d in s) else -1
+                for p, s in self.layer_shapes.items()}
+
+    @property
+    def available_layers(self) -> list[str]:
+        """Every layer path the engine can address, in graph order."""
+        return list(self._index)
+
+    def __repr__(self) -> str:
+        return (f"Engine(model={self.model.name!r}, layers={self.layers}, target={self.target!r}, "
+                f"batch_size={self.batch_size})")
+
+    def _describe_target(self) -> str:
+        path, mode, squash, kind = self._final_path, self._final_mode, self._squash, self.target
+        if mode == "opaque":
+            if kind == "logit":
+                what = (f"layer '{path}' ({type(self._final_op).__name__})")
+                raise TargetError(
+                    f"Cannot find the logits of model '{self.model.name}': its output comes from "
+                    f"{what}, a non-linear function the engine cannot see through (not a "
+                    "softmax, sigmoid or linear layer). Use target='prob' to differentiate the "
+                    "model's outputs as they are, or pass a model whose output is the logits "
+                    "(e.g. keras.Model(model.input, model.get_layer(...).output)).")
+            base = f"output of layer '{path}' taken as-is (final function not seen through)"
+            return f"prob: {base}" if kind == "prob" else f"log_prob: log of {base}"
+        if mode == "swap":
+            logits = f"pre-{squash} output of layer '{path}' ({squash} bypassed)"
+        elif mode == "input":
+            logits = f"input of {squash} layer '{path}' ({squash} bypassed)"
+        else:
+            logits = f"output of layer '{path}' (no final softmax/sigmoid; taken as logits)"
+        if kind == "logit":
+            return f"logit: {logits}"
+        fn = "softmax" if squash == "softmax" else "sigmoid"
+        if kind == "prob":
+            return f"prob: {fn} of the {logits}"
+        return f"log_prob: log_{fn} of the {logits}"
+
+    def _resolve(self, layers: Sequence[str] | str) -> list[str]:
+        if isinstance(layers, str):
+            layers = [layers]
+        resolved: list[str] = []
+        for name in layers:
+            if not isinstance(name, str) or name not in self._index:
+                valid = ", ".join(self._index)
+                raise UnknownLayerError(
+                    f"Model '{self.model.name}' has no layer {name!r}. Valid layer names and "
+                    f"paths (nested models as 'outer/inner'): {valid}.")
+            info = self._index[name]
+            if info.n_calls > 1:
+                raise UnsupportedModelError(
+                    f"Layer '{name}' is called {info.n_calls} times in the model, so its "
+                    "activation is ambiguous. Request a layer that is used once.")
+            if info.n_outputs != 1:
+                raise UnsupportedModelError(
+                    f"Layer '{name}' produces {info.n_outputs} tensors; the engine records "
+                    "single-output layers only. Request the layer that consumes the output you "
+                    "want.")
+            if name not in resolved:
+                resolved.append(name)
+        return resolved
+
+    def _fill_unknown_shapes(self, paths: Iterable[str]) -> None:
+        # Nested models built on flexible inputs (None spatial dims) have unknown inner shapes in
+        # their own graph; one dry run on zeros resolves them. Not counted in n_batches_run.
+        unknown = [p for p in paths if any(d is None for d in self.layer_shapes[p])]
+        if not unknown or any(d is None for d in self.input_shape):
+            return
+        step = self._step_fn(tuple(unknown), (), False)
+        out = step(np.zeros((1, *self.input_shape), np.float32), np.int32(0))
+        for p in unknown:
+            self.layer_shapes[p] = tuple(int(d) for d in out["act"][p].shape[1:])
+
+    # -- the compiled pass --------------------------------------------------------------------
+    def _walk(self, graph: Any, inputs: Any, prefix: str, rec: _Recorder) -> Any:
+        keras = _keras()
+        inputs = graph._standardize_inputs(inputs)
+        for ref, tensor in zip(graph.inputs, inputs):
+            rec.record(prefix + ref._keras_history.operation.name, tensor)
+
+        def operation_fn(op: Any) -> Callable:
+            path = prefix + op.name
+
+            def call(*args: Any, **kwargs: Any) -> Any:
+                inner = _graph_of(op) if _is_model(op) else None
+                if inner is not None:
+                    out = self._walk(inner, args[0], path + "/", rec)
+                elif path == self._final_path and self._final_mode == "swap":
+                    original = op.activation
+                    op.activation = keras.activations.linear
+                    try:
+                        pre = self._call_layer(op, args, kwargs)
+                    finally:
+                        op.activation = original
+                    rec.logits = pre
+                    out = original(pre)
+                elif path == self._final_path and self._final_mode == "input":
+                    rec.logits = args[0]
+                    out = self._call_layer(op, args, kwargs)
+                else:
+                    out = self._call_layer(op, args, kwargs)
+                rec.record(path, out)
+                return out
+
+            return call
+
+        outputs = graph._run_through_graph(inputs, operation_fn=operation_fn)
+        if isinstance(outputs, (list, tuple)) and len(outputs) == 1:
+            outputs = outputs[0]
+        return outputs
+
+    @staticmethod
+    def _call_layer(op: Any, args: tuple, kwargs: dict) -> Any:
+        # Inference mode everywhere (dropout off, batch-norm moving statistics).
+        if "training" in getattr(op, "_call_context_args", ()):
+            kwargs = dict(kwargs, training=False)
+        return op(*args, **kwargs)
+
+    def _target_tensor(self, rec: _Recorder, output: Any) -> Any:
+        import tensorflow as tf
+
+        if self._final_mode == "opaque":
+            probs = tf.cast(output, tf.float32)
+            if self.target == "prob":
+                return probs
+            # Clamp so that a probability of exactly 0 gives a large finite value, not -inf.
+            return tf.math.log(tf.maximum(probs, 1e-30))
+        logits = tf.cast(rec.logits if rec.logits is not None else output, tf.float32)
+        if self.target == "logit":
+            return logits
+        if self._squash == "sigmoid":
+            return tf.math.sigmoid(logits) if self.target == "prob" \
+                else tf.math.log_sigmoid(logits)
+        return tf.nn.softmax(logits, axis=-1) if self.target == "prob" \
+            else tf.nn.log_softmax(logits, axis=-1)
+
+    def _step_fn(self, act_layers: tuple, grad_layers: tuple, want_outputs: bool) -> Any:
+        """tf.function computing the given activations, gradients and (optionally) target values
+        for one batch; traced once per layer set, for any batch size."""
+        key = (act_layers, grad_layers, want_outputs)
+        if key in self._steps:
+            return self._steps[key]
+        import tensorflow as tf
+
+        wanted = set(act_layers) | set(grad_layers)
+        grad_set = set(grad_layers)
+        none_grads = self._none_grads
+
+        def step(x: Any, class_index: Any) -> dict:
+            with tf.GradientTape(watch_accessed_variables=False, persistent=False) as tape:
+                rec = _Recorder(wanted, tape.watch if grad_layers else None, grad_set)
+                output = self._walk(self._graph, x, "", rec)
+                result: dict[str, Any] = {"act": {}, "grad": {}}
+                if grad_layers or want_outputs:
+                    target = self._target_tensor(rec, output)
+                if grad_layers:
+                    objective = tf.reduce_sum(tf.gather(target, class_index, axis=1))
+            for path in act_layers:
+                result["act"][path] = tf.cast(rec.tensors[path], tf.float32)
+            if grad_layers:
+                sources = [rec.tensors[p] for p in grad_layers]
+                grads = tape.gradient(objective, sources)
+                for path, source, grad in zip(grad_layers, sources, grads):
+                    if grad is None:
+                        # Noted at trace time and raised outside TensorFlow, so the user gets our
+                        # message rather than a traceback from inside the graph.
+                        none_grads.add(path)
+                        grad = tf.zeros_like(source)
+                    result["grad"][path] = tf.cast(grad, tf.float32)
+            if want_outputs:
+                result["out"] = target
+            return result
+
+        spec = [tf.TensorSpec((None, *self.input_shape), tf.float32),
+                tf.TensorSpec((), tf.int32)]
+        fn = tf.function(step, input_signature=spec)
+        self._steps[key] = fn
+        return fn
+
+    def _check_class_index(self, class_index: Any) -> int:
+        if isinstance(class_index, bool) or not isinstance(class_index, (int, np.integer)):
+            raise TargetError(f"class_index must be an integer in [0, {self.n_outputs - 1}], got "
+                              f"{class_index!r}.")
+        if not 0 <= int(class_index) < self.n_outputs:
+            raise TargetError(
+                f"class_index {int(class_index)} is out of range: model '{self.model.name}' has "
+                f"{self.n_outputs} output(s), so valid class indices are 0 to "
+                f"{self.n_outputs - 1}.")
+        return int(class_index)
+
+    def _check_batch(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.asarray(batch, dtype=np.float32)
+        got = tuple(batch.shape[1:])
+        expected = self.input_shape
+        if batch.ndim != len(expected) + 1 or any(
+                e is not None and e != g for e, g in zip(expected, got)):
+            raise InputShapeError(
+                f"The source yields images of shape {got} (batch shape {tuple(batch.shape)}), but "
+                f"model '{self.model.name}' expects {expected} per example. Resize or preprocess "
+                "the images to the model's input shape.")
+        return batch
+
+    def _pass(self, source: ArraySource, act_layers: tuple, grad_layers: tuple,
+              class_index: int, want_outputs: bool) -> dict:
+        """One pass over ``source``: fill preallocated arrays batch by batch."""
+        n = len(source)
+        step = self._step_fn(act_layers, grad_layers, want_outputs)
+        acts: dict[str, np.ndarray] = {}
+        grads: dict[str, np.ndarray] = {}
+        outs: np.ndarray | None = None
+        start = 0
+        total = math.ceil(n / self.batch_size) if n else 0
+        batches = _progress(source.batches(self.batch_size), enabled=self.progress,
+                            desc="activations" if not grad_layers else "activations+gradients",
+                            total=total, unit="batch")
+        ci = np.int32(class_index)
+        for batch in batches:
+            batch = self._check_batch(batch)
+            b = batch.shape[0]
+            if b == 0:
+                continue
+            if start + b > n:
+                raise InputShapeError(
+                    f"The source yielded more than len(source) = {n} examples; its __len__ and "
+                    "batches() disagree.")
+            result = step(batch, ci)
+            self.n_batches_run += 1
+            if self._none_grads & set(grad_layers):
+                bad = sorted(self._none_grads & set(grad_layers))
+                raise NotDifferentiableError(
+                    f"The {self.target} of the model is not differentiable with respect to "
+                    f"layer(s) {', '.join(repr(p) for p in bad)}: no differentiable path leads "
+                    "from them to the output (e.g. an integer cast, argmax or stop_gradient "
+                    "after them, a side branch, or the bypassed softmax layer itself). Request "
+                    "activations only for them (class_index=None) or choose another layer.")
+            for kind, store, paths in (("act", acts, act_layers), ("grad", grads, grad_layers)):
+                for path in paths:
+                    value = result[kind][path].numpy()
+                    if path not in store:
+                        store[path] = np.empty((n, *value.shape[1:]), np.float32)
+                        if self.layer_shapes.get(path, ()) != value.shape[1:] \
+                                and path in self.layer_shapes:
+                            self.layer_shapes[path] = tuple(value.shape[1:])
+                    store[path][start:start + b] = value
+            if want_outputs:
+                value = result["out"].numpy()
+                if outs is None:
+                    outs = np.empty((n, value.shape[1]), np.float32)
+                outs[start:start + b] = value
+            start += b
+        if start != n:
+            raise InputShapeError(
+                f"The source yielded {start} examples but len(source) = {n}; its __len__ and "
+                "batches() disagree.")
+        for kind, store, paths in (("act", acts, act_layers), ("grad", grads, grad_layers)):
+            for path in paths:
+                if path not in store:  # empty source
+                    shape = self.layer_shapes[path]
+                    store[path] = np.empty((0, *[d or 0 for d in shape]), np.float32)
+        if want_outputs and outs is None:
+            outs = np.empty((0, self.n_outputs), np.float32)
+        return {"act": acts, "grad": grads, "out": outs}
+
+    # -- public API -----------------------------------------------------------------------------
+    def _key(self, source: ArraySource, path: str, kind: str, class_index: int | None) -> str:
+        if kind == "act":
+            return ActivationCache.make_key(_ENGINE_VERSION, self.fingerprint, path, "act",
+                                            source.content_key)
+        return ActivationCache.make_key(_ENGINE_VERSION, self.fingerprint, path, "grad",
+                                        self.target, str(class_index), source.content_key)
+
+    def run(self, source: ArraySource, class_index: int | None = None,
+            layers: Sequence[str] | None = None) -> EngineResult:
+        """Activations of ``layers`` (default: the engine's layers) and, when ``class_index`` is
+        given, gradients of that class's target, from the cache or from ONE pass over ``source``.
+
+        Example:
+            >>> res = engine.run(InMemoryImages(x), class_index=0)   # doctest: +SKIP
+            >>> res.gradients["conv2"].shape == res.activations["conv2"].shape  # doctest: +SKIP
+            True
+        """
+        paths = self.layers if layers is None else self._resolve(layers)
+        for p in paths:
+            self.layer_shapes.setdefault(p, self._index[p].shape)
+        new = [p for p in paths if any(d is None for d in self.layer_shapes[p])]
+        if new:
+            self._fill_unknown_shapes(new)
+        ci = None if class_index is None else self._check_class_index(class_index)
+
+        acts: dict[str, np.ndarray] = {}
+        grads: dict[str, np.ndarray] = {}
+        keys: dict[tuple[str, str], str] = {}
+        missing_act: list[str] = []
+        missing_grad: list[str] = []
+        for p in paths:
+            keys[(p, "act")] = self._key(source, p, "act", None)
+            cached = self.cache.get(keys[(p, "act")])
+            if cached is None:
+                missing_act.append(p)
+            else:
+                acts[p] = cached
+            if ci is not None:
+                keys[(p, "grad")] = self._key(source, p, "grad", ci)
+                cached = self.cache.get(keys[(p, "grad")])
+                if cached is None:
+                    missing_grad.append(p)
+                else:
+                    grads[p] = cached
+
+        if missing_act or missing_grad:
+            fresh = self._pass(source, tuple(missing_act), tuple(missing_grad),
+                               ci if ci is not None else 0, want_outputs=False)
+            for kind, store, missing in (("act", acts, missing_act),
+                                         ("grad", grads, missing_grad)):
+                for p in missing:
+                    array = fresh[kind][p]
+                    array.flags.writeable = False
+                    store[p] = array
+                    meta = {"layer": p, "kind": kind, "model": self.model.name,
+                            "fingerprint": self.fingerprint, "source": source.content_key,
+                            "n": len(source)}
+                    if kind == "grad":
+                        meta.update(target=self.target, class_index=ci)
+                    self.cache.put(keys[(p, kind)], array, meta)
+
+        return EngineResult(
+            activations={p: acts[p] for p in paths},
+            gradients=None if ci is None else {p: grads[p] for p in paths},
+            target=self.target, class_index=ci)
+
+    def activations(self, source: ArraySource, layers: Sequence[str] | None = None
+                    ) -> dict[str, np.ndarray]:
+        """Activations of the engine's layers (or ``layers``) for every example of ``source``.
+
+        Example:
+            >>> engine.activations(InMemoryImages(x))["conv1"].shape  # doctest: +SKIP
+            (10, 8, 8, 4)
+        """
+        return self.run(source, None, layers).activations
+
+    def gradients(self, source: ArraySource, class_index: int,
+                  layers: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Gradients of the target of ``class_index`` w.r.t. each layer, per example.
+
+        Example:
+            >>> engine.gradients(InMemoryImages(x), 1)["feat"].shape  # doctest: +SKIP
+            (10, 5)
+        """
+        if class_index is None:
+            raise TargetError("gradients() needs a class_index; use activations() otherwise.")
+        result = self.run(source, class_index, layers)
+        assert result.gradients is not None
+        return result.gradients
+
+    def outputs(self, source: ArraySource) -> np.ndarray:
+        """Target values (e.g. logits) for every class and example, shape ``(n, n_outputs)``;
+        not cached.
+
+        Example:
+            >>> engine.outputs(InMemoryImages(x)).shape  # doctest: +SKIP
+            (10, 3)
+        """
+        return self._pass(source, (), (), 0, want_outputs=True)["out"]
+
+
+def randomize_weights(model: Any, seed: int = 0) -> Any:
+    """A copy of ``model`` with every weight freshly re-initialised (seeded); ``model`` is untouched.
+
+    Used for the sanity check "a model with randomised weights should lose its concepts". Each
+    layer's own initialisers are re-run with a distinct seed derived from ``seed``, so the result
+    is reproducible and no two layers share values.
+
+    Example:
+        >>> random_model = randomize_weights(model, seed=1)   # doctest: +SKIP
+    """
+    keras = _keras()
+    if not isinstance(model, keras.Model) or _graph_of(model) is None:
+        raise UnsupportedModelError(
+            "randomize_weights needs a Sequential or Functional keras model (nested models "
+            f"allowed); got {type(model).__name__}. Rebuild subclassed models as functional ones.")
+    counter = [0]
+
+    def seed_initializers(config: Any) -> Any:
+        if isinstance(config, dict):
+            cfg = config.get("config")
+            if (isinstance(cfg, dict) and "seed" in cfg
+                    and "initializers" in str(config.get("module", ""))):
+                counter[0] += 1
+                cfg = dict(cfg, seed=int(seed) * 100003 + counter[0])
+                config = dict(config, config=cfg)
+            return {k: seed_initializers(v) for k, v in config.items()}
+        if isinstance(config, list):
+            return [seed_initializers(v) for v in config]
+        return config
+
+    def clone(layer: Any) -> Any:
+        return layer.__class__.from_config(seed_initializers(layer.get_config()))
+
+    copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    if not copy.built:
+        copy.build((None, *tuple(_graph_of(model).inputs[0].shape[1:])))
+    return copy
