@@ -1,0 +1,644 @@
+"""Linear concept probes (CAVs), sensitivities and TCAV scores (Kim et al., ICML 2018).
+
+A concept activation vector (CAV) is the unit normal of a linear classifier that separates a
+concept's activations from counterexample activations, oriented towards the concept. TCAV fits
+hundreds of them per layer, all on rows of *one* shared pool of activations (concept sets and
+random sets), with far fewer rows than features (n ~ 100, d ~ 10^4..10^5). The default solver
+exploits that: it computes the Gram matrix of the pool rows once and solves every probe in the
+dual, so the cost is two passes over the pool's columns whatever the number of probes.
+
+Main entry points:
+
+* :class:`CAVTask` / :func:`fit_cav_batch` -- many CAVs on one pool in one call;
+* :class:`LinearProbe` -- a single CAV as a scikit-learn style estimator;
+* :func:`sensitivities` -- directional derivatives g(x) . v for every example and vector at once;
+* :func:`tcav_scores` -- fraction of positive sensitivities, with exact zeros reported apart.
+
+Example:
+    >>> rng = np.random.default_rng(0)
+    >>> pool = rng.normal(size=(40, 300)).astype("float32")
+    >>> pool[:20, 0] += 5.0                     # rows 0..19 carry the concept along feature 0
+    >>> batch = fit_cav_batch(pool, [CAVTask(np.arange(20), np.arange(20, 40), seed=0)])
+    >>> bool(batch.vectors[0, 0] > 0.5), float(batch.accuracies[0])
+    (True, 1.0)
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+import scipy.linalg
+from sklearn.base import BaseEstimator, clone
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+
+from probes.errors import InputShapeError, InsufficientDataError, ToolkitError
+from probes.progress import progress as _progress_bar
+from probes.stats import NonFiniteValuesError
+
+__all__ = [
+    "CAVTask",
+    "CAVBatch",
+    "TaskSplit",
+    "split_task",
+    "fit_cav_batch",
+    "LinearProbe",
+    "sensitivities",
+    "tcav_scores",
+    "PoolIndexError",
+    "NotALinearClassifierError",
+    "DegenerateProbeWarning",
+]
+
+# Working-set budget of one column block (in float64). Blocks keep memory bounded for memmapped
+# pools while staying large enough for BLAS to run at full speed. Tests patch it to force chunking.
+_BLOCK_BYTES = 64 * 2**20
+
+
+class PoolIndexError(ToolkitError, IndexError):
+    """A task refers to a row that the activation pool does not have.
+
+    Example:
+        >>> try:
+        ...     fit_cav_batch(np.zeros((4, 3)), [CAVTask(np.arange(2), np.arange(2, 5), seed=0)])
+        ... except PoolIndexError as exc:
+        ...     print(exc)
+        task 0: counterexample (neg) index 4 is out of range for a pool of 4 rows.
+    """
+
+
+class NotALinearClassifierError(ToolkitError, TypeError):
+    """The classifier given for CAVs is not a scikit-learn linear classifier with ``coef_``.
+
+    Example:
+        >>> from sklearn.tree import DecisionTreeClassifier
+        >>> pool = np.random.default_rng(0).normal(size=(20, 5))
+        >>> task = CAVTask(np.arange(10), np.arange(10, 20), seed=0)
+        >>> try:
+        ...     fit_cav_batch(pool, [task], classifier=DecisionTreeClassifier())
+        ... except NotALinearClassifierError:
+        ...     print("rejected")
+        rejected
+    """
+
+
+class DegenerateProbeWarning(UserWarning):
+    """A probe's weight vector is zero (e.g. identical activations), so it has no direction.
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     _ = fit_cav_batch(np.ones((8, 3)), [CAVTask(np.arange(4), np.arange(4, 8), seed=0)])
+        >>> caught[0].category.__name__
+        'DegenerateProbeWarning'
+    """
+
+
+@dataclass
+class CAVTask:
+    """One CAV to fit: pool rows of the concept side, of the counterexample side, and a seed.
+
+    The seed fixes this task's balancing and train/test split, so a task gives the same CAV
+    whatever batch it is fitted in (random-vs-random CAVs can be reused across calls).
+    ``seed`` must lie in ``[0, 2**32)`` (the range scikit-learn accepts).
+
+    Example:
+        >>> CAVTask(pos=np.arange(50), neg=np.arange(50, 100), seed=7).seed
+        7
+    """
+
+    pos: np.ndarray
+    neg: np.ndarray
+    seed: int
+
+
+@dataclass
+class CAVBatch:
+    """The CAVs fitted by :func:`fit_cav_batch`, one row per task, in task order.
+
+    Attributes:
+        vectors: ``(P, d)`` float32 unit vectors, oriented so that a positive projection means
+            "concept" (all zeros for a degenerate probe, see :class:`DegenerateProbeWarning`).
+        accuracies: ``(P,)`` accuracy on the held-out test split.
+        intercepts: ``(P,)`` intercepts scaled to the unit vectors: ``x @ vectors[p] +
+            intercepts[p]`` is the classifier's decision function divided by ``||w||``.
+        n_train: ``(P,)`` number of training rows (both sides, after balancing).
+        n_test: ``(P,)`` number of held-out rows.
+
+    Example:
+        >>> b = CAVBatch(np.eye(2, dtype="float32"), np.ones(2), np.zeros(2),
+        ...              np.array([70, 70]), np.array([30, 30]))
+        >>> len(b)
+        2
+    """
+
+    vectors: np.ndarray
+    accuracies: np.ndarray
+    intercepts: np.ndarray
+    n_train: np.ndarray
+    n_test: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.vectors.shape[0])
+
+
+class TaskSplit(NamedTuple):
+    """Pool rows and labels (+1 concept, -1 counterexample) of a task's train and test splits.
+
+    Example:
+        >>> s = split_task(CAVTask(np.arange(5), np.arange(5, 10), seed=0))
+        >>> sorted(set(s.y_test.tolist()))
+        [-1.0, 1.0]
+    """
+
+    train: np.ndarray
+    y_train: np.ndarray
+    test: np.ndarray
+    y_test: np.ndarray
+
+
+# --------------------------------------------------------------------------------------------
+# Validation and splitting
+# --------------------------------------------------------------------------------------------
+
+def _check_2d(array: Any, name: str) -> np.ndarray:
+    # np.memmap is an ndarray subclass: keep it as is so that nothing is read before it is needed.
+    if not isinstance(array, np.ndarray):
+        array = np.asarray(array)
+    if array.ndim != 2:
+        raise InputShapeError(f"{name} must be a 2-D array (rows, features); got shape {array.shape}.")
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise InputShapeError(f"{name} must hold numbers; got dtype {array.dtype}.")
+    return array
+
+
+def _check_indices(indices: Any, n_rows: int | None, what: str, where: str) -> np.ndarray:
+    idx = np.asarray(indices)
+    if idx.size == 0:
+        return np.zeros(0, dtype=np.intp)
+    if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
+        raise PoolIndexError(f"{where}: {what} indices must be a 1-D array of integer row numbers; "
+                             f"got dtype {idx.dtype} and shape {idx.shape}.")
+    idx = idx.astype(np.intp, copy=False)
+    if idx.min() < 0:
+        raise PoolIndexError(f"{where}: {what} index {int(idx.min())} is negative; "
+                             "use row numbers 0..N-1 of the pool.")
+    if n_rows is not None and idx.max() >= n_rows:
+        raise PoolIndexError(f"{where}: {what} index {int(idx.max())} is out of range for a pool of "
+                             f"{n_rows} rows.")
+    return idx
+
+
+def _check_seed(seed: Any, where: str) -> int:
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"{where}: seed must be an integer; got {seed!r}.")
+    seed = int(seed)
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"{where}: seed must lie in [0, 2**32); got {seed}.")
+    return seed
+
+
+def _check_test_size(test_size: float) -> float:
+    if not isinstance(test_size, numbers.Real) or not 0.0 < float(test_size) < 1.0:
+        raise ValueError(f"test_size must be a fraction strictly between 0 and 1; got {test_size!r}.")
+    return float(test_size)
+
+
+def _split_sizes(n_per_side: int, test_size: float) -> tuple[int, int]:
+    # Same rounding as scikit-learn's train_test_split: the test part is rounded up.
+    n = 2 * n_per_side
+    n_test = math.ceil(test_size * n)
+    return n - n_test, n_test
+
+
+def _min_per_side(test_size: float) -> int:
+    m = 2
+    while True:
+        n_train, n_test = _split_sizes(m, test_size)
+        if n_train >= 2 and n_test >= 2:
+            return m
+        m += 1
+
+
+def split_task(task: CAVTask, *, test_size: float = 0.3, n_rows: int | None = None,
+               where: str = "task") -> TaskSplit:
+    """Balance a task's two sides and split them into stratified train and test rows.
+
+    The larger side is subsampled (without replacement) to the size of the smaller one with
+    ``numpy.random.default_rng(task.seed)``; the balanced rows are then split with
+    ``sklearn.model_selection.train_test_split(stratify=labels, random_state=task.seed)``.
+    This is exactly what :func:`fit_cav_batch` does, exposed so that a fit can be reproduced
+    or compared with another solver.
+
+    Raises :class:`~probes.errors.InsufficientDataError` when a side has fewer than 2 rows or
+    when the split would leave the train or the test part without both classes.
+
+    Example:
+        >>> s = split_task(CAVTask(np.arange(10), np.arange(10, 30), seed=0), test_size=0.3)
+        >>> len(s.train), len(s.test), int((s.y_train > 0).sum())
+        (14, 6, 7)
+    """
+    test_size = _check_test_size(test_size)
+    seed = _check_seed(task.seed, where)
+    pos = _check_indices(task.pos, n_rows, "concept (pos)", where)
+    neg = _check_indices(task.neg, n_rows, "counterexample (neg)", where)
+    need = _min_per_side(test_size)
+    m = min(len(pos), len(neg))
+    if m < need:
+        raise InsufficientDataError(
+            f"{where}: the concept side has {len(pos)} example(s) and the counterexample side "
+            f"{len(neg)}; with test_size={test_size} each side needs at least {need} so that both "
+            "the training and the held-out part contain both classes.")
+    rng = np.random.default_rng(seed)
+    # Subsample the larger side; keep the chosen rows in their given order so the result depends
+    # only on the seed and on the task, not on the order in which choice() returns them.
+    if len(pos) > m:
+        pos = pos[np.sort(rng.choice(len(pos), size=m, replace=False))]
+    elif len(neg) > m:
+        neg = neg[np.sort(rng.choice(len(neg), size=m, replace=False))]
+    rows = np.concatenate([pos, neg])
+    labels = np.concatenate([np.ones(m), -np.ones(m)])
+    tr, te = train_test_split(np.arange(2 * m), test_size=test_size, stratify=labels,
+                              random_state=seed)
+    return TaskSplit(rows[tr], labels[tr], rows[te], labels[te])
+
+
+# --------------------------------------------------------------------------------------------
+# Blockwise access to the pool
+# --------------------------------------------------------------------------------------------
+
+def _column_blocks(d: int, n_rows: int) -> list[tuple[int, int]]:
+    width = max(1, min(d, _BLOCK_BYTES // (8 * max(1, n_rows))))
+    return [(c0, min(d, c0 + width)) for c0 in range(0, d, width)]
+
+
+def _read_block(pool: np.ndarray, rows: np.ndarray | slice, c0: int, c1: int) -> np.ndarray:
+    # Float64 copy of one column block of the selected rows: accumulation in float64 keeps the
+    # Gram matrix accurate even for wide layers with a large common mean.
+    return np.array(pool[rows, c0:c1], dtype=np.float64, order="C")
+
+
+# --------------------------------------------------------------------------------------------
+# Fitting
+# --------------------------------------------------------------------------------------------
+
+def fit_cav_batch(pool: np.ndarray, tasks: Sequence[CAVTask], *, alpha: float = 1.0,
+                  test_size: float = 0.3, classifier: Any = None,
+                  progress: bool = False) -> CAVBatch:
+    """Fit one CAV per task on rows of a shared activation pool.
+
+    Each task is balanced (the larger side subsampled to the size of the smaller), split into
+    stratified train and held-out test rows (both seeded by ``task.seed``, see
+    :func:`split_task`), fitted on the training rows only and scored on the test rows.
+
+    **Default classifier** (``classifier=None``): L2-regularised least squares on targets +1
+    (concept) / -1 (counterexample) with an unpenalised intercept, i.e. mathematically the same
+    model as ``sklearn.linear_model.RidgeClassifier(alpha=alpha, fit_intercept=True)``. It is
+    deterministic (no iterative solver, no tolerance) and fast on shared pools: it is solved in
+    the dual. The Gram matrix ``K = X X^T`` of every pool row used by any task is computed once
+    (float64, blockwise over the columns, so no float64 copy of the pool is ever made); each task
+    then solves ``(K_c + alpha I) a = y_c`` on its centred training sub-Gram (size n_train), the
+    intercept and the test decisions come from ``K`` too, and all weight vectors are produced by
+    one ``(P, N_union) @ (N_union, d)`` product. Cost: two passes over the columns of the used
+    rows, whatever the number of tasks. ``alpha`` must be > 0.
+
+    **Any scikit-learn linear classifier** (``classifier=SGDClassifier(...)``,
+    ``LogisticRegression()``, ``LinearSVC()``, ...): cloned per task, ``random_state`` set to
+    ``task.seed`` when the estimator has that parameter, fitted on the training rows centred on
+    their mean (the intercept is shifted back; this only matters for liblinear, which penalises
+    the intercept), and its ``coef_`` read. One fit per task, so much slower.
+
+    Args:
+        pool: ``(N, d)`` activations (float32, possibly a ``np.memmap``; read blockwise).
+        tasks: the CAVs to fit; rows are indices into ``pool``.
+        alpha: ridge penalty of the default classifier.
+        test_size: fraction of the balanced rows held out for the accuracy.
+        classifier: ``None`` for the default, or a scikit-learn linear classifier (template).
+        progress: show a progress bar.
+
+    Returns:
+        :class:`CAVBatch`, one row per task in task order: unit vectors oriented towards the
+        concept, held-out accuracies, intercepts (scaled to the unit vectors) and split sizes.
+
+    Raises:
+        InsufficientDataError: a side has too few rows for balancing and a stratified split.
+        PoolIndexError: a task refers to a row outside the pool.
+        NotALinearClassifierError: ``classifier`` has no ``coef_`` after fitting.
+        NonFiniteValuesError: the used rows contain NaN or infinity.
+
+    Example:
+        >>> rng = np.random.default_rng(1)
+        >>> pool = rng.normal(size=(60, 500)).astype("float32")
+        >>> tasks = [CAVTask(np.arange(20), np.arange(20, 40), seed=0),
+        ...          CAVTask(np.arange(20, 40), np.arange(40, 60), seed=1)]
+        >>> batch = fit_cav_batch(pool, tasks)
+        >>> batch.vectors.shape, np.allclose(np.linalg.norm(batch.vectors, axis=1), 1)
+        ((2, 500), True)
+    """
+    pool = _check_2d(pool, "pool")
+    tasks = list(tasks)
+    test_size = _check_test_size(test_size)
+    n_rows, d = pool.shape
+    splits = [split_task(t, test_size=test_size, n_rows=n_rows, where=f"task {i}")
+              for i, t in enumerate(tasks)]
+    if not splits:
+        empty = np.zeros(0)
+        return CAVBatch(np.zeros((0, d), np.float32), empty, empty.copy(),
+                        np.zeros(0, np.int64), np.zeros(0, np.int64))
+    if classifier is None:
+        if not isinstance(alpha, numbers.Real) or not float(alpha) > 0:
+            raise ValueError(f"alpha must be a positive number; got {alpha!r}.")
+        return _fit_dual(pool, splits, float(alpha), progress)
+    return _fit_estimators(pool, splits, [t.seed for t in tasks], classifier, progress)
+
+
+def _solve_pd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    try:
+        return scipy.linalg.solve(a, b, assume_a="pos", check_finite=False)
+    except (np.linalg.LinAlgError, scipy.linalg.LinAlgError):
+        # Rounding can make K_c + alpha I numerically indefinite when alpha is tiny relative to
+        # the activations' scale; least squares still returns the ridge solution then.
+        return np.linalg.lstsq(a, b, rcond=None)[0]
+
+
+def _fit_dual(pool: np.ndarray, splits: list[TaskSplit], alpha: float,
+              progress: bool) -> CAVBatch:
+    n_rows, d = pool.shape
+    union = np.unique(np.concatenate([np.concatenate([s.train, s.test]) for s in splits]))
+    n_u = len(union)
+    # Plain slicing when every row is used avoids a fancy-indexing copy per block.
+    rows: np.ndarray | slice = slice(None) if n_u == n_rows else union
+    blocks = _column_blocks(d, n_u)
+    # Pass 2 also holds a (P, width) block of weights.
+    weight_blocks = _column_blocks(d, max(n_u, len(splits)))
+
+    # Pass 1: Gram matrix of the union rows, centred on the union mean. Centring does not change
+    # any probe (each probe centres its own training rows, and its dual coefficients sum to zero)
+    # but it removes the large common component of post-ReLU activations before the products,
+    # which keeps the small differences that matter from drowning in rounding.
+    gram = np.zeros((n_u, n_u))
+    raw_sq = 0.0
+    for c0, c1 in _progress_bar(blocks, enabled=progress, desc="CAV Gram", unit="block"):
+        block = _read_block(pool, rows, c0, c1)
+        raw_sq += float(np.einsum("ij,ij->", block, block))
+        block -= block.mean(axis=0)
+        gram += block @ block.T   # numpy dispatches A @ A.T to a symmetric rank-k update
+    if not np.all(np.isfinite(np.diag(gram))) or not math.isfinite(raw_sq):
+        raise NonFiniteValuesError("the activation pool contains NaN or infinite values in the rows "
+                                   "used by these tasks; check the layer's activations.")
+    raw_rms = math.sqrt(raw_sq / n_u)
+
+    n_tasks = len(splits)
+    coefs = np.zeros((n_tasks, n_u))
+    centred_intercepts = np.zeros(n_tasks)
+    accuracies = np.zeros(n_tasks)
+    beta_norms = np.zeros(n_tasks)
+    for p, s in enumerate(splits):
+        tr = np.searchsorted(union, s.train)
+        te = np.searchsorted(union, s.test)
+        k_tr = gram[np.ix_(tr, tr)]
+        n = len(tr)
+        # Double centring H K H of the training sub-Gram (H = I - 11^T/n): the dual of fitting
+        # with an intercept on centred rows and targets.
+        row_mean = k_tr.mean(axis=0)
+        k_c = k_tr - row_mean[None, :] - row_mean[:, None] + row_mean.mean()
+        y_mean = s.y_train.mean()
+        a = _solve_pd(k_c + alpha * np.eye(n), s.y_train - y_mean)
+        beta = a - a.mean()                    # w = X_train^T beta (beta sums to zero)
+        intercept = y_mean - float(np.mean(k_tr @ beta))
+        decision = gram[np.ix_(te, tr)] @ beta + intercept
+        accuracies[p] = np.mean((decision > 0) == (s.y_test > 0))
+        centred_intercepts[p] = intercept
+        beta_norms[p] = math.sqrt(n) * float(np.linalg.norm(beta))
+        np.add.at(coefs[p], tr, beta)          # add.at: a row may appear twice in one task
+
+    # Pass 2: every weight vector in one product per column block.
+    vectors = np.empty((n_tasks, d), dtype=np.float32)
+    norm_sq = np.zeros(n_tasks)
+    mean_dot_w = np.zeros(n_tasks)
+    for c0, c1 in _progress_bar(weight_blocks, enabled=progress, desc="CAV weights", unit="block"):
+        block = _read_block(pool, rows, c0, c1)
+        mean = block.mean(axis=0)
+        block -= mean
+        w = coefs @ block
+        norm_sq += np.einsum("ij,ij->i", w, w)
+        mean_dot_w += w @ mean
+        vectors[:, c0:c1] = w
+    norms = np.sqrt(norm_sq)
+    # The fit used union-centred rows; shift the intercept back to raw activations: w.(x - mu) + b.
+    intercepts = centred_intercepts - mean_dot_w
+    # ||w|| <= ||beta|| sqrt(n) rms(x): a norm far below that bound is rounding noise, not a
+    # direction (e.g. a layer whose activations are identical for every image).
+    degenerate = norms <= 1e-12 * beta_norms * raw_rms
+    _finish(vectors, intercepts, accuracies, norms, degenerate, splits)
+    return CAVBatch(vectors, accuracies, intercepts, *_sizes(splits))
+
+
+def _sizes(splits: list[TaskSplit]) -> tuple[np.ndarray, np.ndarray]:
+    return (np.array([len(s.train) for s in splits], dtype=np.int64),
+            np.array([len(s.test) for s in splits], dtype=np.int64))
+
+
+def _finish(vectors: np.ndarray, intercepts: np.ndarray, accuracies: np.ndarray,
+            norms: np.ndarray, degenerate: np.ndarray, splits: list[TaskSplit]) -> None:
+    """Normalise in place; degenerate probes get a zero vector and a constant decision."""
+    safe = np.where(degenerate, 1.0, norms)
+    vectors /= safe[:, None].astype(np.float32)
+    intercepts /= safe
+    if np.any(degenerate):
+        bad = np.flatnonzero(degenerate)
+        vectors[bad] = 0.0
+        intercepts[bad] = 0.0
+        for p in bad:   # a zero decision predicts "counterexample" for every test row
+            accuracies[p] = np.mean(splits[p].y_test < 0)
+        warnings.warn(f"{len(bad)} CAV(s) (tasks {bad[:10].tolist()}{'...' if len(bad) > 10 else ''}) "
+                      "have a zero weight vector: the two sides' activations cannot be told apart "
+                      "(identical or constant rows). Their vectors are set to zero.",
+                      DegenerateProbeWarning, stacklevel=3)
+
+
+def _fit_estimators(pool: np.ndarray, splits: list[TaskSplit], seeds: list[int], classifier: Any,
+                    progress: bool) -> CAVBatch:
+    d = pool.shape[1]
+    n_tasks = len(splits)
+    vectors = np.empty((n_tasks, d), dtype=np.float32)
+    intercepts = np.zeros(n_tasks)
+    accuracies = np.zeros(n_tasks)
+    norms = np.zeros(n_tasks)
+    for p in _progress_bar(range(n_tasks), enabled=progress, desc="CAVs", unit="cav"):
+        s = splits[p]
+        try:
+            est = clone(classifier)
+        except TypeError as exc:
+            raise NotALinearClassifierError(
+                f"classifier must be a scikit-learn estimator (with get_params); got {classifier!r}."
+            ) from exc
+        if "random_state" in est.get_params(deep=False):
+            est.set_params(random_state=seeds[p])
+        x_train = np.asarray(pool[s.train])
+        if not np.all(np.isfinite(x_train)):
+            raise NonFiniteValuesError(f"task {p}: the training rows contain NaN or infinite values.")
+        # Fit on rows centred on their training mean, then shift the intercept back. For models
+        # with an unpenalised intercept this is the same optimum; liblinear (LinearSVC,
+        # solver="liblinear") penalises the intercept, which on raw post-ReLU activations (large
+        # common offset) drags the boundary away and ruins accuracy.
+        x_mean = x_train.mean(axis=0, dtype=np.float64)
+        x_centred = (x_train - x_mean).astype(x_train.dtype, copy=False)
+        est.fit(x_centred, (s.y_train > 0).astype(int))   # 1 = concept, 0 = counterexample
+        w, b = _linear_parameters(est, d)
+        b -= float(w @ x_mean)
+        # Positive decision means classes_[1]; flip if that is not the concept label.
+        classes = getattr(est, "classes_", None)
+        if classes is not None and len(classes) == 2 and classes[1] != 1:
+            w, b = -w, -b
+        decision = np.asarray(pool[s.test], dtype=np.float64) @ w + b
+        accuracies[p] = np.mean((decision > 0) == (s.y_test > 0))
+        norms[p] = np.linalg.norm(w)
+        vectors[p] = w
+        intercepts[p] = b
+    degenerate = ~(norms > 0) | ~np.isfinite(norms)
+    _finish(vectors, intercepts, accuracies, norms, degenerate, splits)
+    return CAVBatch(vectors, accuracies, intercepts, *_sizes(splits))
+
+
+def _linear_parameters(est: Any, d: int) -> tuple[np.ndarray, float]:
+    coef = getattr(est, "coef_", None)
+    if coef is None:
+        raise NotALinearClassifierError(
+            f"{type(est).__name__} has no coef_ after fitting, so it defines no direction; use a "
+            "linear classifier such as SGDClassifier, LogisticRegression, LinearSVC or "
+            "RidgeClassifier (or classifier=None for the default ridge solver).")
+    coef = np.asarray(coef, dtype=np.float64)
+    if coef.ndim == 2 and coef.shape[0] == 1:
+        coef = coef[0]
+    if coef.shape != (d,):
+        raise NotALinearClassifierError(
+            f"{type(est).__name__}.coef_ has shape {coef.shape}; a binary linear classifier on "
+            f"{d} features should give (1, {d}) or ({d},).")
+    intercept = np.ravel(np.asarray(getattr(est, "intercept_", 0.0), dtype=np.float64))
+    return coef, float(intercept[0]) if intercept.size else 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# Single-probe estimator
+# --------------------------------------------------------------------------------------------
+
+class LinearProbe(BaseEstimator):
+    """One CAV as a scikit-learn style estimator (a thin wrapper around :func:`fit_cav_batch`).
+
+    Parameters:
+        classifier: ``None`` for the default dual ridge classifier, or a scikit-learn linear
+            classifier used as a template (see :func:`fit_cav_batch`).
+        alpha: ridge penalty of the default classifier.
+        test_size: fraction of the balanced rows held out for ``accuracy_``.
+        random_state: int seed of the balancing and split (and of the classifier); ``None`` or a
+            ``RandomState`` draws one, recorded in ``seed_``.
+
+    Attributes (after ``fit``): ``vector_`` (unit, float32, towards the concept), ``accuracy_``
+    (held-out), ``intercept_`` (scaled to ``vector_``), ``n_train_``, ``n_test_``,
+    ``n_features_in_``, ``seed_``.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> concept = rng.normal(size=(30, 50)) + np.eye(50)[0] * 4
+        >>> counter = rng.normal(size=(30, 50))
+        >>> probe = LinearProbe(random_state=0).fit(concept, counter)
+        >>> bool(probe.decision_function(concept).mean() > 0), probe.accuracy_ > 0.9
+        (True, True)
+    """
+
+    def __init__(self, classifier: Any = None, alpha: float = 1.0, test_size: float = 0.3,
+                 random_state: Any = None) -> None:
+        self.classifier = classifier
+        self.alpha = alpha
+        self.test_size = test_size
+        self.random_state = random_state
+
+    def fit(self, X_concept: np.ndarray, X_counter: np.ndarray) -> "LinearProbe":
+        """Fit the CAV separating ``X_concept`` (n1, d) from ``X_counter`` (n2, d); returns self."""
+        X_concept = _check_2d(X_concept, "X_concept")
+        X_counter = _check_2d(X_counter, "X_counter")
+        if X_concept.shape[1] != X_counter.shape[1]:
+            raise InputShapeError(f"X_concept has {X_concept.shape[1]} features but X_counter has "
+                                  f"{X_counter.shape[1]}.")
+        if isinstance(self.random_state, numbers.Integral) and not isinstance(self.random_state, bool):
+            seed = int(self.random_state)
+        else:
+            seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
+        n1 = len(X_concept)
+        pool = np.concatenate([X_concept, X_counter])
+        task = CAVTask(np.arange(n1), np.arange(n1, len(pool)), seed)
+        batch = fit_cav_batch(pool, [task], alpha=self.alpha, test_size=self.test_size,
+                              classifier=self.classifier)
+        self.vector_ = batch.vectors[0]
+        self.accuracy_ = float(batch.accuracies[0])
+        self.intercept_ = float(batch.intercepts[0])
+        self.n_train_ = int(batch.n_train[0])
+        self.n_test_ = int(batch.n_test[0])
+        self.n_features_in_ = int(pool.shape[1])
+        self.seed_ = seed
+        return self
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """Signed score ``X @ vector_ + intercept_``; positive means "concept"."""
+        check_is_fitted(self, "vector_")
+        X = _check_2d(X, "X")
+        if X.shape[1] != self.n_features_in_:
+            raise InputShapeError(f"X has {X.shape[1]} features; the probe was fitted on "
+                                  f"{self.n_features_in_}.")
+        return sensitivities(X, self.vector_) + self.intercept_
+
+
+# --------------------------------------------------------------------------------------------
+# Sensitivities and TCAV scores
+# --------------------------------------------------------------------------------------------
+
+def sensitivities(gradients: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """Directional derivatives ``S[i, p] = gradients[i] . vectors[p]`` for all pairs at once.
+
+    One matrix product (in float64, blockwise over the features so that memmapped inputs are
+    read in bounded pieces). ``vectors`` may be ``(P, d)`` (result ``(n, P)``) or a single
+    ``(d,)`` vector (result ``(n,)``). Exactly-zero gradients give exactly-zero sensitivities.
+
+    Example:
+        >>> sensitivities(np.array([[1.0, 0.0], [0.0, 0.0]]), np.array([[1.0, 0.0], [0.6, 0.8]]))
+        array([[1. , 0.6],
+               [0. , 0. ]])
+    """
+    gradients = _check_2d(gradients, "gradients")
+    single = np.ndim(vectors) == 1
+    vecs = _check_2d(np.asarray(vectors)[None, :] if single else vectors, "vectors")
+    n, d = gradients.shape
+    if vecs.shape[1] != d:
+        raise InputShapeError(f"gradients have {d} features but vectors have {vecs.shape[1]}.")
+    out = np.zeros((n, vecs.shape[0]))
+    for c0, c1 in _column_blocks(d, n + vecs.shape[0]):
+        out += _read_block(gradients, slice(None), c0, c1) @ _read_block(vecs, slice(None), c0, c1).T
+    return out[:, 0] if single else out
+
+
+def tcav_scores(sens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """TCAV scores from sensitivities: (fraction with S > 0, fraction with S exactly 0).
+
+    Computed over axis 0 (the examples). Exactly-zero sensitivities (dead units, zero
+    gradients) are *not* counted as positive; their fraction is returned so that they can be
+    seen rather than silently biasing the score.
+
+    Example:
+        >>> pos, zero = tcav_scores(np.array([[1.0, -1.0], [0.0, 2.0], [3.0, 0.0], [-1.0, 4.0]]))
+        >>> pos.tolist(), zero.tolist()
+        ([0.5, 0.5], [0.25, 0.25])
+    """
+    sens = np.asarray(sens)
+    if sens.ndim == 0 or sens.shape[0] == 0:
+        raise InsufficientDataError("tcav_scores needs at least one example (sens has shape "
+                                    f"{sens.shape}).")
+    if not np.all(np.isfinite(sens)):
+        raise NonFiniteValuesError("sensitivities contain NaN or infinite values.")
+    return np.mean(sens > 0, axis=0), np.mean(sens == 0, axis=0)
