@@ -1,1 +1,50 @@
-"""Concept-based explanations for Keras medical-imaging models (user-facing package)."""
+"""Concept-based explanations for Keras medical-imaging models.
+
+Which human concepts does a model use, in which layer, for which class, and is that real?
+
+Example:
+    >>> import keras, concepts
+    >>> model = keras.models.load_model("model.keras")  # doctest: +SKIP
+    >>> result = concepts.score(model, "conv2", "data/concepts/striped")  # doctest: +SKIP
+    >>> result.to_frame()  # doctest: +SKIP
+
+The public names are imported lazily so that ``import concepts`` (and ``concepts --help``) stays
+fast; TensorFlow is loaded on first use.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_PUBLIC = {
+    "score": "concepts.scoring",
+    "ScoreResult": "concepts.scoring",
+    "report": "concepts.reporting",
+    "Report": "concepts.reporting",
+    "ImageSet": "concepts.sets",
+    "default_preprocess": "concepts.sets",
+    "random_sets": "concepts.sets",
+    "radiomics": "concepts.measures",
+    "measure": "concepts.measures",
+    "measure_table": "concepts.measures",
+    "Measure": "concepts.measures",
+    "rank_measures": "concepts.ranking",
+    "write_manifest": "concepts.manifests",
+    "check_manifest": "concepts.manifests",
+    "DataLayout": "concepts.layout",
+}
+
+__all__ = sorted(_PUBLIC) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        module = importlib.import_module(_PUBLIC[name])
+        return getattr(module, name)
+    raise AttributeError(f"module 'concepts' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

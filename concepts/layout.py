@@ -1,0 +1,147 @@
+"""Finding the parts of a data folder that follows the toolkit's convention, and naming classes.
+
+::
+
+    data/
+      classes/<class>/...     example images of each model class
+      classes.txt             optional: class names, one per line, in output-index order
+      concepts/<concept>/...  one folder per concept
+      random/<set>/...        counterexample sets, or random/ holding one pool of images
+      masks/...               optional region masks mirroring the image paths (radiomics)
+
+The mapping from class names to model outputs never falls back to a silent guess: it comes
+from an explicit argument, ``classes.txt``, integer folder names, or (with a warning) the sorted
+folder order that ``keras.utils.image_dataset_from_directory`` uses.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from .errors import ConceptFolderError, UnknownClassError
+from .imageio import list_image_files
+
+
+@dataclass
+class DataLayout:
+    """Where classes, concepts, random sets and masks live under one data folder."""
+
+    root: Path | None
+    class_dirs: dict[str, Path] = field(default_factory=dict)
+    concept_dirs: dict[str, Path] = field(default_factory=dict)
+    random_dir: Path | None = None
+    masks_dir: Path | None = None
+    classes_txt: Path | None = None
+
+    @classmethod
+    def from_root(cls, root: str | Path) -> "DataLayout":
+        """Read the layout of a data folder.
+
+        Example:
+            >>> DataLayout.from_root("data").class_dirs  # doctest: +SKIP
+            {'benign': PosixPath('data/classes/benign'), 'malignant': ...}
+        """
+        root = Path(root)
+        if not root.is_dir():
+            raise ConceptFolderError(f"Data folder {str(root)!r} does not exist or is not a folder.")
+        layout = cls(root=root)
+        layout.class_dirs = _subfolders(root / "classes")
+        layout.concept_dirs = _subfolders(root / "concepts")
+        layout.random_dir = root / "random" if (root / "random").is_dir() else None
+        layout.masks_dir = root / "masks" if (root / "masks").is_dir() else None
+        for candidate in (root / "classes.txt", root / "classes" / "classes.txt"):
+            if candidate.is_file():
+                layout.classes_txt = candidate
+                break
+        return layout
+
+    @classmethod
+    def beside_concept(cls, concept_dir: str | Path) -> "DataLayout":
+        """The layout of the data folder that holds ``concept_dir`` (``<root>/concepts/<name>``)."""
+        concept_dir = Path(concept_dir)
+        if concept_dir.parent.name == "concepts":
+            return cls.from_root(concept_dir.parent.parent)
+        return cls(root=None)
+
+
+def _subfolders(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        return {}
+    return {p.name: p for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")}
+
+
+def read_class_names(path: str | Path) -> list[str]:
+    """Class names from a ``classes.txt`` (one per line, in output-index order; blank lines ignored)."""
+    names = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    names = [n for n in names if n and not n.startswith("#")]
+    if len(set(names)) != len(names):
+        raise ConceptFolderError(f"{str(path)!r} names a class twice; each line must be a distinct class name.")
+    return names
+
+
+def class_index_map(n_outputs: int, *, class_names: Sequence[str] | Mapping[str, int] | None = None,
+                    classes_txt: Path | None = None, folder_names: Sequence[str] = ()) -> dict[str, int]:
+    """Map class names to model output indices.
+
+    Precedence: ``class_names`` (a list in index order or a ``{name: index}`` dict), then
+    ``classes.txt``, then folder names that are integers, then (with a warning) the sorted folder
+    names when their number equals the number of outputs.
+
+    Example:
+        >>> class_index_map(2, class_names=["benign", "malignant"])
+        {'benign': 0, 'malignant': 1}
+    """
+    if class_names is not None:
+        mapping = dict(class_names) if isinstance(class_names, Mapping) else {
+            str(n): i for i, n in enumerate(class_names)}
+        source = "class_names"
+    elif classes_txt is not None:
+        mapping = {n: i for i, n in enumerate(read_class_names(classes_txt))}
+        source = str(classes_txt)
+    elif folder_names and all(str(n).isdigit() for n in folder_names):
+        mapping = {str(n): int(n) for n in folder_names}
+        source = "integer folder names"
+    elif folder_names and len(folder_names) == n_outputs:
+        mapping = {n: i for i, n in enumerate(sorted(folder_names))}
+        warnings.warn(
+            f"No classes.txt or class_names given: mapping class folders to outputs in sorted order "
+            f"{mapping} (the order keras.utils.image_dataset_from_directory uses). Add a classes.txt "
+            "(one class name per line, in output order) to make this explicit.", UserWarning, stacklevel=3)
+        source = "sorted folder names"
+    else:
+        mapping = {str(i): i for i in range(n_outputs)}
+        source = "output indices"
+    bad = {n: i for n, i in mapping.items() if not 0 <= int(i) < n_outputs}
+    if bad:
+        raise UnknownClassError(
+            f"Class mapping from {source} points outside the model's {n_outputs} outputs: {bad}. "
+            f"Valid output indices are 0..{n_outputs - 1}.")
+    return {str(n): int(i) for n, i in mapping.items()}
+
+
+def resolve_class(name: str | int, mapping: Mapping[str, int], n_outputs: int) -> tuple[str, int]:
+    """Turn a class name or output index into ``(name, index)``; unknown classes are an error.
+
+    Example:
+        >>> resolve_class("malignant", {"benign": 0, "malignant": 1}, 2)
+        ('malignant', 1)
+    """
+    if isinstance(name, (int,)) and not isinstance(name, bool):
+        if not 0 <= name < n_outputs:
+            raise UnknownClassError(f"Class index {name} is outside the model's outputs 0..{n_outputs - 1}.")
+        inverse = {i: n for n, i in mapping.items()}
+        return inverse.get(name, str(name)), name
+    key = str(name)
+    if key in mapping:
+        return key, mapping[key]
+    raise UnknownClassError(
+        f"Unknown class {key!r}. Known classes: {sorted(mapping, key=mapping.get)}. Class names come from "
+        "class_names=, a classes.txt in the data folder, or integer folder names; add the class there "
+        "or pass its output index.")
+
+
+def has_images(folder: Path) -> bool:
+    """True when ``folder`` directly holds at least one image file."""
+    return folder.is_dir() and bool(list_image_files(folder))

@@ -1,0 +1,331 @@
+"""``concepts.score``: the everyday question, in one call.
+
+*Does this model use this concept, in this layer, for these classes, and is that real?*
+
+The three-argument call follows the folder convention (see :mod:`concepts.layout`); every part
+can also be given explicitly. Folder concepts give CAVs (TCAV), continuous measures
+(:func:`concepts.radiomics`, :func:`concepts.measure`) give RCVs; both land in the same table.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from probes.cache import ActivationCache, default_cache_dir
+from probes.engine import Engine
+from probes.errors import InsufficientDataError
+from probes.sources import ArraySource, InMemoryImages
+
+from .analysis import Analysis, ClassExamples, FolderConcept, MeasureConcept, Options, Outcome, summary_text
+from .errors import ConceptFolderError, MeasureError
+from .layout import DataLayout, class_index_map, resolve_class
+from .measures import Measure
+from .sets import ImageSet, random_sets as draw_random_sets
+
+ConceptLike = Any  # a folder path, an ImageSet, a Measure, or a list / dict of these
+
+
+class ScoreResult:
+    """The answer of :func:`concepts.score`: one row per (class, layer, concept), with statistics.
+
+    ``to_frame()`` gives the tidy table; ``runs`` holds the per-run scores behind every row (for
+    plots of the null distribution), ``scatter`` the measure-vs-projection data of every RCV, and
+    ``provenance`` what was computed how (model fingerprint, layers, target, seeds, versions).
+
+    Example:
+        >>> result = concepts.score(model, "conv2", "data/concepts/striped")  # doctest: +SKIP
+        >>> result.to_frame()[["class", "score", "p_value", "significant"]]  # doctest: +SKIP
+    """
+
+    def __init__(self, outcome: Outcome) -> None:
+        self._table = outcome.table
+        self.runs = outcome.runs
+        self.scatter = outcome.scatter
+        self.provenance = outcome.provenance
+
+    def to_frame(self) -> pd.DataFrame:
+        """The tidy result table (a copy), one row per (class, layer, concept)."""
+        return self._table.copy()
+
+    @property
+    def significant(self) -> pd.DataFrame:
+        """Only the rows that are significant after correction."""
+        return self._table[self._table["significant"]].copy()
+
+    def to_csv(self, path: str | os.PathLike) -> Path:
+        """Write the table as CSV; returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._table.to_csv(path, index=False)
+        return path
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def __repr__(self) -> str:
+        prov = self.provenance
+        return (f"<{type(self).__name__}: target {prov.get('target')}, {prov.get('n_random_runs')} random runs, "
+                f"{prov.get('correction')} correction, seed {prov.get('seed')}>\n" + summary_text(self._table))
+
+    def _repr_html_(self) -> str:
+        import html
+
+        prov = self.provenance
+        head = (f"<p><b>{html.escape(type(self).__name__)}</b>: target {html.escape(str(prov.get('target')))}; "
+                f"{prov.get('n_random_runs')} random runs; {html.escape(str(prov.get('correction')))} correction; "
+                f"seed {prov.get('seed')}; {int(self._table['significant'].sum())} of {len(self._table)} "
+                "rows significant.</p>")
+        cols = ["class", "layer", "concept", "kind", "score", "null_mean", "effect", "ubs", "p_value", "q_value",
+                "significant", "vector_quality"]
+        return head + self._table[cols].to_html(index=False, float_format=lambda v: f"{v:.3g}")
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+def _as_layers(layer: str | Sequence[str] | None, layers: Sequence[str] | None) -> list[str]:
+    names: list[str] = []
+    for item in (layer, layers):
+        if item is None:
+            continue
+        names += [item] if isinstance(item, str) else list(item)
+    if not names:
+        raise ValueError("Name at least one layer: score(model, 'conv2', concept) or layers=['conv1', 'conv2'].")
+    return list(dict.fromkeys(names))
+
+
+def _as_concept_list(concept: ConceptLike) -> list[tuple[str | None, Any]]:
+    if concept is None:
+        return []
+    if isinstance(concept, Mapping):
+        return [(str(k), v) for k, v in concept.items()]
+    if isinstance(concept, (list, tuple)):
+        return [(None, c) for c in concept]
+    return [(None, concept)]
+
+
+def _bind(images: Any, input_shape: tuple, preprocess: Callable | None, name: str) -> ArraySource:
+    """Turn a folder, an ImageSet, a list of files or an array into a source bound to the model."""
+    if isinstance(images, ImageSet):
+        return images.bind(input_shape)
+    if isinstance(images, np.ndarray):
+        return InMemoryImages(images, name=name)
+    if isinstance(images, (str, os.PathLike)):
+        return ImageSet.from_folder(images, name=name, input_shape=input_shape, preprocess=preprocess)
+    if isinstance(images, (list, tuple)) and images and isinstance(images[0], (str, os.PathLike)):
+        return ImageSet(images, name=name, input_shape=input_shape, preprocess=preprocess)
+    if isinstance(images, ArraySource):
+        return images
+    raise TypeError(f"Cannot use {type(images).__name__} as images for {name!r}: give a folder path, a list of "
+                    "image files, an ImageSet or a numpy array of model-ready images.")
+
+
+def _measure_concept(name: str, measure: Measure, default_images: Sequence[Path], input_shape: tuple,
+                     preprocess: Callable | None) -> MeasureConcept:
+    values = measure.values
+    if values is None or len(values) == 0:
+        values = measure.evaluate(default_images)
+    values = values[np.isfinite(values.to_numpy(dtype=float))]
+    if len(values) == 0:
+        raise MeasureError(f"Measure {name!r} has no finite value on any image; see its .failures for why.")
+    files = [Path(p) for p in values.index]
+    images = ImageSet(files, name=name, input_shape=input_shape, preprocess=preprocess)
+    return MeasureConcept(name=name, images=images, values=values.to_numpy(dtype=float),
+                          description=getattr(measure, "description", ""))
+
+
+def _class_examples(examples: Any, classes: Sequence[str | int] | None, class_names: Any,
+                    layout: DataLayout, n_outputs: int, input_shape: tuple,
+                    preprocess: Callable | None) -> list[ClassExamples]:
+    """Resolve which classes to score and the example images of each."""
+    folders: dict[str, Any]
+    if examples is None:
+        folders = dict(layout.class_dirs)
+        if not folders:
+            where = f" in {str(layout.root / 'classes')!r}" if layout.root else ""
+            raise ConceptFolderError(
+                f"No class example folders found{where}. Put example images under data/classes/<class>/ beside "
+                "data/concepts/, or pass examples={'class name': folder_or_array, ...}.")
+    elif isinstance(examples, Mapping):
+        folders = {str(k): v for k, v in examples.items()}
+    elif isinstance(examples, (str, os.PathLike)) and any(Path(examples).glob("*/")):
+        folders = {p.name: p for p in sorted(Path(examples).iterdir()) if p.is_dir() and not p.name.startswith(".")}
+    else:
+        if classes is None or len(classes) != 1:
+            raise ValueError("examples= is one set of images: say which class they belong to with classes=[name].")
+        folders = {str(classes[0]): examples}
+    mapping = class_index_map(n_outputs, class_names=class_names, classes_txt=layout.classes_txt,
+                              folder_names=list(folders))
+    wanted = list(classes) if classes is not None else list(folders)
+    result = []
+    for item in wanted:
+        name, index = resolve_class(item, mapping, n_outputs)
+        source = folders.get(name, folders.get(str(item)))
+        if source is None:
+            raise ConceptFolderError(
+                f"Class {name!r} has no example images: expected a folder classes/{name}/ or an entry in examples=. "
+                f"Found example sets for: {sorted(folders)}.")
+        result.append(ClassExamples(name=name, index=index, images=_bind(source, input_shape, preprocess, name)))
+    return result
+
+
+def _random_sets(random: Any, layout: DataLayout, n_sets: int, set_size: int, seed: int, input_shape: tuple,
+                 preprocess: Callable | None, exclude: Sequence[Path]) -> list[ArraySource]:
+    if random is None:
+        if layout.random_dir is None:
+            where = f" {str(layout.root / 'random')!r}" if layout.root else " data/random/ beside data/concepts/"
+            raise ConceptFolderError(
+                f"No random counterexample images found: expected a folder{where}, holding images (a pool that is "
+                "split into seeded random sets) or one sub-folder per random set. Or pass random=folder.")
+        random = layout.random_dir
+    if isinstance(random, (str, os.PathLike)):
+        return draw_random_sets(random, n_sets, set_size, seed=seed, input_shape=input_shape,
+                                preprocess=preprocess, exclude=exclude)
+    sets = [_bind(s, input_shape, preprocess, f"random_{i:03d}") for i, s in enumerate(random)]
+    if len(sets) < n_sets:
+        raise InsufficientDataError(
+            f"{len(sets)} random sets were given but n_random={n_sets} are needed. Give more sets or lower "
+            "n_random.")
+    return sets[:n_sets]
+
+
+def prepare(model: Any, layers: Sequence[str], concept_list: list[tuple[str | None, Any]], *, data: Any = None,
+            examples: Any = None, classes: Sequence[str | int] | None = None, class_names: Any = None,
+            random: Any = None, target: str = "logit", preprocess: Callable | None = None, batch_size: int = 32,
+            cache_dir: str | os.PathLike | bool | None = None, options: Options) -> tuple[Analysis, dict[str, Any]]:
+    """Resolve every input of an analysis and build the engine (shared by ``score`` and ``report``)."""
+    cache = _cache(cache_dir)
+    engine = Engine(model, layers, target=target, batch_size=batch_size, cache=cache, progress=options.progress)
+    input_shape = tuple(engine.input_shape)
+
+    layout = DataLayout.from_root(data) if data is not None else DataLayout(root=None)
+    folder_concepts: list[FolderConcept] = []
+    measure_specs: list[tuple[str, Measure]] = []
+    for name, item in concept_list:
+        if isinstance(item, Measure):
+            measure_specs.append((name or item.name, item))
+            continue
+        if isinstance(item, (str, os.PathLike)):
+            path = Path(item)
+            if layout.root is None:
+                layout = DataLayout.beside_concept(path)
+            if not path.exists() and layout.root is not None and (layout.root / "concepts" / path).is_dir():
+                path = layout.root / "concepts" / path
+            folder_concepts.append(FolderConcept(name or path.name, _bind(path, input_shape, preprocess,
+                                                                           name or path.name)))
+        else:
+            label = name or getattr(item, "name", None) or f"concept_{len(folder_concepts)}"
+            folder_concepts.append(FolderConcept(label, _bind(item, input_shape, preprocess, label)))
+    if not folder_concepts and not measure_specs:
+        raise ValueError("Give at least one concept: a folder of images, an ImageSet or a measure.")
+    names = [c.name for c in folder_concepts] + [n for n, _ in measure_specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Concept names must be distinct; got {names}. Pass a dict {{name: concept}} to rename.")
+    if options.relative and len(folder_concepts) < 2:
+        raise ValueError("relative=True compares each concept with the others: give at least two folder concepts.")
+    if options.statistic not in ("ubs", "score"):
+        raise ValueError(f"statistic must be 'ubs' or 'score', not {options.statistic!r}.")
+    min_images = max(5, int(np.ceil(2 / max(options.test_size, 1e-9))))
+    for concept in folder_concepts:
+        if len(concept.images) < min_images:
+            raise InsufficientDataError(
+                f"Concept {concept.name!r} has {len(concept.images)} images; with test_size={options.test_size} "
+                f"a CAV needs at least {min_images} (two held-out images per side). Add images to the concept "
+                "folder (20 or more is typical).")
+    if options.n_random < 3:
+        raise InsufficientDataError(f"n_random={options.n_random}: at least 3 random sets are needed for a test "
+                                    "(10 or more is recommended).")
+
+    class_sets = _class_examples(examples, classes, class_names, layout, engine.n_outputs, input_shape, preprocess)
+    example_files = [f for c in class_sets for f in getattr(c.images, "files", [])]
+    measures = [_measure_concept(n, m, example_files, input_shape, preprocess) for n, m in measure_specs]
+
+    random_sets: list[ArraySource] = []
+    if folder_concepts:
+        set_size = max(len(c.images) for c in folder_concepts)
+        exclude = [f for c in folder_concepts for f in getattr(c.images, "files", [])] + example_files
+        random_sets = _random_sets(random, layout, options.n_random, set_size, options.seed, input_shape,
+                                   preprocess, exclude)
+    analysis = Analysis(engine, options, cache=cache)
+    inputs = {"classes": class_sets, "folder_concepts": folder_concepts, "measure_concepts": measures,
+              "random_sets": random_sets, "layout": layout}
+    return analysis, inputs
+
+
+def _cache(cache_dir: str | os.PathLike | bool | None) -> ActivationCache:
+    if cache_dir is False:
+        return ActivationCache(None)
+    if cache_dir is None or cache_dir is True:
+        return ActivationCache(default_cache_dir())
+    return ActivationCache(cache_dir)
+
+
+def score(model: Any, layer: str | Sequence[str] | None = None, concept: ConceptLike = None, *,
+          layers: Sequence[str] | None = None, data: str | os.PathLike | None = None, examples: Any = None,
+          classes: Sequence[str | int] | None = None, class_names: Sequence[str] | Mapping[str, int] | None = None,
+          random: Any = None, n_random: int = 10, null_pairs: str = "all", statistic: str = "ubs",
+          relative: bool = False,
+          target: str = "logit", seed: int = 0, preprocess: Callable | None = None, batch_size: int = 32,
+          classifier: Any = None, alpha: float = 1.0, test_size: float = 0.3, correction: str = "holm",
+          significance: float = 0.05, n_directions: int = 1000, pool: str | bool = "auto",
+          cache_dir: str | os.PathLike | bool | None = None, progress: bool = True) -> ScoreResult:
+    """Score how a model uses a concept in a layer, for each class, with a significance test.
+
+    Args:
+        model: a Keras 3 model (Sequential, functional, or with nested models).
+        layer: a layer name, an ``"outer/inner"`` path into a nested model, or a list of them.
+        concept: a concept folder (``data/concepts/striped``), an :class:`~concepts.sets.ImageSet`, a
+            :class:`~concepts.measures.Measure` (continuous concept → RCV), or a list/dict of these.
+        layers: more layers, scored in the same pass over the images.
+        data: the data folder (default: two levels above the first concept folder).
+        examples: class examples; default ``<data>/classes/<class>/``. A dict ``{class: folder | array}``.
+        classes: which classes to score (names or output indices); default every class folder.
+        class_names: class names in output order (list) or ``{name: index}``; default ``classes.txt``.
+        random: counterexamples: a folder (pool or one sub-folder per set) or a list of sets; default
+            ``<data>/random``.
+        n_random: number of seeded random sets, hence of concept-vs-random runs (at least 3; 10 or more
+            recommended; no hidden cap).
+        null_pairs: random-vs-random runs: ``"all"`` unordered pairs (default) or ``"ring"`` (each set
+            against the next: fewer fits, a more conservative test).
+        statistic: what the significance test compares with the random concepts: ``"ubs"`` (default,
+            magnitude-aware, powerful even where all examples share one gradient direction) or
+            ``"score"`` (the TCAV sign-count score; Br for measures).
+        relative: compare each folder concept with the union of the other concepts instead of random sets.
+        target: ``"logit"`` (pre-softmax, default), ``"log_prob"`` or ``"prob"``.
+        seed: seeds every random choice (random sets, splits, bootstrap, UBS directions).
+        preprocess: ``callable(image, input_shape) -> array`` replacing the documented default
+            (:func:`concepts.sets.default_preprocess`).
+        batch_size: images per engine pass (bounds memory).
+        classifier: any scikit-learn linear classifier for the CAVs; default a ridge least-squares
+            classifier solved on the shared Gram matrix (fast, identical to ``RidgeClassifier(alpha)``).
+        alpha: ridge penalty of the default CAV classifier.
+        test_size: held-out fraction for CAV accuracy.
+        correction: ``"holm"`` (default), ``"bh"`` (Benjamini–Hochberg), ``"bonferroni"`` or ``"none"``.
+        significance: level for the ``significant`` column (on corrected q-values).
+        n_directions: random unit directions for the UBS null.
+        pool: global average pooling of convolutional activations for RCVs (``"auto"``: on for conv layers).
+        cache_dir: activation cache folder (default ``$CONCEPTS_CACHE_DIR`` or ``~/.cache/concepts-toolkit``;
+            ``False`` keeps everything in memory).
+        progress: show progress bars.
+
+    Returns:
+        A :class:`ScoreResult`; ``result.to_frame()`` is the tidy table.
+
+    Example:
+        >>> import keras, concepts
+        >>> model = keras.models.load_model("model.keras")  # doctest: +SKIP
+        >>> result = concepts.score(model, "conv2", "data/concepts/striped")  # doctest: +SKIP
+        >>> print(result)  # doctest: +SKIP
+    """
+    options = Options(n_random=n_random, null_pairs=null_pairs, statistic=statistic, relative=relative, seed=seed,
+                      classifier=classifier, alpha=alpha, test_size=test_size, correction=correction, significance=significance,
+                      n_directions=n_directions, pool=pool, progress=progress)
+    analysis, inputs = prepare(model, _as_layers(layer, layers), _as_concept_list(concept), data=data,
+                               examples=examples, classes=classes, class_names=class_names, random=random,
+                               target=target, preprocess=preprocess, batch_size=batch_size, cache_dir=cache_dir,
+                               options=options)
+    outcome = analysis.run(inputs["classes"], inputs["folder_concepts"], inputs["measure_concepts"],
+                           inputs["random_sets"])
+    return ScoreResult(outcome)
