@@ -1,0 +1,220 @@
+"""Pieces shared by the demo case builders: the case description, byte-stable PNG writing, seeded
+orderings that never change between library versions, and the manifest check.
+
+Everything here exists for one promise: building a demo case twice, on any machine, gives the same
+bytes, so that the committed manifest in ``data_manifests/`` can vouch for the data.
+"""
+from __future__ import annotations
+
+import hashlib
+import shutil
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ..errors import ToolkitError
+
+# The repository's committed manifests; the demo data are verified against these.
+MANIFEST_DIR = Path(__file__).resolve().parents[2] / "data_manifests"
+SIZES = ("full", "small")
+# Subfolders a builder writes; anything else already in the output folder is left alone, but these
+# are emptied first so that a rebuild never mixes old and new files.
+BUILT_FOLDERS = ("classes", "concepts", "random", "masks", "train")
+
+
+class DemoDataError(ToolkitError, ValueError):
+    """Demo data that cannot be built or does not match its committed manifest."""
+
+
+@dataclass
+class CaseInfo:
+    """What a built demo case holds and how to explain a model of it.
+
+    Attributes:
+        root: the data folder (``classes/``, ``concepts/``, ``random/``, ``masks/``, ``train/``).
+        case: ``"histology"`` or ``"mri"``.
+        size: ``"full"`` or ``"small"``.
+        class_names: class names in the model's output-index order (also in ``classes.txt``).
+        concept_names: the folder concepts under ``concepts/``.
+        ground_truth_concept: the concept the labels were derived from.
+        ground_truth_class: the class that concept should push the model towards.
+        expected_sign: +1 when the ground-truth concept should raise ``ground_truth_class``.
+        label_rule: how the labels were derived from the data, in one or two sentences.
+        measures: suggestions for continuous (radiomics) concept measures: ``channel``,
+            ``mask_dir``, ``features`` (pyradiomics names) and a ``note``.
+        manifest: the committed manifest this build was (or can be) verified against.
+        provenance: source package, version, file, tiling, thresholds and seeds.
+        counts: number of images per set (``"classes/high_cellularity"`` -> 150, ...).
+        train_dir: folder of the CNN training examples (``train/<class>/``), disjoint from
+            ``classes/``, which serve as the held-out test set.
+
+    Example:
+        >>> info = build_case("histology", "demo_data")  # doctest: +SKIP
+        >>> info.class_names, info.ground_truth_concept  # doctest: +SKIP
+        (['low_cellularity', 'high_cellularity'], 'nuclei_dense')
+    """
+
+    root: Path
+    case: str
+    size: str
+    class_names: list[str]
+    concept_names: list[str]
+    ground_truth_concept: str
+    ground_truth_class: str
+    expected_sign: int
+    label_rule: str
+    measures: dict
+    manifest: Path
+    provenance: dict
+    counts: dict[str, int] = field(default_factory=dict)
+    train_dir: Path | None = None
+
+    @property
+    def channels(self) -> int:
+        """Number of image channels (3 for RGB histology, 1 for MRI)."""
+        return int(self.provenance.get("channels", 3))
+
+
+def manifest_path(case: str, size: str) -> Path:
+    """The committed manifest of a case and size: ``data_manifests/demo_<case>[_small].json``.
+
+    Example:
+        >>> manifest_path("mri", "small").name
+        'demo_mri_small.json'
+    """
+    suffix = "" if size == "full" else f"_{size}"
+    return MANIFEST_DIR / f"demo_{case}{suffix}.json"
+
+
+def check_size(size: str) -> None:
+    """Raise a clear error for a size other than ``"full"`` or ``"small"``."""
+    if size not in SIZES:
+        raise DemoDataError(f"Unknown demo size {size!r}; use one of {', '.join(SIZES)}.")
+
+
+# --- byte-stable PNG ------------------------------------------------------------------------------
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """Encode an 8-bit grayscale ``(H, W)`` or RGB ``(H, W, 3)`` image as a PNG, byte for byte stable.
+
+    The image data are stored in uncompressed deflate blocks. Compressed output depends on the zlib
+    build (Pillow's wheels and some Linux distributions use zlib-ng, whose bytes differ from
+    zlib's), so compressed PNGs could not be verified by SHA-256 across machines; stored blocks
+    can. No time stamp or other metadata is written. Any PNG reader (Pillow included) reads them.
+
+    Example:
+        >>> png_bytes(np.zeros((2, 2), np.uint8))[:8]
+        b'\\x89PNG\\r\\n\\x1a\\n'
+    """
+    image = np.ascontiguousarray(image)
+    if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+        raise DemoDataError(f"png_bytes needs uint8 (H, W) or (H, W, 3), got {image.dtype} {image.shape}.")
+    height, width = image.shape[:2]
+    color_type = 0 if image.ndim == 2 else 2
+    rows = image.reshape(height, -1)
+    # Filter type 0 (none) before every scanline.
+    raw = b"".join(b"\x00" + rows[i].tobytes() for i in range(height))
+    blocks = []
+    for start in range(0, max(len(raw), 1), 65535):
+        block = raw[start:start + 65535]
+        final = 1 if start + 65535 >= len(raw) else 0
+        blocks.append(struct.pack("<BHH", final, len(block), len(block) ^ 0xFFFF) + block)
+    stream = b"\x78\x01" + b"".join(blocks) + struct.pack(">I", zlib.adler32(raw))
+    header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", stream) + _chunk(b"IEND", b"")
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    """Write :func:`png_bytes` of ``image`` to ``path``, creating parent folders."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png_bytes(image))
+
+
+# --- seeded orderings ------------------------------------------------------------------------------
+
+def stable_order(keys: Iterable[str], salt: str) -> list[str]:
+    """``keys`` in a seeded pseudo-random order that is the same on every machine and library version.
+
+    The order is by SHA-256 of ``salt + key``: unlike ``numpy.random`` shuffles, whose algorithms
+    may change between numpy versions, this can never change, so the demo's splits stay fixed.
+
+    Example:
+        >>> stable_order(["a", "b", "c"], "seed0") == stable_order(["c", "b", "a"], "seed0")
+        True
+    """
+    return sorted(keys, key=lambda k: hashlib.sha256(f"{salt}|{k}".encode()).hexdigest())
+
+
+def take(keys: Sequence[str], n: int, salt: str, used: set[str]) -> list[str]:
+    """The first ``n`` of ``keys`` in :func:`stable_order` that are not in ``used``; marks them used.
+
+    Returns them sorted by key (file order). Fewer than ``n`` are returned when fewer are left.
+    """
+    chosen = [k for k in stable_order(keys, salt) if k not in used][:n]
+    used.update(chosen)
+    return sorted(chosen)
+
+
+def reset_output(root: Path) -> None:
+    """Empty the builder's own subfolders and ``classes.txt`` below ``root`` (a rebuild starts clean)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in BUILT_FOLDERS:
+        if (root / name).is_dir():
+            shutil.rmtree(root / name)
+    (root / "classes.txt").unlink(missing_ok=True)
+
+
+def write_classes_txt(root: Path, class_names: Sequence[str]) -> None:
+    """Write ``classes.txt`` (one class name per line, output-index order, ``\\n`` line ends)."""
+    (root / "classes.txt").write_bytes(("\n".join(class_names) + "\n").encode("utf-8"))
+
+
+def count_sets(root: Path) -> dict[str, int]:
+    """Number of PNG files per set: ``classes/<c>``, ``concepts/<c>``, ``train/<c>``, ``random``, ``masks``."""
+    counts: dict[str, int] = {}
+    for path in sorted(root.rglob("*.png")):
+        parts = path.relative_to(root).parts
+        key = parts[0] if parts[0] in ("random", "masks") or len(parts) < 3 else "/".join(parts[:2])
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def verify_case(info: CaseInfo) -> None:
+    """Check a built case against its committed manifest; raise :class:`DemoDataError` naming files.
+
+    Raises:
+        DemoDataError: the manifest is missing, or files changed, vanished or appeared.
+
+    Example:
+        >>> verify_case(build_case("mri", "demo_mri", verify=False))  # doctest: +SKIP
+    """
+    from ..manifests import check_manifest, read_manifest
+
+    if not info.manifest.is_file():
+        raise DemoDataError(
+            f"No committed manifest {str(info.manifest)!r} for demo case {info.case!r} ({info.size}). "
+            f"Create it once with concepts.demo.write_case_manifest({info.case!r}, {info.size!r}), "
+            "or build with verify=False.")
+    result = check_manifest(info.manifest, info.root)
+    if result.ok:
+        return
+    hint = ""
+    recorded = read_manifest(info.manifest).get("provenance", {})
+    expected_pixels = recorded.get("decoded_source_sha256")
+    actual_pixels = info.provenance.get("decoded_source_sha256")
+    if expected_pixels and actual_pixels and expected_pixels != actual_pixels:
+        hint = ("\nThe decoded source pixels already differ from the manifest's (a different JPEG decoder "
+                "or source file?): compare the imagecodecs/nilearn versions with the manifest's provenance.")
+    elif recorded.get("versions") and recorded.get("versions") != info.provenance.get("versions"):
+        hint = (f"\nLibrary versions differ: manifest {recorded.get('versions')}, "
+                f"here {info.provenance.get('versions')}.")
+    raise DemoDataError(f"The demo case {info.case!r} ({info.size}) built in {str(info.root)!r} does not "
+                        f"match its committed manifest:\n{result}{hint}")
