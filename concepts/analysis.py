@@ -21,10 +21,11 @@ Statistics per (class, layer, concept):
   only by pooling and a linear head every class example has the same gradient direction, so
   every vector's sign-count score is 0 or 1 and random sets spread over the whole range; the
   magnitude-aware UBS of random CAVs stays near 0 and a used concept stands out.
-* continuous measures (RCVs): the full-data RCV gives R², fold angle, Br and UBS; its UBS (or,
-  with ``statistic="score"``, its Br) is tested against ``n_random`` RCVs fitted on shuffled
-  measures (same prediction test); ``n_random`` RCVs on seeded 80 % subsamples give the score's
-  interval;
+* continuous measures (RCVs): the full-data RCV gives R², fold angle, Br and UBS; its Br is
+  tested against the Br of ``n_random`` RCVs fitted on shuffled measures (same prediction test;
+  held-out R² is not clipped at 0, so the null keeps its spread); ``n_random`` RCVs on seeded
+  80 % subsamples give the score's interval. Where every example has the same gradient along
+  the vector, Br is undefined (NaN) and so is the p-value;
 * ``ubs`` is the UBS of the consensus vector (normalised mean of the concept CAVs, or the RCV),
   with a bootstrap interval over class examples and ``ubs_p`` from sampled random directions;
 * one multiple-comparison correction across every row computed together.
@@ -185,11 +186,20 @@ class Analysis:
         runs: dict[tuple[str, str, str], dict[str, np.ndarray]] = {}
         scatter: dict[tuple[str, str], pd.DataFrame] = {}
 
-        grads = {c.name: self._gradients(c) for c in progress(
-            classes, enabled=opts.progress and len(classes) > 1, desc="class gradients")}
-        concept_acts = {c.name: self._activations(c.images) for c in folder_concepts}
-        random_acts = [self._activations(s) for s in random_sets] if folder_concepts else []
-        measure_acts = {m.name: self._activations(m.images) for m in measure_concepts}
+        # One bar over every image set; the engine's own per-batch bar only for sets of many batches.
+        n_sets = len(classes) + len(folder_concepts) + len(measure_concepts) + (len(random_sets) if folder_concepts else 0)
+        bar = progress(range(n_sets), enabled=opts.progress, desc="activations and gradients", unit="set")
+        ticks = iter(bar)
+
+        def tick(value):
+            next(ticks, None)
+            return value
+
+        grads = {c.name: tick(self._gradients(c)) for c in classes}
+        concept_acts = {c.name: tick(self._activations(c.images)) for c in folder_concepts}
+        random_acts = [tick(self._activations(s)) for s in random_sets] if folder_concepts else []
+        measure_acts = {m.name: tick(self._activations(m.images)) for m in measure_concepts}
+        next(ticks, None)
 
         for layer in progress(self.engine.layers, enabled=opts.progress, desc="layers"):
             ubs_nulls: dict[str, np.ndarray] = {}
@@ -261,7 +271,7 @@ class Analysis:
                 missing.append(t)
         if missing:
             batch = fit_cav_batch(pool, [tasks[t] for t in missing], alpha=opts.alpha, test_size=opts.test_size,
-                                  classifier=opts.classifier, progress=opts.progress)
+                                  classifier=opts.classifier, progress=False)
             for row, t in enumerate(missing):
                 vectors[t] = batch.vectors[row]
                 # Rounded like the cached copy, so a cache hit reproduces a fresh fit exactly.
@@ -334,10 +344,12 @@ class Analysis:
             sub = np.sort(rng.choice(n, size=size, replace=False))
             fitted = RegressionProbe(cv=5, random_state=opts.seed).fit(x[sub], y[sub])
             concept_vectors.append(fitted.vector_)
-            concept_r2.append(max(fitted.r2_cv_, 0.0))
+            concept_r2.append(fitted.r2_cv_)
             shuffled = RegressionProbe(cv=5, random_state=opts.seed).fit(x, rng.permutation(y))
             null_vectors.append(shuffled.vector_)
-            null_r2.append(max(shuffled.r2_cv_, 0.0))
+            # Not clipped at 0: shuffled measures give slightly negative held-out R², and clipping
+            # would collapse the null to a point, making any positive Br "significant".
+            null_r2.append(shuffled.r2_cv_)
         concept_vectors = np.asarray(concept_vectors)
         null_vectors = np.asarray(null_vectors)
         scatter[(layer, measure.name)] = pd.DataFrame({
@@ -355,15 +367,10 @@ class Analysis:
             s_full = sensitivities(g, probe.vector_[None, :])[:, 0]
             scores, zeros = tcav_scores(s_concept)
             null_scores, _ = tcav_scores(s_null)
-            br = float(max(probe.r2_cv_, 0.0) * _mean_over_std(s_full[:, None])[0])
-            if opts.statistic == "ubs":
-                statistic = float(ubs_scores(g, probe.vector_[None, :])[0])
-                null_statistics = ubs_scores(g, null_vectors)
-            else:
-                statistic, null_statistics = br, br_null
+            br = float(probe.r2_cv_ * _mean_over_std(s_full[:, None])[0])
             row = self._row(example, layer, measure.name, "rcv", g, probe.vector_, scores, null_scores,
                             quality=float(probe.r2_cv_), zero_fraction=float(zeros.mean()), ubs_nulls=ubs_nulls,
-                            runs=runs, statistic=statistic, null_statistics=null_statistics, pooled=pooled)
+                            runs=runs, statistic=br, null_statistics=br_null, pooled=pooled)
             row.update(r2_cv=float(probe.r2_cv_), fold_angle_deg=float(probe.fold_angle_deg_), br=br)
             runs[(example.name, layer, measure.name)].update(br=br_concept, null_br=br_null)
             rows.append(row)
@@ -376,8 +383,11 @@ class Analysis:
         Br) is an outlier among the same statistic of null concepts (random sets, shuffled measures)."""
         opts = self.options
         seed = _seed_for(opts.seed, "stats", example.name, layer, concept)
-        null_statistics = null_scores if null_statistics is None else null_statistics
-        _, p = prediction_test(statistic, null_statistics)
+        null_statistics = np.asarray(null_scores if null_statistics is None else null_statistics, dtype=float)
+        null_statistics = null_statistics[np.isfinite(null_statistics)]
+        p = np.nan  # undefined statistic (e.g. Br where S does not vary): no test, never significant
+        if np.isfinite(statistic) and null_statistics.size >= 3:
+            _, p = prediction_test(statistic, null_statistics)
         score_lo, score_hi = bootstrap_ci(scores, n_boot=opts.n_boot, random_state=seed)
         eff_lo, eff_hi = bootstrap_diff_ci(scores, null_scores, n_boot=opts.n_boot, random_state=seed + 1)
         ubs, ubs_lo, ubs_hi, ubs_p = self._ubs(g, vector, ubs_nulls, f"{example.name}|{pooled}", seed)
@@ -443,12 +453,18 @@ class Analysis:
 
 
 def _mean_over_std(sens: np.ndarray) -> np.ndarray:
-    """mean(S)/std(S) over examples for each column; 0 where S does not vary."""
+    """mean(S)/std(S) over examples for each column.
+
+    NaN where S does not vary across examples (relative spread below 1e-6): then every example's
+    target moves identically along the vector, as in a layer followed only by pooling and a linear
+    head, and the ratio (hence Br) is undefined rather than huge.
+    """
     sens = np.asarray(sens, dtype=np.float64)
     mean = sens.mean(axis=0)
     std = sens.std(axis=0, ddof=1) if len(sens) > 1 else np.zeros_like(mean)
+    scale = np.abs(sens).mean(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.where(std > 0, mean / std, 0.0)
+        out = np.where(std > 1e-6 * scale, mean / std, np.nan)
     return out
 
 

@@ -559,7 +559,8 @@ class Engine:
         outs: np.ndarray | None = None
         start = 0
         total = math.ceil(n / self.batch_size) if n else 0
-        batches = _progress(source.batches(self.batch_size), enabled=self.progress,
+        # A bar for a pass of a few batches is flicker, not information.
+        batches = _progress(source.batches(self.batch_size), enabled=self.progress and total > 8,
                             desc="activations" if not grad_layers else "activations+gradients",
                             total=total, unit="batch")
         ci = np.int32(class_index)

@@ -65,8 +65,12 @@ def run_demo(case: str = "histology", out_dir: str | Path = "demo_output", *, si
 
     suggestion: dict[str, Any] = info.measures or {}
     measures = []
+    mask_dir = suggestion.get("mask_dir")
     for feature in suggestion.get("features", [])[:2]:
-        measures.append(radiomics(feature, images=info.root / "classes", masks=suggestion.get("mask_dir"),
+        # Masks mirror the data folder (masks/classes/<class>/<tile>.png), so the class images' masks
+        # are under masks/classes.
+        measures.append(radiomics(feature, images=info.root / "classes",
+                                  masks=Path(mask_dir) / "classes" if mask_dir else None,
                                   channel=suggestion.get("channel", "gray"), progress=progress))
     if n_random is None:
         n_random = 10 if size == "full" else 6

@@ -1,0 +1,193 @@
+"""The ``concepts`` command: reports, measure tables, manifests and the demo.
+
+::
+
+    concepts report DATA_DIR --model MODEL --layers L1,L2 --out OUT_DIR
+    concepts measures IMAGES --masks MASKS --out table.csv
+    concepts manifest DATA_DIR [--out FILE] | concepts manifest --check FILE [DATA_DIR]
+    concepts demo [--case histology|mri] [--out DIR]
+
+Bad arguments end with one line saying what was wrong and how to fix it, and a non-zero exit.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="concepts",
+        description="Concept-based explanations (TCAV, RCV, UBS) for Keras medical-imaging models.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    rep = sub.add_parser("report", help="score every class x layer x concept and write an HTML report",
+                         description="Score every class x layer x concept of DATA_DIR and write report.html, "
+                                     "report.csv and the figures into --out.")
+    rep.add_argument("data", metavar="DATA_DIR",
+                     help="data folder with classes/<class>/, concepts/<concept>/ and random/ (optional masks/)")
+    rep.add_argument("--model", required=True, help="a saved Keras model (.keras or .h5)")
+    rep.add_argument("--layers", required=True, help="comma-separated layer names or outer/inner paths")
+    rep.add_argument("--out", default="concepts_report", help="output folder (default: %(default)s)")
+    rep.add_argument("--classes", help="comma-separated classes to report (default: every class folder)")
+    rep.add_argument("--concepts", help="comma-separated concept folder names (default: all under concepts/)")
+    rep.add_argument("--measures", help="comma-separated pyradiomics features to add as regression concepts, "
+                                        "e.g. original_glcm_Contrast (measured on the class images)")
+    rep.add_argument("--masks", help="mask folder mirroring the images, for --measures (default: DATA_DIR/masks "
+                                     "when it exists)")
+    rep.add_argument("--channel", default="gray", help="image channel for --measures: gray, r, g, b or "
+                                                       "hematoxylin (default: %(default)s)")
+    rep.add_argument("--n-random", type=int, default=10, help="concept-vs-random runs (default: %(default)s)")
+    rep.add_argument("--null-pairs", choices=["all", "ring"], default="all",
+                     help="random-vs-random runs: every unordered pair (default) or a ring of pairs")
+    rep.add_argument("--target", choices=["logit", "log_prob", "prob"], default="logit",
+                     help="what is differentiated (default: the pre-softmax logit)")
+    rep.add_argument("--correction", choices=["holm", "bh", "bonferroni", "none"], default="holm",
+                     help="multiple-comparison correction across the whole report (default: %(default)s)")
+    rep.add_argument("--seed", type=int, default=0, help="seed for every random choice (default: %(default)s)")
+    rep.add_argument("--batch-size", type=int, default=32, help="images per pass (default: %(default)s)")
+    rep.add_argument("--sanity", action="store_true", help="also run on randomised weights and shuffled measures")
+    rep.add_argument("--cache-dir", help="activation cache folder (default: $CONCEPTS_CACHE_DIR or "
+                                         "~/.cache/concepts-toolkit)")
+    rep.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    mea = sub.add_parser("measures", help="compute a pyradiomics feature table to CSV",
+                         description="Compute pyradiomics features for every image (and mask) into a CSV table.")
+    mea.add_argument("images", metavar="IMAGES", help="image folder (searched recursively)")
+    mea.add_argument("--masks", help="mask folder mirroring IMAGES (default: whole image)")
+    mea.add_argument("--params", help="pyradiomics YAML parameter file (default: the toolkit's 2D defaults)")
+    mea.add_argument("--channel", default="gray", help="gray, r, g, b or hematoxylin (default: %(default)s)")
+    mea.add_argument("--out", default="measures.csv", help="output CSV (default: %(default)s)")
+    mea.add_argument("--jobs", type=int, default=None, help="parallel workers (default: all cores)")
+    mea.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    man = sub.add_parser("manifest", help="write or check a data manifest (SHA-256 of every file)",
+                         description="Write a manifest of DATA_DIR into data_manifests/, or check a manifest.")
+    man.add_argument("data", metavar="DATA_DIR", nargs="?", help="data folder to describe (or to check against)")
+    man.add_argument("--out", help="manifest path (default: data_manifests/<folder name>.json)")
+    man.add_argument("--name", help="manifest name (default: the folder name)")
+    man.add_argument("--check", metavar="MANIFEST", help="verify DATA_DIR (default: the manifest's root) against "
+                                                         "MANIFEST and list changed, vanished and new files")
+
+    demo = sub.add_parser("demo", help="build the real-data demo, train its model and write its report",
+                          description="Build a demo case from real medical images shipped in installed packages, "
+                                      "train a small CNN (cached) and write the concept report.")
+    demo.add_argument("--case", choices=["histology", "mri"], default="histology", help="default: %(default)s")
+    demo.add_argument("--out", default="demo_output", help="output folder (default: %(default)s)")
+    demo.add_argument("--small", action="store_true", help="reduced size (for tests and quick looks)")
+    demo.add_argument("--n-random", type=int, default=None, help="random runs (default: the case's setting)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def _split(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    return items or None
+
+
+def _fail(message: str) -> int:
+    print(f"concepts: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    data = Path(args.data)
+    if not data.is_dir():
+        return _fail(f"data folder {str(data)!r} does not exist; give the folder that holds classes/ and concepts/.")
+    if not Path(args.model).exists():
+        return _fail(f"model file {args.model!r} does not exist; give a saved Keras model (.keras).")
+    import keras
+
+    from .reporting import report
+
+    model = keras.models.load_model(args.model, compile=False)
+    measures = None
+    if args.measures:
+        from .measures import radiomics
+
+        masks = args.masks or (str(data / "masks") if (data / "masks").is_dir() else None)
+        measures = [radiomics(f, images=data / "classes", masks=masks, channel=args.channel, progress=not args.quiet)
+                    for f in _split(args.measures)]
+    concepts_arg = None
+    if args.concepts:
+        concepts_arg = [data / "concepts" / c for c in _split(args.concepts)]
+    rep = report(model, _split(args.layers), concepts=concepts_arg, classes=_split(args.classes), data=data,
+                 measures=measures, n_random=args.n_random, null_pairs=args.null_pairs, target=args.target,
+                 correction=args.correction, seed=args.seed, batch_size=args.batch_size, sanity=args.sanity,
+                 cache_dir=args.cache_dir, progress=not args.quiet,
+                 title=f"Concept report: {Path(args.model).name} on {data.name}")
+    written = rep.save(args.out)
+    print(rep)
+    print(f"\nreport: {written['html'].resolve()}")
+    return 0
+
+
+def _cmd_measures(args: argparse.Namespace) -> int:
+    if not Path(args.images).is_dir():
+        return _fail(f"image folder {args.images!r} does not exist.")
+    from .measures import measure_table
+
+    table = measure_table(args.images, masks=args.masks, params=args.params, channel=args.channel, n_jobs=args.jobs,
+                          progress=not args.quiet)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index_label="image")
+    failures = table.attrs.get("failures", [])
+    print(f"{len(table)} images x {table.shape[1]} features -> {out}"
+          + (f" ({len(failures)} failures reported)" if failures else ""))
+    return 0
+
+
+def _cmd_manifest(args: argparse.Namespace) -> int:
+    from .manifests import check_manifest, write_manifest
+
+    if args.check:
+        result = check_manifest(args.check, args.data)
+        print(result)
+        return 0 if result.ok else 1
+    if not args.data:
+        return _fail("give the data folder to describe: concepts manifest DATA_DIR (or --check MANIFEST).")
+    if not Path(args.data).is_dir():
+        return _fail(f"data folder {args.data!r} does not exist.")
+    path = write_manifest(args.data, args.out, name=args.name, preprocessing="default_preprocess")
+    print(f"manifest written: {path}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo.run import run_demo
+
+    html = run_demo(case=args.case, out_dir=args.out, size="small" if args.small else "full",
+                    n_random=args.n_random, progress=not args.quiet)
+    print(f"\nreport: {Path(html).resolve()}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``concepts`` console script.
+
+    Example:
+        >>> main(["manifest", "--help"])  # doctest: +SKIP
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from .errors import ToolkitError
+
+    commands = {"report": _cmd_report, "measures": _cmd_measures, "manifest": _cmd_manifest, "demo": _cmd_demo}
+    try:
+        return commands[args.command](args)
+    except ToolkitError as exc:
+        return _fail(str(exc))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""``concepts.report``: every class × layer × concept, comparable across layers, as a table, plots and HTML.
+
+One engine pass per image set serves all layers and classes; folder concepts (CAVs) and measures
+(RCVs) are scored together and corrected together. ``sanity=True`` repeats the analysis on a
+copy of the model with re-initialised weights and on shuffled measures, and the report says
+whether the findings survive (they should not).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from probes.engine import randomize_weights
+
+from .analysis import MeasureConcept, Options, Outcome
+from .measures import Measure
+from .scoring import ScoreResult, prepare
+
+
+class Report(ScoreResult):
+    """A global concept report: the tidy table plus plots, HTML and provenance.
+
+    Example:
+        >>> rep = concepts.report(model, ["conv1", "conv2"], data="data")  # doctest: +SKIP
+        >>> rep.plot_heatmap(value="ubs")  # doctest: +SKIP
+        >>> rep.save("out/")  # writes report.html, report.csv and the figures  # doctest: +SKIP
+    """
+
+    def __init__(self, outcome: Outcome, *, sanity: dict[str, Any] | None = None, headline: str | None = None,
+                 title: str = "Concept report") -> None:
+        super().__init__(outcome)
+        self.sanity = sanity or {}
+        self.headline = headline
+        self.title = title
+
+    # ------------------------------------------------------------------ plots
+    def plot_heatmap(self, layer: str | None = None, value: str = "ubs"):
+        """Class × concept heatmap per layer; non-significant cells hatched (value still shown)."""
+        from .plots import plot_heatmap
+
+        return plot_heatmap(self._table, layer=layer, value=value)
+
+    def plot_layer_profile(self, concept: str | None = None, value: str = "ubs"):
+        """Each concept's value across layers, one line per class, with confidence intervals."""
+        from .plots import plot_layer_profile
+
+        return plot_layer_profile(self._table, concept=concept, value=value)
+
+    def plot_rcv_scatter(self, concept: str, layer: str):
+        """Measure vs RCV projection with the fitted line and the held-out R²."""
+        from .plots import plot_rcv_scatter
+
+        if (layer, concept) not in self.scatter:
+            known = sorted({c for _, c in self.scatter})
+            raise KeyError(f"No regression concept {concept!r} in layer {layer!r}; measures in this report: {known}.")
+        data = self.scatter[(layer, concept)]
+        return plot_rcv_scatter(data, concept=concept, layer=layer, r2_cv=data.attrs.get("r2_cv", np.nan))
+
+    def plot_null(self, class_name: str, layer: str, concept: str):
+        """The concept-vs-random scores against the random-vs-random null of one row."""
+        from .plots import plot_null_distribution
+
+        run = self.runs[(class_name, layer, concept)]
+        return plot_null_distribution(run["scores"], run["null_scores"],
+                                      title=f"{concept} · {layer} · class {class_name}")
+
+    def figures(self) -> dict[str, Any]:
+        """Every standard figure of the report, keyed by caption."""
+        figs: dict[str, Any] = {}
+        table = self._table
+        if table.empty:
+            return figs
+        figs["UBS per class × concept, each layer (hatched: not significant after correction)"] = \
+            self.plot_heatmap(value="ubs")
+        figs["TCAV score per class × concept, each layer (0.5 = no preference)"] = self.plot_heatmap(value="score")
+        if table["layer"].nunique() > 1:
+            figs["UBS of each concept across layers, with 95% bootstrap intervals"] = self.plot_layer_profile()
+        for (layer, concept) in self.scatter:
+            figs[f"Measure '{concept}' vs its regression concept vector in layer '{layer}'"] = \
+                self.plot_rcv_scatter(concept, layer)
+        return figs
+
+    # ------------------------------------------------------------------ output
+    def to_html(self, path: str | os.PathLike | None = None) -> str:
+        """Render the self-contained HTML report; write it to ``path`` when given. Returns the HTML."""
+        from .html import render_html, write_html
+
+        notes = list(self.sanity.get("notes", []))
+        html = render_html(self._table, title=self.title, figures=self.figures(), provenance=self.provenance,
+                           headline=self.headline, notes=notes or None)
+        if path is not None:
+            write_html(path, html)
+        return html
+
+    def save(self, out_dir: str | os.PathLike) -> dict[str, Path]:
+        """Write ``report.html``, ``report.csv``, ``provenance.json`` and every figure as PNG into ``out_dir``."""
+        from .plots import figure_to_png_bytes
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        written = {"csv": self.to_csv(out / "report.csv")}
+        html = self.to_html()
+        (out / "report.html").write_text(html, encoding="utf-8")
+        written["html"] = out / "report.html"
+        (out / "provenance.json").write_text(json.dumps(self.provenance, indent=2, default=str), encoding="utf-8")
+        written["provenance"] = out / "provenance.json"
+        for i, (caption, fig) in enumerate(self.figures().items()):
+            png = out / f"figure_{i + 1:02d}.png"
+            png.write_bytes(figure_to_png_bytes(fig))
+            written[caption] = png
+        return written
+
+
+def _shuffled(measure: MeasureConcept, seed: int) -> MeasureConcept:
+    rng = np.random.default_rng(seed)
+    return MeasureConcept(name=measure.name, images=measure.images, values=rng.permutation(measure.values),
+                          description=f"{measure.description} (shuffled)")
+
+
+def _survival(table: pd.DataFrame, control: pd.DataFrame, label: str) -> tuple[dict[str, Any], str]:
+    key = ["class", "layer", "concept"]
+    found = table[table["significant"]][key]
+    merged = found.merge(control[key + ["significant"]], on=key, how="left")
+    survived = int(merged["significant"].fillna(False).sum())
+    n = len(found)
+    collapsed = survived == 0 or survived < 0.5 * max(n, 1)
+    note = (f"Sanity check ({label}): {survived} of {n} significant findings remain significant"
+            f" — {'findings collapse as they should' if collapsed else 'WARNING: findings survive, which suggests they do not depend on what the model learned'}.")
+    return {"check": label, "significant_before": n, "still_significant": survived, "collapsed": collapsed}, note
+
+
+def report(model: Any, layers: Sequence[str], concepts: Any = None, classes: Sequence[str | int] | None = None, *,
+           data: str | os.PathLike | None = None, measures: Sequence[Measure] | None = None, examples: Any = None,
+           class_names: Sequence[str] | Mapping[str, int] | None = None, random: Any = None, n_random: int = 10,
+           null_pairs: str = "all", statistic: str = "ubs", target: str = "logit", seed: int = 0,
+           preprocess: Callable | None = None,
+           batch_size: int = 32, classifier: Any = None, alpha: float = 1.0, test_size: float = 0.3,
+           correction: str = "holm", significance: float = 0.05, n_directions: int = 1000,
+           pool: str | bool = "auto", sanity: bool = False, cache_dir: str | os.PathLike | bool | None = None,
+           title: str = "Concept report", headline: str | None = None, progress: bool = True) -> Report:
+    """Score every class × layer × concept in one pass and return a :class:`Report`.
+
+    Args:
+        model: a Keras 3 model.
+        layers: layer names or ``outer/inner`` paths, in model order.
+        concepts: folder concepts (paths, names of folders under ``<data>/concepts``, ImageSets) and/or
+            measures; default: every folder under ``<data>/concepts``.
+        classes: classes to report (names or indices); default every class folder.
+        data: the data folder following the convention (``classes/``, ``concepts/``, ``random/``).
+        measures: continuous concept measures (``concepts.radiomics(...)``, ``concepts.measure(...)``).
+        sanity: also run on randomised weights and shuffled measures; the HTML says whether findings survive.
+        title, headline: shown at the top of the HTML page.
+        Other arguments: as in :func:`concepts.score`.
+
+    Example:
+        >>> rep = concepts.report(model, ["conv1", "conv2", "conv3"], data="data", sanity=True)  # doctest: +SKIP
+        >>> rep.save("report/")  # doctest: +SKIP
+    """
+    from .layout import DataLayout
+
+    concept_list: list[tuple[str | None, Any]]
+    if concepts is None:
+        if data is None:
+            raise ValueError("Give concepts=[...] or data= (a folder with a concepts/ sub-folder).")
+        concept_list = [(name, path) for name, path in DataLayout.from_root(data).concept_dirs.items()]
+    elif isinstance(concepts, Mapping):
+        concept_list = [(str(k), v) for k, v in concepts.items()]
+    elif isinstance(concepts, (list, tuple)):
+        concept_list = [(None, c) for c in concepts]
+    else:
+        concept_list = [(None, concepts)]
+    concept_list += [(None, m) for m in (measures or [])]
+
+    options = Options(n_random=n_random, null_pairs=null_pairs, statistic=statistic, seed=seed,
+                      classifier=classifier, alpha=alpha,
+                      test_size=test_size, correction=correction, significance=significance,
+                      n_directions=n_directions, pool=pool, progress=progress)
+    kwargs = dict(data=data, examples=examples, classes=classes, class_names=class_names, random=random,
+                  target=target, preprocess=preprocess, batch_size=batch_size, cache_dir=cache_dir, options=options)
+    analysis, inputs = prepare(model, list(layers), concept_list, **kwargs)
+    run_args = (inputs["classes"], inputs["folder_concepts"], inputs["measure_concepts"], inputs["random_sets"])
+    outcome = analysis.run(*run_args)
+
+    sanity_info: dict[str, Any] = {}
+    if sanity:
+        checks, notes = [], []
+        random_model = randomize_weights(model, seed=seed)
+        control, _ = prepare(random_model, list(layers), concept_list, **kwargs)
+        control_outcome = control.run(*run_args)
+        info, note = _survival(outcome.table, control_outcome.table, "randomised model weights")
+        checks.append(info)
+        notes.append(note)
+        if inputs["measure_concepts"]:
+            shuffled = [_shuffled(m, seed) for m in inputs["measure_concepts"]]
+            shuffled_outcome = analysis.run(inputs["classes"], [], shuffled, [])
+            info, note = _survival(outcome.table[outcome.table["kind"] == "rcv"], shuffled_outcome.table,
+                                   "shuffled measures")
+            checks.append(info)
+            notes.append(note)
+        sanity_info = {"checks": checks, "notes": notes,
+                       "randomised_table": control_outcome.table}
+        outcome.provenance["sanity_checks"] = checks
+    return Report(outcome, sanity=sanity_info, headline=headline, title=title)
