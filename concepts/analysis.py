@@ -66,7 +66,8 @@ class Options:
     relative: bool = False
     seed: int = 0
     classifier: Any = None
-    alpha: float = 1.0
+    alpha: float | str = "auto"
+    alpha_scale: float = 0.1
     test_size: float = 0.3
     correction: str = "holm"
     significance: float = 0.05
@@ -168,6 +169,7 @@ class Analysis:
         self.engine = engine
         self.options = options
         self.cache = cache
+        self.cav_alphas: dict[str, float] = {}
 
     # ---------------------------------------------------------------- engine passes
     def _activations(self, source: Any) -> dict[str, np.ndarray]:
@@ -253,10 +255,28 @@ class Analysis:
 
     def _cav_key(self, fingerprint: str, layer: str, ident: tuple) -> str:
         opts = self.options
-        return ActivationCache.make_key("cav-v1", fingerprint, layer, *map(str, ident), str(opts.seed),
-                                        repr(opts.classifier), str(opts.alpha), str(opts.test_size))
+        return ActivationCache.make_key("cav-v2", fingerprint, layer, *map(str, ident), str(opts.seed),
+                                        repr(opts.classifier), str(opts.alpha), str(opts.alpha_scale),
+                                        str(opts.test_size))
 
-    def _fit_cavs(self, pool: np.ndarray, tasks: list[CAVTask], keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    def _alpha(self, pool: np.ndarray) -> float:
+        """The ridge penalty of the default CAV classifier for this layer.
+
+        ``alpha="auto"`` scales ``alpha_scale`` by the pool's total variance (the mean squared
+        distance of an activation vector from the pool mean), so the same setting regularises a
+        64-channel and a 14,400-unit layer alike; a number is used as it is (as in
+        ``RidgeClassifier(alpha)``).
+        """
+        opts = self.options
+        if opts.alpha != "auto":
+            if isinstance(opts.alpha, str) or not float(opts.alpha) > 0:
+                raise ValueError(f"alpha must be 'auto' or a positive number, not {opts.alpha!r}.")
+            return float(opts.alpha)
+        total_variance = float(np.var(pool, axis=0, dtype=np.float64).sum())
+        return max(opts.alpha_scale * total_variance, 1e-12)
+
+    def _fit_cavs(self, pool: np.ndarray, tasks: list[CAVTask], keys: list[str],
+                  alpha: float) -> tuple[np.ndarray, np.ndarray]:
         """Fit the CAVs that are not cached yet, all in one batch; return vectors and accuracies."""
         opts = self.options
         d = pool.shape[1]
@@ -270,7 +290,7 @@ class Analysis:
             else:
                 missing.append(t)
         if missing:
-            batch = fit_cav_batch(pool, [tasks[t] for t in missing], alpha=opts.alpha, test_size=opts.test_size,
+            batch = fit_cav_batch(pool, [tasks[t] for t in missing], alpha=alpha, test_size=opts.test_size,
                                   classifier=opts.classifier, progress=False)
             for row, t in enumerate(missing):
                 vectors[t] = batch.vectors[row]
@@ -297,7 +317,9 @@ class Analysis:
             start += len(block)
         pool = np.concatenate(blocks).astype(np.float32, copy=False)
         tasks, keys, index = self._cav_tasks(folder_concepts, random_sets, offsets, layer)
-        vectors, accuracies = self._fit_cavs(pool, tasks, keys)
+        alpha = self._alpha(pool)
+        self.cav_alphas[layer] = alpha
+        vectors, accuracies = self._fit_cavs(pool, tasks, keys, alpha)
         del pool
 
         rows = []
@@ -445,7 +467,8 @@ class Analysis:
                     "(or shuffled measures') values",
             "test_statistic": opts.statistic,
             "classifier": "ridge least-squares (dual, default)" if opts.classifier is None else repr(opts.classifier),
-            "alpha": opts.alpha, "test_size": opts.test_size, "correction": opts.correction,
+            "alpha": opts.alpha, "alpha_scale": opts.alpha_scale, "cav_alpha_per_layer": dict(self.cav_alphas),
+            "test_size": opts.test_size, "correction": opts.correction,
             "significance_level": opts.significance, "ubs_directions": opts.n_directions,
             "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__,
                          "scikit-learn": sklearn.__version__, "pandas": pd.__version__},

@@ -40,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
                                      "when it exists)")
     rep.add_argument("--channel", default="gray", help="image channel for --measures: gray, r, g, b or "
                                                        "hematoxylin (default: %(default)s)")
-    rep.add_argument("--n-random", type=int, default=10, help="concept-vs-random runs (default: %(default)s)")
+    rep.add_argument("--n-random", type=int, default=20,
+                     help="random sets = concept-vs-random runs (default: %(default)s)")
     rep.add_argument("--null-pairs", choices=["all", "ring"], default="all",
                      help="random-vs-random runs: every unordered pair (default) or a ring of pairs")
     rep.add_argument("--target", choices=["logit", "log_prob", "prob"], default="logit",
@@ -101,11 +102,20 @@ def _cmd_report(args: argparse.Namespace) -> int:
         return _fail(f"data folder {str(data)!r} does not exist; give the folder that holds classes/ and concepts/.")
     if not Path(args.model).exists():
         return _fail(f"model file {args.model!r} does not exist; give a saved Keras model (.keras).")
+    layers = _split(args.layers)
+    if not layers:
+        return _fail(f"--layers {args.layers!r} names no layer; give comma-separated layer names, e.g. "
+                     "--layers conv1,conv2.")
     import keras
 
     from .reporting import report
 
-    model = keras.models.load_model(args.model, compile=False)
+    try:
+        model = keras.models.load_model(args.model, compile=False)
+    except Exception as exc:  # not a Keras file, a damaged archive, an unknown custom layer, ...
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return _fail(f"cannot load model file {args.model!r} as a Keras model ({reason}); give a model saved "
+                     "with model.save('model.keras').")
     measures = None
     if args.measures:
         from .measures import radiomics
@@ -116,7 +126,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     concepts_arg = None
     if args.concepts:
         concepts_arg = [data / "concepts" / c for c in _split(args.concepts)]
-    rep = report(model, _split(args.layers), concepts=concepts_arg, classes=_split(args.classes), data=data,
+    rep = report(model, layers, concepts=concepts_arg, classes=_split(args.classes), data=data,
                  measures=measures, n_random=args.n_random, null_pairs=args.null_pairs, target=args.target,
                  correction=args.correction, seed=args.seed, batch_size=args.batch_size, sanity=args.sanity,
                  cache_dir=args.cache_dir, progress=not args.quiet,

@@ -37,19 +37,21 @@ class Report(ScoreResult):
         self.sanity = sanity or {}
         self.headline = headline
         self.title = title
+        # The level that decided the table's ``significant`` column; plots and HTML use the same one.
+        self.significance = float(self.provenance.get("significance_level", 0.05))
 
     # ------------------------------------------------------------------ plots
     def plot_heatmap(self, layer: str | None = None, value: str = "ubs"):
         """Class × concept heatmap per layer; non-significant cells hatched (value still shown)."""
         from .plots import plot_heatmap
 
-        return plot_heatmap(self._table, layer=layer, value=value)
+        return plot_heatmap(self._table, layer=layer, value=value, alpha=self.significance)
 
     def plot_layer_profile(self, concept: str | None = None, value: str = "ubs"):
         """Each concept's value across layers, one line per class, with confidence intervals."""
         from .plots import plot_layer_profile
 
-        return plot_layer_profile(self._table, concept=concept, value=value)
+        return plot_layer_profile(self._table, concept=concept, value=value, alpha=self.significance)
 
     def plot_rcv_scatter(self, concept: str, layer: str):
         """Measure vs RCV projection with the fitted line and the held-out R²."""
@@ -92,7 +94,7 @@ class Report(ScoreResult):
 
         notes = list(self.sanity.get("notes", []))
         html = render_html(self._table, title=self.title, figures=self.figures(), provenance=self.provenance,
-                           headline=self.headline, notes=notes or None)
+                           headline=self.headline, notes=notes or None, alpha=self.significance)
         if path is not None:
             write_html(path, html)
         return html
@@ -136,10 +138,11 @@ def _survival(table: pd.DataFrame, control: pd.DataFrame, label: str) -> tuple[d
 
 def report(model: Any, layers: Sequence[str], concepts: Any = None, classes: Sequence[str | int] | None = None, *,
            data: str | os.PathLike | None = None, measures: Sequence[Measure] | None = None, examples: Any = None,
-           class_names: Sequence[str] | Mapping[str, int] | None = None, random: Any = None, n_random: int = 10,
+           class_names: Sequence[str] | Mapping[str, int] | None = None, random: Any = None, n_random: int = 20,
            null_pairs: str = "all", statistic: str = "ubs", target: str = "logit", seed: int = 0,
            preprocess: Callable | None = None,
-           batch_size: int = 32, classifier: Any = None, alpha: float = 1.0, test_size: float = 0.3,
+           batch_size: int = 32, classifier: Any = None, alpha: float | str = "auto",
+           alpha_scale: float = 0.1, test_size: float = 0.3,
            correction: str = "holm", significance: float = 0.05, n_directions: int = 1000,
            pool: str | bool = "auto", sanity: bool = False, cache_dir: str | os.PathLike | bool | None = None,
            title: str = "Concept report", headline: str | None = None, progress: bool = True) -> Report:
@@ -177,7 +180,7 @@ def report(model: Any, layers: Sequence[str], concepts: Any = None, classes: Seq
     concept_list += [(None, m) for m in (measures or [])]
 
     options = Options(n_random=n_random, null_pairs=null_pairs, statistic=statistic, seed=seed,
-                      classifier=classifier, alpha=alpha,
+                      classifier=classifier, alpha=alpha, alpha_scale=alpha_scale,
                       test_size=test_size, correction=correction, significance=significance,
                       n_directions=n_directions, pool=pool, progress=progress)
     kwargs = dict(data=data, examples=examples, classes=classes, class_names=class_names, random=random,

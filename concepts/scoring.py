@@ -265,10 +265,11 @@ def _cache(cache_dir: str | os.PathLike | bool | None) -> ActivationCache:
 def score(model: Any, layer: str | Sequence[str] | None = None, concept: ConceptLike = None, *,
           layers: Sequence[str] | None = None, data: str | os.PathLike | None = None, examples: Any = None,
           classes: Sequence[str | int] | None = None, class_names: Sequence[str] | Mapping[str, int] | None = None,
-          random: Any = None, n_random: int = 10, null_pairs: str = "all", statistic: str = "ubs",
+          random: Any = None, n_random: int = 20, null_pairs: str = "all", statistic: str = "ubs",
           relative: bool = False,
           target: str = "logit", seed: int = 0, preprocess: Callable | None = None, batch_size: int = 32,
-          classifier: Any = None, alpha: float = 1.0, test_size: float = 0.3, correction: str = "holm",
+          classifier: Any = None, alpha: float | str = "auto", alpha_scale: float = 0.1,
+          test_size: float = 0.3, correction: str = "holm",
           significance: float = 0.05, n_directions: int = 1000, pool: str | bool = "auto",
           cache_dir: str | os.PathLike | bool | None = None, progress: bool = True) -> ScoreResult:
     """Score how a model uses a concept in a layer, for each class, with a significance test.
@@ -285,8 +286,8 @@ def score(model: Any, layer: str | Sequence[str] | None = None, concept: Concept
         class_names: class names in output order (list) or ``{name: index}``; default ``classes.txt``.
         random: counterexamples: a folder (pool or one sub-folder per set) or a list of sets; default
             ``<data>/random``.
-        n_random: number of seeded random sets, hence of concept-vs-random runs (at least 3; 10 or more
-            recommended; no hidden cap).
+        n_random: number of seeded random sets, hence of concept-vs-random runs (default 20, at least
+            3; no hidden cap). More sets estimate the null's spread better and give more power.
         null_pairs: random-vs-random runs: ``"all"`` unordered pairs (default) or ``"ring"`` (each set
             against the next: fewer fits, a more conservative test).
         statistic: what the significance test compares with the random concepts: ``"ubs"`` (default,
@@ -299,8 +300,11 @@ def score(model: Any, layer: str | Sequence[str] | None = None, concept: Concept
             (:func:`concepts.sets.default_preprocess`).
         batch_size: images per engine pass (bounds memory).
         classifier: any scikit-learn linear classifier for the CAVs; default a ridge least-squares
-            classifier solved on the shared Gram matrix (fast, identical to ``RidgeClassifier(alpha)``).
-        alpha: ridge penalty of the default CAV classifier.
+            classifier solved for every CAV of a layer at once on one shared Gram matrix.
+        alpha: ridge penalty of the default CAV classifier: ``"auto"`` (default) is ``alpha_scale``
+            times the layer's total activation variance, so layers of any width and scale are
+            regularised alike; a number gives exactly ``sklearn.linear_model.RidgeClassifier(alpha)``.
+        alpha_scale: the factor of ``alpha="auto"``.
         test_size: held-out fraction for CAV accuracy.
         correction: ``"holm"`` (default), ``"bh"`` (Benjamini–Hochberg), ``"bonferroni"`` or ``"none"``.
         significance: level for the ``significant`` column (on corrected q-values).
@@ -320,7 +324,8 @@ def score(model: Any, layer: str | Sequence[str] | None = None, concept: Concept
         >>> print(result)  # doctest: +SKIP
     """
     options = Options(n_random=n_random, null_pairs=null_pairs, statistic=statistic, relative=relative, seed=seed,
-                      classifier=classifier, alpha=alpha, test_size=test_size, correction=correction, significance=significance,
+                      classifier=classifier, alpha=alpha, alpha_scale=alpha_scale, test_size=test_size,
+                      correction=correction, significance=significance,
                       n_directions=n_directions, pool=pool, progress=progress)
     analysis, inputs = prepare(model, _as_layers(layer, layers), _as_concept_list(concept), data=data,
                                examples=examples, classes=classes, class_names=class_names, random=random,

@@ -53,7 +53,7 @@ CONCEPT_NAMES = ["nuclei_dense", "stroma", "background"]
 # Per size: report examples per class, images per concept, random pool, training tiles per class.
 SIZES = {
     "full": {"report": 150, "concept": 50, "random": 500, "train": None},
-    "small": {"report": 75, "concept": 25, "random": 250, "train": 250},
+    "small": {"report": 75, "concept": 50, "random": 500, "train": 250},
 }
 
 LABEL_RULE = (

@@ -46,7 +46,7 @@ CLASS_NAMES = ["white_matter", "grey_matter"]
 CONCEPT_NAMES = ["grey_matter_like", "white_matter_like", "csf_like"]
 SIZES = {
     "full": {"report": 150, "concept": 50, "random": 500, "train": None},
-    "small": {"report": 75, "concept": 25, "random": 250, "train": 300},
+    "small": {"report": 75, "concept": 50, "random": 500, "train": 300},
 }
 
 LABEL_RULE = (
@@ -228,7 +228,7 @@ def build(out_dir: str | Path, *, size: str = "full") -> CaseInfo:
         ground_truth_concept="grey_matter_like", ground_truth_class="grey_matter", expected_sign=+1,
         label_rule=LABEL_RULE,
         measures={
-            "channel": "T1 intensity (the image itself)",
+            "channel": "gray",  # single-channel T1 intensities, used as they are
             "mask_dir": str(root / "masks"),
             "features": ["original_shape2D_PixelSurface", "original_firstorder_Mean",
                          "original_glcm_Contrast", "original_firstorder_Entropy"],

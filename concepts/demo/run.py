@@ -1,7 +1,8 @@
 """The main job: build a demo case, train (or reuse) its CNN, and write the concept report.
 
 The demo validates itself: the concept the labels were derived from must come out significant
-with the expected sign in at least one layer, and the report's first sentence says whether it did.
+with the expected sign in at least one layer, two concepts drawn at random from the random pool
+must not come out significant anywhere, and the report's first sentence says whether both held.
 
 Example:
     >>> from concepts.demo.run import run_demo
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 LAYERS = ["conv1", "conv2", "conv3"]
@@ -37,13 +39,34 @@ def verdict(table: pd.DataFrame, concept: str, cls: str, expected_sign: int) -> 
                    f"class '{cls}' in any layer; the demo did not validate.")
 
 
-def random_control(table: pd.DataFrame) -> str:
-    """One sentence on the random-concept control (random concepts must not come out significant)."""
-    rows = table[table["concept"].str.startswith("random")]
+CONTROL_PREFIX = "random_control_"
+
+
+def random_control(table: pd.DataFrame) -> tuple[bool, str]:
+    """Whether the random-concept controls stayed non-significant, as one sentence.
+
+    Example:
+        >>> ok, sentence = random_control(table)  # doctest: +SKIP
+    """
+    rows = table[table["concept"].str.startswith(CONTROL_PREFIX)]
     if rows.empty:
-        return ""
+        return True, ""
     n_sig = int(rows["significant"].sum())
-    return f"Random-concept control: {n_sig} of {len(rows)} random-concept rows significant after correction."
+    word = "as they should not be" if n_sig == 0 else "which they should not be"
+    return n_sig == 0, (f"Random-concept control: {n_sig} of {len(rows)} rows of concepts drawn at random from the "
+                        f"random pool are significant after correction, {word}.")
+
+
+def control_concepts(root: Path, n_sets: int, size: int, seed: int) -> list[Any]:
+    """Concepts made of random-pool images: they must not come out significant."""
+    from ..imageio import list_image_files
+    from ..sets import ImageSet
+
+    pool = list_image_files(root / "random")
+    rng = np.random.default_rng(seed + 7919)
+    chosen = rng.choice(len(pool), size=min(len(pool), n_sets * size), replace=False)
+    return [ImageSet([pool[i] for i in sorted(chosen[k * size:(k + 1) * size])], name=f"{CONTROL_PREFIX}{k + 1}")
+            for k in range(n_sets)]
 
 
 def run_demo(case: str = "histology", out_dir: str | Path = "demo_output", *, size: str = "full",
@@ -73,13 +96,20 @@ def run_demo(case: str = "histology", out_dir: str | Path = "demo_output", *, si
                                   masks=Path(mask_dir) / "classes" if mask_dir else None,
                                   channel=suggestion.get("channel", "gray"), progress=progress))
     if n_random is None:
-        n_random = 10 if size == "full" else 6
-    rep = report(model, LAYERS, data=info.root, measures=measures, n_random=n_random, seed=seed,
-                 sanity=True, progress=progress, cache_dir=cache_dir,
+        n_random = 20
+    folder_concepts = [info.root / "concepts" / name for name in info.concept_names]
+    concept_size = min(len(list((info.root / "concepts" / n).iterdir())) for n in info.concept_names)
+    controls = control_concepts(info.root, 2, concept_size, seed)
+    rep = report(model, LAYERS, concepts=folder_concepts + controls, data=info.root, measures=measures,
+                 n_random=n_random, seed=seed, sanity=True, progress=progress, cache_dir=cache_dir,
                  title=f"Concept report — demo case '{case}'")
     table = rep.to_frame()
     ok, headline = verdict(table, info.ground_truth_concept, info.ground_truth_class, info.expected_sign)
-    rep.headline = headline
+    control_ok, control_sentence = random_control(table)
+    ok = ok and control_ok
+    if not control_ok and headline.startswith("PASS"):
+        headline = "FAIL" + headline[4:]
+    rep.headline = f"{headline} {control_sentence}".strip()
     rep.provenance["demo"] = {"case": case, "size": size, "label_rule": info.label_rule,
                               "ground_truth": {"concept": info.ground_truth_concept,
                                                "class": info.ground_truth_class,
@@ -87,7 +117,7 @@ def run_demo(case: str = "histology", out_dir: str | Path = "demo_output", *, si
                               "model_metrics": metrics, "data_manifest": str(info.manifest),
                               "data_provenance": info.provenance, "validated": ok}
     written = rep.save(out)
-    _say(progress, f"{headline}\n(demo finished in {time.perf_counter() - start:.0f} s)")
+    _say(progress, f"{rep.headline}\n(demo finished in {time.perf_counter() - start:.0f} s)")
     return written["html"]
 
 
