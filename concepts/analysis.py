@@ -439,7 +439,7 @@ class Analysis:
         ratios = (g[keep] @ v) / (norms[keep] * ubs_normaliser(g.shape[1]))
         if null_key not in nulls:
             nulls[null_key] = ubs_null(g.astype(np.float32), n_directions=opts.n_directions,
-                                       random_state=_seed_for(opts.seed, "ubs", null_key))
+                                       random_state=_seed_for(opts.seed, "ubs", null_key), method="projection")
         lo, hi = bootstrap_ci(ratios, n_boot=opts.n_boot, random_state=seed + 2)
         return float(ratios.mean()), lo, hi, float(ubs_pvalue(ratios.mean(), nulls[null_key]))
 

@@ -163,8 +163,15 @@ def _scores_from_mean(m_vec: np.ndarray, vectors) -> np.ndarray:
     return (V @ m_vec) / ubs_normaliser(d)
 
 
-def ubs_null(gradients, n_directions: int = 1000, random_state=None, chunk: int = 256) -> np.ndarray:
+def ubs_null(gradients, n_directions: int = 1000, random_state=None, chunk: int = 256,
+             method: str = "directions") -> np.ndarray:
     """UBS of ``n_directions`` random unit directions: the null distribution, shape ``(n_directions,)``.
+
+    ``method="directions"`` (default) samples whole directions in ℝ^d. ``method="projection"``
+    draws the same distribution exactly at O(1) cost per direction instead of O(d): UBS(u) =
+    (m·u)/c_d depends on u only through its component along m (the mean unit gradient), and the
+    component of a uniform unit vector along any fixed axis is z/√(z² + χ²_{d-1}) with z standard
+    normal. For d = 250 000 and 1,000 directions that is microseconds instead of seconds.
 
     Directions are drawn at most ``chunk`` at a time, and never more than 64 MB of float32 at a
     time (67 directions for d = 250 000), and scored immediately, so memory stays bounded for any
@@ -180,7 +187,22 @@ def ubs_null(gradients, n_directions: int = 1000, random_state=None, chunk: int 
     if int(n_directions) < 1 or int(chunk) < 1:
         raise InputShapeError(f"n_directions and chunk must be positive; got {n_directions}, {chunk}.")
     m_vec, used = _mean_unit_gradient(gradients)
+    if method == "projection":
+        return _null_by_projection(m_vec, used, int(n_directions), random_state)
+    if method != "directions":
+        raise ValueError(f"method must be 'directions' or 'projection', not {method!r}.")
     return _null_from_mean(m_vec, used, int(n_directions), random_state, int(chunk))
+
+
+def _null_by_projection(m_vec: np.ndarray, used: int, n_directions: int, random_state) -> np.ndarray:
+    d = m_vec.shape[0]
+    if used == 0:
+        return np.full(n_directions, np.nan)
+    rng = _generator(random_state)
+    z = rng.standard_normal(n_directions)
+    rest = rng.chisquare(d - 1, n_directions) if d > 1 else np.zeros(n_directions)
+    component = z / np.sqrt(z * z + rest)
+    return component * float(np.linalg.norm(m_vec)) / ubs_normaliser(d)
 
 
 def _null_from_mean(m_vec: np.ndarray, used: int, n_directions: int, random_state, chunk: int) -> np.ndarray:

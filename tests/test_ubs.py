@@ -216,3 +216,20 @@ def test_input_errors():
         ubs_scores(np.full((2, 4), np.nan), np.ones(4))
     with pytest.raises(InputShapeError):
         ubs_null(g, 0)
+
+
+def test_projection_null_has_the_distribution_of_sampled_directions():
+    from scipy.stats import ks_2samp
+
+    rng = np.random.default_rng(5)
+    for d in (3, 64, 2048):
+        g = rng.standard_normal((30, d)) + 0.5  # a mean direction, so the null is not degenerate
+        sampled = ubs_null(g, 3000, random_state=1)
+        projected = ubs_null(g, 3000, random_state=2, method="projection")
+        assert ks_2samp(sampled, projected).pvalue > 0.01
+        assert np.isclose(sampled.std(), projected.std(), rtol=0.1)
+
+
+def test_projection_null_rejects_unknown_method():
+    with pytest.raises(ValueError, match="projection"):
+        ubs_null(np.ones((3, 4)), 10, method="exact")
