@@ -88,12 +88,16 @@ class Report(ScoreResult):
         return figs
 
     # ------------------------------------------------------------------ output
-    def to_html(self, path: str | os.PathLike | None = None) -> str:
-        """Render the self-contained HTML report; write it to ``path`` when given. Returns the HTML."""
+    def to_html(self, path: str | os.PathLike | None = None, *, figures: dict[str, Any] | None = None) -> str:
+        """Render the self-contained HTML report; write it to ``path`` when given. Returns the HTML.
+
+        ``figures`` (caption -> Figure) defaults to :meth:`figures`; pass them to avoid drawing twice.
+        """
         from .html import render_html, write_html
 
         notes = list(self.sanity.get("notes", []))
-        html = render_html(self._table, title=self.title, figures=self.figures(), provenance=self.provenance,
+        figures = self.figures() if figures is None else figures
+        html = render_html(self._table, title=self.title, figures=figures, provenance=self.provenance,
                            headline=self.headline, notes=notes or None, alpha=self.significance)
         if path is not None:
             write_html(path, html)
@@ -106,12 +110,13 @@ class Report(ScoreResult):
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         written = {"csv": self.to_csv(out / "report.csv")}
-        html = self.to_html()
+        figures = self.figures()
+        html = self.to_html(figures=figures)
         (out / "report.html").write_text(html, encoding="utf-8")
         written["html"] = out / "report.html"
         (out / "provenance.json").write_text(json.dumps(self.provenance, indent=2, default=str), encoding="utf-8")
         written["provenance"] = out / "provenance.json"
-        for i, (caption, fig) in enumerate(self.figures().items()):
+        for i, (caption, fig) in enumerate(figures.items()):
             png = out / f"figure_{i + 1:02d}.png"
             png.write_bytes(figure_to_png_bytes(fig))
             written[caption] = png
@@ -130,7 +135,8 @@ def _survival(table: pd.DataFrame, control: pd.DataFrame, label: str) -> tuple[d
     merged = found.merge(control[key + ["significant"]], on=key, how="left")
     survived = int(merged["significant"].fillna(False).sum())
     n = len(found)
-    collapsed = survived == 0 or survived < 0.5 * max(n, 1)
+    # One survivor is what chance alone gives now and then; more than half surviving is not chance.
+    collapsed = survived <= 1 or survived < 0.5 * n
     note = (f"Sanity check ({label}): {survived} of {n} significant findings remain significant"
             f" — {'findings collapse as they should' if collapsed else 'WARNING: findings survive, which suggests they do not depend on what the model learned'}.")
     return {"check": label, "significant_before": n, "still_significant": survived, "collapsed": collapsed}, note

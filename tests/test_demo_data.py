@@ -42,10 +42,10 @@ def test_build_reproduces_committed_manifest(case, request):
         assert list_image_files(info.root / "train" / name)
     for name in info.concept_names:
         files = list_image_files(info.root / "concepts" / name)
-        assert len(files) == 25
+        assert len(files) == 50
         # Every concept, class and random image has a mask at the same relative path.
         assert all((info.root / "masks" / f.relative_to(info.root)).is_file() for f in files)
-    assert len(list_image_files(info.root / "random")) == 250
+    assert len(list_image_files(info.root / "random")) == 500
     assert info.ground_truth_concept in info.concept_names and info.ground_truth_class in info.class_names
 
 

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -91,10 +92,17 @@ def run_demo(case: str = "histology", out_dir: str | Path = "demo_output", *, si
     mask_dir = suggestion.get("mask_dir")
     for feature in suggestion.get("features", [])[:2]:
         # Masks mirror the data folder (masks/classes/<class>/<tile>.png), so the class images' masks
-        # are under masks/classes.
-        measures.append(radiomics(feature, images=info.root / "classes",
-                                  masks=Path(mask_dir) / "classes" if mask_dir else None,
-                                  channel=suggestion.get("channel", "gray"), progress=progress))
+        # are under masks/classes. Tiles without a usable region (no nuclei, white-matter-only
+        # patches) are expected here: one line says how many were left out.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            measure = radiomics(feature, images=info.root / "classes",
+                                masks=Path(mask_dir) / "classes" if mask_dir else None,
+                                channel=suggestion.get("channel", "gray"), progress=progress)
+        left_out = len({f["image"] for f in measure.failures})
+        _say(progress, f"measure {feature}: {len(measure.values)} images"
+                       + (f", {left_out} left out (no usable region)" if left_out else ""))
+        measures.append(measure)
     if n_random is None:
         n_random = 20
     folder_concepts = [info.root / "concepts" / name for name in info.concept_names]
