@@ -5,6 +5,10 @@ All derive from :class:`probes.errors.ToolkitError`; catch that to handle any to
 from probes.errors import (CacheCorruptionWarning, InputShapeError, InsufficientDataError,  # noqa: F401
                            NotDifferentiableError, TargetError, ToolkitError, UnknownLayerError)
 
+__all__ = ["CacheCorruptionWarning", "ConceptFolderError", "ImageReadError", "InputShapeError",
+           "InsufficientDataError", "MeasureError", "NotDifferentiableError", "TargetError", "ToolkitError",
+           "UnknownClassError", "UnknownLayerError"]
+
 
 class ConceptFolderError(ToolkitError, ValueError):
     """A concept, class or random folder that is missing, empty or holds no readable image."""
