@@ -23,8 +23,8 @@ Statistics per (class, layer, concept):
   magnitude-aware UBS of random CAVs stays near 0 and a used concept stands out.
 * continuous measures (RCVs): the full-data RCV gives R², fold angle, Br and UBS; its Br is
   tested against the Br of ``n_random`` RCVs fitted on shuffled measures (same prediction test;
-  held-out R² is not clipped at 0, so the null keeps its spread); ``n_random`` RCVs on seeded
-  80 % subsamples give the score's interval. Where every example has the same gradient along
+  held-out R² is not clipped at 0, so the null keeps its spread); the RCVs of the five
+  cross-validation training folds (80 % subsamples) give the score's interval. Where every example has the same gradient along
   the vector, Br is undefined (NaN) and so is the p-value;
 * ``ubs`` is the UBS of the consensus vector (normalised mean of the concept CAVs, or the RCV),
   with a bootstrap interval over class examples and ``ubs_p`` from sampled random directions;
@@ -44,7 +44,7 @@ from probes.engine import Engine
 from probes.errors import InsufficientDataError
 from probes.linear import CAVTask, fit_cav_batch, sensitivities, tcav_scores
 from probes.progress import progress
-from probes.regression import RegressionProbe, pool_activations, pool_gradients
+from probes.regression import RegressionProbe, pool_activations, pool_gradients, shuffled_fits
 from probes.stats import adjust_pvalues, bootstrap_ci, bootstrap_diff_ci, prediction_test
 from probes.ubs import ubs_normaliser, ubs_null, ubs_pvalue, ubs_scores
 
@@ -359,23 +359,15 @@ class Analysis:
                 f"Measure {measure.name!r} has {n} usable images; a regression concept vector needs at least 10 "
                 "(5-fold cross-validation). Measure more images.")
         probe = RegressionProbe(cv=5, random_state=opts.seed).fit(x, y)
-        rng = np.random.default_rng(_seed_for(opts.seed, "rcv-resample", measure.name, layer))
-        size = max(10, int(round(0.8 * n)))
-        concept_vectors, concept_r2, null_vectors, null_r2 = [], [], [], []
-        for _ in range(opts.n_random):
-            sub = np.sort(rng.choice(n, size=size, replace=False))
-            fitted = RegressionProbe(cv=5, random_state=opts.seed).fit(x[sub], y[sub])
-            concept_vectors.append(fitted.vector_)
-            concept_r2.append(fitted.r2_cv_)
-            shuffled = RegressionProbe(cv=5, random_state=opts.seed).fit(x, rng.permutation(y))
-            null_vectors.append(shuffled.vector_)
-            # Not clipped at 0: shuffled measures give slightly negative held-out R², and clipping
-            # would collapse the null to a point, making any positive Br "significant".
-            null_r2.append(shuffled.r2_cv_)
-        concept_vectors = np.asarray(concept_vectors)
-        null_vectors = np.asarray(null_vectors)
-        scatter[(layer, measure.name)] = pd.DataFrame({
-            "measure": y, "projection": probe.predict(x), "image": [str(f) for f in getattr(measure.images, "files", range(n))]})
+        # Concept runs: the RCVs of the five training folds (80 % subsamples, fitted anyway for the
+        # held-out R²). Null runs: RCVs on shuffled measures, which share every eigendecomposition.
+        concept_vectors = probe.fold_vectors_
+        null_r2, null_vectors = shuffled_fits(x, y, opts.n_random, cv=5,
+                                              random_state=_seed_for(opts.seed, "rcv-null", measure.name, layer))
+        # Out-of-fold predictions, so the scatter shows what the held-out R² in its title measures.
+        files = [str(f) for f in getattr(measure.images, "files", range(n))]
+        scatter[(layer, measure.name)] = pd.DataFrame({"measure": y, "projection": probe.oof_predictions_,
+                                                       "image": files})
         scatter[(layer, measure.name)].attrs["r2_cv"] = probe.r2_cv_
 
         rows = []
@@ -384,8 +376,7 @@ class Analysis:
             g = pool_gradients(g) if pooled else _flat(g)
             s_concept = sensitivities(g, concept_vectors)
             s_null = sensitivities(g, null_vectors)
-            br_concept = np.asarray(concept_r2) * _mean_over_std(s_concept)
-            br_null = np.asarray(null_r2) * _mean_over_std(s_null)
+            br_null = null_r2 * _mean_over_std(s_null)
             s_full = sensitivities(g, probe.vector_[None, :])[:, 0]
             scores, zeros = tcav_scores(s_concept)
             null_scores, _ = tcav_scores(s_null)
@@ -394,7 +385,8 @@ class Analysis:
                             quality=float(probe.r2_cv_), zero_fraction=float(zeros.mean()), ubs_nulls=ubs_nulls,
                             runs=runs, statistic=br, null_statistics=br_null, pooled=pooled)
             row.update(r2_cv=float(probe.r2_cv_), fold_angle_deg=float(probe.fold_angle_deg_), br=br)
-            runs[(example.name, layer, measure.name)].update(br=br_concept, null_br=br_null)
+            runs[(example.name, layer, measure.name)].update(br=np.array([br]), null_br=br_null)
+            row["n_random"] = int(opts.n_random)
             rows.append(row)
         return rows
 

@@ -131,13 +131,16 @@ def _shuffled(measure: MeasureConcept, seed: int) -> MeasureConcept:
 
 def _survival(table: pd.DataFrame, control: pd.DataFrame, label: str) -> tuple[dict[str, Any], str]:
     key = ["class", "layer", "concept"]
-    found = table[table["significant"]][key]
-    merged = found.merge(control[key + ["significant"]], on=key, how="left")
-    survived = int(merged["significant"].fillna(False).sum())
+    found = table[table["significant"]][key + ["ubs"]]
+    merged = found.merge(control[key + ["significant", "ubs"]], on=key, how="left", suffixes=("", "_control"))
+    # A finding survives only if the control finds the same thing: significant, in the same direction.
+    same_direction = np.sign(merged["ubs"]) == np.sign(merged["ubs_control"])
+    survived = int((merged["significant"].fillna(False).astype(bool) & same_direction).sum())
     n = len(found)
     # One survivor is what chance alone gives now and then; more than half surviving is not chance.
     collapsed = survived <= 1 or survived < 0.5 * n
-    note = (f"Sanity check ({label}): {survived} of {n} significant findings remain significant"
+    note = (f"Sanity check ({label}): {survived} of {n} significant findings remain significant in the same "
+            "direction"
             f" — {'findings collapse as they should' if collapsed else 'WARNING: findings survive, which suggests they do not depend on what the model learned'}.")
     return {"check": label, "significant_before": n, "still_significant": survived, "collapsed": collapsed}, note
 

@@ -415,22 +415,26 @@ class RegressionProbe(BaseEstimator):
         return _r2(y, self.predict(X))
 
 
-def shuffled_r2(X, y, n_shuffles: int = 20, *, cv: int = 5, random_state=None,
-                alphas: Sequence[float] | None = None) -> np.ndarray:
-    """Held-out R² of regressions on randomly permuted concept measures: the null distribution.
+def shuffled_fits(X, y, n_shuffles: int = 20, *, cv: int = 5, random_state=None,
+                  alphas: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """RCVs fitted on randomly permuted concept measures: the null distribution of R² and directions.
 
     Uses exactly the procedure of :class:`RegressionProbe` (same outer folds for the same
-    ``random_state``, penalty chosen by LOO inside each training fold, pooled out-of-fold R²).
-    The Gram matrix and the eigendecomposition of every training fold are computed once and
-    reused for every permutation, so each shuffle costs ``O(cv · n²)``. The values should be close
-    to 0 (slightly negative on average: a held-out R² of a useless predictor is ≤ 0).
+    ``random_state``, penalty chosen by LOO inside each training fold, pooled out-of-fold R²; the
+    final vector fitted on all rows with the LOO penalty). The Gram matrix, the eigendecomposition
+    of every training fold and of the full data are computed once and reused for every
+    permutation, so each shuffle costs ``O(cv · n²)`` and all vectors come from one more pass
+    over ``X``. The R² values should be close to 0 (slightly negative on average).
+
+    Returns:
+        ``(r2, vectors)``: held-out R² per shuffle ``(n_shuffles,)`` and unit RCVs ``(n_shuffles, d)``.
 
     Example:
         >>> rng = np.random.default_rng(0)
         >>> X = rng.standard_normal((50, 300)); y = X[:, 0]
-        >>> null = shuffled_r2(X, y, n_shuffles=10, random_state=0)
-        >>> null.shape, bool(abs(null.mean()) < 0.2)
-        ((10,), True)
+        >>> r2, vectors = shuffled_fits(X, y, n_shuffles=10, random_state=0)
+        >>> vectors.shape, bool(abs(r2.mean()) < 0.2)
+        ((10, 300), True)
     """
     X = _as_2d(X)
     n = X.shape[0]
@@ -441,15 +445,35 @@ def shuffled_r2(X, y, n_shuffles: int = 20, *, cv: int = 5, random_state=None,
         raise InputShapeError(f"n_shuffles must be at least 1; got {n_shuffles}.")
     ys = (y - y_mean) / y_scale
     rng = check_random_state(random_state)
-    _, G = _gram(X)
+    x_mean, G = _gram(X)
     alphas_ = _resolve_alphas(alphas, G)
     plan = _CVPlan(G, cv, rng)   # folds drawn first: identical to RegressionProbe's for the same seed
-    out = np.empty(n_shuffles)
+    full = _Spectrum.of(G, np.arange(n))
+    r2 = np.empty(n_shuffles)
+    duals = np.empty((n, n_shuffles))
     for s in range(n_shuffles):
         perm = ys[rng.permutation(n)]
         oof, _, _, _ = plan.run(perm, alphas_)
-        out[s] = _r2(perm, oof)
-    return out
+        r2[s] = _r2(perm, oof)
+        k, _ = full.loo_alpha(perm, alphas_)
+        duals[:, s] = full.dual_coef(perm, alphas_[k])
+    W = _project(X, x_mean, duals).T
+    norms = np.linalg.norm(W, axis=1, keepdims=True)
+    return r2, np.divide(W, norms, out=np.zeros_like(W), where=norms > 0)
+
+
+def shuffled_r2(X, y, n_shuffles: int = 20, *, cv: int = 5, random_state=None,
+                alphas: Sequence[float] | None = None) -> np.ndarray:
+    """Held-out R² of regressions on randomly permuted concept measures (see :func:`shuffled_fits`).
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.standard_normal((50, 300)); y = X[:, 0]
+        >>> null = shuffled_r2(X, y, n_shuffles=10, random_state=0)
+        >>> null.shape, bool(abs(null.mean()) < 0.2)
+        ((10,), True)
+    """
+    return shuffled_fits(X, y, n_shuffles, cv=cv, random_state=random_state, alphas=alphas)[0]
 
 
 def pool_activations(acts: np.ndarray) -> np.ndarray:
