@@ -170,6 +170,13 @@ class Analysis:
         self.options = options
         self.cache = cache
         self.cav_alphas: dict[str, float] = {}
+        self._content_keys: dict[int, str] = {}
+
+    def _key(self, source: Any) -> str:
+        """A source's content key, computed once per analysis (it hashes every file)."""
+        if id(source) not in self._content_keys:
+            self._content_keys[id(source)] = source.content_key
+        return self._content_keys[id(source)]
 
     # ---------------------------------------------------------------- engine passes
     def _activations(self, source: Any) -> dict[str, np.ndarray]:
@@ -236,10 +243,10 @@ class Analysis:
             for j, random_set in enumerate(random_sets):
                 if opts.relative:
                     neg = np.concatenate([offsets[f"c:{o.name}"] for o in others])
-                    ident = ("rel", concept.images.content_key, *[o.images.content_key for o in others], j)
+                    ident = ("rel", self._key(concept.images), *[self._key(o.images) for o in others], j)
                 else:
                     neg = offsets[f"r:{j}"]
-                    ident = ("cav", concept.images.content_key, random_set.content_key)
+                    ident = ("cav", self._key(concept.images), self._key(random_set))
                 index[concept.name].append(len(tasks))
                 tasks.append(CAVTask(pos=pos, neg=neg, seed=_seed_for(opts.seed, *ident)))
                 keys.append(self._cav_key(fingerprint, layer, ident))
@@ -247,7 +254,7 @@ class Analysis:
         index["__null__"] = []
         index["__pairs__"] = pairs
         for i, j in pairs:
-            ident = ("cav", random_sets[i].content_key, random_sets[j].content_key)
+            ident = ("cav", self._key(random_sets[i]), self._key(random_sets[j]))
             index["__null__"].append(len(tasks))
             tasks.append(CAVTask(pos=offsets[f"r:{i}"], neg=offsets[f"r:{j}"], seed=_seed_for(opts.seed, *ident)))
             keys.append(self._cav_key(fingerprint, layer, ident))

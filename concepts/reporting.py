@@ -91,7 +91,7 @@ class Report(ScoreResult):
     def to_html(self, path: str | os.PathLike | None = None, *, figures: dict[str, Any] | None = None) -> str:
         """Render the self-contained HTML report; write it to ``path`` when given. Returns the HTML.
 
-        ``figures`` (caption -> Figure) defaults to :meth:`figures`; pass them to avoid drawing twice.
+        ``figures`` (caption -> Figure or PNG bytes) defaults to :meth:`figures`.
         """
         from .html import render_html, write_html
 
@@ -110,15 +110,16 @@ class Report(ScoreResult):
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         written = {"csv": self.to_csv(out / "report.csv")}
-        figures = self.figures()
+        # Rendered to PNG once: the same bytes go into the HTML and into the figure files.
+        figures = {caption: figure_to_png_bytes(fig) for caption, fig in self.figures().items()}
         html = self.to_html(figures=figures)
         (out / "report.html").write_text(html, encoding="utf-8")
         written["html"] = out / "report.html"
         (out / "provenance.json").write_text(json.dumps(self.provenance, indent=2, default=str), encoding="utf-8")
         written["provenance"] = out / "provenance.json"
-        for i, (caption, fig) in enumerate(figures.items()):
+        for i, (caption, png_bytes) in enumerate(figures.items()):
             png = out / f"figure_{i + 1:02d}.png"
-            png.write_bytes(figure_to_png_bytes(fig))
+            png.write_bytes(png_bytes)
             written[caption] = png
         return written
 
