@@ -463,11 +463,15 @@ def plot_rcv_scatter(data: pd.DataFrame, *, concept: str, layer: str, r2_cv: flo
 
 def plot_null_distribution(concept_scores: Sequence[float] | np.ndarray,
                            null_scores: Sequence[float] | np.ndarray, *, title: str,
-                           p_value: float | None = None) -> Figure:
-    """Histograms of concept-vs-random and random-vs-random TCAV scores, with every run as a tick.
+                           p_value: float | None = None, xlabel: str = "TCAV score",
+                           null_value: float = 0.5, concept_label: str = "concept vs random",
+                           null_label: str = "random vs random (null)") -> Figure:
+    """Histograms of a concept's runs and of the null runs, with every run as a tick.
 
     The further apart the two distributions, the smaller the p-value; overlapping histograms are
-    why a high-looking score can still be non-significant. ``p_value`` is only printed.
+    why a high-looking score can still be non-significant. ``p_value`` is only printed. By default
+    the values are TCAV scores (0..1, null 0.5); pass ``xlabel``/``null_value`` for another
+    statistic such as UBS (null 0).
 
     Example:
         >>> fig = plot_null_distribution([0.8, 0.9, 0.85], [0.5, 0.45, 0.55], title="conv2: stripes")
@@ -491,7 +495,7 @@ def plot_null_distribution(concept_scores: Sequence[float] | np.ndarray,
 
     fig = Figure(figsize=(6.0, 4.2), layout="constrained")
     ax = fig.subplots()
-    series = [(n, "random vs random (null)", "0.55"), (c, "concept vs random", "#c0392b")]
+    series = [(n, null_label, "0.55"), (c, concept_label, "#c0392b")]
     for vals, label, colour in series:
         if vals.size == 0:
             continue
@@ -508,9 +512,10 @@ def plot_null_distribution(concept_scores: Sequence[float] | np.ndarray,
                 markersize=10, color=colour)
     ax.set_ylim(-0.16 * ymax, ymax * 1.05)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.axvline(0.5, color="0.3", linestyle=":", linewidth=1, label="0.5 (no preference)")
-    ax.set_xlim(min(0.0, bins[0]), max(1.0, bins[-1]))
-    ax.set_xlabel("TCAV score")
+    ax.axvline(null_value, color="0.3", linestyle=":", linewidth=1, label=f"{null_value:g} (no preference)")
+    if null_value == 0.5:
+        ax.set_xlim(min(0.0, bins[0]), max(1.0, bins[-1]))
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("number of random runs")
     full_title = title if p_value is None or not np.isfinite(p_value) else f"{title}  (p = {p_value:.2g})"
     ax.set_title(wrap_label(full_title, 60), fontsize=10)

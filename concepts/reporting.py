@@ -23,7 +23,7 @@ from .scoring import ScoreResult, prepare
 
 
 class Report(ScoreResult):
-    """A global concept report: the tidy table plus plots, HTML and provenance.
+    """A global concept report: the tidy table, its plots (from :class:`ScoreResult`), HTML and provenance.
 
     Example:
         >>> rep = concepts.report(model, ["conv1", "conv2"], data="data")  # doctest: +SKIP
@@ -37,39 +37,6 @@ class Report(ScoreResult):
         self.sanity = sanity or {}
         self.headline = headline
         self.title = title
-        # The level that decided the table's ``significant`` column; plots and HTML use the same one.
-        self.significance = float(self.provenance.get("significance_level", 0.05))
-
-    # ------------------------------------------------------------------ plots
-    def plot_heatmap(self, layer: str | None = None, value: str = "ubs"):
-        """Class × concept heatmap per layer; non-significant cells hatched (value still shown)."""
-        from .plots import plot_heatmap
-
-        return plot_heatmap(self._table, layer=layer, value=value, alpha=self.significance)
-
-    def plot_layer_profile(self, concept: str | None = None, value: str = "ubs"):
-        """Each concept's value across layers, one line per class, with confidence intervals."""
-        from .plots import plot_layer_profile
-
-        return plot_layer_profile(self._table, concept=concept, value=value, alpha=self.significance)
-
-    def plot_rcv_scatter(self, concept: str, layer: str):
-        """Measure vs RCV projection with the fitted line and the held-out R²."""
-        from .plots import plot_rcv_scatter
-
-        if (layer, concept) not in self.scatter:
-            known = sorted({c for _, c in self.scatter})
-            raise KeyError(f"No regression concept {concept!r} in layer {layer!r}; measures in this report: {known}.")
-        data = self.scatter[(layer, concept)]
-        return plot_rcv_scatter(data, concept=concept, layer=layer, r2_cv=data.attrs.get("r2_cv", np.nan))
-
-    def plot_null(self, class_name: str, layer: str, concept: str):
-        """The concept-vs-random scores against the random-vs-random null of one row."""
-        from .plots import plot_null_distribution
-
-        run = self.runs[(class_name, layer, concept)]
-        return plot_null_distribution(run["scores"], run["null_scores"],
-                                      title=f"{concept} · {layer} · class {class_name}")
 
     def figures(self) -> dict[str, Any]:
         """Every standard figure of the report, keyed by caption."""

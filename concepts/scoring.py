@@ -46,6 +46,62 @@ class ScoreResult:
         self.runs = outcome.runs
         self.scatter = outcome.scatter
         self.provenance = outcome.provenance
+        # The level that decided the table's ``significant`` column; plots and HTML use the same one.
+        self.significance = float(self.provenance.get("significance_level", 0.05))
+
+    def plot_heatmap(self, layer: str | None = None, value: str = "ubs"):
+        """Class × concept heatmap per layer; non-significant cells hatched (value still shown)."""
+        from .plots import plot_heatmap
+
+        return plot_heatmap(self._table, layer=layer, value=value, alpha=self.significance)
+
+    def plot_layer_profile(self, concept: str | None = None, value: str = "ubs"):
+        """Each concept's value across layers, one line per class, with confidence intervals."""
+        from .plots import plot_layer_profile
+
+        return plot_layer_profile(self._table, concept=concept, value=value, alpha=self.significance)
+
+    def plot_rcv_scatter(self, concept: str, layer: str):
+        """Measure vs RCV projection with the fitted line and the held-out R²."""
+        from .plots import plot_rcv_scatter
+
+        if (layer, concept) not in self.scatter:
+            known = sorted({c for _, c in self.scatter})
+            raise KeyError(f"No regression concept {concept!r} in layer {layer!r}; measures in this report: {known}.")
+        data = self.scatter[(layer, concept)]
+        return plot_rcv_scatter(data, concept=concept, layer=layer, r2_cv=data.attrs.get("r2_cv", np.nan))
+
+    def plot_null(self, class_name: str, layer: str, concept: str, value: str | None = None):
+        """A row's concept runs against its null runs, for the statistic that was tested.
+
+        ``value``: ``"ubs"`` (per-run UBS of the concept's CAVs vs each random set's mean UBS),
+        ``"score"`` (TCAV sign-count scores) or ``"br"`` (an RCV's Br vs shuffled measures);
+        default: what the row's p-value was computed from.
+        """
+        from .plots import plot_null_distribution
+
+        key = (class_name, layer, concept)
+        if key not in self.runs:
+            raise KeyError(f"No row for class {class_name!r}, layer {layer!r}, concept {concept!r}.")
+        run = self.runs[key]
+        if value is None:
+            value = "br" if "null_br" in run else self.provenance.get("test_statistic", "ubs")
+        title = f"{concept} · {layer} · class {class_name}"
+        row = self._table[(self._table["class"] == class_name) & (self._table["layer"] == layer)
+                          & (self._table["concept"] == concept)]
+        p_value = float(row["p_value"].iloc[0]) if len(row) else None
+        if value == "score":
+            return plot_null_distribution(run["scores"], run["null_scores"], title=title, p_value=p_value)
+        if value == "ubs" and "null_ubs" in run:
+            return plot_null_distribution(run["ubs"], run["null_ubs"], title=title, p_value=p_value,
+                                          xlabel="UBS", null_value=0.0, concept_label="concept vs each random set",
+                                          null_label="each random set vs the others (null)")
+        if value == "br" and "null_br" in run:
+            return plot_null_distribution(run["br"], run["null_br"], title=title, p_value=p_value, xlabel="Br",
+                                          null_value=0.0, concept_label="measure (full-data RCV)",
+                                          null_label="shuffled measures (null)")
+        raise ValueError(f"value must be 'ubs' or 'score' for a folder concept and 'br' or 'score' for a "
+                         f"measure; got {value!r} for {concept!r}.")
 
     def to_frame(self) -> pd.DataFrame:
         """The tidy result table (a copy), one row per (class, layer, concept)."""

@@ -16,6 +16,10 @@ def progress(iterable: Iterable[T], *, enabled: bool = True, desc: str | None = 
     """
     if not enabled:
         return iterable
-    from tqdm.auto import tqdm
+    try:
+        import ipywidgets  # noqa: F401  (tqdm's notebook bars need it; without it they only warn)
+        from tqdm.auto import tqdm
+    except ImportError:
+        from tqdm.std import tqdm
 
     return tqdm(iterable, desc=desc, total=total, unit=unit, leave=False, dynamic_ncols=True)

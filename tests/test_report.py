@@ -262,3 +262,18 @@ def test_html_and_plots_use_the_report_significance_level(model, data):
     ax = [a for a in fig.axes if a.images][0]
     hatched = [p for p in ax.patches if p.get_hatch()]
     assert len(hatched) == len(table)  # every cell masked: nothing is significant at this level
+
+
+def test_null_plot_shows_the_tested_statistic(rep):
+    cav = rep.plot_null("striped", "conv1", "horizontal")
+    assert cav.axes[0].get_xlabel() == "UBS"
+    assert rep.plot_null("striped", "conv1", "horizontal", value="score").axes[0].get_xlabel() == "TCAV score"
+    assert rep.plot_null("striped", "conv1", "row_contrast").axes[0].get_xlabel() == "Br"
+    with pytest.raises(KeyError):
+        rep.plot_null("striped", "conv1", "no_such_concept")
+
+
+def test_score_result_draws_the_same_plots(model, data):
+    result = concepts.score(model, "conv1", data / "concepts" / "horizontal", **FAST)
+    assert result.plot_heatmap().axes
+    assert result.plot_null("striped", "conv1", "horizontal").axes[0].get_xlabel() == "UBS"
