@@ -196,7 +196,8 @@ class Analysis:
         scatter: dict[tuple[str, str], pd.DataFrame] = {}
 
         # One bar over every image set; the engine's own per-batch bar only for sets of many batches.
-        n_sets = len(classes) + len(folder_concepts) + len(measure_concepts) + (len(random_sets) if folder_concepts else 0)
+        n_sets = (len(classes) + len(folder_concepts) + len(measure_concepts)
+                  + (len(random_sets) if folder_concepts else 0))
         bar = progress(range(n_sets), enabled=opts.progress, desc="activations and gradients", unit="set")
         ticks = iter(bar)
 
@@ -229,7 +230,8 @@ class Analysis:
 
     # ---------------------------------------------------------------- CAVs
     def _cav_tasks(self, folder_concepts: Sequence[FolderConcept], random_sets: Sequence[Any],
-                   offsets: dict[str, np.ndarray], layer: str) -> tuple[list[CAVTask], list[str], dict]:
+                   offsets: dict[str, np.ndarray], layer: str,
+                   alpha: float) -> tuple[list[CAVTask], list[str], dict]:
         """Concept-vs-random (or relative) tasks per concept, then the random-vs-random null tasks."""
         opts = self.options
         tasks: list[CAVTask] = []
@@ -249,7 +251,7 @@ class Analysis:
                     ident = ("cav", self._key(concept.images), self._key(random_set))
                 index[concept.name].append(len(tasks))
                 tasks.append(CAVTask(pos=pos, neg=neg, seed=_seed_for(opts.seed, *ident)))
-                keys.append(self._cav_key(fingerprint, layer, ident))
+                keys.append(self._cav_key(fingerprint, layer, ident, alpha))
         pairs = _null_pairs(len(random_sets), opts.null_pairs)
         index["__null__"] = []
         index["__pairs__"] = pairs
@@ -257,22 +259,22 @@ class Analysis:
             ident = ("cav", self._key(random_sets[i]), self._key(random_sets[j]))
             index["__null__"].append(len(tasks))
             tasks.append(CAVTask(pos=offsets[f"r:{i}"], neg=offsets[f"r:{j}"], seed=_seed_for(opts.seed, *ident)))
-            keys.append(self._cav_key(fingerprint, layer, ident))
+            keys.append(self._cav_key(fingerprint, layer, ident, alpha))
         return tasks, keys, index
 
-    def _cav_key(self, fingerprint: str, layer: str, ident: tuple) -> str:
+    def _cav_key(self, fingerprint: str, layer: str, ident: tuple, alpha: float) -> str:
         opts = self.options
-        return ActivationCache.make_key("cav-v2", fingerprint, layer, *map(str, ident), str(opts.seed),
-                                        repr(opts.classifier), str(opts.alpha), str(opts.alpha_scale),
-                                        str(opts.test_size))
+        return ActivationCache.make_key("cav-v3", fingerprint, layer, *map(str, ident), str(opts.seed),
+                                        repr(opts.classifier), repr(float(alpha)), str(opts.test_size))
 
     def _alpha(self, pool: np.ndarray) -> float:
         """The ridge penalty of the default CAV classifier for this layer.
 
-        ``alpha="auto"`` scales ``alpha_scale`` by the pool's total variance (the mean squared
-        distance of an activation vector from the pool mean), so the same setting regularises a
-        64-channel and a 14,400-unit layer alike; a number is used as it is (as in
-        ``RidgeClassifier(alpha)``).
+        ``alpha="auto"`` scales ``alpha_scale`` by the total variance of the random sets'
+        activations (the mean squared distance of an activation vector from their mean), so the same
+        setting regularises a 64-channel and a 14,400-unit layer alike. Only the random sets count,
+        so a random pair's CAV does not depend on which concepts share the call (and a cached one
+        stays valid). A number is used as it is (as in ``RidgeClassifier(alpha)``).
         """
         opts = self.options
         if opts.alpha != "auto":
@@ -323,8 +325,9 @@ class Analysis:
             blocks.append(block)
             start += len(block)
         pool = np.concatenate(blocks).astype(np.float32, copy=False)
-        tasks, keys, index = self._cav_tasks(folder_concepts, random_sets, offsets, layer)
-        alpha = self._alpha(pool)
+        random_start = offsets["r:0"][0] if random_acts else len(pool)
+        alpha = self._alpha(pool[random_start:])
+        tasks, keys, index = self._cav_tasks(folder_concepts, random_sets, offsets, layer, alpha)
         self.cav_alphas[layer] = alpha
         vectors, accuracies = self._fit_cavs(pool, tasks, keys, alpha)
         del pool

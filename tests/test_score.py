@@ -204,3 +204,12 @@ def test_noise_pool_subfolders_are_random_sets(model, tmp_path):
     table = concepts.score(model, "conv1", data / "concepts" / "horizontal", cache_dir=False,
                            n_random=7, n_directions=100, progress=False).to_frame()
     assert (table["n_random"] == 7).all()
+
+
+def test_random_pair_cavs_do_not_depend_on_the_other_concepts_in_the_call(model, data, tmp_path):
+    horizontal, vertical = data / "concepts" / "horizontal", data / "concepts" / "vertical"
+    alone = concepts.score(model, "conv1", horizontal, cache_dir=False, **FAST).to_frame()
+    together = concepts.score(model, "conv1", [horizontal, vertical], cache_dir=False, **FAST).to_frame()
+    together = together[together["concept"] == "horizontal"]
+    cols = ["score", "null_mean", "p_value", "ubs", "vector_quality"]
+    np.testing.assert_allclose(alone[cols].to_numpy(float), together[cols].to_numpy(float), rtol=1e-6, atol=1e-9)
