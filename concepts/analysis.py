@@ -46,7 +46,7 @@ from probes.linear import CAVTask, fit_cav_batch, sensitivities, tcav_scores
 from probes.progress import progress
 from probes.regression import RegressionProbe, pool_activations, pool_gradients, shuffled_fits
 from probes.stats import adjust_pvalues, bootstrap_ci, bootstrap_diff_ci, prediction_test
-from probes.ubs import ubs_normaliser, ubs_null, ubs_pvalue, ubs_scores
+from probes.ubs import ubs_null, ubs_pvalue, ubs_ratios
 
 COLUMNS = [
     "class", "layer", "concept", "kind", "score", "score_ci_low", "score_ci_high", "null_mean", "effect",
@@ -281,8 +281,7 @@ class Analysis:
             if isinstance(opts.alpha, str) or not float(opts.alpha) > 0:
                 raise ValueError(f"alpha must be 'auto' or a positive number, not {opts.alpha!r}.")
             return float(opts.alpha)
-        total_variance = float(np.var(pool, axis=0, dtype=np.float64).sum())
-        return max(opts.alpha_scale * total_variance, 1e-12)
+        return max(opts.alpha_scale * _total_variance(pool), 1e-12)
 
     def _fit_cavs(self, pool: np.ndarray, tasks: list[CAVTask], keys: list[str],
                   alpha: float) -> tuple[np.ndarray, np.ndarray]:
@@ -337,18 +336,22 @@ class Analysis:
             g = _flat(grads[example.name][layer])
             sens = sensitivities(g, vectors)  # every CAV, null ones included, in one product
             scores, zeros = tcav_scores(sens)
-            per_run_ubs = ubs_scores(g, vectors)
+            ratios = ubs_ratios(sens, _row_norms(g), g.shape[1])  # UBS from the same product
+            per_run_ubs = ratios.mean(axis=0) if len(ratios) else np.full(len(vectors), np.nan)
             nul, pairs, n_sets = index["__null__"], index["__pairs__"], len(random_sets)
             null = _set_means(scores[nul], pairs, n_sets, 1.0 - scores[nul] - zeros[nul])
             null_ubs = _set_means(per_run_ubs[nul], pairs, n_sets, -per_run_ubs[nul])
             for concept in folder_concepts:
                 idx = index[concept.name]
-                consensus = vectors[idx].astype(np.float64).mean(axis=0)
+                # The consensus vector is the normalised mean of the (unit) concept CAVs, so its
+                # directional derivatives are the mean of theirs over the mean's norm.
+                mean_norm = float(np.linalg.norm(vectors[idx].astype(np.float64).mean(axis=0))) or 1.0
+                consensus_ratios = ratios[:, idx].mean(axis=1) / mean_norm
                 if opts.statistic == "ubs":
                     statistic, null_statistics = float(np.mean(per_run_ubs[idx])), null_ubs
                 else:
                     statistic, null_statistics = float(np.mean(scores[idx])), null
-                rows.append(self._row(example, layer, concept.name, "cav", g, consensus, scores[idx], null,
+                rows.append(self._row(example, layer, concept.name, "cav", g, consensus_ratios, scores[idx], null,
                                       quality=float(np.mean(accuracies[idx])), zero_fraction=float(zeros[idx].mean()),
                                       ubs_nulls=ubs_nulls, runs=runs, statistic=statistic,
                                       null_statistics=null_statistics))
@@ -388,10 +391,11 @@ class Analysis:
             s_null = sensitivities(g, null_vectors)
             br_null = null_r2 * _mean_over_std(s_null)
             s_full = sensitivities(g, probe.vector_[None, :])[:, 0]
+            ratios = ubs_ratios(s_full, _row_norms(g), g.shape[1])
             scores, zeros = tcav_scores(s_concept)
             null_scores, _ = tcav_scores(s_null)
             br = float(probe.r2_cv_ * _mean_over_std(s_full[:, None])[0])
-            row = self._row(example, layer, measure.name, "rcv", g, probe.vector_, scores, null_scores,
+            row = self._row(example, layer, measure.name, "rcv", g, ratios, scores, null_scores,
                             quality=float(probe.r2_cv_), zero_fraction=float(zeros.mean()), ubs_nulls=ubs_nulls,
                             runs=runs, statistic=br, null_statistics=br_null, pooled=pooled)
             row.update(r2_cv=float(probe.r2_cv_), fold_angle_deg=float(probe.fold_angle_deg_), br=br)
@@ -401,10 +405,11 @@ class Analysis:
         return rows
 
     # ---------------------------------------------------------------- one row
-    def _row(self, example, layer, concept, kind, g, vector, scores, null_scores, *, quality, zero_fraction,
+    def _row(self, example, layer, concept, kind, g, ratios, scores, null_scores, *, quality, zero_fraction,
              ubs_nulls, runs, statistic, null_statistics=None, pooled=False) -> dict[str, Any]:
-        """One table row. The test asks whether this concept's ``statistic`` (its mean TCAV score, or its
-        Br) is an outlier among the same statistic of null concepts (random sets, shuffled measures)."""
+        """One table row. The test asks whether this concept's ``statistic`` (its mean UBS, TCAV score or
+        Br) is an outlier among the same statistic of null concepts (random sets, shuffled measures).
+        ``ratios`` are the per-example UBS ratios of the row's vector."""
         opts = self.options
         seed = _seed_for(opts.seed, "stats", example.name, layer, concept)
         null_statistics = np.asarray(null_scores if null_statistics is None else null_statistics, dtype=float)
@@ -414,7 +419,7 @@ class Analysis:
             _, p = prediction_test(statistic, null_statistics)
         score_lo, score_hi = bootstrap_ci(scores, n_boot=opts.n_boot, random_state=seed)
         eff_lo, eff_hi = bootstrap_diff_ci(scores, null_scores, n_boot=opts.n_boot, random_state=seed + 1)
-        ubs, ubs_lo, ubs_hi, ubs_p = self._ubs(g, vector, ubs_nulls, f"{example.name}|{pooled}", seed)
+        ubs, ubs_lo, ubs_hi, ubs_p = self._ubs(g, ratios, ubs_nulls, f"{example.name}|{pooled}", seed)
         runs[(example.name, layer, concept)] = {"scores": np.asarray(scores), "null_scores": np.asarray(null_scores)}
         return {
             "class": example.name, "layer": layer, "concept": concept, "kind": kind,
@@ -427,20 +432,14 @@ class Analysis:
             "ubs_ci_high": ubs_hi, "ubs_p": ubs_p, "r2_cv": np.nan, "fold_angle_deg": np.nan, "br": np.nan,
         }
 
-    def _ubs(self, g: np.ndarray, vector: np.ndarray, nulls: dict[str, np.ndarray], null_key: str,
+    def _ubs(self, g: np.ndarray, ratios: np.ndarray, nulls: dict[str, np.ndarray], null_key: str,
              seed: int) -> tuple[float, float, float, float]:
-        """UBS of one unit vector, its bootstrap interval over examples, and its p-value."""
+        """UBS from per-example ratios, its bootstrap interval over examples, and its p-value."""
         opts = self.options
-        g = np.asarray(g, dtype=np.float64)
-        v = np.asarray(vector, dtype=np.float64)
-        v = v / (np.linalg.norm(v) or 1.0)
-        norms = np.linalg.norm(g, axis=1)
-        keep = norms > 0
-        if not keep.any():
+        if len(ratios) == 0:
             return np.nan, np.nan, np.nan, np.nan
-        ratios = (g[keep] @ v) / (norms[keep] * ubs_normaliser(g.shape[1]))
         if null_key not in nulls:
-            nulls[null_key] = ubs_null(g.astype(np.float32), n_directions=opts.n_directions,
+            nulls[null_key] = ubs_null(g, n_directions=opts.n_directions,
                                        random_state=_seed_for(opts.seed, "ubs", null_key), method="projection")
         lo, hi = bootstrap_ci(ratios, n_boot=opts.n_boot, random_state=seed + 2)
         return float(ratios.mean()), lo, hi, float(ubs_pvalue(ratios.mean(), nulls[null_key]))
@@ -475,6 +474,25 @@ class Analysis:
             "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__,
                          "scikit-learn": sklearn.__version__, "pandas": pd.__version__},
         }
+
+
+def _row_norms(g: np.ndarray) -> np.ndarray:
+    """‖g_i‖ of each example's gradient (float32 arithmetic, no float64 copy of the gradients)."""
+    g = np.asarray(g, dtype=np.float32)
+    return np.sqrt(np.einsum("ij,ij->i", g, g)).astype(np.float64)
+
+
+def _total_variance(x: np.ndarray, block: int = 1 << 22) -> float:
+    """Sum of the column variances of ``x`` (mean squared distance from the mean row), in float32
+    column blocks: a float64 copy of a wide pool costs more than the fits it scales."""
+    x = np.asarray(x, dtype=np.float32)
+    width = max(1, block // max(len(x), 1))
+    total = 0.0
+    for c0 in range(0, x.shape[1], width):
+        part = x[:, c0:c0 + width]
+        part = part - part.mean(axis=0)
+        total += float(np.vdot(part, part))
+    return total / max(len(x), 1)
 
 
 def _mean_over_std(sens: np.ndarray) -> np.ndarray:

