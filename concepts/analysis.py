@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -61,7 +62,7 @@ class Options:
     """Every knob of an analysis; :func:`concepts.score` documents each one."""
 
     n_random: int = 10
-    null_pairs: str = "all"
+    null_pairs: str = "auto"
     statistic: str = "ubs"
     relative: bool = False
     seed: int = 0
@@ -130,15 +131,28 @@ def _use_pooling(pool: str | bool, shape: tuple) -> bool:
     return bool(pool)
 
 
+AUTO_PARTNERS = 20
+
+
 def _null_pairs(n_sets: int, mode: str) -> list[tuple[int, int]]:
-    """Random-vs-random pairs: every unordered pair once, or a ring (each set against the next)."""
+    """Random-vs-random pairs, each unordered pair at most once.
+
+    ``"all"``: every pair (each set meets the other ``n_sets - 1``); ``"ring"``: each set against the
+    next (two partners each); ``"auto"``: every pair up to 21 sets, beyond that a circulant design
+    in which each set meets its ``AUTO_PARTNERS`` nearest neighbours around a circle, so the number
+    of fits grows linearly with ``n_sets`` while each set's mean still averages 20 comparisons.
+    """
     if n_sets < 3:
         raise InsufficientDataError(f"{n_sets} random sets: at least 3 are needed for a null distribution.")
+    if mode == "auto":
+        mode = "all" if n_sets <= AUTO_PARTNERS + 1 else "circulant"
     if mode == "all":
         return [(i, j) for i in range(n_sets) for j in range(i + 1, n_sets)]
     if mode == "ring":
         return [(i, (i + 1) % n_sets) for i in range(n_sets)]
-    raise ValueError(f"null_pairs must be 'all' or 'ring', not {mode!r}.")
+    if mode == "circulant":
+        return [(i, (i + k) % n_sets) for i in range(n_sets) for k in range(1, AUTO_PARTNERS // 2 + 1)]
+    raise ValueError(f"null_pairs must be 'auto', 'all' or 'ring', not {mode!r}.")
 
 
 def _set_means(values: np.ndarray, pairs: Sequence[tuple[int, int]], n_sets: int, flipped: np.ndarray) -> np.ndarray:
@@ -186,6 +200,30 @@ class Analysis:
         result = self.engine.run(example.images, class_index=example.index)
         return result.gradients
 
+    def _random_activations(self, random_sets: Sequence[Any], tick) -> list[dict[str, np.ndarray]]:
+        """Activations of every random set, computing each distinct image once.
+
+        Random sets drawn from one pool overlap; one engine pass over the union of their files
+        (cached by its content like any set) replaces one pass per set. Sources that are not
+        file-based image sets are passed through the engine one by one.
+        """
+        from .sets import ImageSet
+
+        file_sets = [s for s in random_sets if isinstance(s, ImageSet)]
+        same_binding = len({(tuple(s.input_shape), id(s.preprocess)) for s in file_sets}) == 1
+        if len(file_sets) != len(random_sets) or not same_binding:
+            return [tick(self._activations(s)) for s in random_sets]
+        first = file_sets[0]
+        union = sorted({Path(f).resolve() for s in file_sets for f in s.files})
+        pool = ImageSet(union, name="random pool", input_shape=first.input_shape, preprocess=first.preprocess)
+        acts = self._activations(pool)
+        row = {f: i for i, f in enumerate(union)}
+        out = []
+        for s in file_sets:
+            rows = np.array([row[Path(f).resolve()] for f in s.files])
+            out.append(tick({layer: np.asarray(a)[rows] for layer, a in acts.items()}))
+        return out
+
     # ---------------------------------------------------------------- main entry
     def run(self, classes: Sequence[ClassExamples], folder_concepts: Sequence[FolderConcept],
             measure_concepts: Sequence[MeasureConcept], random_sets: Sequence[Any]) -> Outcome:
@@ -207,7 +245,7 @@ class Analysis:
 
         grads = {c.name: tick(self._gradients(c)) for c in classes}
         concept_acts = {c.name: tick(self._activations(c.images)) for c in folder_concepts}
-        random_acts = [tick(self._activations(s)) for s in random_sets] if folder_concepts else []
+        random_acts = self._random_activations(random_sets, tick) if folder_concepts else []
         measure_acts = {m.name: tick(self._activations(m.images)) for m in measure_concepts}
         next(ticks, None)
 

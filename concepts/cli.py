@@ -42,8 +42,9 @@ def _parser() -> argparse.ArgumentParser:
                                                        "hematoxylin (default: %(default)s)")
     rep.add_argument("--n-random", type=int, default=20,
                      help="random sets = concept-vs-random runs (default: %(default)s)")
-    rep.add_argument("--null-pairs", choices=["all", "ring"], default="all",
-                     help="random-vs-random runs: every unordered pair (default) or a ring of pairs")
+    rep.add_argument("--null-pairs", choices=["auto", "all", "ring"], default="auto",
+                     help="random-vs-random runs: auto (every pair up to 21 sets, then 20 partners per set; "
+                          "default), all pairs, or a ring")
     rep.add_argument("--target", choices=["logit", "log_prob", "prob"], default="logit",
                      help="what is differentiated (default: the pre-softmax logit)")
     rep.add_argument("--correction", choices=["holm", "bh", "bonferroni", "none"], default="holm",

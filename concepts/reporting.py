@@ -116,7 +116,7 @@ def _survival(table: pd.DataFrame, control: pd.DataFrame, label: str) -> tuple[d
 def report(model: Any, layers: Sequence[str], concepts: Any = None, classes: Sequence[str | int] | None = None, *,
            data: str | os.PathLike | None = None, measures: Sequence[Measure] | None = None, examples: Any = None,
            class_names: Sequence[str] | Mapping[str, int] | None = None, random: Any = None, n_random: int = 20,
-           null_pairs: str = "all", statistic: str = "ubs", target: str = "logit", seed: int = 0,
+           null_pairs: str = "auto", statistic: str = "ubs", target: str = "logit", seed: int = 0,
            preprocess: Callable | None = None,
            batch_size: int = 32, classifier: Any = None, alpha: float | str = "auto",
            alpha_scale: float = 0.1, test_size: float = 0.3,

@@ -321,7 +321,7 @@ def _cache(cache_dir: str | os.PathLike | bool | None) -> ActivationCache:
 def score(model: Any, layer: str | Sequence[str] | None = None, concept: ConceptLike = None, *,
           layers: Sequence[str] | None = None, data: str | os.PathLike | None = None, examples: Any = None,
           classes: Sequence[str | int] | None = None, class_names: Sequence[str] | Mapping[str, int] | None = None,
-          random: Any = None, n_random: int = 20, null_pairs: str = "all", statistic: str = "ubs",
+          random: Any = None, n_random: int = 20, null_pairs: str = "auto", statistic: str = "ubs",
           relative: bool = False,
           target: str = "logit", seed: int = 0, preprocess: Callable | None = None, batch_size: int = 32,
           classifier: Any = None, alpha: float | str = "auto", alpha_scale: float = 0.1,
@@ -344,8 +344,10 @@ def score(model: Any, layer: str | Sequence[str] | None = None, concept: Concept
             ``<data>/random``.
         n_random: number of seeded random sets, hence of concept-vs-random runs (default 20, at least
             3; no hidden cap). More sets estimate the null's spread better and give more power.
-        null_pairs: random-vs-random runs: ``"all"`` unordered pairs (default) or ``"ring"`` (each set
-            against the next: fewer fits, a more conservative test).
+        null_pairs: random-vs-random runs: ``"auto"`` (default: every unordered pair up to 21 sets, then
+            each set against its 20 nearest neighbours on a circle, so the cost grows linearly),
+            ``"all"`` (every pair) or ``"ring"`` (each set against the next: fewest fits, most
+            conservative test).
         statistic: what the significance test compares with the random concepts: ``"ubs"`` (default,
             magnitude-aware, powerful even where all examples share one gradient direction) or
             ``"score"`` (the TCAV sign-count score; Br for measures).

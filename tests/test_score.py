@@ -213,3 +213,18 @@ def test_random_pair_cavs_do_not_depend_on_the_other_concepts_in_the_call(model,
     together = together[together["concept"] == "horizontal"]
     cols = ["score", "null_mean", "p_value", "ubs", "vector_quality"]
     np.testing.assert_allclose(alone[cols].to_numpy(float), together[cols].to_numpy(float), rtol=1e-6, atol=1e-9)
+
+
+def test_auto_null_pairs_grow_linearly_beyond_21_sets():
+    from collections import Counter
+
+    from concepts.analysis import _null_pairs
+
+    assert len(_null_pairs(21, "auto")) == 21 * 20 // 2  # every pair
+    pairs = _null_pairs(100, "auto")
+    assert len(pairs) == 100 * 10
+    assert len({frozenset(p) for p in pairs}) == len(pairs)  # each unordered pair once
+    partners = Counter(i for pair in pairs for i in pair)
+    assert set(partners.values()) == {20}  # every set meets 20 others
+    with pytest.raises(InsufficientDataError):
+        _null_pairs(2, "auto")
