@@ -33,6 +33,7 @@ Statistics per (class, layer, concept):
 from __future__ import annotations
 
 import hashlib
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -45,6 +46,7 @@ from probes.engine import Engine
 from probes.errors import InsufficientDataError
 from probes.linear import CAVTask, fit_cav_batch, sensitivities, tcav_scores
 from probes.progress import progress
+from probes.sources import hash_array
 from probes.regression import RegressionProbe, pool_activations, pool_gradients, shuffled_fits
 from probes.stats import adjust_pvalues, bootstrap_ci, bootstrap_diff_ci, prediction_test
 from probes.ubs import ubs_null, ubs_pvalue, ubs_ratios
@@ -229,6 +231,10 @@ class Analysis:
             measure_concepts: Sequence[MeasureConcept], random_sets: Sequence[Any]) -> Outcome:
         opts = self.options
         batches_before = self.engine.n_batches_run
+        result_key = self._result_key(classes, folder_concepts, measure_concepts, random_sets)
+        cached = self._cached_outcome(result_key)
+        if cached is not None:
+            return cached
         rows: list[dict[str, Any]] = []
         runs: dict[tuple[str, str, str], dict[str, np.ndarray]] = {}
         scatter: dict[tuple[str, str], pd.DataFrame] = {}
@@ -264,7 +270,42 @@ class Analysis:
             table["significant"] = (table["q_value"] < opts.significance).fillna(False).astype(bool)
         provenance = self._provenance(classes, folder_concepts, measure_concepts, random_sets)
         provenance["engine_batches"] = self.engine.n_batches_run - batches_before
-        return Outcome(table=table, runs=runs, scatter=scatter, provenance=provenance)
+        outcome = Outcome(table=table, runs=runs, scatter=scatter, provenance=provenance)
+        self._store_outcome(result_key, outcome)
+        return outcome
+
+    # ---------------------------------------------------------------- whole-result cache
+    def _result_key(self, classes, folder_concepts, measure_concepts, random_sets) -> str:
+        """Everything that determines the outcome: model, layers, target, every image set's content,
+        every measure's values, and every option except the progress bars."""
+        opts = self.options
+        parts = ["outcome-v1", self.engine.fingerprint, self.engine.target, *self.engine.layers,
+                 *[f"class:{c.name}:{c.index}:{self._key(c.images)}" for c in classes],
+                 *[f"concept:{c.name}:{self._key(c.images)}" for c in folder_concepts],
+                 *[f"measure:{m.name}:{self._key(m.images)}:{hash_array(np.asarray(m.values, float))}"
+                   for m in measure_concepts],
+                 *[f"random:{self._key(r)}" for r in random_sets],
+                 repr({k: v for k, v in vars(opts).items() if k != "progress"})]
+        return ActivationCache.make_key(*parts)
+
+    def _cached_outcome(self, key: str) -> Outcome | None:
+        if self.cache is None:
+            return None
+        stored = self.cache.get(key)
+        if stored is None:
+            return None
+        try:
+            outcome = pickle.loads(np.asarray(stored, dtype=np.uint8).tobytes())
+        except Exception:  # an entry from an incompatible version: recompute it
+            return None
+        outcome.provenance["engine_batches"] = 0
+        outcome.provenance["from_result_cache"] = True
+        return outcome
+
+    def _store_outcome(self, key: str, outcome: Outcome) -> None:
+        if self.cache is not None:
+            payload = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+            self.cache.put(key, np.frombuffer(payload, dtype=np.uint8), meta={"kind": "outcome"})
 
     # ---------------------------------------------------------------- CAVs
     def _cav_tasks(self, folder_concepts: Sequence[FolderConcept], random_sets: Sequence[Any],
