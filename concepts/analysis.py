@@ -202,29 +202,30 @@ class Analysis:
         result = self.engine.run(example.images, class_index=example.index)
         return result.gradients
 
-    def _random_activations(self, random_sets: Sequence[Any], tick) -> list[dict[str, np.ndarray]]:
-        """Activations of every random set, computing each distinct image once.
+    def _random_activations(self, random_sets: Sequence[Any], tick) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+        """Activations of the distinct random images, and each random set's rows among them.
 
         Random sets drawn from one pool overlap; one engine pass over the union of their files
-        (cached by its content like any set) replaces one pass per set. Sources that are not
-        file-based image sets are passed through the engine one by one.
+        (cached by its content like any set) replaces one pass per set, and the CAV pool holds each
+        image once, so its Gram matrix grows with the distinct images, not with the sets. Sources
+        that are not file-based image sets are passed through the engine one by one and stacked.
         """
         from .sets import ImageSet
 
         file_sets = [s for s in random_sets if isinstance(s, ImageSet)]
         same_binding = len({(tuple(s.input_shape), id(s.preprocess)) for s in file_sets}) == 1
         if len(file_sets) != len(random_sets) or not same_binding:
-            return [tick(self._activations(s)) for s in random_sets]
+            per_set = [tick(self._activations(s)) for s in random_sets]
+            sizes = np.cumsum([0] + [len(s) for s in random_sets])
+            rows = [np.arange(sizes[j], sizes[j + 1]) for j in range(len(random_sets))]
+            return {layer: np.concatenate([a[layer] for a in per_set]) for layer in self.engine.layers}, rows
         first = file_sets[0]
         union = sorted({Path(f).resolve() for s in file_sets for f in s.files})
         pool = ImageSet(union, name="random pool", input_shape=first.input_shape, preprocess=first.preprocess)
         acts = self._activations(pool)
-        row = {f: i for i, f in enumerate(union)}
-        out = []
-        for s in file_sets:
-            rows = np.array([row[Path(f).resolve()] for f in s.files])
-            out.append(tick({layer: np.asarray(a)[rows] for layer, a in acts.items()}))
-        return out
+        position = {f: i for i, f in enumerate(union)}
+        rows = [tick(np.array([position[Path(f).resolve()] for f in s.files])) for s in file_sets]
+        return acts, rows
 
     # ---------------------------------------------------------------- main entry
     def run(self, classes: Sequence[ClassExamples], folder_concepts: Sequence[FolderConcept],
@@ -251,7 +252,7 @@ class Analysis:
 
         grads = {c.name: tick(self._gradients(c)) for c in classes}
         concept_acts = {c.name: tick(self._activations(c.images)) for c in folder_concepts}
-        random_acts = self._random_activations(random_sets, tick) if folder_concepts else []
+        random_acts = self._random_activations(random_sets, tick) if folder_concepts else ({}, [])
         measure_acts = {m.name: tick(self._activations(m.images)) for m in measure_concepts}
         next(ticks, None)
 
@@ -397,13 +398,12 @@ class Analysis:
             offsets[f"c:{concept.name}"] = np.arange(start, start + len(block))
             blocks.append(block)
             start += len(block)
-        for j, acts in enumerate(random_acts):
-            block = _flat(acts[layer])
-            offsets[f"r:{j}"] = np.arange(start, start + len(block))
-            blocks.append(block)
-            start += len(block)
+        random_pool, random_rows = random_acts
+        random_start = start
+        blocks.append(_flat(random_pool[layer]))
+        for j, rows in enumerate(random_rows):
+            offsets[f"r:{j}"] = random_start + rows
         pool = np.concatenate(blocks).astype(np.float32, copy=False)
-        random_start = offsets["r:0"][0] if random_acts else len(pool)
         alpha = self._alpha(pool[random_start:])
         tasks, keys, index = self._cav_tasks(folder_concepts, random_sets, offsets, layer, alpha)
         self.cav_alphas[layer] = alpha

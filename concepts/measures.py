@@ -428,6 +428,21 @@ def _mask_array(mask: np.ndarray) -> np.ndarray:
     return mask != 0
 
 
+@functools.lru_cache(maxsize=256)
+def _mask_files_by_stem_cached(folder: str, mtime_ns: int) -> dict[str, list[Path]]:
+    files: dict[str, list[Path]] = {}
+    for p in sorted(Path(folder).iterdir()):
+        if is_image_file(p) and p.is_file():
+            files.setdefault(p.stem, []).append(p)
+    return files
+
+
+def _mask_files_by_stem(folder: Path) -> dict[str, list[Path]]:
+    """The image files of a mask folder grouped by stem, listed once per folder (and again only when
+    the folder changes) instead of once per image."""
+    return _mask_files_by_stem_cached(str(folder), folder.stat().st_mtime_ns)
+
+
 def _find_mask(image: Path, images_root: Path | None, masks_root: Path) -> tuple[Path | None, str]:
     """The mask of ``image`` under ``masks_root``, or None with the reason.
 
@@ -449,9 +464,7 @@ def _find_mask(image: Path, images_root: Path | None, masks_root: Path) -> tuple
         folder = masks_root / tail.parent
         if not folder.is_dir():
             continue
-        stem = tail.stem
-        candidates = sorted(p for p in folder.iterdir()
-                            if p.stem == stem and is_image_file(p) and p.is_file())
+        candidates = _mask_files_by_stem(folder).get(tail.stem, [])
         if not candidates:
             continue
         same = [p for p in candidates if p.suffix.lower() == image.suffix.lower()]

@@ -15,6 +15,8 @@ Example:
 """
 from __future__ import annotations
 
+import os
+
 import functools
 import hashlib
 import inspect
@@ -44,18 +46,19 @@ _FILE_HASHES: dict[tuple[str, int, int], str] = {}
 
 
 def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes, memoised per process on (resolved path, size, mtime).
+    """SHA-256 of a file's bytes, memoised per process on (path, size, mtime).
 
     Example:
         >>> file_sha256("data/concepts/striped/001.png")  # doctest: +SKIP
         '9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08'
     """
-    resolved = Path(path).resolve()
-    stat = resolved.stat()
-    key = (str(resolved), stat.st_size, stat.st_mtime_ns)
+    # stat() follows links, so (path as given, size, mtime) already pins the content; resolving
+    # every path again on every call cost more than the hashing it saved (benchmarks).
+    stat = os.stat(path)
+    key = (os.fspath(path), stat.st_size, stat.st_mtime_ns)
     digest = _FILE_HASHES.get(key)
     if digest is None:
-        digest = _FILE_HASHES[key] = sha256_file(resolved)
+        digest = _FILE_HASHES[key] = sha256_file(path)
     return digest
 
 

@@ -98,7 +98,8 @@ def run_demo(case: str = "histology", out_dir: str | Path = "demo_output", *, si
             warnings.simplefilter("ignore", UserWarning)
             measure = radiomics(feature, images=info.root / "classes",
                                 masks=Path(mask_dir) / "classes" if mask_dir else None,
-                                channel=suggestion.get("channel", "gray"), progress=progress)
+                                channel=suggestion.get("channel", "gray"), progress=progress,
+                                cache_dir=cache_dir)
         left_out = len({f["image"] for f in measure.failures})
         _say(progress, f"measure {feature}: {len(measure.values)} images"
                        + (f", {left_out} left out (no usable region)" if left_out else ""))
