@@ -39,7 +39,7 @@ pooling consistently to activations and to gradients.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -508,14 +508,7 @@ def pool_activations(acts: np.ndarray) -> np.ndarray:
         >>> pool_activations(np.ones((2, 4, 4, 3))).shape
         (2, 3)
     """
-    acts = np.asarray(acts) if not isinstance(acts, np.ndarray) else acts
-    if acts.ndim < 2:
-        raise InputShapeError(f"activations must have shape (n, ..., channels); got {acts.shape}.")
-    if acts.ndim == 2:
-        return acts
-    # Accumulate at least in float32 (float16 sums over 10^4 positions lose most digits).
-    acc = np.result_type(acts.dtype, np.float32)
-    return np.asarray(acts.mean(axis=tuple(range(1, acts.ndim - 1)), dtype=acc))
+    return _reduce_spatial(acts, "activations", np.mean)
 
 
 def pool_gradients(grads: np.ndarray) -> np.ndarray:
@@ -532,10 +525,16 @@ def pool_gradients(grads: np.ndarray) -> np.ndarray:
         >>> pool_gradients(np.ones((2, 4, 4, 3)))[0]
         array([16., 16., 16.])
     """
-    grads = np.asarray(grads) if not isinstance(grads, np.ndarray) else grads
-    if grads.ndim < 2:
-        raise InputShapeError(f"gradients must have shape (n, ..., channels); got {grads.shape}.")
-    if grads.ndim == 2:
-        return grads
-    acc = np.result_type(grads.dtype, np.float32)
-    return np.asarray(grads.sum(axis=tuple(range(1, grads.ndim - 1)), dtype=acc))
+    return _reduce_spatial(grads, "gradients", np.sum)
+
+
+def _reduce_spatial(x: np.ndarray, what: str, reduce: Callable) -> np.ndarray:
+    """``reduce`` over every axis between the first (examples) and the last (channels)."""
+    x = np.asarray(x) if not isinstance(x, np.ndarray) else x
+    if x.ndim < 2:
+        raise InputShapeError(f"{what} must have shape (n, ..., channels); got {x.shape}.")
+    if x.ndim == 2:
+        return x
+    # Accumulate at least in float32 (float16 sums over 10^4 positions lose most digits).
+    acc = np.result_type(x.dtype, np.float32)
+    return np.asarray(reduce(x, axis=tuple(range(1, x.ndim - 1)), dtype=acc))
