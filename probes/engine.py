@@ -169,6 +169,17 @@ def _final_operation(model: Any, prefix: str = "") -> tuple[str, Any]:
     return prefix + op.name, op
 
 
+def _classify_activation(name: str, bypass: str) -> tuple[str, str]:
+    """How to reach the logit through a final activation ``name``: (how, which) as in the caller."""
+    if name in _SOFTMAX_NAMES:
+        return bypass, "softmax"
+    if name in _SIGMOID_NAMES:
+        return bypass, "sigmoid"
+    if name in _LINEAR_NAMES:
+        return "none", "none"
+    return "opaque", "none"
+
+
 def _classify_final(op: Any) -> tuple[str, str]:
     """How the final operation relates to logits: (mode, squash).
 
@@ -185,25 +196,13 @@ def _classify_final(op: Any) -> tuple[str, str]:
             return "opaque", "none"
         return "input", "softmax"
     if isinstance(op, keras.layers.Activation):
-        name = _activation_name(op.activation)
-        if name in _SOFTMAX_NAMES:
-            return "input", "softmax"
-        if name in _SIGMOID_NAMES:
-            return "input", "sigmoid"
-        if name in _LINEAR_NAMES:
-            return "none", "none"
-        return "opaque", "none"
+        # A standalone activation layer is bypassed by taking its input.
+        return _classify_activation(_activation_name(op.activation), "input")
     if _is_model(op):
         return "opaque", "none"
     if hasattr(op, "activation"):
-        name = _activation_name(op.activation)
-        if name in _SOFTMAX_NAMES:
-            return "swap", "softmax"
-        if name in _SIGMOID_NAMES:
-            return "swap", "sigmoid"
-        if name in _LINEAR_NAMES:
-            return "none", "none"
-        return "opaque", "none"
+        # A layer with a built-in activation is bypassed by swapping that activation for linear.
+        return _classify_activation(_activation_name(op.activation), "swap")
     if type_name in _LINEAR_LAYER_TYPES:
         return "none", "none"
     return "opaque", "none"
