@@ -190,7 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow C++ start-up logs (e.g. "failed call to cuInit" on every machine without a GPU) are
+    # noise for a command-line user; Python errors still surface. Set the variable to see them.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from .errors import ToolkitError
 
     commands = {"report": _cmd_report, "measures": _cmd_measures, "manifest": _cmd_manifest, "demo": _cmd_demo}
