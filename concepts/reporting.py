@@ -15,9 +15,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from probes.engine import randomize_weights
+from probes.engine import Engine, randomize_weights
 
-from .analysis import MeasureConcept, Options, Outcome
+from .analysis import Analysis, MeasureConcept, Options, Outcome
 from .measures import Measure
 from .scoring import ScoreResult, prepare
 
@@ -169,9 +169,11 @@ def report(model: Any, layers: Sequence[str], concepts: Any = None, classes: Seq
     sanity_info: dict[str, Any] = {}
     if sanity:
         checks, notes = [], []
-        random_model = randomize_weights(model, seed=seed)
-        control, _ = prepare(random_model, list(layers), concept_list, **kwargs)
-        control_outcome = control.run(*run_args)
+        # The same inputs through a copy of the model with re-initialised weights: only the engine
+        # changes, so the resolved image sets, measures and random sets are reused as they are.
+        random_engine = Engine(randomize_weights(model, seed=seed), list(layers), target=target,
+                               batch_size=batch_size, cache=analysis.cache, progress=progress)
+        control_outcome = Analysis(random_engine, options, cache=analysis.cache).run(*run_args)
         info, note = _survival(outcome.table, control_outcome.table, "randomised model weights")
         checks.append(info)
         notes.append(note)
