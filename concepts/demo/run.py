@@ -107,7 +107,7 @@ def run_demo(case: str = "histology", out_dir: str | Path = "demo_output", *, si
     if n_random is None:
         n_random = 20
     folder_concepts = [info.root / "concepts" / name for name in info.concept_names]
-    concept_size = min(len(list((info.root / "concepts" / n).iterdir())) for n in info.concept_names)
+    concept_size = min(info.counts[f"concepts/{name}"] for name in info.concept_names)
     controls = control_concepts(info.root, 2, concept_size, seed)
     rep = report(model, LAYERS, concepts=folder_concepts + controls, data=info.root, measures=measures,
                  n_random=n_random, seed=seed, sanity=True, progress=progress, cache_dir=cache_dir,
