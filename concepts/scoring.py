@@ -20,7 +20,7 @@ from probes.engine import Engine
 from probes.errors import InsufficientDataError
 from probes.sources import ArraySource, InMemoryImages
 
-from .analysis import Analysis, ClassExamples, FolderConcept, MeasureConcept, Options, Outcome, summary_text
+from .analysis import DEFAULT_CAV, DEFAULT_STATISTIC, Analysis, ClassExamples, FolderConcept, MeasureConcept, Options, Outcome, summary_text
 from .errors import ConceptFolderError, MeasureError
 from .layout import DataLayout, class_index_map, resolve_class
 from .measures import Measure
@@ -74,9 +74,9 @@ class ScoreResult:
     def plot_null(self, class_name: str, layer: str, concept: str, value: str | None = None):
         """A row's concept runs against its null runs, for the statistic that was tested.
 
-        ``value``: ``"ubs"`` (per-run UBS of the concept's CAVs vs each random set's mean UBS),
-        ``"score"`` (TCAV sign-count scores) or ``"br"`` (an RCV's Br vs shuffled measures);
-        default: what the row's p-value was computed from.
+        ``value``: ``"shift"`` (per-run UBS x displacement of the concept's CAVs vs each random set's
+        mean), ``"ubs"`` (per-run UBS), ``"score"`` (TCAV sign-count scores) or ``"br"`` (an RCV's Br
+        vs shuffled measures); default: what the row's p-value was computed from (``test_statistic``).
         """
         from .plots import plot_null_distribution
 
@@ -84,14 +84,20 @@ class ScoreResult:
         if key not in self.runs:
             raise KeyError(f"No row for class {class_name!r}, layer {layer!r}, concept {concept!r}.")
         run = self.runs[key]
-        if value is None:
-            value = "br" if "null_br" in run else self.provenance.get("test_statistic", "ubs")
         title = f"{concept} · {layer} · class {class_name}"
         row = self._table[(self._table["class"] == class_name) & (self._table["layer"] == layer)
                           & (self._table["concept"] == concept)]
+        if value is None:
+            tested = str(row["test_statistic"].iloc[0]) if len(row) and "test_statistic" in row else "ubs"
+            value = "score" if tested == "tcav_ttest" else tested
         p_value = float(row["p_value"].iloc[0]) if len(row) else None
         if value == "score":
             return plot_null_distribution(run["scores"], run["null_scores"], title=title, p_value=p_value)
+        if value == "shift" and "null_shift" in run:
+            return plot_null_distribution(run["shift"], run["null_shift"], title=title, p_value=p_value,
+                                          xlabel="shift (UBS × displacement)", null_value=0.0,
+                                          concept_label="concept vs each random set",
+                                          null_label="each random set vs the others (null)")
         if value == "ubs" and "null_ubs" in run:
             return plot_null_distribution(run["ubs"], run["null_ubs"], title=title, p_value=p_value,
                                           xlabel="UBS", null_value=0.0, concept_label="concept vs each random set",
@@ -100,8 +106,8 @@ class ScoreResult:
             return plot_null_distribution(run["br"], run["null_br"], title=title, p_value=p_value, xlabel="Br",
                                           null_value=0.0, concept_label="measure (full-data RCV)",
                                           null_label="shuffled measures (null)")
-        raise ValueError(f"value must be 'ubs' or 'score' for a folder concept and 'br' or 'score' for a "
-                         f"measure; got {value!r} for {concept!r}.")
+        raise ValueError(f"value must be 'shift', 'ubs' or 'score' for a folder concept and 'br', 'ubs' or "
+                         f"'score' for a measure; got {value!r} for {concept!r}.")
 
     def to_frame(self) -> pd.DataFrame:
         """The tidy result table (a copy), one row per (class, layer, concept)."""
@@ -262,6 +268,8 @@ def prepare(model: Any, layers: Sequence[str], concept_list: list[tuple[str | No
     for name, item in concept_list:
         if isinstance(item, Measure):
             measure_specs.append((name or item.name, item))
+            if layout.root is None:   # a measure computed on <data>/classes finds <data> like a concept folder
+                layout = DataLayout.beside_images(item.images)
             continue
         if isinstance(item, (str, os.PathLike)):
             path = Path(item)
@@ -281,8 +289,8 @@ def prepare(model: Any, layers: Sequence[str], concept_list: list[tuple[str | No
         raise ValueError(f"Concept names must be distinct; got {names}. Pass a dict {{name: concept}} to rename.")
     if options.relative and len(folder_concepts) < 2:
         raise ValueError("relative=True compares each concept with the others: give at least two folder concepts.")
-    if options.statistic not in ("ubs", "score"):
-        raise ValueError(f"statistic must be 'ubs' or 'score', not {options.statistic!r}.")
+    if options.statistic not in ("ubs", "score", "shift"):
+        raise ValueError(f"statistic must be 'shift', 'ubs' or 'score', not {options.statistic!r}.")
     min_images = max(5, int(np.ceil(2 / max(options.test_size, 1e-9))))
     for concept in folder_concepts:
         if len(concept.images) < min_images:
@@ -321,10 +329,12 @@ def _cache(cache_dir: str | os.PathLike | bool | None) -> ActivationCache:
 def score(model: Any, layer: str | Sequence[str] | None = None, concept: ConceptLike = None, *,
           layers: Sequence[str] | None = None, data: str | os.PathLike | None = None, examples: Any = None,
           classes: Sequence[str | int] | None = None, class_names: Sequence[str] | Mapping[str, int] | None = None,
-          random: Any = None, n_random: int = 20, null_pairs: str = "auto", statistic: str = "ubs",
+          random: Any = None, n_random: int = 20, null_pairs: str = "auto", statistic: str = DEFAULT_STATISTIC,
           relative: bool = False,
           target: str = "logit", seed: int = 0, preprocess: Callable | None = None, batch_size: int = 32,
-          classifier: Any = None, alpha: float | str = "auto", alpha_scale: float = 0.1,
+          classifier: Any = None, cav: str = DEFAULT_CAV, C: float = 1.0, compat: str | None = None,
+          robustness: bool = True,
+          alpha: float | str = "auto", alpha_scale: float = 0.1,
           test_size: float = 0.3, correction: str = "holm",
           significance: float = 0.05, n_directions: int = 1000, pool: str | bool = "auto",
           cache_dir: str | os.PathLike | bool | None = None, progress: bool = True) -> ScoreResult:
@@ -357,11 +367,22 @@ def score(model: Any, layer: str | Sequence[str] | None = None, concept: Concept
         preprocess: ``callable(image, input_shape) -> array`` replacing the documented default
             (:func:`concepts.sets.default_preprocess`).
         batch_size: images per engine pass (bounds memory).
-        classifier: any scikit-learn linear classifier for the CAVs; default a ridge least-squares
-            classifier solved for every CAV of a layer at once on one shared Gram matrix.
-        alpha: ridge penalty of the default CAV classifier: ``"auto"`` (default) is ``alpha_scale``
-            times the layer's total activation variance, so layers of any width and scale are
-            regularised alike; a number gives exactly ``sklearn.linear_model.RidgeClassifier(alpha)``.
+        classifier: any scikit-learn linear classifier for the CAVs (one fit per CAV: slow); overrides ``cav``.
+        cav: the CAV estimator, solved for every CAV of a layer at once on one shared Gram matrix:
+            ``"logistic"`` (L2 logistic regression, ``LogisticRegression(C=C)``), ``"svm"`` (linear SVM,
+            squared hinge, ``LinearSVC(C=C)``), ``"svm_hinge"`` (hinge loss), ``"ridge"`` (least squares,
+            ``RidgeClassifier(alpha)``) or ``"mean"`` (difference of means, FastCAV / pattern CAV). The
+            default was chosen by the validation study in ``docs/validation.md``.
+        C: inverse regularisation strength of ``cav="logistic"`` and the SVMs (scikit-learn's ``C``).
+        compat: ``"tcav"`` runs the original TCAV procedure instead (hinge-loss ``SGDClassifier(alpha=0.01,
+            max_iter=1000, tol=1e-3)`` CAVs on raw activations, sign-count score, Student's t-test between
+            the concept runs and one fixed random set's runs, no correction) so that published numbers can
+            be reproduced; its false-positive rate is above nominal (see ``docs/validation.md``).
+        robustness: refit each concept with the other estimator families and on resampled concept images
+            to fill ``direction_agreement`` and ``fragile`` (default on).
+        alpha: ridge penalty of ``cav="ridge"``: ``"auto"`` (default) is ``alpha_scale`` times the
+            layer's total activation variance, so layers of any width and scale are regularised alike; a
+            number gives exactly ``sklearn.linear_model.RidgeClassifier(alpha)``.
         alpha_scale: the factor of ``alpha="auto"``.
         test_size: held-out fraction for CAV accuracy.
         correction: ``"holm"`` (default), ``"bh"`` (Benjamini–Hochberg), ``"bonferroni"`` or ``"none"``.
@@ -382,7 +403,8 @@ def score(model: Any, layer: str | Sequence[str] | None = None, concept: Concept
         >>> print(result)  # doctest: +SKIP
     """
     options = Options(n_random=n_random, null_pairs=null_pairs, statistic=statistic, relative=relative, seed=seed,
-                      classifier=classifier, alpha=alpha, alpha_scale=alpha_scale, test_size=test_size,
+                      classifier=classifier, cav=cav, C=C, compat=compat, robustness=robustness,
+                      alpha=alpha, alpha_scale=alpha_scale, test_size=test_size,
                       correction=correction, significance=significance,
                       n_directions=n_directions, pool=pool, progress=progress)
     analysis, inputs = prepare(model, _as_layers(layer, layers), _as_concept_list(concept), data=data,

@@ -162,7 +162,7 @@ def solve_logistic(k: np.ndarray, y: np.ndarray, *, C: float = 1.0, max_iter: in
 
 
 def solve_svm(k: np.ndarray, y: np.ndarray, *, C: float = 1.0, loss: str = "squared_hinge",
-              intercept_scaling: float = 1.0, max_epochs: int = 2000, tol: float = 1e-6,
+              intercept_scaling: float = 1.0, max_epochs: int = 1000, tol: float = 1e-4,
               random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Linear SVM by dual coordinate descent, as liblinear solves ``LinearSVC``.
 

@@ -131,6 +131,9 @@ class CAVBatch:
             intercepts[p]`` is the classifier's decision function divided by ``||w||``.
         n_train: ``(P,)`` number of training rows (both sides, after balancing).
         n_test: ``(P,)`` number of held-out rows.
+        shifts: ``(P,)`` how far the concept side's mean lies from the counterexample side's mean
+            along the unit vector, ``vectors[p] . (mean(pool[pos]) - mean(pool[neg]))`` over the
+            task's balanced rows (training and held-out); 0 for a degenerate probe.
 
     Example:
         >>> b = CAVBatch(np.eye(2, dtype="float32"), np.ones(2), np.zeros(2),
@@ -144,6 +147,7 @@ class CAVBatch:
     intercepts: np.ndarray
     n_train: np.ndarray
     n_test: np.ndarray
+    shifts: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.vectors.shape[0])
@@ -291,7 +295,7 @@ def _read_block(pool: np.ndarray, rows: np.ndarray | slice, c0: int, c1: int,
 
 def fit_cav_batch(pool: np.ndarray, tasks: Sequence[CAVTask], *, method: str = "ridge",
                   alpha: float = 1.0, C: float = 1.0, test_size: float = 0.3, classifier: Any = None,
-                  progress: bool = False) -> CAVBatch:
+                  centre: bool = True, progress: bool = False) -> CAVBatch:
     """Fit one CAV per task on rows of a shared activation pool.
 
     Each task is balanced (the larger side subsampled to the size of the smaller), split into
@@ -323,6 +327,8 @@ def fit_cav_batch(pool: np.ndarray, tasks: Sequence[CAVTask], *, method: str = "
         alpha: ridge penalty of ``method="ridge"``.
         C: inverse regularisation strength of ``"logistic"`` and the SVMs (scikit-learn's ``C``).
         classifier: ``None`` for a batched solver, or a scikit-learn linear classifier (template).
+        centre: fit a ``classifier`` on training rows centred on their mean (default; see above).
+            ``False`` feeds the raw rows, as the original TCAV code did.
         progress: show a progress bar.
 
     Returns:
@@ -361,7 +367,7 @@ def fit_cav_batch(pool: np.ndarray, tasks: Sequence[CAVTask], *, method: str = "
             if not isinstance(value, numbers.Real) or not float(value) > 0:
                 raise ValueError(f"{name} must be a positive number; got {value!r}.")
         return _fit_dual(pool, splits, method, float(alpha), float(C), progress)
-    return _fit_estimators(pool, splits, [t.seed for t in tasks], classifier, progress)
+    return _fit_estimators(pool, splits, [t.seed for t in tasks], classifier, progress, centre)
 
 
 def _fit_dual(pool: np.ndarray, splits: list[TaskSplit], method: str, alpha: float, C: float,
@@ -399,6 +405,7 @@ def _fit_dual(pool: np.ndarray, splits: list[TaskSplit], method: str, alpha: flo
     centred_intercepts = np.zeros(n_tasks)
     accuracies = np.zeros(n_tasks)
     beta_norms = np.zeros(n_tasks)
+    raw_shifts = np.zeros(n_tasks)
     local = [(np.searchsorted(union, s.train), np.searchsorted(union, s.test)) for s in splits]
     # Tasks with the same number of training rows are solved together (batched linear algebra).
     groups: dict[int, list[int]] = {}
@@ -413,6 +420,10 @@ def _fit_dual(pool: np.ndarray, splits: list[TaskSplit], method: str, alpha: flo
             tr, te = local[p]
             decision = gram[np.ix_(te, tr)] @ beta + intercept
             accuracies[p] = np.mean((decision > 0) == (splits[p].y_test > 0))
+            rows_all = np.concatenate([tr, te])
+            labels = np.concatenate([splits[p].y_train, splits[p].y_test]) > 0
+            f_all = gram[np.ix_(rows_all, tr)] @ beta
+            raw_shifts[p] = f_all[labels].mean() - f_all[~labels].mean()
             centred_intercepts[p] = intercept
             beta_norms[p] = math.sqrt(n) * float(np.linalg.norm(beta))
             np.add.at(coefs[p], tr, beta)          # add.at: a row may appear twice in one task
@@ -437,7 +448,8 @@ def _fit_dual(pool: np.ndarray, splits: list[TaskSplit], method: str, alpha: flo
     # direction (e.g. a layer whose activations are identical for every image).
     degenerate = norms <= 1e-12 * beta_norms * raw_rms
     _finish(vectors, intercepts, accuracies, norms, degenerate, splits)
-    return CAVBatch(vectors, accuracies, intercepts, *_sizes(splits))
+    shifts = np.where(degenerate, 0.0, raw_shifts / np.where(degenerate, 1.0, norms))
+    return CAVBatch(vectors, accuracies, intercepts, *_sizes(splits), shifts=shifts)
 
 
 def _sizes(splits: list[TaskSplit]) -> tuple[np.ndarray, np.ndarray]:
@@ -464,13 +476,14 @@ def _finish(vectors: np.ndarray, intercepts: np.ndarray, accuracies: np.ndarray,
 
 
 def _fit_estimators(pool: np.ndarray, splits: list[TaskSplit], seeds: list[int], classifier: Any,
-                    progress: bool) -> CAVBatch:
+                    progress: bool, centre: bool = True) -> CAVBatch:
     d = pool.shape[1]
     n_tasks = len(splits)
     vectors = np.empty((n_tasks, d), dtype=np.float32)
     intercepts = np.zeros(n_tasks)
     accuracies = np.zeros(n_tasks)
     norms = np.zeros(n_tasks)
+    shifts = np.zeros(n_tasks)
     for p in _progress_bar(range(n_tasks), enabled=progress, desc="CAVs", unit="cav"):
         s = splits[p]
         try:
@@ -488,7 +501,7 @@ def _fit_estimators(pool: np.ndarray, splits: list[TaskSplit], seeds: list[int],
         # with an unpenalised intercept this is the same optimum; liblinear (LinearSVC,
         # solver="liblinear") penalises the intercept, which on raw post-ReLU activations (large
         # common offset) drags the boundary away and ruins accuracy.
-        x_mean = x_train.mean(axis=0, dtype=np.float64)
+        x_mean = x_train.mean(axis=0, dtype=np.float64) if centre else np.zeros(d)
         x_centred = (x_train - x_mean).astype(x_train.dtype, copy=False)
         est.fit(x_centred, (s.y_train > 0).astype(int))   # 1 = concept, 0 = counterexample
         w, b = _linear_parameters(est, d)
@@ -499,12 +512,16 @@ def _fit_estimators(pool: np.ndarray, splits: list[TaskSplit], seeds: list[int],
             w, b = -w, -b
         decision = np.asarray(pool[s.test], dtype=np.float64) @ w + b
         accuracies[p] = np.mean((decision > 0) == (s.y_test > 0))
+        labels = np.concatenate([s.y_train, s.y_test]) > 0
+        f_all = np.asarray(pool[np.concatenate([s.train, s.test])], dtype=np.float64) @ w
+        shifts[p] = f_all[labels].mean() - f_all[~labels].mean()
         norms[p] = np.linalg.norm(w)
         vectors[p] = w
         intercepts[p] = b
     degenerate = ~(norms > 0) | ~np.isfinite(norms)
     _finish(vectors, intercepts, accuracies, norms, degenerate, splits)
-    return CAVBatch(vectors, accuracies, intercepts, *_sizes(splits))
+    shifts = np.where(degenerate, 0.0, shifts / np.where(degenerate, 1.0, norms))
+    return CAVBatch(vectors, accuracies, intercepts, *_sizes(splits), shifts=shifts)
 
 
 def _linear_parameters(est: Any, d: int) -> tuple[np.ndarray, float]:
