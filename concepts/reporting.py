@@ -19,7 +19,7 @@ from probes.engine import Engine, randomize_weights
 
 from .analysis import Analysis, MeasureConcept, Options, Outcome
 from .measures import Measure
-from .scoring import ScoreResult, prepare
+from .scoring import ScoreResult, map_context, prepare
 
 
 class Report(ScoreResult):
@@ -32,8 +32,8 @@ class Report(ScoreResult):
     """
 
     def __init__(self, outcome: Outcome, *, sanity: dict[str, Any] | None = None, headline: str | None = None,
-                 title: str = "Concept report") -> None:
-        super().__init__(outcome)
+                 title: str = "Concept report", context: Any = None) -> None:
+        super().__init__(outcome, context=context)
         self.sanity = sanity or {}
         self.headline = headline
         self.title = title
@@ -187,4 +187,5 @@ def report(model: Any, layers: Sequence[str], concepts: Any = None, classes: Seq
         sanity_info = {"checks": checks, "notes": notes,
                        "randomised_table": control_outcome.table}
         outcome.provenance["sanity_checks"] = checks
-    return Report(outcome, sanity=sanity_info, headline=headline, title=title)
+    return Report(outcome, sanity=sanity_info, headline=headline, title=title,
+                  context=map_context(analysis, inputs, preprocess))
