@@ -13,12 +13,13 @@ consensus vector of a folder concept: the normalised mean of its CAVs, living in
   positions it is exactly the image's directional derivative (its TCAV sensitivity), for CAVs and
   pooled RCVs alike (the gradient of a pooled activation is the spatial sum of the gradient).
 
-Maps are returned at the model's input resolution: the ``(H', W')`` feature-map grid is stretched
-over the ``(H, W)`` input by **bilinear interpolation with half-pixel centres** (the convention
-of ``tf.image.resize(..., "bilinear")`` and of OpenCV, edges clamped): feature cell ``(i, j)`` is
-centred on input coordinates ``((i + 0.5) H / H' - 0.5, (j + 0.5) W / W' - 0.5)``. That is exact
-for layers with ``"same"`` padding; with ``"valid"`` padding the grid loses a border of half the
-receptive field, and the stretch misplaces the map by at most that border.
+Maps are returned at the model's input resolution by **bilinear interpolation** between the
+centres of the feature cells, edges clamped. Where the layer is reached from the input through a
+chain of convolutions and poolings (the usual CNN trunk), each cell is placed at the centre of its
+receptive field, computed from the layers' kernel sizes, strides, dilations and padding (so a
+``"valid"`` convolution's lost border is accounted for exactly). Otherwise (branches, nested
+models, unknown layers) the grid is stretched over the input with half-pixel centres, the
+convention of ``tf.image.resize(..., "bilinear")``: cell ``i`` at ``(i + 0.5) H / H' - 0.5``.
 
 Nothing here runs the model except :func:`result_concept_maps` on images the analysis has not seen:
 for a class's own examples, the activations and gradients of the scoring pass are read back from
@@ -32,7 +33,7 @@ from typing import Any, Callable
 import numpy as np
 
 __all__ = ["MAP_KINDS", "presence_maps", "influence_maps", "upsample", "MapContext", "result_concept_maps",
-           "pointing_game"]
+           "pointing_game", "receptive_geometry"]
 
 MAP_KINDS = ("presence", "influence")
 
@@ -105,9 +106,17 @@ def influence_maps(gradients: np.ndarray, vector: np.ndarray) -> np.ndarray:
     return _project(gradients, vector, "gradients")
 
 
-def _interpolation_matrix(n_out: int, n_in: int) -> np.ndarray:
-    """``(n_out, n_in)`` weights of 1-D linear interpolation with half-pixel centres, edges clamped."""
-    position = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5
+def _interpolation_matrix(n_out: int, n_in: int, geometry: tuple[float, float] | None = None) -> np.ndarray:
+    """``(n_out, n_in)`` weights of 1-D linear interpolation, edges clamped.
+
+    ``geometry = (offset, stride)``: cell ``i`` is centred on input pixel ``offset + stride * i``;
+    default the half-pixel stretch (``stride = n_out / n_in``, ``offset = (stride - 1) / 2``).
+    """
+    if geometry is None:
+        stride = n_out / n_in
+        geometry = ((stride - 1) / 2, stride)
+    offset, stride = geometry
+    position = (np.arange(n_out) - offset) / stride
     position = np.clip(position, 0, n_in - 1)
     low = np.floor(position).astype(int)
     high = np.minimum(low + 1, n_in - 1)
@@ -118,8 +127,9 @@ def _interpolation_matrix(n_out: int, n_in: int) -> np.ndarray:
     return matrix
 
 
-def upsample(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear upsampling (half-pixel centres, clamped edges) of ``(n, h, w)`` maps to ``size = (H, W)``.
+def upsample(maps: np.ndarray, size: tuple[int, int],
+             geometry: tuple[tuple[float, float], tuple[float, float]] | None = None) -> np.ndarray:
+    """Bilinear upsampling (clamped edges) of ``(n, h, w)`` maps to ``size = (H, W)``.
 
     Parameters
     ----------
@@ -127,6 +137,10 @@ def upsample(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         ``(n, h, w)`` maps.
     size : tuple of int
         The output ``(H, W)``, usually the model's input size.
+    geometry : tuple, optional
+        ``((offset_y, stride_y), (offset_x, stride_x))``: cell ``(i, j)`` is centred on input pixel
+        ``(offset_y + stride_y i, offset_x + stride_x j)`` (see :func:`receptive_geometry`); default
+        the half-pixel stretch of ``tf.image.resize``.
 
     Returns
     -------
@@ -141,9 +155,78 @@ def upsample(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     maps = np.asarray(maps, dtype=np.float64)
     if maps.ndim != 3:
         raise ValueError(f"maps must have shape (n, h, w); got {maps.shape}.")
-    rows = _interpolation_matrix(int(size[0]), maps.shape[1])
-    cols = _interpolation_matrix(int(size[1]), maps.shape[2])
+    rows = _interpolation_matrix(int(size[0]), maps.shape[1], None if geometry is None else geometry[0])
+    cols = _interpolation_matrix(int(size[1]), maps.shape[2], None if geometry is None else geometry[1])
     return np.einsum("Hh,nhw,Ww->nHW", rows, maps, cols, optimize=True).astype(np.float32)
+
+
+_SPATIAL_LAYERS = {"Conv2D", "MaxPooling2D", "AveragePooling2D", "DepthwiseConv2D", "SeparableConv2D"}
+_PASS_THROUGH = {"Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "Softmax", "BatchNormalization",
+                 "LayerNormalization", "GroupNormalization", "Dropout", "SpatialDropout2D", "GaussianNoise",
+                 "GaussianDropout", "Rescaling", "Normalization", "Identity", "InputLayer"}
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    return (int(value), int(value)) if np.isscalar(value) else (int(value[0]), int(value[1]))
+
+
+def receptive_geometry(model: Any, layer: str) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """Where each cell of a layer's feature map is centred in the input: ``((offset, stride)_y, (…)_x)``.
+
+    Walks back from ``layer`` to the input through single-input layers; convolutions and poolings
+    (``"valid"`` or ``"same"`` padding, strides, dilations) move and spread the grid, element-wise
+    layers (activations, normalisation, dropout) leave it alone. Returns None where the path is not
+    such a chain (a branch, a nested model, an unknown layer): then maps are stretched.
+
+    Examples
+    --------
+    >>> import keras
+    >>> x = keras.Input((32, 32, 1)); y = keras.layers.Conv2D(2, 3, name="c")(x)
+    >>> receptive_geometry(keras.Model(x, y), "c")
+    ((1.0, 1.0), (1.0, 1.0))
+    """
+    try:
+        target = model.get_layer(layer)
+    except (ValueError, AttributeError):
+        return None
+    chain, op = [], target
+    while True:
+        kind = type(op).__name__
+        if kind == "InputLayer":
+            break
+        if kind not in _SPATIAL_LAYERS and kind not in _PASS_THROUGH:
+            return None
+        nodes = getattr(op, "_inbound_nodes", [])
+        if len(nodes) != 1 or len(nodes[0].input_tensors) != 1:
+            return None
+        chain.append(op)
+        parent = nodes[0].input_tensors[0]._keras_history.operation
+        if parent is None or getattr(parent, "_inbound_nodes", None) is None:
+            return None
+        op = parent
+    geometry = []
+    for axis in (0, 1):
+        offset, stride = 0.0, 1.0
+        for op in reversed(chain):
+            if type(op).__name__ not in _SPATIAL_LAYERS:
+                continue
+            config = op.get_config()
+            if config.get("data_format", "channels_last") != "channels_last":
+                return None
+            kernel = _pair(config.get("kernel_size", config.get("pool_size", 1)))[axis]
+            step = _pair(config.get("strides") or kernel)[axis]
+            dilation = _pair(config.get("dilation_rate", 1))[axis]
+            span = (kernel - 1) * dilation + 1
+            n_in = op._inbound_nodes[0].input_tensors[0].shape[1 + axis]
+            if n_in is None:
+                return None
+            pad = 0
+            if config.get("padding", "valid") == "same":
+                pad = max((int(np.ceil(n_in / step)) - 1) * step + span - n_in, 0) // 2
+            offset += stride * ((span - 1) / 2 - pad)
+            stride *= step
+        geometry.append((float(offset), float(stride)))
+    return geometry[0], geometry[1]
 
 
 def pointing_game(maps: np.ndarray, regions: np.ndarray) -> float:
@@ -231,4 +314,4 @@ def result_concept_maps(outcome: Any, context: MapContext | None, images: Any, *
         maps = influence_maps(result.gradients[layer], vector)
     if resolution == "layer":
         return maps.astype(np.float32)
-    return upsample(maps, tuple(engine.input_shape[:2]))
+    return upsample(maps, tuple(engine.input_shape[:2]), receptive_geometry(engine.model, layer))
