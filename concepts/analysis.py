@@ -116,7 +116,7 @@ class Outcome:
     scatter: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     # Material for concept maps, per-example rows and model comparison (concepts/maps.py,
-    # concepts/per_example.py, concepts/compare.py); filled by Analysis._record_* below. Plain dicts
+    # concepts/per_example.py, concepts/comparison.py); filled by Analysis._record_* below. Plain dicts
     # of numpy arrays and lists of strings, so that a JSON + npz store can hold them.
     #   vectors[(layer, concept)] = {"consensus": unit vector (d,), "pooled": bool array ()}
     #   per_example[(class, layer, concept)] = {"sensitivity", "positive_share", "presence", "ubs_ratio"}, each (n,)

@@ -152,7 +152,7 @@ def plot_comparison_heatmaps(frame: pd.DataFrame, *, value: str = "ubs", class_n
     Parameters
     ----------
     frame : pandas.DataFrame
-        :meth:`concepts.compare.Comparison.to_frame` (columns ``model``, ``depth``, ``layer``, ``class``,
+        :meth:`concepts.comparison.Comparison.to_frame` (columns ``model``, ``depth``, ``layer``, ``class``,
         ``concept``, ``significant`` and ``value``).
     value : str
         The column shown (default ``ubs``, comparable across layers).
@@ -201,7 +201,8 @@ def plot_comparison_heatmaps(frame: pd.DataFrame, *, value: str = "ubs", class_n
         ax.set_xticks(range(len(layers)))
         ax.set_xticklabels([f"{wrap_label(str(la), 10)}\n{depth[la]:.2f}" for la in layers], fontsize=8)
         ax.set_yticks(range(len(concepts)))
-        ax.set_yticklabels([wrap_label(str(c), 16) for c in concepts], fontsize=8)
+        # Rows are the same concepts in every panel: label them once, on the left.
+        ax.set_yticklabels([wrap_label(str(c), 16) for c in concepts] if ax is axes[0] else [], fontsize=8)
         ax.set_title(str(model), fontsize=10)
         ax.set_xlabel("layer (relative depth)", fontsize=8)
     if image is not None:
@@ -223,7 +224,7 @@ def plot_comparison_profiles(frame: pd.DataFrame, *, value: str = "ubs", class_n
     Parameters
     ----------
     frame : pandas.DataFrame
-        :meth:`concepts.compare.Comparison.to_frame`.
+        :meth:`concepts.comparison.Comparison.to_frame`.
     value : str
         The column plotted (its ``_ci_low``/``_ci_high`` columns give the bars when present).
     class_name : str, optional

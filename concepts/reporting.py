@@ -113,6 +113,26 @@ def _survival(table: pd.DataFrame, control: pd.DataFrame, label: str) -> tuple[d
     return {"check": label, "significant_before": n, "still_significant": survived, "collapsed": collapsed}, note
 
 
+def concept_list_for(concepts: Any, measures: Sequence[Measure] | None,
+                     data: str | os.PathLike | None) -> list[tuple[str | None, Any]]:
+    """``(name or None, concept)`` pairs from report-style arguments (default: every folder under
+    ``<data>/concepts``), measures last. Shared by :func:`report` and :func:`concepts.compare`."""
+    from .layout import DataLayout
+
+    concept_list: list[tuple[str | None, Any]]
+    if concepts is None:
+        if data is None:
+            raise ValueError("Give concepts=[...] or data= (a folder with a concepts/ sub-folder).")
+        concept_list = [(name, path) for name, path in DataLayout.from_root(data).concept_dirs.items()]
+    elif isinstance(concepts, Mapping):
+        concept_list = [(str(k), v) for k, v in concepts.items()]
+    elif isinstance(concepts, (list, tuple)):
+        concept_list = [(None, c) for c in concepts]
+    else:
+        concept_list = [(None, concepts)]
+    return concept_list + [(None, m) for m in (measures or [])]
+
+
 def report(model: Any, layers: Sequence[str], concepts: Any = None, classes: Sequence[str | int] | None = None, *,
            data: str | os.PathLike | None = None, measures: Sequence[Measure] | None = None, examples: Any = None,
            class_names: Sequence[str] | Mapping[str, int] | None = None, random: Any = None, n_random: int = 20,
@@ -141,21 +161,7 @@ def report(model: Any, layers: Sequence[str], concepts: Any = None, classes: Seq
         >>> rep = concepts.report(model, ["conv1", "conv2", "conv3"], data="data", sanity=True)  # doctest: +SKIP
         >>> rep.save("report/")  # doctest: +SKIP
     """
-    from .layout import DataLayout
-
-    concept_list: list[tuple[str | None, Any]]
-    if concepts is None:
-        if data is None:
-            raise ValueError("Give concepts=[...] or data= (a folder with a concepts/ sub-folder).")
-        concept_list = [(name, path) for name, path in DataLayout.from_root(data).concept_dirs.items()]
-    elif isinstance(concepts, Mapping):
-        concept_list = [(str(k), v) for k, v in concepts.items()]
-    elif isinstance(concepts, (list, tuple)):
-        concept_list = [(None, c) for c in concepts]
-    else:
-        concept_list = [(None, concepts)]
-    concept_list += [(None, m) for m in (measures or [])]
-
+    concept_list = concept_list_for(concepts, measures, data)
     options = Options(n_random=n_random, null_pairs=null_pairs, statistic=statistic, seed=seed,
                       classifier=classifier, alpha=alpha, alpha_scale=alpha_scale,
                       test_size=test_size, correction=correction, significance=significance,
