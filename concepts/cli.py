@@ -156,6 +156,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
                  title=f"Concept report: {Path(args.model).name} on {data.name}")
     written = rep.save(args.out)
     print(rep)
+    from .report_examples import driven_examples_text
+
+    examples = driven_examples_text(rep)
+    if examples:
+        print("\ncases most and least driven by each significant concept (sensitivity):")
+        print("\n".join(f"  {line}" for line in examples))
     print(f"\nreport: {written['html'].resolve()}")
     return 0
 

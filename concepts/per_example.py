@@ -87,7 +87,8 @@ def driven_examples(frame: pd.DataFrame, *, class_name: str, concept: str, layer
     n : int
         How many examples.
     which : {"most", "least"}
-        ``"most"``: the largest ``drive`` first; ``"least"``: the smallest first.
+        ``"most"``: the largest ``drive`` first; ``"least"``: the smallest first. Equal drives are
+        ordered by ``presence``.
 
     Returns
     -------
@@ -105,4 +106,7 @@ def driven_examples(frame: pd.DataFrame, *, class_name: str, concept: str, layer
         known = sorted(set(zip(frame["class"], frame["layer"], frame["concept"])))
         raise KeyError(f"No per-example rows for class {class_name!r}, layer {layer!r}, concept {concept!r}; "
                        f"(class, layer, concept) available: {known}.")
-    return rows.sort_values("drive", ascending=(which == "least"), kind="stable").head(int(n))
+    # Ties in drive (in a layer followed only by pooling and a linear head every example has the same
+    # sensitivity) are broken by how much of the concept the image shows.
+    ascending = which == "least"
+    return rows.sort_values(["drive", "presence"], ascending=[ascending, ascending], kind="stable").head(int(n))

@@ -52,7 +52,14 @@ class Report(ScoreResult):
         for (layer, concept) in self.scatter:
             figs[f"Measure '{concept}' vs its regression concept vector in layer '{layer}'"] = \
                 self.plot_rcv_scatter(concept, layer)
+        figs.update(self._example_figures())
         return figs
+
+    def _example_figures(self) -> dict[str, Any]:
+        """Most and least driven examples of each significant concept, with presence maps."""
+        from .report_examples import driven_example_figures
+
+        return driven_example_figures(self)
 
     # ------------------------------------------------------------------ output
     def to_html(self, path: str | os.PathLike | None = None, *, figures: dict[str, Any] | None = None) -> str:
@@ -64,8 +71,12 @@ class Report(ScoreResult):
 
         notes = list(self.sanity.get("notes", []))
         figures = self.figures() if figures is None else figures
+        from .report_examples import driven_examples_html
+
+        sections = {"Cases most and least driven by each significant concept": driven_examples_html(self)}
         html = render_html(self._table, title=self.title, figures=figures, provenance=self.provenance,
-                           headline=self.headline, notes=notes or None, alpha=self.significance)
+                           headline=self.headline, notes=notes or None, alpha=self.significance,
+                           sections=sections if self._context is not None else None)
         if path is not None:
             write_html(path, html)
         return html
