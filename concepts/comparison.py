@@ -10,7 +10,9 @@ layer, in graph order), which is how layers of different architectures are align
 Per (model, class, concept), the **profile** is the concept's UBS across the model's probed layers
 (UBS is comparable across layers of any width), and the **consistency statistic** is how much it
 varies across layers: ``ubs_sd``, the standard deviation of the layer UBS values (0 = the same
-importance in every layer). Its 95 % interval is a bootstrap over class examples, resampled jointly
+importance in every layer), and ``ubs_rsd``, the same divided by the mean |UBS| over the layers
+(scale-free: a model that barely uses a concept anywhere has a small ``ubs_sd`` but not a small
+``ubs_rsd``; the notes compare models by ``ubs_rsd``). Each 95 % interval is a bootstrap over class examples, resampled jointly
 for every layer (the per-example UBS ratios of the scoring pass, so nothing is recomputed); when
 two models saw the same examples, the difference between them uses the same resamples (paired).
 """
@@ -33,10 +35,11 @@ from .scoring import ScoreResult, map_context, prepare
 __all__ = ["compare", "Comparison", "relative_depths", "consistency_table"]
 
 CONSISTENCY_COLUMNS = ["model", "class", "concept", "n_layers", "ubs_mean", "ubs_sd", "ubs_sd_ci_low",
-                       "ubs_sd_ci_high", "n_significant_layers", "profile"]
+                       "ubs_sd_ci_high", "ubs_rsd", "ubs_rsd_ci_low", "ubs_rsd_ci_high", "n_significant_layers",
+                       "profile"]
 DIFFERENCE_COLUMNS = ["model", "reference", "class", "concept", "ubs_sd_diff", "ubs_sd_diff_ci_low",
-                      "ubs_sd_diff_ci_high", "ubs_mean_diff", "ubs_mean_diff_ci_low", "ubs_mean_diff_ci_high",
-                      "paired"]
+                      "ubs_sd_diff_ci_high", "ubs_rsd_diff", "ubs_rsd_diff_ci_low", "ubs_rsd_diff_ci_high",
+                      "ubs_mean_diff", "ubs_mean_diff_ci_low", "ubs_mean_diff_ci_high", "paired"]
 
 
 def relative_depths(engine: Engine) -> dict[str, float]:
@@ -104,6 +107,14 @@ def _sd(values: np.ndarray) -> np.ndarray:
         return np.nanstd(values, axis=-1, ddof=1)
 
 
+def _rsd(values: np.ndarray) -> np.ndarray:
+    """Spread across layers relative to the mean |UBS| (last axis); NaN where every UBS is 0."""
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        scale = np.nanmean(np.abs(values), axis=-1)
+        return np.where(scale > 0, _sd(values) / scale, np.nan)
+
+
 def _interval(samples: np.ndarray) -> tuple[float, float]:
     samples = samples[np.isfinite(samples)]
     if samples.size == 0:
@@ -152,12 +163,17 @@ def consistency_table(frame: pd.DataFrame, outcomes: Mapping[str, Outcome], *, n
                 ratios = _profile_matrix(outcomes[model], cls, concept, layers)
                 own = counts if len(ratios) == n else _bootstrap_counts(len(ratios), n_boot, seed)
                 means = _resampled_means(ratios, own)
-                sd_samples = _sd(means)
-                boot[(model, cls, concept)] = (sd_samples, np.nanmean(means, axis=1))
+                sd_samples, rsd_samples = _sd(means), _rsd(means)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # a resample with no defined layer
+                    boot[(model, cls, concept)] = (sd_samples, rsd_samples, np.nanmean(means, axis=1))
                 low, high = _interval(sd_samples)
+                rlow, rhigh = _interval(rsd_samples)
                 rows.append({"model": model, "class": cls, "concept": concept, "n_layers": len(layers),
                              "ubs_mean": float(np.nanmean(ubs)) if len(ubs) else np.nan,
                              "ubs_sd": float(_sd(ubs[None, :])[0]), "ubs_sd_ci_low": low, "ubs_sd_ci_high": high,
+                             "ubs_rsd": float(_rsd(ubs[None, :])[0]), "ubs_rsd_ci_low": rlow,
+                             "ubs_rsd_ci_high": rhigh,
                              "n_significant_layers": int(sub["significant"].sum()),
                              "profile": " ".join(f"{la}:{u:+.2f}" for la, u in zip(layers, ubs))})
         reference = models[0]
@@ -168,16 +184,18 @@ def consistency_table(frame: pd.DataFrame, outcomes: Mapping[str, Outcome], *, n
                     continue
                 ref_row = next(r for r in rows if (r["model"], r["class"], r["concept"]) == (reference, cls, concept))
                 row = next(r for r in rows if (r["model"], r["class"], r["concept"]) == (model, cls, concept))
-                sd_a, mean_a = boot[(model, cls, concept)]
-                sd_b, mean_b = boot[(reference, cls, concept)]
+                sd_a, rsd_a, mean_a = boot[(model, cls, concept)]
+                sd_b, rsd_b, mean_b = boot[(reference, cls, concept)]
                 if not paired:  # different examples: independent resamples, so pair them at random
                     order = np.random.default_rng(seed + 1).permutation(len(sd_b))
-                    sd_b, mean_b = sd_b[order], mean_b[order]
+                    sd_b, rsd_b, mean_b = sd_b[order], rsd_b[order], mean_b[order]
                 sd_lo, sd_hi = _interval(sd_a - sd_b)
+                rsd_lo, rsd_hi = _interval(rsd_a - rsd_b)
                 mean_lo, mean_hi = _interval(mean_a - mean_b)
                 diffs.append({"model": model, "reference": reference, "class": cls, "concept": concept,
                               "ubs_sd_diff": row["ubs_sd"] - ref_row["ubs_sd"], "ubs_sd_diff_ci_low": sd_lo,
-                              "ubs_sd_diff_ci_high": sd_hi, "ubs_mean_diff": row["ubs_mean"] - ref_row["ubs_mean"],
+                              "ubs_sd_diff_ci_high": sd_hi, "ubs_rsd_diff": row["ubs_rsd"] - ref_row["ubs_rsd"],
+                              "ubs_rsd_diff_ci_low": rsd_lo, "ubs_rsd_diff_ci_high": rsd_hi, "ubs_mean_diff": row["ubs_mean"] - ref_row["ubs_mean"],
                               "ubs_mean_diff_ci_low": mean_lo, "ubs_mean_diff_ci_high": mean_hi, "paired": paired})
     return (pd.DataFrame(rows, columns=CONSISTENCY_COLUMNS), pd.DataFrame(diffs, columns=DIFFERENCE_COLUMNS))
 
@@ -235,11 +253,12 @@ class Comparison:
 
     def consistency(self) -> pd.DataFrame:
         """Per (model, class, concept): number of layers, mean UBS, ``ubs_sd`` (variation across
-        layers) with its bootstrap interval, significant layers, and the profile as text."""
+        layers) and ``ubs_rsd`` (the same over the mean |UBS|) with bootstrap intervals, significant
+        layers, and the profile as text."""
         return self._tables()[0].copy()
 
     def differences(self) -> pd.DataFrame:
-        """Each model minus the first one, per (class, concept): ``ubs_sd`` and mean UBS, with
+        """Each model minus the first one, per (class, concept): ``ubs_sd``, ``ubs_rsd`` and mean UBS, with
         bootstrap intervals (paired when both saw the same examples)."""
         return self._tables()[1].copy()
 
@@ -296,18 +315,18 @@ class Comparison:
         return figs
 
     def notes(self) -> list[str]:
-        """Plain sentences: which model's concepts are more consistent across layers."""
+        """Plain sentences: which model's concepts are more consistent across layers (by ``ubs_rsd``)."""
         sentences = []
         for _, d in self.differences().iterrows():
-            lo, hi = d["ubs_sd_diff_ci_low"], d["ubs_sd_diff_ci_high"]
+            lo, hi = d["ubs_rsd_diff_ci_low"], d["ubs_rsd_diff_ci_high"]
             if np.isfinite(lo) and (lo > 0 or hi < 0):
                 verdict = "less" if lo > 0 else "more"
                 sentences.append(f"Class '{d['class']}', concept '{d['concept']}': model '{d['model']}' is {verdict} "
-                                 f"consistent across layers than '{d['reference']}' (difference in UBS spread "
-                                 f"{d['ubs_sd_diff']:+.2f}, 95% interval {lo:+.2f} to {hi:+.2f}).")
+                                 f"consistent across layers than '{d['reference']}' (difference in relative UBS "
+                                 f"spread {d['ubs_rsd_diff']:+.2f}, 95% interval {lo:+.2f} to {hi:+.2f}).")
         if not sentences:
             sentences.append("No model differs from the first in how consistently it uses a concept across layers "
-                             "(every 95% interval of the difference in UBS spread contains 0).")
+                             "(every 95% interval of the difference in relative UBS spread contains 0).")
         return sentences
 
     def to_html(self, path: str | os.PathLike | None = None, *, figures: Mapping[str, Any] | None = None) -> str:

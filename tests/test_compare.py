@@ -82,7 +82,8 @@ def test_a_model_compared_with_itself_has_identical_profiles_and_zero_difference
     pd.testing.assert_frame_equal(ca, cb)
     diffs = comparison.differences()
     assert len(diffs) == 2 * 2 and diffs["paired"].all()  # classes x concepts
-    for column in ["ubs_sd_diff", "ubs_sd_diff_ci_low", "ubs_sd_diff_ci_high", "ubs_mean_diff",
+    for column in ["ubs_sd_diff", "ubs_sd_diff_ci_low", "ubs_sd_diff_ci_high", "ubs_rsd_diff",
+                   "ubs_rsd_diff_ci_low", "ubs_rsd_diff_ci_high", "ubs_mean_diff",
                    "ubs_mean_diff_ci_low", "ubs_mean_diff_ci_high"]:
         assert (diffs[column] == 0).all(), diffs[column]
     aligned = comparison.aligned()
@@ -100,6 +101,7 @@ def test_consistency_statistic_is_the_spread_of_ubs_across_layers(data):
     assert row["ubs_sd"] == pytest.approx(np.std(ubs, ddof=1))
     assert row["ubs_mean"] == pytest.approx(np.mean(ubs))
     assert row["ubs_sd_ci_low"] <= row["ubs_sd"] <= row["ubs_sd_ci_high"]
+    assert row["ubs_rsd"] == pytest.approx(np.std(ubs, ddof=1) / np.mean(np.abs(ubs)))
 
 
 def test_two_differently_trained_models_end_to_end(data, two_models, tmp_path):
