@@ -96,10 +96,10 @@ def test_maps_of_scored_examples_reuse_the_scoring_pass_and_new_images_cost_one_
     result.concept_maps("b", concept="bright", layer="conv", kind="influence", class_name="b")
     result.concept_maps("b", concept="bright", layer="conv")
     assert engine.n_batches_run == before
-    fresh = np.random.default_rng(5).uniform(0, 1, (70, H, W, 1)).astype(np.float32)
+    fresh = np.random.default_rng(5).uniform(0, 1, (1000, H, W, 1)).astype(np.float32)
     maps = result.concept_maps(fresh, concept="bright", layer="conv")
-    assert maps.shape == (70, H, W)
-    assert engine.n_batches_run - before == math.ceil(70 / engine.batch_size)  # one forward pass
+    assert maps.shape == (1000, H, W)
+    assert engine.n_batches_run - before == math.ceil(1000 / engine.batch_size)  # one forward pass
 
 
 def test_bad_map_requests_name_the_culprit(tiny):

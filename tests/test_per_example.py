@@ -107,3 +107,17 @@ def test_driven_examples_are_ordered_by_drive(result):
     assert most["drive"].iloc[0] >= least["drive"].iloc[0]
     with pytest.raises(KeyError, match="available"):
         result.driven_examples("striped", "nowhere", "conv1")
+
+
+@pytest.mark.parametrize("concept", ["horizontal", "row_contrast"])
+def test_maps_at_layer_resolution_add_up_to_the_per_example_numbers(result, concept):
+    # Influence sums to the sensitivity for CAVs and pooled RCVs alike; presence sums to a · v for a
+    # CAV and averages to the pooled activation · RCV for a measure.
+    rows = result.per_example()
+    rows = rows[(rows["class"] == "striped") & (rows["layer"] == "conv1") & (rows["concept"] == concept)]
+    influence = result.concept_maps("striped", concept=concept, layer="conv1", kind="influence",
+                                    class_name="striped", resolution="layer")
+    presence = result.concept_maps("striped", concept=concept, layer="conv1", resolution="layer")
+    np.testing.assert_allclose(influence.sum(axis=(1, 2)), rows["sensitivity"], rtol=1e-4, atol=1e-6)
+    reduce = np.mean if concept == "row_contrast" else np.sum
+    np.testing.assert_allclose(reduce(presence, axis=(1, 2)), rows["presence"], rtol=1e-4, atol=1e-6)
