@@ -149,6 +149,9 @@ class ScoreResult:
                           class_name: str | None = None, n: int = 8, alpha: float = 0.55):
         """Overlay the concept maps of the first ``n`` images on the images (one panel each).
 
+        Arguments as in :meth:`concept_maps`; ``alpha`` is the opacity of the maps. Returns a
+        matplotlib Figure with one shared colour scale centred at 0.
+
         Examples
         --------
         >>> result.plot_concept_maps("tumour", concept="nuclei", layer="conv2")  # doctest: +SKIP
@@ -156,9 +159,11 @@ class ScoreResult:
         from .explain_plots import plot_concept_maps
 
         arrays, labels = self._images_for_display(images, n)
-        maps = self.concept_maps(arrays if not (isinstance(images, str) and self._context is not None
-                                                and images in self._context.classes) else images,
-                                 concept=concept, layer=layer, kind=kind, class_name=class_name)[:len(arrays)]
+        # A class's own examples: maps of all of them come from the scoring pass (no model pass);
+        # anything else: only the n images shown go through the model.
+        own = isinstance(images, str) and self._context is not None and images in self._context.classes
+        maps = self.concept_maps(images if own else arrays, concept=concept, layer=layer, kind=kind,
+                                 class_name=class_name)[:len(arrays)]
         title = f"{kind} of '{concept}' in {layer}" + (f" (class {class_name})" if kind == "influence" and class_name
                                                         else "")
         return plot_concept_maps(arrays, maps, labels=labels, title=title, alpha=alpha)

@@ -178,3 +178,18 @@ def test_randomised_weights_lose_the_lesion(lesion_data):
     games = [_pointing(randomize_weights(model, seed=seed), lesion_data)[0] for seed in range(3)]
     assert all(g["conv1"] <= 0.3 for g in games), games
     assert np.mean([value for g in games for value in g.values()]) <= 0.5, games
+
+
+def test_plot_concept_maps_overlays_one_panel_per_image(tiny):
+    from matplotlib.figure import Figure
+
+    result, examples = tiny
+    engine = result._context.engine
+    before = engine.n_batches_run
+    fig = result.plot_concept_maps("a", concept="bright", layer="conv", n=3)
+    assert isinstance(fig, Figure) and engine.n_batches_run == before
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 3 and all(len(ax.images) == 2 for ax in panels)  # image + map overlay
+    fig = result.plot_concept_maps(examples["b"][:2], concept="bright", layer="conv", kind="influence",
+                                   class_name="b")
+    assert len([ax for ax in fig.axes if ax.images]) == 2
