@@ -193,3 +193,45 @@ def test_plot_concept_maps_overlays_one_panel_per_image(tiny):
     fig = result.plot_concept_maps(examples["b"][:2], concept="bright", layer="conv", kind="influence",
                                    class_name="b")
     assert len([ax for ax in fig.axes if ax.images]) == 2
+
+
+def test_receptive_geometry_matches_the_receptive_fields_found_by_differentiation():
+    # All-ones kernels and average pooling: output cell (i, j) depends on exactly the input pixels
+    # of its receptive field, found here from the Jacobian. Cells whose field is cut by padding (at
+    # any depth) have a smaller field than the others and are skipped; every other cell must be
+    # centred where receptive_geometry says.
+    import keras
+    import tensorflow as tf
+
+    size = 31
+    x = keras.Input((size, size, 1))
+    h = keras.layers.Conv2D(1, 3, name="a")(x)
+    h = keras.layers.Conv2D(1, 3, strides=2, padding="same", name="b")(h)
+    h = keras.layers.AveragePooling2D(2, name="c")(h)
+    h = keras.layers.Conv2D(1, 3, dilation_rate=2, padding="same", name="d")(h)
+    model = keras.Model(x, h)
+    for layer in model.layers[1:]:
+        if layer.weights:
+            layer.set_weights([np.ones_like(layer.get_weights()[0]), np.zeros(1, np.float32)])
+    image = tf.ones((1, size, size, 1))
+    for name in ("a", "b", "c", "d"):
+        sub = keras.Model(x, model.get_layer(name).output)
+        (off_y, step_y), (off_x, step_x) = receptive_geometry(model, name)
+        with tf.GradientTape() as tape:
+            tape.watch(image)
+            out = sub(image)[0, :, :, 0]
+        jacobian = tape.jacobian(out, image).numpy()[:, :, 0, :, :, 0] != 0  # (h, w, H, W)
+        fields = {}
+        for i in range(jacobian.shape[0]):
+            for j in range(jacobian.shape[1]):
+                where = np.argwhere(jacobian[i, j])
+                fields[i, j] = (where.min(axis=0), where.max(axis=0))
+        full = max(int((hi - lo).sum()) for lo, hi in fields.values())
+        checked = 0
+        for (i, j), (lo, hi) in fields.items():
+            if int((hi - lo).sum()) < full:
+                continue  # cut by padding: its centre is not the cell's
+            assert (lo[0] + hi[0]) / 2 == pytest.approx(off_y + step_y * i), (name, i, j)
+            assert (lo[1] + hi[1]) / 2 == pytest.approx(off_x + step_x * j), (name, i, j)
+            checked += 1
+        assert checked >= 4, name
