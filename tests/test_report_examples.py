@@ -46,3 +46,18 @@ def test_html_lists_the_cases_and_escapes_names(rep, tmp_path):
     assert "most driven" in page and "least driven" in page
     assert NAME not in page and "&lt;b&gt;horizontal&lt;/b&gt;" in page
     assert page.count("data:image/png;base64,") >= 4  # heatmaps, profile and the two example figures
+
+
+def test_cli_report_prints_the_most_and_least_driven_cases(tmp_path, monkeypatch, capsys):
+    from concepts.cli import main
+
+    monkeypatch.setenv("CONCEPTS_CACHE_DIR", str(tmp_path / "cache"))
+    data = make_data(tmp_path / "data", n_class=10, n_concept=10, n_pool=40)
+    model_file = tmp_path / "m.keras"
+    build_model().save(model_file)
+    code = main(["report", str(data), "--model", str(model_file), "--layers", "conv1", "--concepts", "horizontal",
+                 "--out", str(tmp_path / "out"), "--n-random", "4", "--quiet"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "cases most and least driven by each significant concept" in printed
+    assert "horizontal in conv1, class striped: most driven s0" in printed
