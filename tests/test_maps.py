@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import concepts  # noqa: E402
-from concepts.maps import pointing_game, presence_maps, receptive_geometry, upsample  # noqa: E402
+from concepts.maps import pointing_game, receptive_geometry, upsample  # noqa: E402
 from probes.engine import randomize_weights  # noqa: E402
 from planted_lesion import build_lesion_model, held_out, make_lesion_data  # noqa: E402
 
