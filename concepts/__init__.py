@@ -23,6 +23,8 @@ _PUBLIC = {
     "ScoreResult": "concepts.scoring",
     "report": "concepts.reporting",
     "Report": "concepts.reporting",
+    "compare": "concepts.comparison",
+    "Comparison": "concepts.comparison",
     "ImageSet": "concepts.sets",
     "default_preprocess": "concepts.sets",
     "random_sets": "concepts.sets",

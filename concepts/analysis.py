@@ -155,6 +155,15 @@ class Outcome:
     runs: dict[tuple[str, str, str], dict[str, np.ndarray]] = field(default_factory=dict)
     scatter: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    # Material for concept maps, per-example rows and model comparison (concepts/maps.py,
+    # concepts/per_example.py, concepts/comparison.py); filled by Analysis._record_* below. Plain dicts
+    # of numpy arrays and lists of strings, so that a JSON + npz store can hold them.
+    #   vectors[(layer, concept)] = {"consensus": unit vector (d,), "pooled": bool array ()}
+    #   per_example[(class, layer, concept)] = {"sensitivity", "positive_share", "presence", "ubs_ratio"}, each (n,)
+    #   example_files[class] = one label per class example (its path, or "<class>[i]" for arrays)
+    vectors: dict[tuple[str, str], dict[str, np.ndarray]] = field(default_factory=dict)
+    per_example: dict[tuple[str, str, str], dict[str, np.ndarray]] = field(default_factory=dict)
+    example_files: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _seed_for(*parts: Any) -> int:
@@ -229,6 +238,7 @@ class Analysis:
         self.cache = cache
         self.cav_alphas: dict[str, float] = {}
         self._content_keys: dict[int, str] = {}
+        self._reset_examples()
 
     def _key(self, source: Any) -> str:
         """A source's content key, computed once per analysis (it hashes every file)."""
@@ -242,6 +252,7 @@ class Analysis:
 
     def _gradients(self, example: ClassExamples) -> dict[str, np.ndarray]:
         result = self.engine.run(example.images, class_index=example.index)
+        self._class_acts[example.name] = result.activations  # same pass: presence scores (_record_*)
         return result.gradients
 
     def _random_activations(self, random_sets: Sequence[Any], tick) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
@@ -279,6 +290,7 @@ class Analysis:
         if cached is not None:
             return cached
         rows: list[dict[str, Any]] = []
+        self._reset_examples()
         runs: dict[tuple[str, str, str], dict[str, np.ndarray]] = {}
         scatter: dict[tuple[str, str], pd.DataFrame] = {}
 
@@ -313,7 +325,10 @@ class Analysis:
             table["significant"] = (table["q_value"] < opts.significance).fillna(False).astype(bool)
         provenance = self._provenance(classes, folder_concepts, measure_concepts, random_sets)
         provenance["engine_batches"] = self.engine.n_batches_run - batches_before
-        outcome = Outcome(table=table, runs=runs, scatter=scatter, provenance=provenance)
+        outcome = Outcome(table=table, runs=runs, scatter=scatter, provenance=provenance,
+                          vectors=self._vectors, per_example=self._per_example,
+                          example_files={c.name: _example_labels(c) for c in classes})
+        self._class_acts = {}
         self._store_outcome(result_key, outcome)
         return outcome
 
@@ -322,7 +337,7 @@ class Analysis:
         """Everything that determines the outcome: model, layers, target, every image set's content,
         every measure's values, and every option except the progress bars."""
         opts = self.options
-        parts = ["outcome-v1", self.engine.fingerprint, self.engine.target, *self.engine.layers,
+        parts = ["outcome-v2", self.engine.fingerprint, self.engine.target, *self.engine.layers,
                  *[f"class:{c.name}:{c.index}:{self._key(c.images)}" for c in classes],
                  *[f"concept:{c.name}:{self._key(c.images)}" for c in folder_concepts],
                  *[f"measure:{m.name}:{self._key(m.images)}:{hash_array(np.asarray(m.values, float))}"
@@ -475,6 +490,7 @@ class Analysis:
         alternatives = self._alternative_directions(pool, tasks, keys, index, folder_concepts, alpha) \
             if opts.robustness else {}
         del pool
+        self._record_cav_examples(layer, classes, grads, folder_concepts, index, vectors)
 
         rows = []
         for example in classes:
@@ -587,6 +603,7 @@ class Analysis:
         scatter[(layer, measure.name)] = pd.DataFrame({"measure": y, "projection": probe.oof_predictions_,
                                                        "image": files})
         scatter[(layer, measure.name)].attrs["r2_cv"] = probe.r2_cv_
+        self._record_rcv_examples(layer, classes, grads, measure.name, probe.vector_, concept_vectors, pooled)
 
         rows = []
         for example in classes:
@@ -619,6 +636,51 @@ class Analysis:
             row["n_random"] = int(opts.n_random)
             rows.append(row)
         return rows
+
+    # ---------------------------------------------------------------- per-example material
+    def _reset_examples(self) -> None:
+        self._vectors: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+        self._per_example: dict[tuple[str, str, str], dict[str, np.ndarray]] = {}
+        self._class_acts: dict[str, dict[str, np.ndarray]] = {}
+
+    def _record_cav_examples(self, layer: str, classes, grads, folder_concepts, index, vectors) -> None:
+        """Consensus vector of each folder concept (normalised mean of its CAVs) and, per class example,
+        its directional derivative, the share of concept runs with a positive one, its presence
+        (activation · consensus) and its UBS ratio. Uses the arrays of the scoring pass only."""
+        for concept in folder_concepts:
+            runs = np.asarray(vectors[index[concept.name]], dtype=np.float64)
+            mean = runs.mean(axis=0)
+            consensus = mean / (np.linalg.norm(mean) or 1.0)
+            self._vectors[(layer, concept.name)] = {"consensus": consensus.astype(np.float32),
+                                                    "pooled": np.array(False)}
+            for example in classes:
+                self._record_one(example, layer, concept.name, _flat(grads[example.name][layer]),
+                                 _flat(self._class_acts[example.name][layer]), consensus, runs)
+
+    def _record_rcv_examples(self, layer: str, classes, grads, name: str, vector, fold_vectors,
+                             pooled: bool) -> None:
+        """As :meth:`_record_cav_examples` for a measure: the full-data RCV is the consensus, its
+        fold RCVs the runs (as in the row's score); pooled layers work in channel space."""
+        self._vectors[(layer, name)] = {"consensus": np.asarray(vector, dtype=np.float32),
+                                        "pooled": np.array(bool(pooled))}
+        for example in classes:
+            g, a = np.asarray(grads[example.name][layer]), np.asarray(self._class_acts[example.name][layer])
+            g, a = (pool_gradients(g), pool_activations(a)) if pooled else (_flat(g), _flat(a))
+            self._record_one(example, layer, name, g, a, np.asarray(vector, dtype=np.float64),
+                             np.asarray(fold_vectors, dtype=np.float64))
+
+    def _record_one(self, example, layer: str, concept: str, g: np.ndarray, a: np.ndarray,
+                    consensus: np.ndarray, runs: np.ndarray) -> None:
+        from probes.ubs import ubs_normaliser
+
+        run_sens = sensitivities(g, runs)
+        norms = _row_norms(g)
+        sens = sensitivities(g, consensus)
+        with np.errstate(divide="ignore", invalid="ignore"):  # a zero gradient has no UBS ratio: NaN
+            ratio = np.where(norms > 0, sens / (norms * ubs_normaliser(g.shape[1])), np.nan)
+        self._per_example[(example.name, layer, concept)] = {
+            "sensitivity": sens, "positive_share": (run_sens > 0).mean(axis=1),
+            "presence": sensitivities(a, consensus), "ubs_ratio": ratio}
 
     # ---------------------------------------------------------------- one row
     def _row(self, example, layer, concept, kind, g, ratios, scores, null_scores, *, quality, zero_fraction,
@@ -727,6 +789,14 @@ def _agreement(row_ubs: float, g: np.ndarray, directions: dict | None) -> dict[s
     resample_share = float(np.mean(resample_signs == sign)) if len(resample_signs) else 1.0
     fragile = bool(np.any(estimator_signs != sign) or resample_share < MIN_RESAMPLE_AGREEMENT)
     return {"direction_agreement": float(agree.mean()) if agree.size else np.nan, "fragile": fragile}
+
+
+def _example_labels(example: ClassExamples) -> list[str]:
+    """One label per class example: its file path, or ``<class>[i]`` for in-memory images."""
+    files = getattr(example.images, "files", None)
+    if files is not None:
+        return [str(f) for f in files]
+    return [f"{example.name}[{i}]" for i in range(len(example.images))]
 
 
 def _row_norms(g: np.ndarray) -> np.ndarray:

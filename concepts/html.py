@@ -391,13 +391,15 @@ def _how_to_read_html(alpha: float) -> str:
 
 def render_html(table: pd.DataFrame, *, title: str, figures: Mapping[str, Figure | bytes] | None = None,
                 provenance: Mapping[str, Any] | None = None, headline: str | None = None,
-                notes: list[str] | None = None, alpha: float = 0.05) -> str:
+                notes: list[str] | None = None, alpha: float = 0.05,
+                sections: Mapping[str, str] | None = None) -> str:
     """One self-contained HTML document for a results table, its figures and its provenance.
 
     ``figures`` maps a caption to a matplotlib Figure or PNG bytes (embedded as data URIs);
     ``provenance`` may nest dicts and lists; ``headline`` is shown first and styled green/red when
     it starts with "PASS"/"FAIL". Significance uses ``q_value < alpha`` (see
-    :func:`concepts.plots.is_significant`).
+    :func:`concepts.plots.is_significant`). ``sections`` maps a heading to an HTML fragment shown
+    after the figures; the caller builds the fragment and escapes every user string in it.
 
     Example:
         >>> page = render_html(report.to_frame(), title="Demo report",                # doctest: +SKIP
@@ -441,6 +443,8 @@ def render_html(table: pd.DataFrame, *, title: str, figures: Mapping[str, Figure
     ]
     if figures:
         parts += ['<section id="figures"><h2>Figures</h2>', _figures_html(figures), "</section>"]
+    for i, (heading, fragment) in enumerate((sections or {}).items()):
+        parts += [f'<section id="extra-{i + 1}"><h2>{_esc(heading)}</h2>', fragment, "</section>"]
     parts += [
         '<section id="provenance"><h2>Provenance</h2>',
         _provenance_html(dict(provenance)) if provenance else '<p class="muted">(none recorded)</p>',

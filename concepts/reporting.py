@@ -19,7 +19,7 @@ from probes.engine import Engine, randomize_weights
 
 from .analysis import DEFAULT_CAV, DEFAULT_STATISTIC, Analysis, MeasureConcept, Options, Outcome
 from .measures import Measure
-from .scoring import ScoreResult, prepare
+from .scoring import ScoreResult, map_context, prepare
 
 
 class Report(ScoreResult):
@@ -32,8 +32,8 @@ class Report(ScoreResult):
     """
 
     def __init__(self, outcome: Outcome, *, sanity: dict[str, Any] | None = None, headline: str | None = None,
-                 title: str = "Concept report") -> None:
-        super().__init__(outcome)
+                 title: str = "Concept report", context: Any = None) -> None:
+        super().__init__(outcome, context=context)
         self.sanity = sanity or {}
         self.headline = headline
         self.title = title
@@ -52,7 +52,14 @@ class Report(ScoreResult):
         for (layer, concept) in self.scatter:
             figs[f"Measure '{concept}' vs its regression concept vector in layer '{layer}'"] = \
                 self.plot_rcv_scatter(concept, layer)
+        figs.update(self._example_figures())
         return figs
+
+    def _example_figures(self) -> dict[str, Any]:
+        """Most and least driven examples of each significant concept, with presence maps."""
+        from .report_examples import driven_example_figures
+
+        return driven_example_figures(self)
 
     # ------------------------------------------------------------------ output
     def to_html(self, path: str | os.PathLike | None = None, *, figures: dict[str, Any] | None = None) -> str:
@@ -64,8 +71,12 @@ class Report(ScoreResult):
 
         notes = list(self.sanity.get("notes", []))
         figures = self.figures() if figures is None else figures
+        from .report_examples import driven_examples_html
+
+        sections = {"Cases most and least driven by each significant concept": driven_examples_html(self)}
         html = render_html(self._table, title=self.title, figures=figures, provenance=self.provenance,
-                           headline=self.headline, notes=notes or None, alpha=self.significance)
+                           headline=self.headline, notes=notes or None, alpha=self.significance,
+                           sections=sections if self._context is not None else None)
         if path is not None:
             write_html(path, html)
         return html
@@ -137,6 +148,26 @@ def _survival(table: pd.DataFrame, control: pd.DataFrame, label: str) -> tuple[d
             "surviving_share": share, "passed": bool(passed), "collapsed": bool(passed)}, note
 
 
+def concept_list_for(concepts: Any, measures: Sequence[Measure] | None,
+                     data: str | os.PathLike | None) -> list[tuple[str | None, Any]]:
+    """``(name or None, concept)`` pairs from report-style arguments (default: every folder under
+    ``<data>/concepts``), measures last. Shared by :func:`report` and :func:`concepts.compare`."""
+    from .layout import DataLayout
+
+    concept_list: list[tuple[str | None, Any]]
+    if concepts is None:
+        if data is None:
+            raise ValueError("Give concepts=[...] or data= (a folder with a concepts/ sub-folder).")
+        concept_list = [(name, path) for name, path in DataLayout.from_root(data).concept_dirs.items()]
+    elif isinstance(concepts, Mapping):
+        concept_list = [(str(k), v) for k, v in concepts.items()]
+    elif isinstance(concepts, (list, tuple)):
+        concept_list = [(None, c) for c in concepts]
+    else:
+        concept_list = [(None, concepts)]
+    return concept_list + [(None, m) for m in (measures or [])]
+
+
 def report(model: Any, layers: Sequence[str], concepts: Any = None, classes: Sequence[str | int] | None = None, *,
            data: str | os.PathLike | None = None, measures: Sequence[Measure] | None = None, examples: Any = None,
            class_names: Sequence[str] | Mapping[str, int] | None = None, random: Any = None, n_random: int = 20,
@@ -167,21 +198,7 @@ def report(model: Any, layers: Sequence[str], concepts: Any = None, classes: Seq
         >>> rep = concepts.report(model, ["conv1", "conv2", "conv3"], data="data", sanity=True)  # doctest: +SKIP
         >>> rep.save("report/")  # doctest: +SKIP
     """
-    from .layout import DataLayout
-
-    concept_list: list[tuple[str | None, Any]]
-    if concepts is None:
-        if data is None:
-            raise ValueError("Give concepts=[...] or data= (a folder with a concepts/ sub-folder).")
-        concept_list = [(name, path) for name, path in DataLayout.from_root(data).concept_dirs.items()]
-    elif isinstance(concepts, Mapping):
-        concept_list = [(str(k), v) for k, v in concepts.items()]
-    elif isinstance(concepts, (list, tuple)):
-        concept_list = [(None, c) for c in concepts]
-    else:
-        concept_list = [(None, concepts)]
-    concept_list += [(None, m) for m in (measures or [])]
-
+    concept_list = concept_list_for(concepts, measures, data)
     options = Options(n_random=n_random, null_pairs=null_pairs, statistic=statistic, seed=seed,
                       classifier=classifier, cav=cav, C=C, compat=compat, robustness=robustness,
                       alpha=alpha, alpha_scale=alpha_scale,
@@ -214,4 +231,5 @@ def report(model: Any, layers: Sequence[str], concepts: Any = None, classes: Seq
         sanity_info = {"checks": checks, "notes": notes,
                        "randomised_table": control_outcome.table}
         outcome.provenance["sanity_checks"] = checks
-    return Report(outcome, sanity=sanity_info, headline=headline, title=title)
+    return Report(outcome, sanity=sanity_info, headline=headline, title=title,
+                  context=map_context(analysis, inputs, preprocess))

@@ -41,7 +41,9 @@ class ScoreResult:
         >>> result.to_frame()[["class", "score", "p_value", "significant"]]  # doctest: +SKIP
     """
 
-    def __init__(self, outcome: Outcome) -> None:
+    def __init__(self, outcome: Outcome, context: Any = None) -> None:
+        self._outcome = outcome
+        self._context = context  # a concepts.maps.MapContext: the engine and inputs, for maps after scoring
         self._table = outcome.table
         self.runs = outcome.runs
         self.scatter = outcome.scatter
@@ -112,6 +114,112 @@ class ScoreResult:
     def to_frame(self) -> pd.DataFrame:
         """The tidy result table (a copy), one row per (class, layer, concept)."""
         return self._table.copy()
+
+    # ------------------------------------------------------------------ where and for whom
+    def concept_maps(self, images: Any, *, concept: str, layer: str, kind: str = "presence",
+                     class_name: str | None = None, resolution: str = "input") -> np.ndarray:
+        """Where a concept is expressed (``kind="presence"``) or where it moves a class's score
+        (``kind="influence"``), per image, at the model's input resolution.
+
+        Parameters
+        ----------
+        images : str, path, list of paths, ImageSet or numpy.ndarray
+            A class name of this result (its own examples: activations and gradients of the scoring
+            pass are reused, no model pass), a folder, files, a set, or model-ready arrays (one pass).
+        concept, layer : str
+            A concept of this result and a convolutional layer it was scored in.
+        kind : {"presence", "influence"}
+            Presence: ``Σ_c a[h,w,c] v[h,w,c]``; influence: ``Σ_c g[h,w,c] v[h,w,c]`` with ``g`` the
+            gradient of ``class_name``'s target (see :mod:`concepts.maps`).
+        class_name : str, optional
+            The class whose target is differentiated (influence maps; optional with one class).
+        resolution : {"input", "layer"}
+            ``"input"``: bilinearly upsampled (half-pixel centres) to the model's input; ``"layer"``: raw.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n, H, W)`` float32 maps, aligned with the model input.
+
+        Examples
+        --------
+        >>> maps = result.concept_maps("tumour", concept="nuclei", layer="conv2")  # doctest: +SKIP
+        >>> maps.shape  # (n examples, input height, input width)  # doctest: +SKIP
+        """
+        from .maps import result_concept_maps
+
+        return result_concept_maps(self._outcome, self._context, images, concept=concept, layer=layer, kind=kind,
+                                   class_name=class_name, resolution=resolution)
+
+    def plot_concept_maps(self, images: Any, *, concept: str, layer: str, kind: str = "presence",
+                          class_name: str | None = None, n: int = 8, alpha: float = 0.55):
+        """Overlay the concept maps of the first ``n`` images on the images (one panel each).
+
+        Arguments as in :meth:`concept_maps`; ``alpha`` is the opacity of the maps. Returns a
+        matplotlib Figure with one shared colour scale centred at 0.
+
+        Examples
+        --------
+        >>> result.plot_concept_maps("tumour", concept="nuclei", layer="conv2")  # doctest: +SKIP
+        """
+        from .explain_plots import plot_concept_maps
+
+        arrays, labels = self._images_for_display(images, n)
+        # A class's own examples: maps of all of them come from the scoring pass (no model pass);
+        # anything else: only the n images shown go through the model.
+        own = isinstance(images, str) and self._context is not None and images in self._context.classes
+        maps = self.concept_maps(images if own else arrays, concept=concept, layer=layer, kind=kind,
+                                 class_name=class_name)[:len(arrays)]
+        title = f"{kind} of '{concept}' in {layer}" + (f" (class {class_name})" if kind == "influence" and class_name
+                                                        else "")
+        return plot_concept_maps(arrays, maps, labels=labels, title=title, alpha=alpha)
+
+    def _images_for_display(self, images: Any, n: int) -> tuple[np.ndarray, list[str]]:
+        from .maps import MapContext
+
+        if self._context is None:
+            if isinstance(images, np.ndarray):
+                return images[:n], [str(i) for i in range(min(n, len(images)))]
+            raise ValueError("This result is not attached to a model; pass model-ready image arrays.")
+        context: MapContext = self._context
+        source, name = context.source(images)
+        files = [Path(f).name for f in getattr(source, "files", [])] or [f"{name}[{i}]" for i in range(len(source))]
+        out, total = [], 0
+        for batch in source.batches(max(1, n)):
+            out.append(batch)
+            total += len(batch)
+            if total >= n:
+                break
+        arrays = np.concatenate(out)[:n] if out else np.zeros((0, *context.engine.input_shape), np.float32)
+        return arrays, files[:len(arrays)]
+
+    def per_example(self) -> pd.DataFrame:
+        """One row per (image, class, layer, concept): sensitivity, share of positive runs, presence.
+
+        The mean ``positive_share`` over a class's images is the row's TCAV ``score``; see
+        :mod:`concepts.per_example` for every column.
+
+        Examples
+        --------
+        >>> rows = result.per_example()  # doctest: +SKIP
+        >>> rows.sort_values("drive").tail(5)[["image", "sensitivity", "presence"]]  # doctest: +SKIP
+        """
+        from .per_example import per_example_frame
+
+        return per_example_frame(self._outcome)
+
+    def driven_examples(self, class_name: str, concept: str, layer: str, n: int = 5,
+                        which: str = "most") -> pd.DataFrame:
+        """The ``n`` examples of ``class_name`` most (``which="most"``) or least driven by ``concept``.
+
+        Examples
+        --------
+        >>> result.driven_examples("tumour", "nuclei", "conv2", n=3)  # doctest: +SKIP
+        """
+        from .per_example import driven_examples
+
+        return driven_examples(self.per_example(), class_name=class_name, concept=concept, layer=layer, n=n,
+                               which=which)
 
     @property
     def significant(self) -> pd.DataFrame:
@@ -413,4 +521,13 @@ def score(model: Any, layer: str | Sequence[str] | None = None, concept: Concept
                                options=options)
     outcome = analysis.run(inputs["classes"], inputs["folder_concepts"], inputs["measure_concepts"],
                            inputs["random_sets"])
-    return ScoreResult(outcome)
+    return ScoreResult(outcome, context=map_context(analysis, inputs, preprocess))
+
+
+def map_context(analysis: Analysis, inputs: dict[str, Any], preprocess: Callable | None) -> Any:
+    """What a result keeps to draw concept maps later: the engine (and its cache) and the inputs."""
+    from .maps import MapContext
+
+    input_shape = tuple(analysis.engine.input_shape)
+    return MapContext(engine=analysis.engine, classes={c.name: c for c in inputs["classes"]},
+                      bind=lambda images, name: _bind(images, input_shape, preprocess, name))
