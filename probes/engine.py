@@ -548,19 +548,17 @@ class Engine:
                 "the images to the model's input shape.")
         return batch
 
-    def _pass(self, source: ArraySource, act_layers: tuple, grad_layers: tuple,
-              class_index: int, want_outputs: bool) -> dict:
-        """One pass over ``source``: fill preallocated arrays batch by batch."""
+    def _batch_results(self, source: ArraySource, act_layers: tuple, grad_layers: tuple,
+                       class_index: int, want_outputs: bool, desc: str | None = None) -> Iterable[dict]:
+        """Batch by batch over ``source``: ``{"act": {path: array}, "grad": {...}, "out": array}``
+        as numpy float32 for that batch only (nothing is kept between batches)."""
         n = len(source)
         step = self._step_fn(act_layers, grad_layers, want_outputs)
-        acts: dict[str, np.ndarray] = {}
-        grads: dict[str, np.ndarray] = {}
-        outs: np.ndarray | None = None
         start = 0
         total = math.ceil(n / self.batch_size) if n else 0
         # A bar for a pass of a few batches is flicker, not information.
         batches = _progress(source.batches(self.batch_size), enabled=self.progress and total > 8,
-                            desc="activations" if not grad_layers else "activations+gradients",
+                            desc=desc or ("activations" if not grad_layers else "activations+gradients"),
                             total=total, unit="batch")
         ci = np.int32(class_index)
         for batch in batches:
@@ -582,25 +580,50 @@ class Engine:
                     "from them to the output (e.g. an integer cast, argmax or stop_gradient "
                     "after them, a side branch, or the bypassed softmax layer itself). Request "
                     "activations only for them (class_index=None) or choose another layer.")
-            for kind, store, paths in (("act", acts, act_layers), ("grad", grads, grad_layers)):
+            out: dict[str, Any] = {"act": {}, "grad": {}, "out": None}
+            for kind, paths in (("act", act_layers), ("grad", grad_layers)):
                 for path in paths:
                     value = result[kind][path].numpy()
-                    if path not in store:
-                        store[path] = np.empty((n, *value.shape[1:]), np.float32)
-                        if self.layer_shapes.get(path, ()) != value.shape[1:] \
-                                and path in self.layer_shapes:
-                            self.layer_shapes[path] = tuple(value.shape[1:])
-                    store[path][start:start + b] = value
+                    if path in self.layer_shapes and self.layer_shapes[path] != value.shape[1:]:
+                        self.layer_shapes[path] = tuple(value.shape[1:])
+                    out[kind][path] = value
             if want_outputs:
-                value = result["out"].numpy()
-                if outs is None:
-                    outs = np.empty((n, value.shape[1]), np.float32)
-                outs[start:start + b] = value
+                out["out"] = result["out"].numpy()
             start += b
+            yield out
         if start != n:
             raise InputShapeError(
                 f"The source yielded {start} examples but len(source) = {n}; its __len__ and "
                 "batches() disagree.")
+
+    def _pass(self, source: ArraySource, act_layers: tuple, grad_layers: tuple,
+              class_index: int, want_outputs: bool, allocate: Callable | None = None) -> dict:
+        """One pass over ``source``: fill preallocated arrays batch by batch.
+
+        ``allocate(kind, path, shape)`` makes the array an output goes into (default: ``np.empty``);
+        the analysis passes one that returns a memory-mapped file beyond its memory budget."""
+        n = len(source)
+        allocate = allocate or (lambda kind, path, shape: np.empty(shape, np.float32))
+        acts: dict[str, np.ndarray] = {}
+        grads: dict[str, np.ndarray] = {}
+        outs: np.ndarray | None = None
+        start = 0
+        for result in self._batch_results(source, act_layers, grad_layers, class_index, want_outputs):
+            b = None
+            for kind, store, paths in (("act", acts, act_layers), ("grad", grads, grad_layers)):
+                for path in paths:
+                    value = result[kind][path]
+                    b = len(value)
+                    if path not in store:
+                        store[path] = allocate(kind, path, (n, *value.shape[1:]))
+                    store[path][start:start + b] = value
+            if want_outputs:
+                value = result["out"]
+                b = len(value)
+                if outs is None:
+                    outs = np.empty((n, value.shape[1]), np.float32)
+                outs[start:start + b] = value
+            start += b or 0
         for kind, store, paths in (("act", acts, act_layers), ("grad", grads, grad_layers)):
             for path in paths:
                 if path not in store:  # empty source
@@ -609,6 +632,29 @@ class Engine:
         if want_outputs and outs is None:
             outs = np.empty((0, self.n_outputs), np.float32)
         return {"act": acts, "grad": grads, "out": outs}
+
+    def stream(self, source: ArraySource, class_index: int, layers: Sequence[str] | None = None,
+               *, activations: bool = True) -> Iterable[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+        """Activations and gradients batch by batch, never cached and never held for the whole source.
+
+        Yields ``(activations, gradients)`` per batch, each a dict ``{layer: (b, *shape) float32}``;
+        this is how :func:`concepts.score` keeps memory flat over any number of class examples (it
+        keeps only the projections of each batch). ``activations=False`` yields ``{}`` for them.
+
+        Example:
+            >>> for acts, grads in engine.stream(InMemoryImages(x), class_index=0):  # doctest: +SKIP
+            ...     s = grads["conv2"].reshape(len(x_batch), -1) @ v
+        """
+        paths = self.layers if layers is None else self._resolve(layers)
+        for p in paths:
+            self.layer_shapes.setdefault(p, self._index[p].shape)
+        new = [p for p in paths if any(d is None for d in self.layer_shapes[p])]
+        if new:
+            self._fill_unknown_shapes(new)
+        ci = self._check_class_index(class_index)
+        act_layers = tuple(paths) if activations else ()
+        for result in self._batch_results(source, act_layers, tuple(paths), ci, False):
+            yield result["act"], result["grad"]
 
     # -- public API -----------------------------------------------------------------------------
     def _key(self, source: ArraySource, path: str, kind: str, class_index: int | None) -> str:
@@ -619,9 +665,12 @@ class Engine:
                                         self.target, str(class_index), source.content_key)
 
     def run(self, source: ArraySource, class_index: int | None = None,
-            layers: Sequence[str] | None = None) -> EngineResult:
+            layers: Sequence[str] | None = None, *, allocate: Callable | None = None) -> EngineResult:
         """Activations of ``layers`` (default: the engine's layers) and, when ``class_index`` is
         given, gradients of that class's target, from the cache or from ONE pass over ``source``.
+
+        ``allocate(kind, path, shape)``, when given, makes the arrays that computed outputs are
+        written into (e.g. memory-mapped files for a set larger than RAM).
 
         Example:
             >>> res = engine.run(InMemoryImages(x), class_index=0)   # doctest: +SKIP
@@ -658,7 +707,7 @@ class Engine:
 
         if missing_act or missing_grad:
             fresh = self._pass(source, tuple(missing_act), tuple(missing_grad),
-                               ci if ci is not None else 0, want_outputs=False)
+                               ci if ci is not None else 0, want_outputs=False, allocate=allocate)
             for kind, store, missing in (("act", acts, missing_act),
                                          ("grad", grads, missing_grad)):
                 for p in missing:

@@ -1,0 +1,197 @@
+"""Running statistics of class-example gradients, so the gradient pass never holds an n × d array.
+
+The scoring statistics need the class examples' gradients only through a few quantities: their
+projections on every concept vector (sensitivities), their norms (UBS ratios), and the mean unit
+gradient (the UBS null). This module accumulates those per batch:
+
+* :class:`ColumnSummary` -- per vector (column of the sensitivity matrix): how many examples, how
+  many with S > 0 and S == 0 (TCAV scores), the sum of UBS ratios over examples with a non-zero
+  gradient (UBS), and the mean, squared deviations and mean |S| (Br = mean/std). Batches are merged
+  with Chan's parallel formula, so a constant column keeps a variance of exactly 0 (a naive sum of
+  squares would leave rounding noise that :func:`mean_over_std` could mistake for spread);
+* :class:`UnitGradientSum` -- ``Σ g_i/‖g_i‖`` and how many examples entered it, from which
+  :func:`probes.ubs.ubs_null` draws its null (``method="projection"`` needs only ``m``).
+
+Both merge (``a.merge(b)``), so shards computed on different machines combine into the summary of
+the whole set; merging in shard order gives the same numbers whatever machine computed each shard.
+Pure numpy: no TensorFlow, no ``concepts`` import.
+
+Example:
+    >>> s = ColumnSummary(1)
+    >>> s.update(np.array([[1.0], [-1.0], [0.0]]), np.array([1.0, 1.0, 1.0]), d=4)
+    >>> s.tcav_scores()[0].tolist(), s.tcav_scores()[1].tolist()
+    ([0.3333333333333333], [0.3333333333333333])
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from probes.errors import InputShapeError, InsufficientDataError
+from probes.stats import NonFiniteValuesError
+from probes.ubs import _null_by_projection, ubs_normaliser
+
+__all__ = ["ColumnSummary", "UnitGradientSum", "mean_over_std", "row_norms"]
+
+
+def row_norms(g: np.ndarray) -> np.ndarray:
+    """‖g_i‖ of each row (float32 arithmetic, returned as float64): no float64 copy of the batch.
+
+    Example:
+        >>> row_norms(np.array([[3.0, 4.0], [0.0, 0.0]])).tolist()
+        [5.0, 0.0]
+    """
+    g = np.asarray(g, dtype=np.float32)
+    return np.sqrt(np.einsum("ij,ij->i", g, g)).astype(np.float64)
+
+
+def mean_over_std(mean: np.ndarray, std: np.ndarray, mean_abs: np.ndarray) -> np.ndarray:
+    """``mean/std`` per column, NaN where the column does not vary (std ≤ 1e-6 · mean |S|).
+
+    Where every example moves identically along a vector (a layer followed only by pooling and a
+    linear head) the ratio, hence Br, is undefined rather than huge.
+
+    Example:
+        >>> mean_over_std(np.array([1.0, 1.0]), np.array([2.0, 0.0]), np.array([1.0, 1.0])).tolist()
+        [0.5, nan]
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(std > 1e-6 * mean_abs, mean / std, np.nan)
+
+
+class ColumnSummary:
+    """Running per-column statistics of a sensitivity matrix ``S`` (examples × vectors).
+
+    Args:
+        k: number of columns (vectors).
+
+    Example:
+        >>> s = ColumnSummary(2)
+        >>> s.update(np.array([[1.0, 2.0]]), np.array([1.0]), d=2)
+        >>> s.update(np.array([[3.0, 2.0]]), np.array([1.0]), d=2)
+        >>> s.mean.tolist(), s.std().tolist()
+        ([2.0, 2.0], [1.4142135623730951, 0.0])
+    """
+
+    def __init__(self, k: int) -> None:
+        self.k = int(k)
+        self.n = 0
+        self.used = 0  # examples with a non-zero gradient (those with a UBS ratio)
+        self.positive = np.zeros(self.k, np.int64)
+        self.zero = np.zeros(self.k, np.int64)
+        self.ratio_sum = np.zeros(self.k)
+        self.mean = np.zeros(self.k)
+        self.m2 = np.zeros(self.k)
+        self.abs_sum = np.zeros(self.k)
+
+    def update(self, sens: np.ndarray, norms: np.ndarray, d: int) -> None:
+        """Add a batch: its sensitivities ``(b, k)`` and gradient norms ``(b,)`` in a ``d``-wide space."""
+        sens = np.asarray(sens, dtype=np.float64)
+        if sens.ndim != 2 or sens.shape[1] != self.k or len(norms) != len(sens):
+            raise InputShapeError(f"expected sensitivities (b, {self.k}) and b norms; got {sens.shape} and "
+                                  f"{np.shape(norms)}.")
+        b = len(sens)
+        if b == 0:
+            return
+        if not np.all(np.isfinite(sens)):
+            raise NonFiniteValuesError("sensitivities contain NaN or infinite values.")
+        norms = np.asarray(norms, dtype=np.float64)
+        keep = norms > 0
+        self.positive += (sens > 0).sum(axis=0)
+        self.zero += (sens == 0).sum(axis=0)
+        self.ratio_sum += (sens[keep] / (norms[keep, None] * ubs_normaliser(int(d)))).sum(axis=0)
+        self.used += int(keep.sum())
+        self.abs_sum += np.abs(sens).sum(axis=0)
+        batch_mean = sens.mean(axis=0)
+        batch_m2 = ((sens - batch_mean) ** 2).sum(axis=0)
+        self._combine(b, batch_mean, batch_m2)
+
+    def _combine(self, b: int, batch_mean: np.ndarray, batch_m2: np.ndarray) -> None:
+        # Chan et al.'s pairwise update: exact for constant columns, stable for any batch sizes.
+        n = self.n + b
+        delta = batch_mean - self.mean
+        self.mean = self.mean + delta * (b / n)
+        self.m2 = self.m2 + batch_m2 + delta * delta * (self.n * b / n)
+        self.n = n
+
+    def merge(self, other: "ColumnSummary") -> "ColumnSummary":
+        """Fold in the summary of another shard (in place; returns self)."""
+        if other.k != self.k:
+            raise InputShapeError(f"cannot merge summaries of {self.k} and {other.k} columns.")
+        if other.n == 0:
+            return self
+        self.positive += other.positive
+        self.zero += other.zero
+        self.ratio_sum += other.ratio_sum
+        self.used += other.used
+        self.abs_sum += other.abs_sum
+        self._combine(other.n, other.mean, other.m2)
+        return self
+
+    def tcav_scores(self) -> tuple[np.ndarray, np.ndarray]:
+        """(share with S > 0, share with S == 0) per column, as :func:`probes.linear.tcav_scores`."""
+        if self.n == 0:
+            raise InsufficientDataError("tcav_scores needs at least one example (the summary is empty).")
+        return self.positive / self.n, self.zero / self.n
+
+    def ubs(self) -> np.ndarray:
+        """UBS per column: the mean ratio over examples with a non-zero gradient (NaN when none)."""
+        if self.used == 0:
+            return np.full(self.k, np.nan)
+        return self.ratio_sum / self.used
+
+    def std(self) -> np.ndarray:
+        """Sample standard deviation (ddof=1) per column; 0 with fewer than two examples."""
+        if self.n < 2:
+            return np.zeros(self.k)
+        return np.sqrt(np.maximum(self.m2, 0.0) / (self.n - 1))
+
+    def mean_over_std(self) -> np.ndarray:
+        """mean(S)/std(S) per column, NaN where S does not vary (see :func:`mean_over_std`)."""
+        return mean_over_std(self.mean, self.std(), self.abs_sum / max(self.n, 1))
+
+    def columns(self, idx) -> "ColumnSummary":
+        """A summary of a subset of the columns (a view for the statistics of one group of vectors)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        out = ColumnSummary(len(idx))
+        out.n, out.used = self.n, self.used
+        for name in ("positive", "zero", "ratio_sum", "mean", "m2", "abs_sum"):
+            setattr(out, name, getattr(self, name)[idx].copy())
+        return out
+
+
+class UnitGradientSum:
+    """``Σ_i g_i/‖g_i‖`` over examples with a non-zero gradient: what the UBS null needs.
+
+    Example:
+        >>> u = UnitGradientSum(2); u.update(np.array([[3.0, 4.0], [0.0, 0.0]]))
+        >>> u.total.tolist(), u.used
+        ([0.6, 0.8], 1)
+    """
+
+    def __init__(self, d: int) -> None:
+        self.d = int(d)
+        self.total = np.zeros(self.d)
+        self.used = 0
+
+    def update(self, g: np.ndarray) -> None:
+        """Add a batch of flattened gradients ``(b, d)``."""
+        block = np.asarray(g, dtype=np.float64)
+        if block.ndim != 2 or block.shape[1] != self.d:
+            raise InputShapeError(f"expected gradients (b, {self.d}); got {block.shape}.")
+        if not np.all(np.isfinite(block)):
+            raise InputShapeError("gradients contain NaN or infinite values; check the model and inputs.")
+        norms = np.linalg.norm(block, axis=1)
+        keep = norms > 0  # a zero gradient has no defined ratio: left out, as in probes.ubs
+        self.total += (block[keep] / norms[keep, None]).sum(axis=0)
+        self.used += int(keep.sum())
+
+    def merge(self, other: "UnitGradientSum") -> "UnitGradientSum":
+        """Fold in another shard's sum (in place; returns self)."""
+        self.total += other.total
+        self.used += other.used
+        return self
+
+    def ubs_null(self, n_directions: int = 1000, random_state=None) -> np.ndarray:
+        """UBS of ``n_directions`` random directions, as ``ubs_null(g, method="projection")``."""
+        mean = self.total / self.used if self.used else np.full(self.d, np.nan)
+        return _null_by_projection(mean, self.used, int(n_directions), random_state)
