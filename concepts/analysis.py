@@ -57,12 +57,13 @@ import pandas as pd
 from probes.cache import ActivationCache
 from probes.engine import Engine
 from probes.errors import InsufficientDataError
-from probes.linear import CAVTask, fit_cav_batch, sensitivities, tcav_scores
+from probes.linear import CAVTask, fit_cav_batch
 from probes.progress import progress
 from probes.sources import hash_array
-from probes.regression import RegressionProbe, pool_activations, pool_gradients, shuffled_fits
+from probes.regression import RegressionProbe, pool_activations, shuffled_fits
 from probes.stats import adjust_pvalues, bootstrap_ci, bootstrap_diff_ci, prediction_test, student_t_pvalue
-from probes.ubs import ubs_null, ubs_pvalue, ubs_ratios
+from probes.streaming import ProjectionSpace, Projections as _Projections, project_batches
+from probes.ubs import ubs_pvalue
 
 COLUMNS = [
     "class", "layer", "concept", "kind", "score", "score_ci_low", "score_ci_high", "null_mean", "effect",
@@ -111,6 +112,7 @@ class Options:
     progress: bool = True
     compat: str | None = None
     robustness: bool = True
+    memory_budget: int | str | None = "2GB"
 
     def __post_init__(self) -> None:
         if self.compat == "tcav":
@@ -156,7 +158,7 @@ class Outcome:
     scatter: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     # Material for concept maps, per-example rows and model comparison (concepts/maps.py,
-    # concepts/per_example.py, concepts/comparison.py); filled by Analysis._record_* below. Plain dicts
+    # concepts/per_example.py, concepts/comparison.py); filled in phases 1 and 3 of Analysis.run. Plain dicts
     # of numpy arrays and lists of strings, so that a JSON + npz store can hold them.
     #   vectors[(layer, concept)] = {"consensus": unit vector (d,), "pooled": bool array ()}
     #   per_example[(class, layer, concept)] = {"sensitivity", "positive_share", "presence", "ubs_ratio"}, each (n,)
@@ -164,6 +166,77 @@ class Outcome:
     vectors: dict[tuple[str, str], dict[str, np.ndarray]] = field(default_factory=dict)
     per_example: dict[tuple[str, str, str], dict[str, np.ndarray]] = field(default_factory=dict)
     example_files: dict[str, list[str]] = field(default_factory=dict)
+
+
+class _LayerPlan:
+    """Phase 1's output for one layer: the projection spaces (``"flat"``; ``"pooled"`` for RCVs fitted on
+    pooled channels) with every vector registered, and what the rows need from the fits."""
+
+    def __init__(self) -> None:
+        self.spaces: dict[str, ProjectionSpace] = {}
+        self.cav: dict[str, Any] | None = None
+        self.rcv: dict[str, dict[str, Any]] = {}
+
+    def space(self, name: str) -> ProjectionSpace:
+        return self.spaces.setdefault(name, ProjectionSpace())
+
+
+def parse_bytes(value: int | float | str | None) -> float:
+    """A memory size in bytes from ``2_000_000``, ``"2GB"``, ``"512 MiB"`` or ``None`` (no limit: inf).
+
+    Example:
+        >>> parse_bytes("2GB"), parse_bytes("1.5 KiB"), parse_bytes(None)
+        (2000000000.0, 1536.0, inf)
+    """
+    if value is None:
+        return float("inf")
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"memory_budget must be non-negative, got {value!r}.")
+        return float(value)
+    import re
+
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMgGtT]i?)?[bB]?\s*", str(value))
+    if not match:
+        raise ValueError(f"memory_budget must be a number of bytes or a size like '2GB' or '512MiB', not {value!r}.")
+    number, unit = float(match.group(1)), (match.group(2) or "").lower()
+    base = 1024 if unit.endswith("i") else 1000
+    power = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}[unit[:1]]
+    return number * base ** power
+
+
+def _memmap_allocator(directory: str | None = None):
+    """``allocate(kind, path, shape)`` for :meth:`Engine.run` that backs each array with a memory-mapped file
+    in ``directory`` (default: the system temporary directory). The file is unlinked at once: the mapping
+    keeps it alive exactly as long as the array, and nothing is left behind if the process dies."""
+    import os
+    import tempfile
+
+    def allocate(kind: str, path: str, shape: tuple) -> np.ndarray:
+        if int(np.prod(shape)) == 0:
+            return np.empty(shape, np.float32)
+        handle, name = tempfile.mkstemp(prefix="concepts-spill-", suffix=".f32", dir=directory)
+        try:
+            return np.memmap(name, dtype=np.float32, mode="w+", shape=shape)
+        finally:
+            os.close(handle)
+            os.unlink(name)
+
+    return allocate
+
+
+class _Budget:
+    """What is left of ``memory_budget`` for arrays that grow with the data (see :func:`concepts.score`)."""
+
+    def __init__(self, budget: int | str | None) -> None:
+        self.left = parse_bytes(budget)
+
+    def take(self, nbytes: float) -> bool:
+        """Reserve ``nbytes`` if they fit in what is left; False (nothing reserved) otherwise."""
+        if nbytes <= self.left:
+            self.left -= nbytes
+            return True
+        return False
 
 
 def _seed_for(*parts: Any) -> int:
@@ -232,8 +305,10 @@ class Analysis:
         >>> outcome = Analysis(engine, options).run(class_sets, folder_concepts, [], random_sets)  # doctest: +SKIP
     """
 
-    def __init__(self, engine: Engine, options: Options, cache: ActivationCache | None = None) -> None:
+    def __init__(self, engine: Engine, options: Options, cache: ActivationCache | None = None,
+                 client: Any = None) -> None:
         self.engine = engine
+        self.client = client  # a dask.distributed.Client: class examples' gradient passes are sharded over it
         self.options = options
         self.cache = cache
         self.cav_alphas: dict[str, float] = {}
@@ -250,10 +325,26 @@ class Analysis:
     def _activations(self, source: Any) -> dict[str, np.ndarray]:
         return self.engine.run(source).activations
 
-    def _gradients(self, example: ClassExamples) -> dict[str, np.ndarray]:
-        result = self.engine.run(example.images, class_index=example.index)
-        self._class_acts[example.name] = result.activations  # same pass: presence scores (_record_*)
-        return result.gradients
+    def _project(self, example: ClassExamples, plans: dict[str, "_LayerPlan"], budget: "_Budget") -> dict:
+        """Phase 2 for one class: its examples' gradients (and activations, for presence) projected on every
+        vector of every layer's plan, batch by batch. Returns ``{layer: {space: _Projections}}``.
+
+        With a Dask client, shards of the examples are projected on the workers (only the projections come
+        back). Otherwise, when the class's activations and gradients fit in what is left of the memory budget
+        they come from :meth:`Engine.run` (cached, so concept maps of these examples reuse them) and are
+        projected in one piece; if not, :meth:`Engine.stream` yields one batch at a time and nothing of size
+        n × d is kept. All give the same statistics (the same numbers, summed in another order)."""
+        spaces = {layer: plan.spaces for layer, plan in plans.items()}
+        if self.client is not None:
+            from probes.distributed import project_on_cluster
+
+            return project_on_cluster(self.client, self.engine, example.images, example.index, spaces)
+        per_example = 2 * 4 * sum(max(self.engine.layer_widths[layer], 0) for layer in self.engine.layers)
+        if budget.take(len(example.images) * per_example):
+            result = self.engine.run(example.images, class_index=example.index)
+            batches = [(result.activations, result.gradients)] if len(example.images) else []
+            return project_batches(batches, spaces)
+        return project_batches(self.engine.stream(example.images, example.index), spaces)
 
     def _random_activations(self, random_sets: Sequence[Any], tick) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
         """Activations of the distinct random images, and each random set's rows among them.
@@ -267,15 +358,26 @@ class Analysis:
 
         file_sets = [s for s in random_sets if isinstance(s, ImageSet)]
         same_binding = len({(tuple(s.input_shape), id(s.preprocess)) for s in file_sets}) == 1
+        # Random-set activations are the one part of phase 1 that grows with the archive (many large sets):
+        # beyond the memory budget they go to memory-mapped files, read back one layer at a time.
+        width = sum(max(self.engine.layer_widths[layer], 0) for layer in self.engine.layers)
         if len(file_sets) != len(random_sets) or not same_binding:
-            per_set = [tick(self._activations(s)) for s in random_sets]
             sizes = np.cumsum([0] + [len(s) for s in random_sets])
+            allocate = _memmap_allocator() if 4 * width * sizes[-1] > parse_bytes(self.options.memory_budget) \
+                else (lambda kind, path, shape: np.empty(shape, np.float32))
+            per_set = [tick(self.engine.run(s, allocate=allocate).activations) for s in random_sets]
             rows = [np.arange(sizes[j], sizes[j + 1]) for j in range(len(random_sets))]
-            return {layer: np.concatenate([a[layer] for a in per_set]) for layer in self.engine.layers}, rows
+            stacked = {}
+            for layer in self.engine.layers:
+                stacked[layer] = allocate("act", layer, (int(sizes[-1]), *per_set[0][layer].shape[1:]))
+                for j, acts in enumerate(per_set):
+                    stacked[layer][sizes[j]:sizes[j + 1]] = acts[layer]
+            return stacked, rows
         first = file_sets[0]
         union = sorted({Path(f).resolve() for s in file_sets for f in s.files})
         pool = ImageSet(union, name="random pool", input_shape=first.input_shape, preprocess=first.preprocess)
-        acts = self._activations(pool)
+        spill = 4 * width * len(pool) > parse_bytes(self.options.memory_budget)
+        acts = self.engine.run(pool, allocate=_memmap_allocator() if spill else None).activations
         position = {f: i for i, f in enumerate(union)}
         rows = [tick(np.array([position[Path(f).resolve()] for f in s.files])) for s in file_sets]
         return acts, rows
@@ -304,21 +406,34 @@ class Analysis:
             next(ticks, None)
             return value
 
-        grads = {c.name: tick(self._gradients(c)) for c in classes}
+        # Phase 1: every concept vector (CAVs, random-vs-random CAVs, RCVs and their nulls) from the concept,
+        # random and measured images' activations. Nothing here depends on the class examples.
         concept_acts = {c.name: tick(self._activations(c.images)) for c in folder_concepts}
         random_acts = self._random_activations(random_sets, tick) if folder_concepts else ({}, [])
         measure_acts = {m.name: tick(self._activations(m.images)) for m in measure_concepts}
+        plans: dict[str, _LayerPlan] = {}
+        for layer in progress(self.engine.layers, enabled=opts.progress, desc="concept vectors"):
+            plan = plans[layer] = _LayerPlan()
+            if folder_concepts:
+                plan.cav = self._cav_fit(layer, folder_concepts, concept_acts, random_sets, random_acts, plan)
+            for measure in measure_concepts:
+                plan.rcv[measure.name] = self._rcv_fit(layer, measure, measure_acts[measure.name], scatter, plan)
+        del concept_acts, random_acts, measure_acts
+        # Phase 2: each class's examples through the gradient pass, keeping only projections on those vectors
+        # (held in memory when the whole pass fits the memory budget, streamed batch by batch otherwise).
+        budget = _Budget(opts.memory_budget)
+        projections = {c.name: tick(self._project(c, plans, budget)) for c in classes}
         next(ticks, None)
 
-        for layer in progress(self.engine.layers, enabled=opts.progress, desc="layers"):
+        # Phase 3: the statistics, from the projections only.
+        for layer in self.engine.layers:
             ubs_nulls: dict[str, np.ndarray] = {}
+            plan = plans[layer]
             if folder_concepts:
-                rows += self._cav_layer(layer, classes, grads, folder_concepts, concept_acts, random_sets,
-                                        random_acts, runs, ubs_nulls)
+                rows += self._cav_rows(layer, classes, plan, projections, folder_concepts, random_sets, runs,
+                                       ubs_nulls)
             for measure in measure_concepts:
-                rows += self._rcv_layer(layer, classes, grads, measure, measure_acts[measure.name], runs,
-                                        scatter, ubs_nulls)
-
+                rows += self._rcv_rows(layer, classes, plan, projections, measure, runs, ubs_nulls)
         table = pd.DataFrame(rows, columns=COLUMNS)
         if len(table):
             table["q_value"] = adjust_pvalues(table["p_value"].to_numpy(dtype=float), method=opts.correction)
@@ -328,7 +443,6 @@ class Analysis:
         outcome = Outcome(table=table, runs=runs, scatter=scatter, provenance=provenance,
                           vectors=self._vectors, per_example=self._per_example,
                           example_files={c.name: _example_labels(c) for c in classes})
-        self._class_acts = {}
         self._store_outcome(result_key, outcome)
         return outcome
 
@@ -343,7 +457,7 @@ class Analysis:
                  *[f"measure:{m.name}:{self._key(m.images)}:{hash_array(np.asarray(m.values, float))}"
                    for m in measure_concepts],
                  *[f"random:{self._key(r)}" for r in random_sets],
-                 repr({k: v for k, v in vars(opts).items() if k != "progress"})]
+                 repr({k: v for k, v in vars(opts).items() if k not in ("progress", "memory_budget")})]
         return ActivationCache.make_key(*parts)
 
     def _cached_outcome(self, key: str) -> Outcome | None:
@@ -466,8 +580,10 @@ class Analysis:
                                    meta={"kind": "cav"})
         return vectors, accuracies, shifts
 
-    def _cav_layer(self, layer, classes, grads, folder_concepts, concept_acts, random_sets, random_acts,
-                   runs, ubs_nulls) -> list[dict[str, Any]]:
+    def _cav_fit(self, layer, folder_concepts, concept_acts, random_sets, random_acts, plan) -> dict[str, Any]:
+        """Phase 1 for the folder concepts of one layer: every CAV (concept runs and random-vs-random), the
+        alternative directions of the robustness check, and the consensus vectors; registers them in the
+        layer's flat projection space."""
         opts = self.options
         blocks, offsets, start = [], {}, 0
         for concept in folder_concepts:
@@ -481,6 +597,7 @@ class Analysis:
         for j, rows in enumerate(random_rows):
             offsets[f"r:{j}"] = random_start + rows
         pool = np.concatenate(blocks).astype(np.float32, copy=False)
+        del blocks
         alpha = self._alpha(pool[random_start:])
         tasks, keys, index = self._cav_tasks(folder_concepts, random_sets, offsets, layer, alpha)
         self.cav_alphas[layer] = alpha
@@ -490,15 +607,43 @@ class Analysis:
         alternatives = self._alternative_directions(pool, tasks, keys, index, folder_concepts, alpha) \
             if opts.robustness else {}
         del pool
-        self._record_cav_examples(layer, classes, grads, folder_concepts, index, vectors)
+        space = plan.space("flat")
+        fit = {"vectors": vectors, "accuracies": accuracies, "shifts": shifts, "index": index, "spread": spread,
+               "cols": space.add(vectors), "alt_cols": {}, "records": {}}
+        for concept in folder_concepts:
+            idx = index[concept.name]
+            if concept.name in alternatives:
+                fit["alt_cols"][concept.name] = (space.add(alternatives[concept.name]["alternatives"]),
+                                                 space.add(alternatives[concept.name]["resamples"]))
+            # Consensus vector: the normalised mean of the concept's CAVs (its directional derivatives and
+            # presence go to the per-example rows and the concept maps).
+            runs_ = np.asarray(vectors[idx], dtype=np.float64)
+            mean = runs_.mean(axis=0)
+            consensus = mean / (np.linalg.norm(mean) or 1.0)
+            self._vectors[(layer, concept.name)] = {"consensus": consensus.astype(np.float32),
+                                                    "pooled": np.array(False)}
+            # The row's per-example UBS ratios: the mean of the concept CAVs' ratios over the mean's norm.
+            mean_norm = float(np.linalg.norm(vectors[idx].astype(np.float64).mean(axis=0))) or 1.0
+            fit["records"][concept.name] = space.record(concept.name, consensus, run_cols=fit["cols"][idx],
+                                                        row_cols=fit["cols"][idx], row_scale=mean_norm)
+        return fit
 
+    def _cav_rows(self, layer, classes, plan, projections, folder_concepts, random_sets, runs,
+                  ubs_nulls) -> list[dict[str, Any]]:
+        """Phase 3 for the folder concepts of one layer: one row per (class, concept) from the projections."""
+        opts = self.options
+        fit = plan.cav
+        index, accuracies, shifts, spread = fit["index"], fit["accuracies"], fit["shifts"], fit["spread"]
+        for concept in folder_concepts:
+            for example in classes:
+                self._per_example[(example.name, layer, concept.name)] = \
+                    projections[example.name][layer]["flat"].per_example(fit["records"][concept.name])
         rows = []
         for example in classes:
-            g = _flat(grads[example.name][layer])
-            sens = sensitivities(g, vectors)  # every CAV, null ones included, in one product
-            scores, zeros = tcav_scores(sens)
-            ratios = ubs_ratios(sens, _row_norms(g), g.shape[1])  # UBS from the same product
-            per_run_ubs = ratios.mean(axis=0) if len(ratios) else np.full(len(vectors), np.nan)
+            proj = projections[example.name][layer]["flat"]
+            summary = proj.summary.columns(fit["cols"])  # every CAV, null ones included
+            scores, zeros = summary.tcav_scores()
+            per_run_ubs = summary.ubs()
             nul, pairs, n_sets = index["__null__"], index["__pairs__"], len(random_sets)
             null = _set_means(scores[nul], pairs, n_sets, 1.0 - scores[nul] - zeros[nul])
             null_ubs = _set_means(per_run_ubs[nul], pairs, n_sets, -per_run_ubs[nul])
@@ -510,10 +655,7 @@ class Analysis:
             null_shift = _set_means(per_run_shift[nul], pairs, n_sets, -per_run_shift[nul])
             for concept in folder_concepts:
                 idx = index[concept.name]
-                # The consensus vector is the normalised mean of the (unit) concept CAVs, so its
-                # directional derivatives are the mean of theirs over the mean's norm.
-                mean_norm = float(np.linalg.norm(vectors[idx].astype(np.float64).mean(axis=0))) or 1.0
-                consensus_ratios = ratios[:, idx].mean(axis=1) / mean_norm
+                consensus_ratios = proj.row_ratios(fit["records"][concept.name])
                 test_p = None
                 if opts.compat == "tcav":
                     # The original procedure: Student's t-test between the concept runs' scores and
@@ -526,13 +668,15 @@ class Analysis:
                     statistic, null_statistics, name = float(np.mean(per_run_shift[idx])), null_shift, "shift"
                 else:
                     statistic, null_statistics, name = float(np.mean(scores[idx])), null, "score"
-                row = self._row(example, layer, concept.name, "cav", g, consensus_ratios, scores[idx],
+                row = self._row(example, layer, concept.name, "cav", proj, consensus_ratios, scores[idx],
                                 scores[nul] if opts.compat == "tcav" else null,
                                 quality=float(np.mean(accuracies[idx])), zero_fraction=float(zeros[idx].mean()),
                                 ubs_nulls=ubs_nulls, runs=runs, statistic=statistic,
                                 null_statistics=null_statistics, p_value=test_p)
                 row["test_statistic"] = name
-                row.update(_agreement(row["ubs"], g, alternatives.get(concept.name)))
+                alt = fit["alt_cols"].get(concept.name)
+                row.update(_agreement(row["ubs"], None if alt is None else
+                                      (proj.summary.columns(alt[0]).ubs(), proj.summary.columns(alt[1]).ubs())))
                 rows.append(row)
                 runs[(example.name, layer, concept.name)].update(ubs=per_run_ubs[idx], null_ubs=null_ubs,
                                                                  shift=per_run_shift[idx], null_shift=null_shift)
@@ -580,7 +724,9 @@ class Analysis:
         return out
 
     # ---------------------------------------------------------------- RCVs
-    def _rcv_layer(self, layer, classes, grads, measure, acts, runs, scatter, ubs_nulls) -> list[dict[str, Any]]:
+    def _rcv_fit(self, layer, measure, acts, scatter, plan) -> dict[str, Any]:
+        """Phase 1 for one measure in one layer: the RCV, its fold RCVs and the shuffled-measure RCVs,
+        registered in the layer's flat or pooled (channel) projection space."""
         opts = self.options
         shape = self.engine.layer_shapes[layer]
         pooled = _use_pooling(opts.pool, shape)
@@ -603,33 +749,47 @@ class Analysis:
         scatter[(layer, measure.name)] = pd.DataFrame({"measure": y, "projection": probe.oof_predictions_,
                                                        "image": files})
         scatter[(layer, measure.name)].attrs["r2_cv"] = probe.r2_cv_
-        self._record_rcv_examples(layer, classes, grads, measure.name, probe.vector_, concept_vectors, pooled)
+        # The full-data RCV is the consensus, its fold RCVs the runs (as in the row's score).
+        self._vectors[(layer, measure.name)] = {"consensus": np.asarray(probe.vector_, dtype=np.float32),
+                                                "pooled": np.array(bool(pooled))}
+        space = plan.space("pooled" if pooled else "flat")
+        fit = {"probe": probe, "null_r2": null_r2, "pooled": pooled, "space": "pooled" if pooled else "flat",
+               "concept_cols": space.add(concept_vectors), "null_cols": space.add(null_vectors),
+               "full_col": space.add(np.asarray(probe.vector_)[None, :])}
+        fit["record"] = space.record(measure.name, np.asarray(probe.vector_, dtype=np.float64),
+                                     run_cols=fit["concept_cols"], row_cols=fit["full_col"], row_scale=1.0)
+        return fit
 
+    def _rcv_rows(self, layer, classes, plan, projections, measure, runs, ubs_nulls) -> list[dict[str, Any]]:
+        """Phase 3 for one measure in one layer: one row per class from the projections."""
+        opts = self.options
+        fit = plan.rcv[measure.name]
+        probe, null_r2, pooled = fit["probe"], fit["null_r2"], fit["pooled"]
+        for example in classes:
+            self._per_example[(example.name, layer, measure.name)] = \
+                projections[example.name][layer][fit["space"]].per_example(fit["record"])
         rows = []
         for example in classes:
-            g = np.asarray(grads[example.name][layer])
-            g = pool_gradients(g) if pooled else _flat(g)
-            s_concept = sensitivities(g, concept_vectors)
-            s_null = sensitivities(g, null_vectors)
-            br_null = null_r2 * _mean_over_std(s_null)
-            s_full = sensitivities(g, probe.vector_[None, :])[:, 0]
-            ratios = ubs_ratios(s_full, _row_norms(g), g.shape[1])
-            scores, zeros = tcav_scores(s_concept)
-            null_scores, _ = tcav_scores(s_null)
-            br = float(probe.r2_cv_ * _mean_over_std(s_full[:, None])[0])
+            proj = projections[example.name][layer][fit["space"]]
+            concept_summary = proj.summary.columns(fit["concept_cols"])
+            null_summary = proj.summary.columns(fit["null_cols"])
+            full_summary = proj.summary.columns(fit["full_col"])
+            br_null = null_r2 * null_summary.mean_over_std()
+            ratios = proj.row_ratios(fit["record"])
+            scores, zeros = concept_summary.tcav_scores()
+            null_scores, _ = null_summary.tcav_scores()
+            br = float(probe.r2_cv_ * full_summary.mean_over_std()[0])
             statistic, null_statistics, name = br, br_null, "br"
             if not np.isfinite(br) or np.isfinite(br_null).sum() < 3:
                 # Br is undefined where every example moves identically along the vector (a layer followed
                 # only by pooling and a linear head): test the RCV's UBS against the shuffled-measure RCVs'.
-                null_ratios = ubs_ratios(s_null, _row_norms(g), g.shape[1])
-                statistic, null_statistics, name = float(ratios.mean()), null_ratios.mean(axis=0), "ubs"
-            row = self._row(example, layer, measure.name, "rcv", g, ratios, scores, null_scores,
+                statistic, null_statistics, name = float(ratios.mean()), null_summary.ubs(), "ubs"
+            row = self._row(example, layer, measure.name, "rcv", proj, ratios, scores, null_scores,
                             quality=float(probe.r2_cv_), zero_fraction=float(zeros.mean()), ubs_nulls=ubs_nulls,
                             runs=runs, statistic=statistic, null_statistics=null_statistics, pooled=pooled)
             row.update(r2_cv=float(probe.r2_cv_), fold_angle_deg=float(probe.fold_angle_deg_), br=br,
                        test_statistic=name)
-            row.update(_agreement(row["ubs"], g, {"alternatives": np.zeros((0, g.shape[1]), np.float32),
-                                                  "names": [], "resamples": concept_vectors}))
+            row.update(_agreement(row["ubs"], (np.zeros(0), concept_summary.ubs())))
             runs[(example.name, layer, measure.name)].update(br=np.array([br]), null_br=br_null)
             if name == "ubs":
                 runs[(example.name, layer, measure.name)].update(ubs=np.array([statistic]), null_ubs=null_statistics)
@@ -641,49 +801,9 @@ class Analysis:
     def _reset_examples(self) -> None:
         self._vectors: dict[tuple[str, str], dict[str, np.ndarray]] = {}
         self._per_example: dict[tuple[str, str, str], dict[str, np.ndarray]] = {}
-        self._class_acts: dict[str, dict[str, np.ndarray]] = {}
-
-    def _record_cav_examples(self, layer: str, classes, grads, folder_concepts, index, vectors) -> None:
-        """Consensus vector of each folder concept (normalised mean of its CAVs) and, per class example,
-        its directional derivative, the share of concept runs with a positive one, its presence
-        (activation · consensus) and its UBS ratio. Uses the arrays of the scoring pass only."""
-        for concept in folder_concepts:
-            runs = np.asarray(vectors[index[concept.name]], dtype=np.float64)
-            mean = runs.mean(axis=0)
-            consensus = mean / (np.linalg.norm(mean) or 1.0)
-            self._vectors[(layer, concept.name)] = {"consensus": consensus.astype(np.float32),
-                                                    "pooled": np.array(False)}
-            for example in classes:
-                self._record_one(example, layer, concept.name, _flat(grads[example.name][layer]),
-                                 _flat(self._class_acts[example.name][layer]), consensus, runs)
-
-    def _record_rcv_examples(self, layer: str, classes, grads, name: str, vector, fold_vectors,
-                             pooled: bool) -> None:
-        """As :meth:`_record_cav_examples` for a measure: the full-data RCV is the consensus, its
-        fold RCVs the runs (as in the row's score); pooled layers work in channel space."""
-        self._vectors[(layer, name)] = {"consensus": np.asarray(vector, dtype=np.float32),
-                                        "pooled": np.array(bool(pooled))}
-        for example in classes:
-            g, a = np.asarray(grads[example.name][layer]), np.asarray(self._class_acts[example.name][layer])
-            g, a = (pool_gradients(g), pool_activations(a)) if pooled else (_flat(g), _flat(a))
-            self._record_one(example, layer, name, g, a, np.asarray(vector, dtype=np.float64),
-                             np.asarray(fold_vectors, dtype=np.float64))
-
-    def _record_one(self, example, layer: str, concept: str, g: np.ndarray, a: np.ndarray,
-                    consensus: np.ndarray, runs: np.ndarray) -> None:
-        from probes.ubs import ubs_normaliser
-
-        run_sens = sensitivities(g, runs)
-        norms = _row_norms(g)
-        sens = sensitivities(g, consensus)
-        with np.errstate(divide="ignore", invalid="ignore"):  # a zero gradient has no UBS ratio: NaN
-            ratio = np.where(norms > 0, sens / (norms * ubs_normaliser(g.shape[1])), np.nan)
-        self._per_example[(example.name, layer, concept)] = {
-            "sensitivity": sens, "positive_share": (run_sens > 0).mean(axis=1),
-            "presence": sensitivities(a, consensus), "ubs_ratio": ratio}
 
     # ---------------------------------------------------------------- one row
-    def _row(self, example, layer, concept, kind, g, ratios, scores, null_scores, *, quality, zero_fraction,
+    def _row(self, example, layer, concept, kind, proj, ratios, scores, null_scores, *, quality, zero_fraction,
              ubs_nulls, runs, statistic, null_statistics=None, pooled=False, p_value=None) -> dict[str, Any]:
         """One table row. The test asks whether this concept's ``statistic`` (its mean UBS, TCAV score or
         Br) is an outlier among the same statistic of null concepts (random sets, shuffled measures).
@@ -699,29 +819,29 @@ class Analysis:
             _, p = prediction_test(statistic, null_statistics)
         score_lo, score_hi = bootstrap_ci(scores, n_boot=opts.n_boot, random_state=seed)
         eff_lo, eff_hi = bootstrap_diff_ci(scores, null_scores, n_boot=opts.n_boot, random_state=seed + 1)
-        ubs, ubs_lo, ubs_hi, ubs_p = self._ubs(g, ratios, ubs_nulls, f"{example.name}|{pooled}", seed)
+        ubs, ubs_lo, ubs_hi, ubs_p = self._ubs(proj, ratios, ubs_nulls, f"{example.name}|{pooled}", seed)
         runs[(example.name, layer, concept)] = {"scores": np.asarray(scores), "null_scores": np.asarray(null_scores)}
         return {
             "class": example.name, "layer": layer, "concept": concept, "kind": kind,
             "score": float(np.mean(scores)), "score_ci_low": score_lo, "score_ci_high": score_hi,
             "null_mean": float(np.mean(null_scores)), "effect": float(np.mean(scores) - np.mean(null_scores)),
             "effect_ci_low": eff_lo, "effect_ci_high": eff_hi, "p_value": float(p), "q_value": np.nan,
-            "significant": False, "vector_quality": quality, "n_examples": int(len(g)),
+            "significant": False, "vector_quality": quality, "n_examples": int(proj.summary.n),
             "n_random": int(len(scores)), "target": self.engine.target, "seed": opts.seed,
-            "zero_fraction": zero_fraction, "d": int(g.shape[1]), "ubs": ubs, "ubs_ci_low": ubs_lo,
+            "zero_fraction": zero_fraction, "d": int(proj.d), "ubs": ubs, "ubs_ci_low": ubs_lo,
             "ubs_ci_high": ubs_hi, "ubs_p": ubs_p, "r2_cv": np.nan, "fold_angle_deg": np.nan, "br": np.nan,
             "test_statistic": opts.statistic, "direction_agreement": np.nan, "fragile": False,
         }
 
-    def _ubs(self, g: np.ndarray, ratios: np.ndarray, nulls: dict[str, np.ndarray], null_key: str,
+    def _ubs(self, proj: "_Projections", ratios: np.ndarray, nulls: dict[str, np.ndarray], null_key: str,
              seed: int) -> tuple[float, float, float, float]:
         """UBS from per-example ratios, its bootstrap interval over examples, and its p-value."""
         opts = self.options
         if len(ratios) == 0:
             return np.nan, np.nan, np.nan, np.nan
         if null_key not in nulls:
-            nulls[null_key] = ubs_null(g, n_directions=opts.n_directions,
-                                       random_state=_seed_for(opts.seed, "ubs", null_key), method="projection")
+            nulls[null_key] = proj.unit.ubs_null(n_directions=opts.n_directions,
+                                                 random_state=_seed_for(opts.seed, "ubs", null_key))
         lo, hi = bootstrap_ci(ratios, n_boot=opts.n_boot, random_state=seed + 2)
         return float(ratios.mean()), lo, hi, float(ubs_pvalue(ratios.mean(), nulls[null_key]))
 
@@ -764,27 +884,19 @@ def tcav_classifier() -> Any:
     return SGDClassifier(alpha=0.01, max_iter=1000, tol=1e-3)
 
 
-def _agreement(row_ubs: float, g: np.ndarray, directions: dict | None) -> dict[str, Any]:
+def _agreement(row_ubs: float, directions: tuple[np.ndarray, np.ndarray] | None) -> dict[str, Any]:
     """``direction_agreement`` and ``fragile`` of a row from the directions a different analyst could get.
 
-    Each alternative direction (another estimator family's consensus CAV, a CAV on resampled concept
-    images, or an RCV fitted on one cross-validation fold) gives the sign of its UBS for the same class
-    examples; the agreement is the share of them whose sign matches the row's ``ubs``. The row is fragile
-    when any alternative estimator reverses it, or when fewer than ``MIN_RESAMPLE_AGREEMENT`` of the
-    resamples agree.
+    ``directions`` holds the UBS, for the same class examples, of each alternative estimator's consensus
+    CAV and of each resampled direction (CAVs on resampled concept images, or the RCVs of the cross-
+    validation folds). The agreement is the share of them whose sign matches the row's ``ubs``. The row is
+    fragile when any alternative estimator reverses it, or when fewer than ``MIN_RESAMPLE_AGREEMENT`` of
+    the resamples agree.
     """
     if directions is None or not np.isfinite(row_ubs) or row_ubs == 0:
         return {"direction_agreement": np.nan, "fragile": False}
     sign = np.sign(row_ubs)
-    norms, d = _row_norms(g), g.shape[1]
-
-    def signs(vectors: np.ndarray) -> np.ndarray:
-        if len(vectors) == 0:
-            return np.zeros(0)
-        return np.sign(ubs_ratios(sensitivities(g, vectors), norms, d).mean(axis=0))
-
-    estimator_signs = signs(directions["alternatives"])
-    resample_signs = signs(directions["resamples"])
+    estimator_signs, resample_signs = (np.sign(np.asarray(u, dtype=float)) for u in directions)
     agree = np.concatenate([estimator_signs, resample_signs]) == sign
     resample_share = float(np.mean(resample_signs == sign)) if len(resample_signs) else 1.0
     fragile = bool(np.any(estimator_signs != sign) or resample_share < MIN_RESAMPLE_AGREEMENT)
@@ -799,12 +911,6 @@ def _example_labels(example: ClassExamples) -> list[str]:
     return [f"{example.name}[{i}]" for i in range(len(example.images))]
 
 
-def _row_norms(g: np.ndarray) -> np.ndarray:
-    """‖g_i‖ of each example's gradient (float32 arithmetic, no float64 copy of the gradients)."""
-    g = np.asarray(g, dtype=np.float32)
-    return np.sqrt(np.einsum("ij,ij->i", g, g)).astype(np.float64)
-
-
 def _total_variance(x: np.ndarray, block: int = 1 << 22) -> float:
     """Sum of the column variances of ``x`` (mean squared distance from the mean row), in float32
     column blocks: a float64 copy of a wide pool costs more than the fits it scales."""
@@ -816,22 +922,6 @@ def _total_variance(x: np.ndarray, block: int = 1 << 22) -> float:
         part = part - part.mean(axis=0)
         total += float(np.vdot(part, part))
     return total / max(len(x), 1)
-
-
-def _mean_over_std(sens: np.ndarray) -> np.ndarray:
-    """mean(S)/std(S) over examples for each column.
-
-    NaN where S does not vary across examples (relative spread below 1e-6): then every example's
-    target moves identically along the vector, as in a layer followed only by pooling and a linear
-    head, and the ratio (hence Br) is undefined rather than huge.
-    """
-    sens = np.asarray(sens, dtype=np.float64)
-    mean = sens.mean(axis=0)
-    std = sens.std(axis=0, ddof=1) if len(sens) > 1 else np.zeros_like(mean)
-    scale = np.abs(sens).mean(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.where(std > 1e-6 * scale, mean / std, np.nan)
-    return out
 
 
 def summary_text(table: pd.DataFrame, *, max_rows: int = 20) -> str:

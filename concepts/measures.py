@@ -733,7 +733,8 @@ def _warn_failures(failures: Sequence[dict], n_images: int, what: str) -> None:
 
 def _compute_table(files: list[Path], images_root: Path | None, masks: PathLike | None, params: dict,
                    channel: Channel, features: list[str] | None, n_jobs: int,
-                   cache_dir: PathLike | bool | None, show_progress: bool, warn: bool = True) -> pd.DataFrame:
+                   cache_dir: PathLike | bool | None, show_progress: bool, warn: bool = True,
+                   client: Any = None) -> pd.DataFrame:
     params_json = _canonical(params)
     columns = list(_features_for(params_json))
     version = _pyradiomics_version()
@@ -789,6 +790,13 @@ def _compute_table(files: list[Path], images_root: Path | None, masks: PathLike 
                 todo.append((path, mask_path, key))
             else:
                 yield None
+        if client is not None and todo:
+            # Cache look-ups and writes stay here (the same per-image cache as locally); workers read their
+            # images and compute, and send back only the feature values.
+            for path, key, outcome in _dask_outcomes(client, todo, channel, params, params_json):
+                store(path, key, outcome)
+                yield None
+            return
         workers = min(n_jobs, len(todo))
         if workers <= 1:
             for path, mask_path, key in todo:
@@ -858,6 +866,45 @@ def _compute_table(files: list[Path], images_root: Path | None, masks: PathLike 
     return table
 
 
+def _measure_images(items: list[tuple[str, str | None]], channel: Channel, params: dict,
+                    params_json: str) -> list[tuple[dict, dict, str]]:
+    """Dask task: read and measure a few images, each failure reported for its image (as locally)."""
+    _init_worker()
+    out = []
+    for path, mask_path in items:
+        image, mask, reason = _prepare(Path(path), None if mask_path is None else Path(mask_path), channel, params)
+        if reason:
+            out.append(({}, {}, reason))
+            continue
+        try:
+            out.append(_extract(image, mask, params_json))
+        except Exception as exc:  # one image's unexpected error must not stop the table
+            out.append(({}, {}, f"computing the features failed: {type(exc).__name__}: {exc}"))
+    return out
+
+
+def _dask_outcomes(client: Any, todo: list, channel: Channel, params: dict, params_json: str,
+                   per_task: int | None = None) -> Iterator[tuple[Path, str, tuple[dict, dict, str]]]:
+    """A Dask map over images: tasks of a few images (so scheduling costs little next to pyradiomics), yielded
+    as they complete. A worker that dies has its tasks rerun elsewhere by Dask; a task that still fails
+    fails its images only, with the reason."""
+    from dask.distributed import as_completed
+
+    workers = max(1, len(client.scheduler_info().get("workers", {})))
+    per_task = per_task or max(1, min(16, len(todo) // (4 * workers)))
+    chunks = [todo[i:i + per_task] for i in range(0, len(todo), per_task)]
+    futures = {client.submit(_measure_images, [(str(p), None if m is None else str(m)) for p, m, _ in chunk],
+                             channel, params, params_json, pure=False): chunk for chunk in chunks}
+    for future in as_completed(futures):
+        chunk = futures[future]
+        try:
+            outcomes = future.result()
+        except Exception as exc:
+            outcomes = [({}, {}, f"the worker computing this image failed: {type(exc).__name__}: {exc}")] * len(chunk)
+        for (path, _, key), outcome in zip(chunk, outcomes):
+            yield path, key, outcome
+
+
 def _future_outcome(future: cf.Future) -> tuple[dict, dict, str]:
     try:
         return future.result()
@@ -868,7 +915,8 @@ def _future_outcome(future: cf.Future) -> tuple[dict, dict, str]:
 def measure_table(images: ImagesLike, masks: PathLike | None = None,
                   params: Mapping | PathLike | None = None, *, channel: Channel = "gray",
                   features: Sequence[str] | None = None, n_jobs: int | None = None,
-                  cache_dir: PathLike | bool | None = None, progress: bool = True) -> pd.DataFrame:
+                  cache_dir: PathLike | bool | None = None, progress: bool = True,
+                  client: Any = None) -> pd.DataFrame:
     """Every radiomics feature of every image: one row per image, one column per feature.
 
     Args:
@@ -886,6 +934,9 @@ def measure_table(images: ImagesLike, masks: PathLike | None = None,
             16-bit images keep their values, so set ``binWidth`` accordingly (about 512-1024).
         features: only these columns (full names, or ``"glcm_Contrast"`` for the original image).
         n_jobs: worker processes (default: all cores; 1 computes in this process).
+        client: a ``dask.distributed.Client``: the images are measured on its workers instead (a Dask map
+            over images, a few per task), which must read the image and mask files at the same paths;
+            the cache is read and written here, failures are reported as locally, the table is the same.
         cache_dir: cache root (files go to ``<root>/radiomics/<sha256>.json``); None uses
             $CONCEPTS_CACHE_DIR or ~/.cache/concepts-toolkit; False disables the cache. A cached
             user channel function is identified by its source code, defaults and closure values.
@@ -910,7 +961,7 @@ def measure_table(images: ImagesLike, masks: PathLike | None = None,
     selected = _resolve_features(features, loaded) if features is not None else None
     files, root = _image_list(images)
     return _compute_table(files, root, masks, loaded, channel, selected, _resolve_jobs(n_jobs), cache_dir,
-                          progress)
+                          progress, client=client)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1011,12 +1062,12 @@ class Measure:
 def radiomics(feature: str, images: ImagesLike, masks: PathLike | None = None,
               params: Mapping | PathLike | None = None, *, channel: Channel = "gray",
               n_jobs: int | None = None, cache_dir: PathLike | bool | None = None,
-              progress: bool = True) -> Measure:
+              progress: bool = True, client: Any = None) -> Measure:
     """A pyradiomics feature as a concept measure over ``images``.
 
     The name is checked before anything is computed: ``"original_glcm_Contrast"`` or
     ``"glcm_Contrast"`` (the original image is meant). All features are computed and cached per
-    image (see :func:`measure_table` for ``masks``, ``params``, ``channel`` and the cache), so
+    image (see :func:`measure_table` for ``masks``, ``params``, ``channel``, ``client`` and the cache), so
     asking for a second feature later costs almost nothing.
 
     Raises:
@@ -1039,7 +1090,7 @@ def radiomics(feature: str, images: ImagesLike, masks: PathLike | None = None,
         # New images keep the mask layout of the original images folder when they lie inside it.
         inside = root is not None and all(p.is_relative_to(root) for p in paths)
         table = _compute_table(paths, root if inside else None, masks, loaded, channel, [name], jobs,
-                               cache_dir, progress)
+                               cache_dir, progress, client=client)
         return table[name], table.attrs["failures"]
 
     values, failures = evaluator(files)

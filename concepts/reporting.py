@@ -179,7 +179,8 @@ def report(model: Any, layers: Sequence[str], concepts: Any = None, classes: Seq
            alpha_scale: float = 0.1, test_size: float = 0.3,
            correction: str = "holm", significance: float = 0.05, n_directions: int = 1000,
            pool: str | bool = "auto", sanity: bool = False, cache_dir: str | os.PathLike | bool | None = None,
-           title: str = "Concept report", headline: str | None = None, progress: bool = True) -> Report:
+           title: str = "Concept report", headline: str | None = None, progress: bool = True,
+           memory_budget: int | str | None = "2GB", client: Any = None) -> Report:
     """Score every class × layer × concept in one pass and return a :class:`Report`.
 
     Args:
@@ -203,10 +204,12 @@ def report(model: Any, layers: Sequence[str], concepts: Any = None, classes: Seq
                       classifier=classifier, cav=cav, C=C, compat=compat, robustness=robustness,
                       alpha=alpha, alpha_scale=alpha_scale,
                       test_size=test_size, correction=correction, significance=significance,
-                      n_directions=n_directions, pool=pool, progress=progress)
+                      n_directions=n_directions, pool=pool, progress=progress,
+                      memory_budget=memory_budget)
     kwargs = dict(data=data, examples=examples, classes=classes, class_names=class_names, random=random,
                   target=target, preprocess=preprocess, batch_size=batch_size, cache_dir=cache_dir, options=options)
     analysis, inputs = prepare(model, list(layers), concept_list, **kwargs)
+    analysis.client = client
     run_args = (inputs["classes"], inputs["folder_concepts"], inputs["measure_concepts"], inputs["random_sets"])
     outcome = analysis.run(*run_args)
 
@@ -217,7 +220,7 @@ def report(model: Any, layers: Sequence[str], concepts: Any = None, classes: Seq
         # changes, so the resolved image sets, measures and random sets are reused as they are.
         random_engine = Engine(randomize_weights(model, seed=seed), list(layers), target=target,
                                batch_size=batch_size, cache=analysis.cache, progress=progress)
-        control_outcome = Analysis(random_engine, options, cache=analysis.cache).run(*run_args)
+        control_outcome = Analysis(random_engine, options, cache=analysis.cache, client=client).run(*run_args)
         info, note = _survival(outcome.table, control_outcome.table, "randomised model weights")
         checks.append(info)
         notes.append(note)

@@ -125,7 +125,8 @@ class ScoreResult:
         ----------
         images : str, path, list of paths, ImageSet or numpy.ndarray
             A class name of this result (its own examples: activations and gradients of the scoring
-            pass are reused, no model pass), a folder, files, a set, or model-ready arrays (one pass).
+            pass are reused, no model pass -- unless the class was streamed because it did not fit the
+            ``memory_budget``, then one pass over it), a folder, files, a set, or model-ready arrays (one pass).
         concept, layer : str
             A concept of this result and a convolutional layer it was scored in.
         kind : {"presence", "influence"}
@@ -445,7 +446,8 @@ def score(model: Any, layer: str | Sequence[str] | None = None, concept: Concept
           alpha: float | str = "auto", alpha_scale: float = 0.1,
           test_size: float = 0.3, correction: str = "holm",
           significance: float = 0.05, n_directions: int = 1000, pool: str | bool = "auto",
-          cache_dir: str | os.PathLike | bool | None = None, progress: bool = True) -> ScoreResult:
+          cache_dir: str | os.PathLike | bool | None = None, progress: bool = True,
+          memory_budget: int | str | None = "2GB", client: Any = None) -> ScoreResult:
     """Score how a model uses a concept in a layer, for each class, with a significance test.
 
     Args:
@@ -500,6 +502,17 @@ def score(model: Any, layer: str | Sequence[str] | None = None, concept: Concept
         cache_dir: activation cache folder (default ``$CONCEPTS_CACHE_DIR`` or ``~/.cache/concepts-toolkit``;
             ``False`` keeps everything in memory).
         progress: show progress bars.
+        memory_budget: RAM for the arrays that grow with the data (default ``"2GB"``; a number of bytes,
+            a size such as ``"512MB"``/``"8GiB"``, or None for no limit). A class whose activations and
+            gradients fit in what is left is held in memory (and cached, so its concept maps need no
+            further pass); a larger one is streamed batch by batch, keeping only its projections on the
+            concept vectors, so peak memory stays flat however many examples it has (its maps then cost
+            one pass). Random-set activations beyond the budget go to memory-mapped temporary files.
+            The results are the same either way.
+        client: a ``dask.distributed.Client``: the class examples' gradient passes are sharded over its
+            workers (each rebuilds the model once from its config and weights; image files must be
+            readable at the same paths on the workers); only projections travel back, and the table is
+            the one a local run gives. Concept and random activations are computed here, once.
 
     Returns:
         A :class:`ScoreResult`; ``result.to_frame()`` is the tidy table.
@@ -514,11 +527,13 @@ def score(model: Any, layer: str | Sequence[str] | None = None, concept: Concept
                       classifier=classifier, cav=cav, C=C, compat=compat, robustness=robustness,
                       alpha=alpha, alpha_scale=alpha_scale, test_size=test_size,
                       correction=correction, significance=significance,
-                      n_directions=n_directions, pool=pool, progress=progress)
+                      n_directions=n_directions, pool=pool, progress=progress,
+                      memory_budget=memory_budget)
     analysis, inputs = prepare(model, _as_layers(layer, layers), _as_concept_list(concept), data=data,
                                examples=examples, classes=classes, class_names=class_names, random=random,
                                target=target, preprocess=preprocess, batch_size=batch_size, cache_dir=cache_dir,
                                options=options)
+    analysis.client = client
     outcome = analysis.run(inputs["classes"], inputs["folder_concepts"], inputs["measure_concepts"],
                            inputs["random_sets"])
     return ScoreResult(outcome, context=map_context(analysis, inputs, preprocess))

@@ -30,7 +30,7 @@ from probes.errors import InputShapeError, InsufficientDataError
 from probes.stats import NonFiniteValuesError
 from probes.ubs import _null_by_projection, ubs_normaliser
 
-__all__ = ["ColumnSummary", "UnitGradientSum", "mean_over_std", "row_norms"]
+__all__ = ["ColumnSummary", "UnitGradientSum", "ProjectionSpace", "Projections", "project_batches", "mean_over_std", "row_norms"]
 
 
 def row_norms(g: np.ndarray) -> np.ndarray:
@@ -195,3 +195,181 @@ class UnitGradientSum:
         """UBS of ``n_directions`` random directions, as ``ubs_null(g, method="projection")``."""
         mean = self.total / self.used if self.used else np.full(self.d, np.nan)
         return _null_by_projection(mean, self.used, int(n_directions), random_state)
+
+
+class ProjectionSpace:
+    """The vectors of one layer in one feature space (flat, or pooled channels) that class-example gradients
+    are projected on, plus the concepts whose per-example numbers are kept.
+
+    Built in phase 1 (:meth:`add` returns the columns a block of vectors gets, :meth:`record` declares a
+    concept), then consumed by :class:`Projections` in phase 2.
+
+    Example:
+        >>> space = ProjectionSpace()
+        >>> space.add(np.eye(3)[:2]).tolist(), space.add(np.eye(3)[2:]).tolist()
+        ([0, 1], [2])
+    """
+
+    def __init__(self) -> None:
+        self._blocks: list[np.ndarray] = []
+        self.k = 0
+        self.records: list[dict] = []
+        self._matrix: np.ndarray | None = None
+        self._matrix64: np.ndarray | None = None
+
+    def add(self, vectors: np.ndarray) -> np.ndarray:
+        """Register vectors ``(m, d)``; returns their column indices in the sensitivity matrix."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2:
+            raise InputShapeError(f"vectors must be 2-D (m, d); got shape {vectors.shape}.")
+        cols = np.arange(self.k, self.k + len(vectors))
+        if len(vectors):
+            self._blocks.append(vectors)
+        self.k += len(vectors)
+        self._matrix = self._matrix64 = None
+        return cols
+
+    def record(self, name: str, consensus: np.ndarray, *, run_cols, row_cols, row_scale: float) -> int:
+        """Keep per-example numbers of a concept: directional derivative and presence (activation ·
+        ``consensus``), share of the runs ``run_cols`` with a positive derivative, UBS ratio along the
+        consensus, and the row's ratios (mean over ``row_cols`` of the UBS ratios, over ``row_scale``)."""
+        cons_col = int(self.add(np.asarray(consensus)[None, :])[0])
+        self.records.append({"name": name, "consensus": np.asarray(consensus), "cons_col": cons_col,
+                             "run_cols": np.asarray(run_cols), "row_cols": np.asarray(row_cols),
+                             "row_scale": float(row_scale)})
+        return len(self.records) - 1
+
+    def __getstate__(self) -> dict:
+        # Sent to Dask workers: the vectors once, not also their stacked and float64 copies.
+        state = dict(self.__dict__)
+        state["_matrix"] = state["_matrix64"] = None
+        return state
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """All registered vectors stacked, ``(k, d)`` float32."""
+        if self._matrix is None:
+            self._matrix = np.concatenate(self._blocks) if self._blocks else np.zeros((0, 0), np.float32)
+        return self._matrix
+
+    @property
+    def matrix64(self) -> np.ndarray:
+        """:attr:`matrix` in float64 (the vectors as the fits rounded them to float32)."""
+        if self._matrix64 is None:
+            self._matrix64 = self.matrix.astype(np.float64)
+        return self._matrix64
+
+
+class Projections:
+    """Phase 2 accumulator for one class in one :class:`ProjectionSpace`: feed it batches of flattened
+    gradients and activations; it keeps a :class:`ColumnSummary` of every vector, the
+    :class:`UnitGradientSum`, and a few numbers per example for each recorded concept -- O(n · concepts)
+    memory, never O(n · d).
+
+    Example:
+        >>> space = ProjectionSpace(); _ = space.add(np.eye(2))
+        >>> proj = Projections(space); proj.update(np.array([[1.0, -2.0]]), np.zeros((1, 2)))
+        >>> proj.summary.tcav_scores()[0].tolist()
+        [1.0, 0.0]
+    """
+
+    def __init__(self, space: ProjectionSpace) -> None:
+        self.space = space
+        self.d: int | None = None
+        self.summary = ColumnSummary(space.k)
+        self.unit: UnitGradientSum | None = None
+        self._kept: list[dict[str, list]] = [{k: [] for k in ("sensitivity", "positive_share", "presence",
+                                                              "ubs_ratio", "row")} for _ in space.records]
+
+    def update(self, g: np.ndarray, a: np.ndarray) -> None:
+        """Add a batch: gradients ``g`` and activations ``a``, both ``(b, d)`` in this space."""
+        # Projections in float64: each example's value is then the same whatever batch it came in (a float32
+        # product's rounding depends on how the product is blocked), so streamed and in-memory runs agree to
+        # ~1e-15, and shards computed on different machines merge into the same numbers.
+        g = np.asarray(g, dtype=np.float64)
+        a = np.asarray(a, dtype=np.float64)
+        if self.d is None:
+            self.d = int(g.shape[1])
+            self.unit = UnitGradientSum(self.d)
+        sens = g @ self.space.matrix64.T if self.space.k else np.zeros((len(g), 0))
+        norms = row_norms(g)
+        self.summary.update(sens, norms, self.d)
+        self.unit.update(g)
+        c_d = ubs_normaliser(self.d)
+        keep = norms > 0
+        records = self.space.records
+        presence = a @ np.stack([np.asarray(r["consensus"], np.float64) for r in records]).T if records else None
+        for j, (record, kept) in enumerate(zip(records, self._kept)):
+            cons = sens[:, record["cons_col"]]
+            with np.errstate(divide="ignore", invalid="ignore"):  # a zero gradient has no UBS ratio: NaN
+                kept["ubs_ratio"].append(np.where(keep, cons / (norms * c_d), np.nan))
+            kept["sensitivity"].append(cons)
+            kept["positive_share"].append((sens[:, record["run_cols"]] > 0).mean(axis=1))
+            kept["presence"].append(presence[:, j])
+            ratios = sens[keep][:, record["row_cols"]] / (norms[keep, None] * c_d)
+            kept["row"].append(ratios.mean(axis=1) / record["row_scale"])
+
+    def merge(self, other: "Projections") -> "Projections":
+        """Append another shard's examples (the shard that comes after this one); in place, returns self."""
+        if other.d is None:
+            return self
+        if self.d is None:
+            self.d, self.unit = other.d, UnitGradientSum(other.d)
+        self.summary.merge(other.summary)
+        self.unit.merge(other.unit)
+        for mine, theirs in zip(self._kept, other._kept):
+            for name, parts in theirs.items():
+                mine[name].extend(parts)
+        return self
+
+    def __getstate__(self) -> dict:
+        # The space (every vector, possibly tens of MB) stays where it is: a shard computed on a worker sends
+        # back only its own numbers and is re-attached to the space with :meth:`attach`.
+        state = dict(self.__dict__)
+        state["space"] = None
+        return state
+
+    def attach(self, space: ProjectionSpace) -> "Projections":
+        """Re-attach the space after unpickling (returns self)."""
+        self.space = space
+        return self
+
+    def _joined(self, record: int, name: str) -> np.ndarray:
+        parts = self._kept[record][name]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def per_example(self, record: int) -> dict[str, np.ndarray]:
+        """``sensitivity``, ``positive_share``, ``presence`` and ``ubs_ratio`` per example (in order)."""
+        return {name: self._joined(record, name) for name in ("sensitivity", "positive_share", "presence",
+                                                              "ubs_ratio")}
+
+    def row_ratios(self, record: int) -> np.ndarray:
+        """The row's per-example UBS ratios (examples with a non-zero gradient only)."""
+        return self._joined(record, "row")
+
+
+def project_batches(batches, spaces: dict[str, dict[str, ProjectionSpace]]) -> dict[str, dict[str, Projections]]:
+    """Phase 2's loop: feed ``(activations, gradients)`` batches (dicts by layer, as
+    :meth:`probes.engine.Engine.stream` yields them) to one :class:`Projections` per layer and space
+    (``"flat"``: flattened features; ``"pooled"``: channels, activations averaged and gradients summed over
+    positions, as :func:`probes.regression.pool_activations`/:func:`~probes.regression.pool_gradients`).
+
+    Example:
+        >>> space = ProjectionSpace(); _ = space.add(np.eye(2))
+        >>> out = project_batches([({"l": np.ones((3, 2))}, {"l": np.ones((3, 2))})], {"l": {"flat": space}})
+        >>> out["l"]["flat"].summary.n
+        3
+    """
+    from probes.regression import pool_activations, pool_gradients
+
+    state = {layer: {name: Projections(space) for name, space in by_space.items()}
+             for layer, by_space in spaces.items()}
+    for acts, grads in batches:
+        for layer, by_space in state.items():
+            g, a = np.asarray(grads[layer]), np.asarray(acts[layer])
+            for name, proj in by_space.items():
+                if name == "pooled":
+                    proj.update(pool_gradients(g), pool_activations(a))
+                else:
+                    proj.update(g.reshape(len(g), -1), a.reshape(len(a), -1))
+    return state

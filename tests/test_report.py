@@ -117,9 +117,9 @@ def test_one_engine_pass_per_image_set_for_all_layers(model, data, monkeypatch):
     passes: list[tuple[int, tuple, tuple]] = []
     original = Engine._pass
 
-    def counting(self, source, act_layers, grad_layers, class_index, want_outputs):
+    def counting(self, source, act_layers, grad_layers, class_index, want_outputs, **kw):
         passes.append((len(source), tuple(act_layers), tuple(grad_layers)))
-        return original(self, source, act_layers, grad_layers, class_index, want_outputs)
+        return original(self, source, act_layers, grad_layers, class_index, want_outputs, **kw)
 
     monkeypatch.setattr(Engine, "_pass", counting)
     measure = concepts.measure(row_contrast, name="row_contrast")

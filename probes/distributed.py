@@ -1,0 +1,133 @@
+"""Phase 2 (the class examples' gradient pass) sharded over a ``dask.distributed`` cluster.
+
+What travels, and why it stays small:
+
+* the model, once per call, as its JSON config + weights (``client.scatter(..., broadcast=True)``); each
+  worker process rebuilds it once and keeps the :class:`~probes.engine.Engine` for later tasks, and checks
+  that the rebuilt model has the same fingerprint as the local one (so a worker can never score a
+  different model);
+* the projection spaces (every concept vector), once per call, scattered the same way;
+* per task, a shard of the source: file paths for an image set (workers read the files themselves, so they
+  must see the same paths: shared storage), or the slice of the array for in-memory images;
+* back from each task, only its :class:`~probes.streaming.Projections`: column summaries, the unit-gradient
+  sum (one vector of the layer's width) and a few numbers per example -- never activations or gradients.
+
+Shards are whole multiples of the engine's batch size and are merged in order, so every batch the model
+sees is the batch the local run sees, and the table equals the local one (to rounding of the merges,
+~1e-15). A worker that dies is replaced by the nanny and Dask reruns its tasks elsewhere; the result
+does not change. Dask is imported only here, and only when a client is given.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from probes.sources import InMemoryImages
+from probes.streaming import ProjectionSpace, Projections, project_batches
+
+__all__ = ["project_on_cluster", "shard_source", "model_payload"]
+
+# Engines built on this worker process, by (fingerprint, layers, target, batch size): the model is
+# rebuilt once per worker, not once per task.
+_ENGINES: dict[tuple, Any] = {}
+
+
+def shard_source(source: Any, start: int, stop: int) -> Any:
+    """Examples ``start:stop`` of ``source`` as a source of the same kind (picklable, small).
+
+    Example:
+        >>> len(shard_source(InMemoryImages(np.zeros((10, 2, 2, 1))), 4, 8))
+        4
+    """
+    if hasattr(source, "subset"):
+        return source.subset(range(start, stop))
+    if isinstance(source, InMemoryImages):
+        return InMemoryImages(source.images[start:stop], name=f"{source.name}[{start}:{stop}]")
+    raise TypeError(f"Cannot shard a {type(source).__name__} over a Dask cluster: give the examples as image "
+                    "files (an ImageSet or folder) or an in-memory array, or run without client=.")
+
+
+def model_payload(model: Any) -> dict[str, Any]:
+    """What a worker needs to rebuild ``model``: its JSON config and weights.
+
+    Example:
+        >>> payload = model_payload(model)   # doctest: +SKIP
+        >>> sorted(payload)                  # doctest: +SKIP
+        ['config', 'weights']
+    """
+    return {"config": model.to_json(), "weights": [np.asarray(w) for w in model.get_weights()]}
+
+
+def _engine_on_worker(payload: dict, fingerprint: str, layers: tuple, target: str, batch_size: int) -> Any:
+    key = (fingerprint, layers, target, batch_size)
+    if key not in _ENGINES:
+        import keras
+
+        from probes.engine import Engine
+
+        model = keras.models.model_from_json(payload["config"])
+        model.set_weights(payload["weights"])
+        engine = Engine(model, list(layers), target=target, batch_size=batch_size, progress=False)
+        if engine.fingerprint != fingerprint:
+            raise RuntimeError(
+                "The model rebuilt on a Dask worker differs from the local one (its fingerprint does not match): "
+                "custom layers or objects must be importable on the workers, with the same code as locally.")
+        _ENGINES[key] = engine
+    return _ENGINES[key]
+
+
+def _project_shard(payload: dict, fingerprint: str, layers: tuple, target: str, batch_size: int, source: Any,
+                   class_index: int, spaces: dict) -> dict:
+    """Worker task: the projections of one shard (its spaces are dropped when it is sent back)."""
+    engine = _engine_on_worker(payload, fingerprint, layers, target, batch_size)
+    return project_batches(engine.stream(source, class_index), spaces)
+
+
+def _shared(client: Any, engine: Any, what: str, value: Any) -> Any:
+    """Scatter ``value`` to every worker once per engine and client (e.g. the model for all classes)."""
+    cache = engine.__dict__.setdefault("_dask_scattered", {})
+    key = (what, client.id, id(value) if what != "model" else engine.fingerprint)
+    if key not in cache:
+        cache[key] = (client.scatter(value, broadcast=True, hash=False), value)
+    return cache[key][0]
+
+
+def project_on_cluster(client: Any, engine: Any, source: Any, class_index: int,
+                       spaces: dict[str, dict[str, ProjectionSpace]], *,
+                       shards_per_worker: int = 4) -> dict[str, dict[str, Projections]]:
+    """:func:`probes.streaming.project_batches` over ``engine.stream(source, class_index)``, computed on a
+    Dask cluster: the examples are cut into shards (whole batches), each worker projects its shards, and
+    the shards' projections are merged in order.
+
+    Example:
+        >>> from dask.distributed import Client                                    # doctest: +SKIP
+        >>> proj = project_on_cluster(Client(), engine, images, 0, spaces)         # doctest: +SKIP
+        >>> proj["conv2"]["flat"].summary.n == len(images)                         # doctest: +SKIP
+        True
+    """
+    n = len(source)
+    if n == 0:
+        return project_batches([], spaces)
+    workers = max(1, len(client.scheduler_info().get("workers", {})))
+    batches = math.ceil(n / engine.batch_size)
+    per_shard = max(1, math.ceil(batches / (workers * shards_per_worker))) * engine.batch_size
+    payload = _shared(client, engine, "model", model_payload(engine.model))
+    spaces_future = _shared(client, engine, "spaces", spaces)
+    layers = tuple(engine.layers)
+    futures = [client.submit(_project_shard, payload, engine.fingerprint, layers, engine.target, engine.batch_size,
+                             shard_source(source, start, min(n, start + per_shard)), int(class_index),
+                             spaces_future, pure=False)
+               for start in range(0, n, per_shard)]
+    parts = client.gather(futures)
+    merged: dict[str, dict[str, Projections]] = {}
+    for part in parts:
+        for layer, by_space in part.items():
+            for name, proj in by_space.items():
+                proj.attach(spaces[layer][name])
+                if layer not in merged.setdefault(layer, {}) or name not in merged[layer]:
+                    merged[layer][name] = proj
+                else:
+                    merged[layer][name].merge(proj)
+    return merged

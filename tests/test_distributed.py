@@ -1,0 +1,114 @@
+"""Dask: the same tables on a LocalCluster as locally, even when a worker dies mid-run.
+
+Known answers: a local run of the same call, with the same seed. One ``LocalCluster(n_workers=2,
+threads_per_worker=1, processes=True)`` for the module (workers import TensorFlow once each).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+distributed = pytest.importorskip("distributed")
+
+import concepts  # noqa: E402
+from synthetic import build_model, make_data, write_png  # noqa: E402
+
+FAST = dict(n_random=4, n_directions=100, progress=False, cache_dir=False, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def client():
+    from dask.distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                           silence_logs=40)
+    with Client(cluster) as c:
+        yield c
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    return make_data(tmp_path_factory.mktemp("planted"), n_class=16, n_concept=12, n_pool=40), build_model()
+
+
+def _tables_equal(a, b, rtol=1e-6):
+    assert list(a.columns) == list(b.columns) and len(a) == len(b)
+    for column in a.columns:
+        if a[column].dtype.kind in "fc":
+            np.testing.assert_allclose(a[column].to_numpy(float), b[column].to_numpy(float), rtol=rtol, atol=0,
+                                       equal_nan=True, err_msg=column)
+        else:
+            assert (a[column].astype(str) == b[column].astype(str)).all(), column
+
+
+def _score(planted, **kw):
+    data, model = planted
+    measure = concepts.measure(lambda image: float(np.mean(image)), name="mean")
+    return concepts.score(model, ["conv1", "conv2"], [data / "concepts" / "horizontal", measure], **FAST, **kw)
+
+
+def test_score_on_a_cluster_equals_the_local_run(planted, client):
+    local = _score(planted)
+    remote = _score(planted, client=client)
+    _tables_equal(local.to_frame(), remote.to_frame())
+    _tables_equal(local.per_example(), remote.per_example())
+
+
+def test_a_worker_killed_mid_run_is_replaced_and_the_result_is_unchanged(planted, client):
+    local = _score(planted, memory_budget=0)
+    pids = client.run(os.getpid)
+    killed = []
+
+    def kill_a_busy_worker():
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            busy = [w for w, keys in client.processing().items() if keys and w in pids]
+            if busy:
+                os.kill(pids[busy[0]], signal.SIGKILL)
+                killed.append(busy[0])
+                return
+            time.sleep(0.02)
+
+    # A fresh engine: the workers rebuild the model (seconds of TensorFlow start-up), so tasks are in flight
+    # long enough to kill one.
+    from probes import distributed as dist
+
+    client.run(dist._ENGINES.clear)
+    killer = threading.Thread(target=kill_a_busy_worker)
+    killer.start()
+    remote = _score(planted, client=client)
+    killer.join()
+    assert killed, "no worker was busy to kill"
+    _tables_equal(local.to_frame(), remote.to_frame())
+    client.wait_for_workers(2, timeout=120)  # the nanny restarted it
+
+
+def test_radiomics_on_a_cluster_equals_the_local_table_with_the_same_failures(client, tmp_path):
+    rng = np.random.default_rng(0)
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    for i in range(10):
+        image = rng.uniform(0, 1, (24, 24))
+        mask = np.zeros((24, 24))
+        mask[4:16 + i % 5, 5:18] = 1.0
+        write_png(images / f"im{i:02d}.png", image)
+        write_png(masks / f"im{i:02d}.png", mask)
+    write_png(masks / "im03.png", np.zeros((24, 24)))  # an empty mask: this image must fail, on any machine
+    features = ["original_firstorder_Mean", "original_shape2D_Area", "original_glcm_Contrast"]
+    local = concepts.measure_table(images, masks, features=features, cache_dir=False, n_jobs=1)
+    remote = concepts.measure_table(images, masks, features=features, cache_dir=tmp_path / "cache", client=client)
+    _tables_equal(local, remote, rtol=1e-9)
+    assert [f["image"] for f in remote.attrs["failures"]] == [f["image"] for f in local.attrs["failures"]]
+    assert any("im03" in f["image"] for f in remote.attrs["failures"])
+    again = concepts.measure_table(images, masks, features=features, cache_dir=tmp_path / "cache", client=client)
+    _tables_equal(local, again, rtol=1e-9)  # from the per-image cache, written by this process
+    single = concepts.radiomics("original_firstorder_Mean", images, masks, cache_dir=False, client=client)
+    np.testing.assert_allclose(single.values.dropna().to_numpy(), local["original_firstorder_Mean"].dropna(),
+                               rtol=1e-9)
