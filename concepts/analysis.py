@@ -342,7 +342,12 @@ class Analysis:
         per_example = 2 * 4 * sum(max(self.engine.layer_widths[layer], 0) for layer in self.engine.layers)
         if budget.take(len(example.images) * per_example):
             result = self.engine.run(example.images, class_index=example.index)
-            batches = [(result.activations, result.gradients)] if len(example.images) else []
+            # Projected in the engine's batches, exactly as a streamed or sharded run projects them: a sign
+            # count near S = 0 must not depend on how the rows were blocked in the matrix product.
+            n, size = len(example.images), self.engine.batch_size
+            batches = (({layer: result.activations[layer][i:i + size] for layer in self.engine.layers},
+                        {layer: result.gradients[layer][i:i + size] for layer in self.engine.layers})
+                       for i in range(0, n, size))
             return project_batches(batches, spaces)
         return project_batches(self.engine.stream(example.images, example.index), spaces)
 

@@ -126,8 +126,9 @@ def project_on_cluster(client: Any, engine: Any, source: Any, class_index: int,
         for layer, by_space in part.items():
             for name, proj in by_space.items():
                 proj.attach(spaces[layer][name])
-                if layer not in merged.setdefault(layer, {}) or name not in merged[layer]:
-                    merged[layer][name] = proj
+                by_name = merged.setdefault(layer, {})
+                if name in by_name:
+                    by_name[name].merge(proj)
                 else:
-                    merged[layer][name].merge(proj)
+                    by_name[name] = proj
     return merged

@@ -253,6 +253,11 @@ class ProjectionSpace:
         return self._matrix
 
     @property
+    def norms64(self) -> np.ndarray:
+        """‖v‖ of each registered vector (float64)."""
+        return np.linalg.norm(self.matrix64, axis=1)
+
+    @property
     def matrix64(self) -> np.ndarray:
         """:attr:`matrix` in float64 (the vectors as the fits rounded them to float32)."""
         if self._matrix64 is None:
@@ -293,6 +298,11 @@ class Projections:
             self.unit = UnitGradientSum(self.d)
         sens = g @ self.space.matrix64.T if self.space.k else np.zeros((len(g), 0))
         norms = row_norms(g)
+        # A directional derivative below float64 rounding of the product (|S| < 1e-12 ‖g‖‖v‖) is zero: its sign
+        # would be rounding noise, decided by how BLAS blocks and threads the product, and would make the
+        # sign-count score differ between machines. Counted as exactly zero (``zero_fraction``) instead.
+        if self.space.k:
+            sens[np.abs(sens) < 1e-12 * norms[:, None] * self.space.norms64[None, :]] = 0.0
         self.summary.update(sens, norms, self.d)
         self.unit.update(g)
         c_d = ubs_normaliser(self.d)
