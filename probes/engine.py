@@ -33,7 +33,7 @@ import numpy as np
 from probes.cache import ActivationCache
 from probes.errors import (InputShapeError, NotDifferentiableError, TargetError, ToolkitError,
                            UnknownLayerError)
-from probes.keras_graph import (UnsupportedModelError, graph_of as _graph_of, input_name, is_model as _is_model,
+from probes.keras_graph import (UnsupportedModelError, graph_of as _graph_of, graph_operations, input_name, is_model as _is_model,
                                 load_model, nodes_by_operation as _nodes_by_operation, run_through_graph,
                                 standardize_inputs, takes_training_flag, tensor_origin)
 from probes.progress import progress as _progress
@@ -114,7 +114,8 @@ def _index_layers(graph: Any, prefix: str, out: dict[str, _LayerInfo], calls: in
     ``calls`` is how often ``graph`` itself runs per forward pass: a layer inside a model that is
     called twice runs twice too, and is as ambiguous as a shared layer."""
     nodes = _nodes_by_operation(graph)
-    for layer in graph.layers:
+    # Bare operations (``x + y`` between layers) are indexed too: ConvNeXt's blocks end in one.
+    for layer in graph_operations(graph):
         path = prefix + layer.name
         layer_nodes = nodes.get(id(layer), [])
         shape: tuple = ()

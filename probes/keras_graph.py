@@ -16,7 +16,7 @@ from probes.errors import ToolkitError
 
 __all__ = ["ModelFileError", "UnsupportedModelError", "load_model", "graph_of", "nodes_by_operation", "parent_operations",
            "run_through_graph", "standardize_inputs", "tensor_origin", "takes_training_flag",
-           "is_model", "input_name"]
+           "is_model", "input_name", "graph_operations"]
 
 #: File suffixes Keras 3 loads with ``keras.models.load_model``.
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -93,6 +93,11 @@ def nodes_by_operation(graph: Any) -> dict[int, list]:
             if node.operation is not None:
                 nodes.setdefault(id(node.operation), []).append(node)
     return nodes
+
+
+def graph_operations(graph: Any) -> list:
+    """Every operation of the graph in order: its layers and the bare ops (``x + y``) between them."""
+    return list(getattr(graph, "operations", graph.layers))
 
 
 def parent_operations(node: Any) -> list:
