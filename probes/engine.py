@@ -618,6 +618,11 @@ class Engine:
         # A nested layer named without its model's prefix is the commonest slip.
         close = [p for p in paths if p.endswith("/" + text)] + [c for c in close if not c.endswith("/" + text)]
         hint = f" Did you mean {', '.join(repr(c) for c in close[:5])}?" if close else ""
+        for path, info in self._index.items():
+            if text.startswith(path + "/") and _is_model(info.layer) and _graph_of(info.layer) is None:
+                hint = (f" '{path}' is a subclassed model: its call() is Python code, so the layers inside it "
+                        f"cannot be addressed. Probe '{path}' itself (its output), or rebuild it as a "
+                        "functional model.")
         listing = (f" Valid layer names and paths: {', '.join(paths)}." if len(paths) <= 60 else
                    f" It has {len(paths)} layers.")
         return (f"Model '{self.model.name}' has no layer {name!r}.{hint} Layers of nested models are "
