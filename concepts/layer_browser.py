@@ -185,7 +185,8 @@ def _why_not(row: dict, final_path: str, mode: str) -> str:
         return "never called in the graph"
     if row["n_calls"] > 1:
         by = row["shared_by"]
-        return f"runs {row['n_calls']} times (shared" + ("" if by == row["path"] else f": inside '{by}'") + ")"
+        inside = "" if by == row["path"] else f": inside '{by}'"
+        return f"runs {row['n_calls']} times (shared{inside})"
     if row["n_outputs"] != 1:
         return f"produces {row['n_outputs']} tensors"
     if not row["on_path"]:
@@ -208,7 +209,8 @@ def _resolve_shapes(model: Any, graph: Any, rows: dict[str, dict], output_index:
         if name not in extras and names[0] not in extras:
             extras[name] = np.zeros([d or 1 for d in tensor.shape[1:]], "float32")
     try:
-        engine = Engine(model, unknown, target="prob", progress=False, output=output_index, extra_inputs=extras or None)
+        engine = Engine(model, unknown, target="prob", progress=False, output=output_index,
+                        extra_inputs=extras or None)
     except Exception:  # a flexible input or an odd layer: shapes stay unknown, the table is still useful
         return
     for path in unknown:

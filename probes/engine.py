@@ -33,9 +33,10 @@ import numpy as np
 from probes.cache import ActivationCache
 from probes.errors import (InputShapeError, NotDifferentiableError, TargetError, ToolkitError,
                            UnknownLayerError)
-from probes.keras_graph import (UnsupportedModelError, graph_of as _graph_of, graph_operations, input_name, is_model as _is_model,
-                                load_model, nodes_by_operation as _nodes_by_operation, run_through_graph,
-                                standardize_inputs, takes_training_flag, tensor_origin)
+from probes.keras_graph import UnsupportedModelError, graph_of as _graph_of, is_model as _is_model
+from probes.keras_graph import nodes_by_operation as _nodes_by_operation
+from probes.keras_graph import (graph_operations, input_name, load_model, run_through_graph, standardize_inputs,
+                                takes_training_flag, tensor_origin)
 from probes.progress import progress as _progress
 from probes.sources import ArraySource
 
@@ -414,7 +415,8 @@ class _ExtraInputs:
         out = []
         for name, rows in zip(self.names, per_example):
             if rows is None:
-                out.append(np.ascontiguousarray(np.broadcast_to(self.fixed[name], (size, *self.fixed[name].shape))))
+                value = self.fixed[name]
+                out.append(np.ascontiguousarray(np.broadcast_to(value, (size, *value.shape))))
             else:
                 out.append(rows[start:start + size])
         return out
@@ -616,7 +618,8 @@ class Engine:
         text = str(name)
         close = difflib.get_close_matches(text, paths, n=5, cutoff=0.6)
         # A nested layer named without its model's prefix is the commonest slip.
-        close = [p for p in paths if p.endswith("/" + text)] + [c for c in close if not c.endswith("/" + text)]
+        nested = [p for p in paths if p.endswith("/" + text)]
+        close = nested + [c for c in close if c not in nested]
         hint = f" Did you mean {', '.join(repr(c) for c in close[:5])}?" if close else ""
         for path, info in self._index.items():
             if text.startswith(path + "/") and _is_model(info.layer) and _graph_of(info.layer) is None:

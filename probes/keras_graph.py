@@ -14,7 +14,8 @@ from typing import Any, Callable
 
 from probes.errors import ToolkitError
 
-__all__ = ["ModelFileError", "UnsupportedModelError", "load_model", "graph_of", "nodes_by_operation", "parent_operations",
+__all__ = ["ModelFileError", "UnsupportedModelError", "load_model", "graph_of", "nodes_by_operation",
+           "parent_operations",
            "run_through_graph", "standardize_inputs", "tensor_origin", "takes_training_flag",
            "is_model", "input_name", "graph_operations"]
 
