@@ -225,6 +225,13 @@ def test_per_example_extra_inputs_by_file_and_by_set_name(planted, data, x):
     np.testing.assert_allclose(out, np.array([[1, -1], [2, 0], [0, 3]] * 2, float), rtol=1e-5, atol=1e-5)
     with pytest.raises(InputShapeError, match="no values for image set 'other'"):
         named.outputs(InMemoryImages(x, name="other"))
+    # A clinical table indexed by file name, one column per feature, is read the same way.
+    import pandas as pd
+
+    table = pd.DataFrame({"age": np.arange(len(files), dtype=float), "b": 0.0, "c": 0.0},
+                         index=[f.name for f in files])
+    from_table = Engine(model, ["gap"], extra_inputs={"clinical": table}, progress=False)
+    np.testing.assert_allclose(from_table.outputs(images), eng.outputs(images), rtol=1e-6)
     partial = Engine(model, ["gap"], extra_inputs={"clinical": dict(list(values.items())[:3])}, progress=False)
     with pytest.raises(InputShapeError, match="no value for 7 image"):
         partial.outputs(images)
@@ -245,6 +252,14 @@ def test_score_with_fixed_extra_input(planted, data):
     with_clinical = concepts.score(_with_clinical(planted), "gap", concept,
                                    extra_inputs={"clinical": np.ones(3)}, **FAST)
     _same_conclusions(with_clinical, concepts.score(planted, "gap", concept, **FAST))
+
+
+def test_score_with_per_image_extra_input_covers_the_random_pool(planted, data):
+    # Every image the analysis reads (classes, concept, merged random pool) is found by its path.
+    values = {str(path): np.array([1.0, 0.5, 0.0]) for path in data.rglob("*.png")}
+    concept = data / "concepts" / "horizontal"
+    per_image = concepts.score(_with_clinical(planted), "gap", concept, extra_inputs={"clinical": values}, **FAST)
+    _same_conclusions(per_image, concepts.score(planted, "gap", concept, **FAST))
 
 
 # ------------------------------------------------------------------------------ saved files
