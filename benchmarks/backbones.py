@@ -133,7 +133,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "limit_gb": LIMIT_GB, "within_limit": bool(peak < LIMIT_GB),
             "rows": table[["class", "score", "ubs", "p_value", "significant"]].to_dict("records"),
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                        "platform": platform.platform()},
+                        "platform": platform.platform(),
+                        # The machine is shared: the load says how much of it this run had.
+                        "load_average_at_end": [round(v, 2) for v in os.getloadavg()]},
             "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         }
     finally:
@@ -158,7 +160,9 @@ def write(results: dict[str, Any], out: Path) -> tuple[Path, Path]:
         f"| peak resident memory (VmHWM) | {results['peak_rss_gb']} GB |",
         f"| target: peak < {results['limit_gb']} GB | {verdict} |", "",
         f"Machine: {results['machine']['cpus']} CPUs, Python {results['machine']['python']}, "
-        f"{results['machine']['platform']}; {results['when']}.", "",
+        f"{results['machine']['platform']}; {results['when']}"
+        + (f"; load average at the end {results['machine']['load_average_at_end']}"
+           if "load_average_at_end" in results["machine"] else "") + ".", "",
         "Run with `python -m benchmarks.backbones`.", "",
     ]
     md_path.write_text("\n".join(lines))
