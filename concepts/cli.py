@@ -7,6 +7,7 @@
     concepts measures IMAGES --masks MASKS --out table.csv
     concepts manifest DATA_DIR [--out FILE] | concepts manifest --check FILE [DATA_DIR]
     concepts demo [--case histology|mri] [--out DIR]
+    concepts layers MODEL [--suggested] [--output NAME]
 
 Bad arguments end with one line saying what was wrong and how to fix it, and a non-zero exit.
 """
@@ -95,6 +96,14 @@ def _parser() -> argparse.ArgumentParser:
     man.add_argument("--name", help="manifest name (default: the folder name)")
     man.add_argument("--check", metavar="MANIFEST", help="verify DATA_DIR (default: the manifest's root) against "
                                                          "MANIFEST and list changed, vanished and new files")
+
+    lay = sub.add_parser("layers", help="list a model's layers, their shapes and the suggested probe points",
+                         description="Print every layer of a saved model (nested models as outer/inner) with its "
+                                     "output shape, width, whether it can be probed, and the suggested layers "
+                                     "(block and stage ends). The paths are what --layers takes.")
+    lay.add_argument("model", metavar="MODEL", help="a saved Keras model (.keras or .h5)")
+    lay.add_argument("--suggested", action="store_true", help="only the suggested layers")
+    lay.add_argument("--output", help="the explained output of a multi-output model (name or index)")
 
     demo = sub.add_parser("demo", help="build the real-data demo, train its model and write its report",
                           description="Build a demo case from real medical images shipped in installed packages, "
@@ -266,6 +275,26 @@ def _cmd_manifest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_layers(args: argparse.Namespace) -> int:
+    if not Path(args.model).exists():
+        return _fail(f"model file {args.model!r} does not exist; give a saved Keras model (.keras or .h5).")
+    import pandas as pd
+
+    from .layer_browser import layers
+
+    output = int(args.output) if args.output is not None and args.output.lstrip("-").isdigit() else args.output
+    table = layers(args.model, output=output, suggested_only=args.suggested)
+    table = table.assign(probeable=table["probeable"].map({True: "yes", False: "no"}),
+                         suggested=table["suggested"].map({True: "*", False: ""}),
+                         stage_end=table["stage_end"].map({True: "stage", False: ""}))
+    with pd.option_context("display.max_rows", None, "display.max_colwidth", 80, "display.width", 200):
+        print(table.drop(columns=["depth"]).to_string(index=False))
+    n_suggested = (table["suggested"] == "*").sum()
+    print(f"\n{len(table)} layers; {n_suggested} suggested (*), stage ends marked 'stage'. "
+          "Pass a path to --layers (concepts report) or to concepts.score(model, PATH, ...).")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo.run import run_demo
 
@@ -292,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import ToolkitError
 
     commands = {"report": _cmd_report, "compare": _cmd_compare, "measures": _cmd_measures,
-                "manifest": _cmd_manifest, "demo": _cmd_demo}
+                "manifest": _cmd_manifest, "demo": _cmd_demo, "layers": _cmd_layers}
     try:
         return commands[args.command](args)
     except ToolkitError as exc:

@@ -172,6 +172,7 @@ def report(model: Any, layers: Sequence[str], concepts: Any = None, classes: Seq
            data: str | os.PathLike | None = None, measures: Sequence[Measure] | None = None, examples: Any = None,
            class_names: Sequence[str] | Mapping[str, int] | None = None, random: Any = None, n_random: int = 20,
            null_pairs: str = "auto", statistic: str = DEFAULT_STATISTIC, target: str = "logit", seed: int = 0,
+           output: int | str | None = None, extra_inputs: Mapping[str, Any] | None = None,
            preprocess: Callable | None = None,
            batch_size: int = 32, classifier: Any = None, cav: str = DEFAULT_CAV, C: float = 1.0, compat: str | None = None,
            robustness: bool = True,
@@ -183,7 +184,7 @@ def report(model: Any, layers: Sequence[str], concepts: Any = None, classes: Seq
     """Score every class × layer × concept in one pass and return a :class:`Report`.
 
     Args:
-        model: a Keras 3 model.
+        model: a Keras 3 model, or the path of one saved as ``.keras``/``.h5``.
         layers: layer names or ``outer/inner`` paths, in model order.
         concepts: folder concepts (paths, names of folders under ``<data>/concepts``, ImageSets) and/or
             measures; default: every folder under ``<data>/concepts``.
@@ -205,7 +206,8 @@ def report(model: Any, layers: Sequence[str], concepts: Any = None, classes: Seq
                       test_size=test_size, correction=correction, significance=significance,
                       n_directions=n_directions, pool=pool, progress=progress)
     kwargs = dict(data=data, examples=examples, classes=classes, class_names=class_names, random=random,
-                  target=target, preprocess=preprocess, batch_size=batch_size, cache_dir=cache_dir, options=options)
+                  target=target, preprocess=preprocess, batch_size=batch_size, cache_dir=cache_dir, options=options,
+                  output=output, extra_inputs=extra_inputs)
     analysis, inputs = prepare(model, list(layers), concept_list, **kwargs)
     run_args = (inputs["classes"], inputs["folder_concepts"], inputs["measure_concepts"], inputs["random_sets"])
     outcome = analysis.run(*run_args)
@@ -215,8 +217,9 @@ def report(model: Any, layers: Sequence[str], concepts: Any = None, classes: Seq
         checks, notes = [], []
         # The same inputs through a copy of the model with re-initialised weights: only the engine
         # changes, so the resolved image sets, measures and random sets are reused as they are.
-        random_engine = Engine(randomize_weights(model, seed=seed), list(layers), target=target,
-                               batch_size=batch_size, cache=analysis.cache, progress=progress)
+        random_engine = Engine(randomize_weights(analysis.engine.model, seed=seed), list(layers), target=target,
+                               batch_size=batch_size, cache=analysis.cache, progress=progress, output=output,
+                               extra_inputs=extra_inputs)
         control_outcome = Analysis(random_engine, options, cache=analysis.cache).run(*run_args)
         info, note = _survival(outcome.table, control_outcome.table, "randomised model weights")
         checks.append(info)

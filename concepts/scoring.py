@@ -364,10 +364,14 @@ def _random_sets(random: Any, layout: DataLayout, n_sets: int, set_size: int, se
 def prepare(model: Any, layers: Sequence[str], concept_list: list[tuple[str | None, Any]], *, data: Any = None,
             examples: Any = None, classes: Sequence[str | int] | None = None, class_names: Any = None,
             random: Any = None, target: str = "logit", preprocess: Callable | None = None, batch_size: int = 32,
-            cache_dir: str | os.PathLike | bool | None = None, options: Options) -> tuple[Analysis, dict[str, Any]]:
-    """Resolve every input of an analysis and build the engine (shared by ``score`` and ``report``)."""
+            cache_dir: str | os.PathLike | bool | None = None, options: Options, output: int | str | None = None,
+            extra_inputs: Mapping[str, Any] | None = None) -> tuple[Analysis, dict[str, Any]]:
+    """Resolve every input of an analysis and build the engine (shared by ``score`` and ``report``).
+
+    ``model`` may be a path (``.keras``/``.h5``); the loaded model is ``analysis.engine.model``."""
     cache = _cache(cache_dir)
-    engine = Engine(model, layers, target=target, batch_size=batch_size, cache=cache, progress=options.progress)
+    engine = Engine(model, layers, target=target, batch_size=batch_size, cache=cache, progress=options.progress,
+                    output=output, extra_inputs=extra_inputs)
     input_shape = tuple(engine.input_shape)
 
     layout = DataLayout.from_root(data) if data is not None else DataLayout(root=None)
@@ -439,7 +443,8 @@ def score(model: Any, layer: str | Sequence[str] | None = None, concept: Concept
           classes: Sequence[str | int] | None = None, class_names: Sequence[str] | Mapping[str, int] | None = None,
           random: Any = None, n_random: int = 20, null_pairs: str = "auto", statistic: str = DEFAULT_STATISTIC,
           relative: bool = False,
-          target: str = "logit", seed: int = 0, preprocess: Callable | None = None, batch_size: int = 32,
+          target: str = "logit", output: int | str | None = None, extra_inputs: Mapping[str, Any] | None = None,
+          seed: int = 0, preprocess: Callable | None = None, batch_size: int = 32,
           classifier: Any = None, cav: str = DEFAULT_CAV, C: float = 1.0, compat: str | None = None,
           robustness: bool = True,
           alpha: float | str = "auto", alpha_scale: float = 0.1,
@@ -449,8 +454,10 @@ def score(model: Any, layer: str | Sequence[str] | None = None, concept: Concept
     """Score how a model uses a concept in a layer, for each class, with a significance test.
 
     Args:
-        model: a Keras 3 model (Sequential, functional, or with nested models).
-        layer: a layer name, an ``"outer/inner"`` path into a nested model, or a list of them.
+        model: a Keras 3 model (Sequential, functional, with nested models at any depth, e.g. a
+            ``keras.applications`` backbone in a head), or the path of one saved as ``.keras``/``.h5``.
+        layer: a layer name, an ``"outer/inner"`` path into a nested model, or a list of them
+            (:func:`concepts.layers` lists them and suggests where to probe).
         concept: a concept folder (``data/concepts/striped``), an :class:`~concepts.sets.ImageSet`, a
             :class:`~concepts.measures.Measure` (continuous concept → RCV), or a list/dict of these.
         layers: more layers, scored in the same pass over the images.
@@ -471,6 +478,12 @@ def score(model: Any, layer: str | Sequence[str] | None = None, concept: Concept
             ``"score"`` (the TCAV sign-count score; Br for measures).
         relative: compare each folder concept with the union of the other concepts instead of random sets.
         target: ``"logit"`` (pre-softmax, default), ``"log_prob"`` or ``"prob"``.
+        output: the output to explain in a multi-output model: its name (the layer producing it) or
+            index. The softmax/sigmoid bypass applies to that output.
+        extra_inputs: values for the model's non-image inputs, ``{input name: values}``: one array of
+            the input's per-example shape (used for every image), or per-example values keyed by
+            image file path (a dict, or a pandas Series/DataFrame indexed by path; every image the
+            analysis reads needs a row, random images included).
         seed: seeds every random choice (random sets, splits, bootstrap, UBS directions).
         preprocess: ``callable(image, input_shape) -> array`` replacing the documented default
             (:func:`concepts.sets.default_preprocess`).
@@ -518,7 +531,7 @@ def score(model: Any, layer: str | Sequence[str] | None = None, concept: Concept
     analysis, inputs = prepare(model, _as_layers(layer, layers), _as_concept_list(concept), data=data,
                                examples=examples, classes=classes, class_names=class_names, random=random,
                                target=target, preprocess=preprocess, batch_size=batch_size, cache_dir=cache_dir,
-                               options=options)
+                               options=options, output=output, extra_inputs=extra_inputs)
     outcome = analysis.run(inputs["classes"], inputs["folder_concepts"], inputs["measure_concepts"],
                            inputs["random_sets"])
     return ScoreResult(outcome, context=map_context(analysis, inputs, preprocess))
