@@ -15,7 +15,8 @@ from probes.errors import CacheCorruptionWarning
 
 
 def _files(cache: ActivationCache, key: str) -> tuple[Path, Path]:
-    return cache._paths(key)
+    entry = cache.entry_path(key)
+    return entry / "array.npy", entry / "entry.json"
 
 
 def test_make_key_is_deterministic_and_unambiguous():
@@ -42,16 +43,16 @@ def test_round_trip_on_disk(tmp_path):
     cache.put(key, array, {"layer": "conv1"})
     assert key in cache
     npy, meta = _files(cache, key)
-    assert npy.parent.name == key[:2] and npy.name == f"{key}.npy" and meta.name == f"{key}.json"
+    assert npy.parent.name == key and npy.parent.parent.name == key[:2] and npy.is_file() and meta.is_file()
     record = json.loads(meta.read_text())
     assert record["meta"] == {"layer": "conv1"} and record["shape"] == [7, 3, 2]
-    assert record["format"] == cache_mod.FORMAT_VERSION and len(record["sha256"]) == 64
+    assert record["format"] == cache_mod.FORMAT_VERSION and len(record["files"]["array.npy"]["sha256"]) == 64
     got = cache.get(key)
     np.testing.assert_array_equal(got, array)
     assert got.dtype == np.float32 and not got.flags.writeable
     # A second cache object on the same directory (another process) sees the entry.
     np.testing.assert_array_equal(ActivationCache(tmp_path).get(key), array)
-    assert not list(tmp_path.rglob("*.tmp"))
+    assert not list(tmp_path.rglob(".tmp-*"))
 
 
 def test_large_arrays_are_memory_mapped(tmp_path, monkeypatch):
@@ -74,7 +75,13 @@ def test_miss_and_version_mismatch(tmp_path):
     record = json.loads(meta.read_text())
     record["format"] = 999
     meta.write_text(json.dumps(record))
-    assert cache.get(key) is None
+    with pytest.warns(CacheCorruptionWarning, match="foreign entry"):
+        assert cache.get(key) is None
+    assert not npy_exists(cache, key)
+
+
+def npy_exists(cache: ActivationCache, key: str) -> bool:
+    return cache.entry_path(key).exists()
 
 
 def test_invalid_key_rejected(tmp_path):
@@ -101,7 +108,7 @@ def test_flipped_bytes_warn_and_remove(tmp_path):
     assert got is None
     assert len(caught) == 1
     message = str(caught[0].message)
-    assert str(npy) in message and "recomputed" in message
+    assert str(npy.parent) in message and "recomputed" in message
     assert not npy.exists() and not meta.exists()
     # After removal it is a plain miss, and a new put works.
     assert cache.get(key) is None
@@ -130,24 +137,26 @@ def test_unreadable_npy_with_matching_record_warns(tmp_path):
     npy.write_bytes(garbage)
     record = json.loads(meta.read_text())
     import hashlib
-    record.update(size=len(garbage), sha256=hashlib.sha256(garbage).hexdigest())
+    record["files"]["array.npy"].update(size=len(garbage), sha256=hashlib.sha256(garbage).hexdigest())
     meta.write_text(json.dumps(record))
     got, caught = _damage_and_get(cache, key)
     assert got is None and len(caught) == 1
     assert not npy.exists()
 
 
-def test_json_garbage_and_missing_npy_are_misses(tmp_path):
+def test_json_garbage_and_missing_npy_are_reported_and_repaired(tmp_path):
     cache = ActivationCache(tmp_path)
     key = ActivationCache.make_key("json")
     cache.put(key, np.ones(3))
     npy, meta = _files(cache, key)
     meta.write_text("{not json")
-    assert cache.get(key) is None
-    cache.put(key, np.ones(3))  # overwriting repairs it
+    with pytest.warns(CacheCorruptionWarning, match="unreadable record"):
+        assert cache.get(key) is None
+    cache.put(key, np.ones(3))  # the damaged entry was removed, so the key can be written again
     np.testing.assert_array_equal(cache.get(key), np.ones(3))
     npy.unlink()
-    assert cache.get(key) is None
+    with pytest.warns(CacheCorruptionWarning, match="missing"):
+        assert cache.get(key) is None
     assert key not in cache
 
 
@@ -205,4 +214,4 @@ def test_concurrent_writers_leave_valid_entry(tmp_path):
         warnings.simplefilter("error", CacheCorruptionWarning)
         got = ActivationCache(tmp_path).get(key)
     np.testing.assert_array_equal(got, np.arange(200_000, dtype=np.float32).reshape(400, 500))
-    assert not list(tmp_path.rglob("*.tmp"))
+    assert not list(tmp_path.rglob(".tmp-*"))
