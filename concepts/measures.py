@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from probes.errors import CacheCorruptionWarning
+from probes.identity import file_sha256
 from probes.progress import progress as _progress
 
 from .errors import ConceptFolderError, ImageReadError, MeasureError
@@ -596,11 +597,8 @@ def _cache_folder(cache_dir: PathLike | bool | None) -> Path | None:
 
 
 def _file_digest(path: Path) -> bytes:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.digest()
+    # The shared memoised file identity: a warm rerun costs one stat per image, not a read.
+    return bytes.fromhex(file_sha256(path))
 
 
 def _cache_key(image_path: Path, mask_path: Path | None, params_json: str, channel_key: str,

@@ -18,6 +18,7 @@ import pandas as pd
 from probes.cache import ActivationCache, default_cache_dir
 from probes.engine import Engine
 from probes.errors import InsufficientDataError
+from probes.identity import is_identified
 from probes.sources import ArraySource, InMemoryImages
 
 from .analysis import Analysis, ClassExamples, FolderConcept, MeasureConcept, Options, Outcome, summary_text
@@ -254,6 +255,9 @@ def prepare(model: Any, layers: Sequence[str], concept_list: list[tuple[str | No
     """Resolve every input of an analysis and build the engine (shared by ``score`` and ``report``)."""
     cache = _cache(cache_dir)
     engine = Engine(model, layers, target=target, batch_size=batch_size, cache=cache, progress=options.progress)
+    if not is_identified(engine.fingerprint):
+        # The engine warned once; nothing of this model may reach a shared store under a guessed key.
+        cache = engine.cache = ActivationCache(None)
     input_shape = tuple(engine.input_shape)
 
     layout = DataLayout.from_root(data) if data is not None else DataLayout(root=None)

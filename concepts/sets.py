@@ -26,11 +26,11 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from probes.identity import file_sha256 as _file_sha256
 from probes.sources import hash_array
 
 from .errors import ConceptFolderError, InputShapeError, InsufficientDataError
 from .imageio import IMAGE_EXTENSIONS, is_image_file, list_image_files, read_image
-from .manifests import sha256_file
 
 #: Identity of :func:`default_preprocess` in content keys. Bump the version whenever its output changes,
 #: so that cached activations computed with the old behaviour are not reused.
@@ -39,27 +39,17 @@ DEFAULT_PREPROCESS_ID = "default_preprocess/v1"
 Preprocess = Callable[[np.ndarray, tuple], np.ndarray]
 InputShape = tuple  # (H, W, C) or (H, W); H, W (and C) may be None
 
-# sha256 of file bytes, keyed by (resolved path, size, mtime_ns): a file is hashed once per process
-# unless it changes on disk. Hashing every concept image before each run would otherwise cost as
-# much as reading them.
-_FILE_HASHES: dict[tuple[str, int, int], str] = {}
-
-
 def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes, memoised per process on (path, size, mtime).
+    """SHA-256 of a file's bytes, memoised per process until the file changes on disk.
+
+    See :func:`probes.identity.file_sha256` (the one implementation): the memo is keyed on
+    path, size, mtime_ns, inode and ctime, and a freshly modified file is always re-hashed.
 
     Example:
         >>> file_sha256("data/concepts/striped/001.png")  # doctest: +SKIP
         '9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08'
     """
-    # stat() follows links, so (path as given, size, mtime) already pins the content; resolving
-    # every path again on every call cost more than the hashing it saved (benchmarks).
-    stat = os.stat(path)
-    key = (os.fspath(path), stat.st_size, stat.st_mtime_ns)
-    digest = _FILE_HASHES.get(key)
-    if digest is None:
-        digest = _FILE_HASHES[key] = sha256_file(path)
-    return digest
+    return _file_sha256(path)
 
 
 # --------------------------------------------------------------------------------------------------
