@@ -19,7 +19,8 @@ from probes.engine import Engine, randomize_weights
 
 from .analysis import Analysis, MeasureConcept, Options, Outcome
 from .measures import Measure
-from .scoring import ScoreResult, prepare
+from .scoring import ScoreResult, input_provenance, prepare
+from .validation import validate_options
 
 
 class Report(ScoreResult):
@@ -122,7 +123,8 @@ def report(model: Any, layers: Sequence[str], concepts: Any = None, classes: Seq
            alpha_scale: float = 0.1, test_size: float = 0.3,
            correction: str = "holm", significance: float = 0.05, n_directions: int = 1000,
            pool: str | bool = "auto", sanity: bool = False, cache_dir: str | os.PathLike | bool | None = None,
-           title: str = "Concept report", headline: str | None = None, progress: bool = True) -> Report:
+           title: str = "Concept report", headline: str | None = None, progress: bool = True,
+           on_error: str = "raise") -> Report:
     """Score every class × layer × concept in one pass and return a :class:`Report`.
 
     Args:
@@ -135,12 +137,15 @@ def report(model: Any, layers: Sequence[str], concepts: Any = None, classes: Seq
         measures: continuous concept measures (``concepts.radiomics(...)``, ``concepts.measure(...)``).
         sanity: also run on randomised weights and shuffled measures; the HTML says whether findings survive.
         title, headline: shown at the top of the HTML page.
+        on_error: ``"raise"`` (default) or ``"skip"`` unusable image files; skipped files are listed in
+            the provenance and the report.
         Other arguments: as in :func:`concepts.score`.
 
     Example:
         >>> rep = concepts.report(model, ["conv1", "conv2", "conv3"], data="data", sanity=True)  # doctest: +SKIP
         >>> rep.save("report/")  # doctest: +SKIP
     """
+    validate_options({k: v for k, v in locals().items() if k != "model"})
     from .layout import DataLayout
 
     concept_list: list[tuple[str | None, Any]]
@@ -161,10 +166,12 @@ def report(model: Any, layers: Sequence[str], concepts: Any = None, classes: Seq
                       test_size=test_size, correction=correction, significance=significance,
                       n_directions=n_directions, pool=pool, progress=progress)
     kwargs = dict(data=data, examples=examples, classes=classes, class_names=class_names, random=random,
-                  target=target, preprocess=preprocess, batch_size=batch_size, cache_dir=cache_dir, options=options)
+                  target=target, preprocess=preprocess, batch_size=batch_size, cache_dir=cache_dir, options=options,
+                  on_error=on_error)
     analysis, inputs = prepare(model, list(layers), concept_list, **kwargs)
     run_args = (inputs["classes"], inputs["folder_concepts"], inputs["measure_concepts"], inputs["random_sets"])
     outcome = analysis.run(*run_args)
+    outcome.provenance.update(input_provenance(inputs))
 
     sanity_info: dict[str, Any] = {}
     if sanity:

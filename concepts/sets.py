@@ -29,7 +29,7 @@ import numpy as np
 from probes.identity import file_sha256 as _file_sha256
 from probes.sources import hash_array
 
-from .errors import ConceptFolderError, InputShapeError, InsufficientDataError
+from .errors import ConceptFolderError, ImageReadError, InputShapeError, InsufficientDataError
 from .imageio import IMAGE_EXTENSIONS, is_image_file, list_image_files, read_image
 
 #: Identity of :func:`default_preprocess` in content keys. Bump the version whenever its output changes,
@@ -442,6 +442,10 @@ class ImageSet:
             # The default preprocessing does not know the file; name it here.
             raise InputShapeError(
                 f"Image {str(path)!r} (shape {image.shape}, {image.dtype}): {exc}") from None
+        if not np.isfinite(out).all():
+            raise ImageReadError(
+                f"Image {str(path)!r} ({image.dtype}) gives NaN or infinite model inputs after preprocessing "
+                f"{self._preprocess_label()}; repair the file (e.g. replace NaN pixels) or remove it.")
         if out.ndim != len(shape) or any(want is not None and got != want
                                          for got, want in zip(out.shape, shape)):
             raise InputShapeError(
@@ -543,7 +547,8 @@ def random_sets(source: str | Path | Sequence[ImageSet], n_sets: int, set_size: 
     * **a folder with one subfolder per set** (``random/set_00/``, ``random/set_01/``, ...): the
       first ``n_sets`` subfolders in sorted order are used, each named after its subfolder. A
       set with more than ``set_size`` images is subsampled (seeded) to ``set_size``; one with
-      fewer is an error. ``set_size=None`` uses every set whole (sizes may then differ).
+      fewer is used whole (each CAV fit balances its sides by seeded sub-sampling).
+      ``set_size=None`` uses every set whole.
     * **a folder holding one pool of images** (directly, or inside a single subfolder):
       ``n_sets`` seeded subsets of ``set_size`` images are drawn, named ``random_000``,
       ``random_001``, ... Images do not repeat within a set, but sets overlap when the pool is
@@ -648,10 +653,11 @@ def random_sets(source: str | Path | Sequence[ImageSet], n_sets: int, set_size: 
             f"one pool, or ask for n_random={len(groups)}.")
     result = []
     for k, (name, files, template) in enumerate(groups[:n_sets]):
-        if set_size is not None and len(files) < set_size:
+        if not files:
             raise InsufficientDataError(
-                f"Random set {name!r} ({where}) has {len(files)} images but {set_size} are needed "
-                "(the concept set's size). Add images to it, or pass set_size=None to use sets whole.")
+                f"Random set {name!r} ({where}) has no usable image left (all excluded). Add images to it.")
+        # A smaller set is used whole: every CAV fit balances its two sides by seeded sub-sampling,
+        # so 50 random images against a concept of 51 is a valid task, not an error.
         if set_size is not None and len(files) > set_size:
             files = [files[i] for i in _draw(len(files), set_size, seed, k)]
         result.append(make(files, name, template))
