@@ -28,7 +28,6 @@ import inspect
 import json
 import logging
 import math
-import multiprocessing
 import os
 import re
 import sys
@@ -42,7 +41,8 @@ import numpy as np
 import pandas as pd
 
 from probes.errors import CacheCorruptionWarning
-from probes.identity import file_sha256
+from probes.cache import make_private_dir
+from probes.identity import file_sha256, package_version
 from probes.progress import progress as _progress
 
 from .errors import ConceptFolderError, ImageReadError, MeasureError
@@ -572,13 +572,16 @@ def _init_worker() -> None:
     warnings.simplefilter("ignore")
 
 
-def _pool_context():
-    # fork starts workers in milliseconds without re-importing the toolkit (and TensorFlow, which
-    # the parent may have loaded); workers only run numpy/SimpleITK/pyradiomics. Elsewhere the
-    # platform default (spawn) is used.
-    if sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("fork")
-    return multiprocessing.get_context()
+def _executor(workers: int) -> cf.Executor:
+    """A pool of spawn-safe worker processes (loky), reused across calls.
+
+    Workers never fork the parent: forking a process that has loaded TensorFlow (whose threads
+    and locks a child would inherit in an arbitrary state) can deadlock. loky starts fresh
+    interpreters once and keeps them for later calls, so the start-up is paid once per session.
+    """
+    from joblib.externals.loky import get_reusable_executor
+
+    return get_reusable_executor(max_workers=workers, initializer=_init_worker, timeout=120)
 
 
 # --------------------------------------------------------------------------------------------
@@ -605,7 +608,7 @@ def _cache_key(image_path: Path, mask_path: Path | None, params_json: str, chann
                version: str) -> str:
     """sha256 of image bytes, mask bytes (or "nomask"), parameters, channel and pyradiomics version."""
     digest = hashlib.sha256()
-    for part in (_CACHE_FORMAT.encode(), _file_digest(image_path),
+    for part in (_CACHE_FORMAT.encode(), package_version().encode(), _file_digest(image_path),
                  _file_digest(mask_path) if mask_path is not None else b"nomask",
                  params_json.encode(), channel_key.encode(), version.encode()):
         # Length-prefixed so that no two different inputs concatenate to the same bytes.
@@ -641,7 +644,7 @@ def _cache_write(folder: Path, key: str, image: str, values: Mapping[str, float 
     data = {"format": _CACHE_FORMAT, "key": key, "image": image, "pyradiomics_version": version,
             "values": dict(values), "reasons": dict(reasons)}
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        make_private_dir(folder)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key[:16]}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w") as handle:
@@ -802,26 +805,26 @@ def _compute_table(files: list[Path], images_root: Path | None, masks: PathLike 
         # Images are read (and converted) here and only arrays go to the workers; a bounded
         # number in flight keeps memory flat for large folders.
         limit = 4 * workers
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(),
-                                    initializer=_init_worker) as pool:
-            pending: dict[cf.Future, tuple[Path, str]] = {}
-            for path, mask_path, key in todo:
-                image, mask, reason = _prepare(path, mask_path, channel, params)
-                if reason:
-                    store(path, key, ({}, {}, reason))
-                    yield None
-                    continue
-                pending[pool.submit(_extract, image, mask, params_json)] = (path, key)
-                while len(pending) >= limit:
-                    done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-                    for future in done:
-                        path_done, key_done = pending.pop(future)
-                        store(path_done, key_done, _future_outcome(future))
-                        yield None
-            for future in cf.as_completed(list(pending)):
-                path_done, key_done = pending.pop(future)
-                store(path_done, key_done, _future_outcome(future))
+        # The reusable pool outlives this call, so it is not closed here.
+        pool = _executor(workers)
+        pending: dict[cf.Future, tuple[Path, str]] = {}
+        for path, mask_path, key in todo:
+            image, mask, reason = _prepare(path, mask_path, channel, params)
+            if reason:
+                store(path, key, ({}, {}, reason))
                 yield None
+                continue
+            pending[pool.submit(_extract, image, mask, params_json)] = (path, key)
+            while len(pending) >= limit:
+                done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                for future in done:
+                    path_done, key_done = pending.pop(future)
+                    store(path_done, key_done, _future_outcome(future))
+                    yield None
+        for future in cf.as_completed(list(pending)):
+            path_done, key_done = pending.pop(future)
+            store(path_done, key_done, _future_outcome(future))
+            yield None
 
     for _ in _progress(run(), enabled=show_progress, desc="radiomics", total=len(files), unit="image"):
         pass

@@ -126,8 +126,15 @@ def max_bytes_from_env() -> int | None:
     return parse_size(os.environ.get("CONCEPTS_CACHE_MAX"), what="CONCEPTS_CACHE_MAX")
 
 
-def _private_mkdir(path: Path) -> None:
-    """Create ``path`` and any missing parents with mode 0700 (existing folders keep their mode)."""
+def make_private_dir(path: str | os.PathLike) -> None:
+    """Create ``path`` and any missing parents with mode 0700 (existing folders keep their mode).
+
+    Example:
+        >>> import tempfile; root = Path(tempfile.mkdtemp())
+        >>> make_private_dir(root / "a" / "b"); oct((root / "a").stat().st_mode & 0o777)
+        '0o700'
+    """
+    path = Path(path)
     missing = []
     probe = path
     while not probe.exists():
@@ -559,7 +566,7 @@ class Store:
         entry = self.entry_path(key)
         if (entry / _ENTRY).is_file():
             return  # written once: an existing entry (verified on read) is never overwritten
-        _private_mkdir(entry.parent)
+        make_private_dir(entry.parent)
         tmp = entry.parent / f"{_TMP_PREFIX}{key}-{os.getpid()}-{uuid.uuid4().hex}"
         tmp.mkdir(mode=0o700)
         try:
@@ -639,4 +646,5 @@ def _folder_size(folder: Path) -> int:
 #: The store's former name; every existing caller keeps working.
 ActivationCache = Store
 
-__all__ = ["ActivationCache", "FORMAT_VERSION", "Store", "default_cache_dir", "max_bytes_from_env", "parse_size"]
+__all__ = ["ActivationCache", "FORMAT_VERSION", "Store", "default_cache_dir", "make_private_dir", "max_bytes_from_env",
+           "parse_size"]
