@@ -59,11 +59,12 @@ def encode_frame(frame: pd.DataFrame, prefix: str) -> tuple[dict[str, Any], dict
         if not isinstance(name, str):
             raise TypeError(f"column name {name!r} is not text")
         series = frame[name]
-        if series.dtype == object:
+        if series.dtype == object or isinstance(series.dtype, pd.StringDtype):
             values = [None if v is None else _plain(v) for v in series.tolist()]
             if not all(isinstance(v, _SCALARS) for v in values):
                 raise TypeError(f"column {name!r} holds values that are not text or numbers")
-            columns.append({"name": name, "kind": "json", "values": values})
+            # The dtype's name restores pandas' text dtype ("str" in pandas 3) as well as "object".
+            columns.append({"name": name, "kind": "json", "dtype": str(series.dtype), "values": values})
         else:
             array = series.to_numpy()
             if array.dtype == object or array.dtype.kind not in "biufcUSM":
@@ -89,7 +90,9 @@ def decode_frame(data: dict[str, Any], arrays: dict[str, np.ndarray], prefix: st
     columns: dict[str, Any] = {}
     for j, column in enumerate(data["columns"]):
         if column["kind"] == "json":
-            columns[column["name"]] = pd.Series(column["values"], dtype=object)
+            values = pd.Series(column["values"], dtype=object)
+            dtype = column.get("dtype", "object")
+            columns[column["name"]] = values if dtype == "object" else values.astype(dtype)
         else:
             columns[column["name"]] = pd.Series(arrays[f"{prefix}/{j}"])
     frame = pd.DataFrame(columns, columns=[c["name"] for c in data["columns"]])

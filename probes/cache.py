@@ -206,6 +206,10 @@ class _Damaged(Exception):
     """An entry that exists but cannot be trusted (the message says why)."""
 
 
+class _OtherKind(Exception):
+    """An intact entry of another kind (a record asked for as an array): a miss, not damage."""
+
+
 def _check_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     checked = {}
     for name, array in arrays.items():
@@ -480,6 +484,8 @@ class Store:
         try:
             try:
                 loaded = self._load(key, entry, kind, full=False)
+            except _OtherKind:
+                return None
             except FileNotFoundError as exc:
                 # Evicted while being read (entries vanish whole): a miss. A file missing from an
                 # entry still in place is damage, or the key would stay unwritable for ever.
@@ -510,7 +516,7 @@ class Store:
         if record.get("format") != FORMAT_VERSION or record.get("key") != key:
             raise _Damaged(f"foreign entry (format {record.get('format')!r}, key {str(record.get('key'))[:12]}...)")
         if kind is not None and record.get("kind") != kind:
-            raise _Damaged(f"holds a {record.get('kind')!r} entry where a {kind!r} entry was expected")
+            raise _OtherKind(record.get("kind"))
         for name, info in files.items():
             if name not in (_ARRAY, _RECORD, _ARRAYS):
                 raise _Damaged(f"unexpected file {name!r}")
