@@ -602,8 +602,11 @@ def random_sets(source: str | Path | Sequence[ImageSet], n_sets: int, set_size: 
             problem = _describe_folder_problem(folder, recursive=False)
             raise ConceptFolderError(f"Random image folder: {problem}")
         pool = list_image_files(folder)
+        # A link back to the folder or above it (a symlink loop) is not a random set.
+        ancestors = {folder.resolve(), *folder.resolve().parents}
         subfolders = [d for d in sorted(folder.iterdir())
-                      if d.is_dir() and not d.name.startswith(".") and list_image_files(d)]
+                      if d.is_dir() and not d.name.startswith(".") and d.resolve() not in ancestors
+                      and list_image_files(d)]
         if pool and subfolders:
             raise ConceptFolderError(
                 f"Random image folder {str(folder)!r} holds both {len(pool)} images directly and "
