@@ -196,8 +196,9 @@ def _cmd_cache(args: argparse.Namespace) -> int:
         store = Store(root)
     except ValueError as exc:  # a malformed $CONCEPTS_CACHE_MAX
         return _fail(str(exc))
-    radiomics = root / "radiomics"
-    radiomics_files = sorted(radiomics.glob("*.json")) if radiomics.is_dir() else []
+    # Radiomics features are store entries now; files of the former layout are removed by clear.
+    legacy = root / "radiomics"
+    radiomics_files = sorted(legacy.glob("*.json")) if legacy.is_dir() else []
     if args.action == "info":
         info = store.info()
         print(f"cache folder: {root}{'' if root.is_dir() else ' (does not exist yet)'}")
@@ -205,8 +206,8 @@ def _cmd_cache(args: argparse.Namespace) -> int:
               "($CONCEPTS_CACHE_MAX)")
         for kind, size in info["bytes_by_kind"].items():
             print(f"  {kind}: {_human(size)}")
-        print(f"radiomics feature files: {len(radiomics_files)} "
-              f"({_human(sum(p.stat().st_size for p in radiomics_files))})")
+        if radiomics_files:
+            print(f"radiomics files of an older version: {len(radiomics_files)} (removed by 'concepts cache clear')")
         print(f"store format {info['format']}, package version {info['package_version']}")
         return 0
     if args.action == "verify":
@@ -220,7 +221,13 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     store.clear()
     for path in radiomics_files:
         path.unlink(missing_ok=True)
-    print(f"cleared {root}: {n} entries and {len(radiomics_files)} radiomics files removed")
+    if radiomics_files:
+        try:
+            legacy.rmdir()
+        except OSError:
+            pass  # something else lives there
+    print(f"cleared {root}: {n} entries removed" + (f" and {len(radiomics_files)} older radiomics files"
+                                                   if radiomics_files else ""))
     return 0
 
 

@@ -385,8 +385,10 @@ class Store:
             np.savez(buffer, **arrays)
             handle.write(buffer.getbuffer())
 
-        self._write(key, "record", {"arrays": sorted(arrays)}, meta,
-                    {_RECORD: lambda handle: handle.write(text.encode("utf-8")), _ARRAYS: write_npz})
+        writers: dict[str, Any] = {_RECORD: lambda handle: handle.write(text.encode("utf-8"))}
+        if arrays:  # a record without arrays (e.g. radiomics features) is one small JSON file
+            writers[_ARRAYS] = write_npz
+        self._write(key, "record", {"arrays": sorted(arrays)}, meta, writers)
 
     # -- maintenance ------------------------------------------------------------------------
     def entries(self) -> Iterator[Path]:
@@ -544,8 +546,9 @@ class Store:
                 arrays[_ARRAY] = array
             elif record["kind"] == "record":
                 data[_RECORD] = json.loads((entry / _RECORD).read_text(encoding="utf-8"))
-                with np.load(entry / _ARRAYS, allow_pickle=False) as npz:
-                    arrays = {name: npz[name] for name in npz.files}
+                if _ARRAYS in files:
+                    with np.load(entry / _ARRAYS, allow_pickle=False) as npz:
+                        arrays = {name: npz[name] for name in npz.files}
                 if sorted(arrays) != record.get("arrays"):
                     raise _Damaged("its arrays do not match its record")
             else:
