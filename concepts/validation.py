@@ -105,8 +105,14 @@ class Kind:
         return self.name
 
 
+def _is_collection(value: Any) -> bool:
+    """A list, tuple, array or pandas Index (anything sized and iterable that is not text or a mapping)."""
+    return (not isinstance(value, (str, bytes, Mapping)) and hasattr(value, "__len__")
+            and hasattr(value, "__iter__"))
+
+
 def _is_str_list(value: Any) -> bool:
-    return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+    return _is_collection(value) and all(isinstance(v, str) for v in value)
 
 
 BOOLEAN = Kind("True or False", lambda v: isinstance(v, bool) or type(v).__name__ == "bool_")
@@ -116,8 +122,8 @@ CALLABLE = Kind("a function", callable)
 TEXT = Kind("text", lambda v: isinstance(v, str))
 TEXT_LIST = Kind("a list of names", _is_str_list)
 NAMES_OR_INDICES = Kind("a list of class names or output indices",
-                        lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, (str, Integral))
-                                                                       and not isinstance(x, bool) for x in v))
+                        lambda v: _is_collection(v) and all(isinstance(x, (str, Integral))
+                                                            and not isinstance(x, bool) for x in v))
 CLASS_NAMES = Kind("a list of class names or a {name: index} dict",
                    lambda v: _is_str_list(v) or (isinstance(v, Mapping) and all(isinstance(k, str) for k in v)))
 CLASSIFIER = Kind("a scikit-learn classifier (an object with fit)", lambda v: callable(getattr(v, "fit", None)))

@@ -442,6 +442,7 @@ class Store:
             >>> Store().verify()
             []
         """
+        self.sweep()
         problems = []
         for entry in list(self.entries()):
             try:
@@ -453,6 +454,32 @@ class Store:
             except FileNotFoundError:
                 continue  # removed by someone else meanwhile
         return problems
+
+    def sweep(self, max_age_s: float = 3600.0) -> int:
+        """Remove temporary folders older than ``max_age_s`` (left by killed writers); return how many.
+
+        They are never visible as entries; this only gives their space back.
+
+        Example:
+            >>> Store().sweep()
+            0
+        """
+        if self.directory is None or not self.directory.is_dir():
+            return 0
+        removed = 0
+        cutoff = time.time() - max_age_s
+        for sub in self.directory.iterdir():
+            if not (sub.is_dir() and re.fullmatch(r"[0-9a-f]{2}", sub.name)):
+                continue
+            for path in sub.iterdir():
+                if path.name.startswith((_TMP_PREFIX, _TRASH_PREFIX)):
+                    try:
+                        if path.stat().st_mtime < cutoff:
+                            shutil.rmtree(path, ignore_errors=True)
+                            removed += 1
+                    except OSError:
+                        continue
+        return removed
 
     def clear(self) -> None:
         """Remove every entry (only folders and files this store writes are touched).
@@ -622,6 +649,7 @@ class Store:
     def _evict(self, newest: Path) -> None:
         """Remove least recently used entries until the store is under 90 % of its cap."""
         assert self.max_bytes is not None
+        self.sweep()
         ranked = []
         for entry in self.entries():
             try:

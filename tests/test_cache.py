@@ -457,3 +457,31 @@ def test_outcome_encoding_is_exact():
     assert fields["provenance"] == {"seed": 0, "layers": {"conv1": {"shape": [4, 4, 2]}}, "alpha": 0.5}
     with pytest.raises(TypeError, match="object"):
         encode_outcome(table, {}, {}, {"x": object()})
+
+
+def test_sweep_removes_only_stale_temporary_folders(tmp_path):
+    import os
+    import time
+
+    cache = ActivationCache(tmp_path)
+    key = ActivationCache.make_key("kept")
+    cache.put(key, np.ones(2))
+    sub = cache.entry_path(key).parent
+    stale, fresh = sub / ".tmp-stale", sub / ".tmp-fresh"
+    stale.mkdir()
+    fresh.mkdir()
+    os.utime(stale, (time.time() - 7200,) * 2)
+    assert cache.sweep() == 1
+    assert not stale.exists() and fresh.exists() and key in cache
+
+
+def test_collections_of_names_are_accepted():
+    import pandas as pd
+
+    from concepts.validation import OptionError, validate_options
+
+    validate_options({"columns": pd.Index(["a", "b"]), "classes": np.array([0, 1]), "layers": ("c1", "c2")})
+    with pytest.raises(OptionError, match="columns=.*a list of names"):
+        validate_options({"columns": [1, 2]})
+    with pytest.raises(OptionError, match="Unknown option 'n_randoms'.*'n_random'"):
+        validate_options({"n_randoms": 3})
