@@ -64,6 +64,12 @@ class Report(ScoreResult):
         from .html import render_html, write_html
 
         notes = list(self.sanity.get("notes", []))
+        skipped = self.provenance.get("skipped_images") or []
+        if skipped:
+            # Left out with on_error="skip": say so where it is read, not only in the provenance.
+            shown = "; ".join(f"{item['path']} ({item['reason']})" for item in skipped[:20])
+            notes.append(f"{len(skipped)} image file(s) could not be used and were left out (on_error='skip'): "
+                         f"{shown}{' ...' if len(skipped) > 20 else ''}")
         figures = self.figures() if figures is None else figures
         html = render_html(self._table, title=self.title, figures=figures, provenance=self.provenance,
                            headline=self.headline, notes=notes or None, alpha=self.significance)

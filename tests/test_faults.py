@@ -182,7 +182,8 @@ def test_report_lists_skipped_images(model, data, tmp_path):
         rep = concepts.report(model, ["conv1"], concepts=[data / "concepts" / "horizontal"], data=data,
                               cache_dir=False, on_error="skip", **FAST)
     html = rep.save(tmp_path / "report")["html"].read_text()
-    assert "zz_empty.png" in html and "empty file" in html
+    notes = html.split('<section id="notes">', 1)[1].split("</section>", 1)[0]
+    assert "1 image file(s) could not be used" in notes and "zz_empty.png (empty file (0 bytes))" in notes
 
 
 # ------------------------------------------------------------------------------------------ bad folders
