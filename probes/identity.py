@@ -21,6 +21,7 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -194,10 +195,12 @@ def is_identified(fingerprint: str) -> bool:
     return not str(fingerprint).startswith(UNIDENTIFIED_PREFIX)
 
 
+@functools.lru_cache(maxsize=1)
 def package_version() -> str:
     """The installed version of ``concepts-toolkit`` (``"unknown"`` when it is not installed).
 
-    It enters every cache key, so an upgrade never reuses results computed by older code.
+    It enters every cache key, so an upgrade never reuses results computed by older code. Looked
+    up once per process (the metadata scan costs about a millisecond, and every key needs it).
 
     Example:
         >>> isinstance(package_version(), str)
