@@ -250,6 +250,7 @@ class Store:
         self._memory: dict[str, tuple[dict, dict[str, np.ndarray]]] = {}
         self._used: int | None = None  # bytes on disk, counted on the first write that needs it
         self._lock = threading.Lock()
+        self._write_warned = False
 
     def __repr__(self) -> str:
         where = "memory" if self.directory is None else str(self.directory)
@@ -598,6 +599,20 @@ class Store:
 
     # -- internals: writing -----------------------------------------------------------------
     def _write(self, key: str, kind: str, extra: dict, meta: dict | None, writers: dict[str, Any]) -> None:
+        """Write one entry; a store that cannot be written (read-only, full, removed) is warned about once.
+
+        Losing a cache write costs a recomputation later, never a result now, so the run goes on.
+        """
+        try:
+            self._write_entry(key, kind, extra, meta, writers)
+        except OSError as exc:
+            if not self._write_warned:
+                self._write_warned = True
+                warnings.warn(f"Cannot write to the cache {self.directory} ({type(exc).__name__}: {exc}); "
+                              "continuing without storing results there. Set CONCEPTS_CACHE_DIR or pass "
+                              "cache_dir=... (False keeps everything in memory).", UserWarning, stacklevel=4)
+
+    def _write_entry(self, key: str, kind: str, extra: dict, meta: dict | None, writers: dict[str, Any]) -> None:
         assert self.directory is not None
         entry = self.entry_path(key)
         if (entry / _ENTRY).is_file():

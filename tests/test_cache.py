@@ -485,3 +485,14 @@ def test_collections_of_names_are_accepted():
         validate_options({"columns": [1, 2]})
     with pytest.raises(OptionError, match="Unknown option 'n_randoms'.*'n_random'"):
         validate_options({"n_randoms": 3})
+
+
+def test_an_unwritable_store_warns_once_and_the_run_goes_on(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the store's folder should be")
+    cache = ActivationCache(blocker / "store")
+    with pytest.warns(UserWarning, match="Cannot write to the cache") as caught:
+        for i in range(3):
+            cache.put(ActivationCache.make_key("w", str(i)), np.ones(2))
+    assert len([w for w in caught if "Cannot write" in str(w.message)]) == 1
+    assert cache.get(ActivationCache.make_key("w", "0")) is None
