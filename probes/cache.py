@@ -49,7 +49,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from probes.errors import CacheCorruptionWarning
-from probes.identity import package_version
+from probes.identity import package_version, sha256_file
 
 #: Version of the on-disk layout; it enters every key, so entries of another layout are never read.
 FORMAT_VERSION = 2
@@ -61,7 +61,6 @@ MMAP_THRESHOLD_BYTES = 16 * 2 ** 20
 FULL_CHECK_BYTES = 4 * 2 ** 20
 
 _SAMPLE = 64 * 2 ** 10
-_CHUNK = 2 ** 20
 _KEY_RE = re.compile(r"^[0-9a-f]{8,128}$")
 _ENTRY = "entry.json"
 _ARRAY = "array.npy"
@@ -191,14 +190,6 @@ def _sample_sha256(path: Path, size: int) -> str:
         if size > 2 * _SAMPLE:
             handle.seek(size - _SAMPLE)
         digest.update(handle.read(_SAMPLE))
-    return digest.hexdigest()
-
-
-def _full_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(block)
     return digest.hexdigest()
 
 
@@ -555,7 +546,7 @@ class Store:
             if size != int(info["size"]):
                 raise _Damaged(f"{name}: size {size} bytes, expected {info['size']}")
             if full or size <= FULL_CHECK_BYTES:
-                if _full_sha256(path) != info["sha256"]:
+                if sha256_file(path) != info["sha256"]:
                     raise _Damaged(f"{name}: content hash does not match")
             elif _sample_sha256(path, size) != info["sample_sha256"]:
                 raise _Damaged(f"{name}: content hash does not match")
