@@ -61,10 +61,16 @@ def _pil_problem(path: Path, size: int) -> str | None:
     with open(path, "rb") as raw:
         raw.seek(max(0, size - 64))
         tail = raw.read()
-    if fmt == "PNG" and _PNG_END not in tail:
-        return "truncated PNG (no IEND chunk at its end)"
-    if fmt == "JPEG" and b"\xff\xd9" not in tail:
-        return "truncated JPEG (no end-of-image marker)"
+    missing = ((fmt == "PNG" and _PNG_END not in tail and "no IEND chunk at its end")
+               or (fmt == "JPEG" and b"\xff\xd9" not in tail and "no end-of-image marker"))
+    if not missing:
+        return None
+    # Some writers append bytes after the end marker: only a failed full decode proves truncation.
+    try:
+        with Image.open(path) as handle:
+            handle.load()
+    except Exception as exc:
+        return f"truncated {fmt} ({missing}; decoding fails: {exc})"
     return None
 
 

@@ -151,14 +151,17 @@ def test_tiny_image_is_used(model, data, clean):
     assert len(result.to_frame()) == len(clean)
 
 
-@pytest.mark.parametrize("suffix", [".jpg", ".tif"])
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".tif"])
 def test_truncated_jpeg_and_tiff_are_caught_by_the_cheap_check(tmp_path, suffix):
     from concepts.screening import image_problem
 
     path = tmp_path / f"scan{suffix}"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)).save(path)
     assert image_problem(path) is None
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    whole = path.read_bytes()
+    path.write_bytes(whole + b"\0" * 200)  # bytes appended after the end marker: still a good image
+    assert image_problem(path) is None
+    path.write_bytes(whole[: len(whole) // 2])
     assert "truncated" in image_problem(path)
 
 
