@@ -228,21 +228,23 @@ def _classify_final(op: Any) -> tuple[str, str]:
 
 
 def _model_fingerprint(model: Any) -> str:
-    """SHA-256 over the model's config JSON and every weight's bytes, in order."""
-    digest = hashlib.sha256()
-    digest.update(_ENGINE_VERSION.encode())
-    digest.update(type(model).__name__.encode())
-    try:
-        config = json.dumps(model.get_config(), sort_keys=True, default=repr)
-    except Exception:  # custom layers without get_config: fall back to the structure we can see
-        config = json.dumps([(w.path, tuple(w.shape), str(w.dtype)) for w in model.weights])
-    digest.update(f"{len(config)}:".encode())
-    digest.update(config.encode())
-    for weight in model.weights:
-        value = np.ascontiguousarray(np.asarray(weight.numpy()))
-        digest.update(f"{weight.path}|{value.dtype.str}|{value.shape}|".encode())
-        digest.update(value.data)
-    return digest.hexdigest()
+    """The engine version plus :func:`probes.identity.model_identity` (config, weights, custom code).
+
+    A model whose identity cannot be established (``get_config`` fails) gets a fingerprint that
+    matches nothing (:func:`probes.identity.unidentified_fingerprint`), with one warning: its
+    results are computed but never matched to another model's cached ones.
+    """
+    from probes.identity import model_identity, unidentified_fingerprint
+
+    identity = model_identity(model)
+    if identity is None:
+        import warnings
+
+        warnings.warn(f"Model {getattr(model, 'name', type(model).__name__)!r} cannot be identified "
+                      "(its get_config() fails), so nothing computed with it is cached. Implement get_config() "
+                      "in its custom layers to enable caching.", UserWarning, stacklevel=3)
+        return unidentified_fingerprint()
+    return hashlib.sha256(f"{_ENGINE_VERSION}|{identity}".encode()).hexdigest()
 
 
 class _Recorder:
