@@ -21,6 +21,11 @@ Each case writes the toolkit's folder convention (``classes/``, ``concepts/``, `
 Every case also writes ``noise_XX`` concepts drawn from the same distribution as the random
 images: they must come out significant no more often than the nominal rate.
 
+A trained model need not carry out every planted relation: :func:`output_effects` measures what
+each planted concept's images do to each class logit against random images, and a cell whose
+difference is not clearly there in the expected direction (Welch p >= 1e-3) has no known answer in
+any layer; it is moved to ``PlantedCase.undetermined`` (with the reason) and left out of the scores.
+
 Example:
     >>> from benchmarks.planted import make_case
     >>> case = make_case("lesion", "/tmp/planted", size="small")  # doctest: +SKIP
@@ -58,6 +63,8 @@ class PlantedCase:
     layers: list[str]
     expected: dict[tuple[str, str], int]
     noise_concepts: list[str] = field(default_factory=list)
+    #: Planted cells the trained model does not actually carry out (see :func:`output_effects`).
+    undetermined: dict[tuple[str, str], str] = field(default_factory=dict)
 
     @property
     def concepts(self) -> list[Path]:
@@ -215,6 +222,53 @@ def _write_common(root: Path, spec: dict[str, Any], rng: np.random.Generator, co
     return noise
 
 
+def output_effects(model: Any, data: Path, expected: dict[tuple[str, str], int],
+                   n_random: int = 400) -> dict[tuple[str, str], tuple[float, float]]:
+    """What each planted concept does to each class logit at the model's output: ``(difference, p)``.
+
+    The difference is the mean logit of the concept's images minus that of random-pool images, and
+    ``p`` is Welch's test between them. A trained model does not always carry out every planted
+    relation (a weak concept can leave the logits where random images leave them), and then no layer
+    has a direction to find: such a cell has no known answer and is left out of the sign accuracy.
+    """
+    import scipy.stats
+
+    from concepts.layout import read_class_names
+    from concepts.sets import ImageSet
+    from probes.engine import Engine
+
+    engine = Engine(model, [], target="logit", progress=False)
+    shape = tuple(engine.input_shape)
+    classes = read_class_names(data / "classes.txt")
+    pool = sorted((data / "random").glob("*.png"))[:n_random]
+    random_logits = engine.outputs(ImageSet(pool, input_shape=shape))
+    effects = {}
+    for concept in sorted({c for _, c in expected}):
+        files = sorted((data / "concepts" / concept).glob("*.png"))
+        logits = engine.outputs(ImageSet(files, input_shape=shape))
+        for cls in classes:
+            if (cls, concept) not in expected:
+                continue
+            k = classes.index(cls)
+            test = scipy.stats.ttest_ind(logits[:, k], random_logits[:, k], equal_var=False)
+            effects[(cls, concept)] = (float(logits[:, k].mean() - random_logits[:, k].mean()), float(test.pvalue))
+    return effects
+
+
+def _determined(expected: dict, effects: dict, max_p: float = 1e-3) -> tuple[dict, dict]:
+    """Split the planted cells into those the model carries out and those it does not (with why)."""
+    known, undetermined = {}, {}
+    for cell, sign in expected.items():
+        difference, p = effects[cell]
+        if p < max_p and np.sign(difference) == sign:
+            known[cell] = sign
+        else:
+            undetermined[cell] = (f"the model leaves this logit where random images leave it "
+                                  f"(difference {difference:+.2f}, p = {p:.2g})" if p >= max_p else
+                                  f"the model does the opposite of the construction (difference {difference:+.2f})")
+    return known, undetermined
+
+
 def make_case(name: str, work: str | Path, size: str = "small", seed: int = 0) -> PlantedCase:
     """Write (or reuse) planted case ``name`` under ``work/name-size`` and return it.
 
@@ -262,4 +316,5 @@ def make_case(name: str, work: str | Path, size: str = "small", seed: int = 0) -
             expected[("lesion_textured", concept)] = sign
             expected[("lesion_smooth", concept)] = -sign
     done.write_text(json.dumps({"name": name, "size": size, "seed": seed}))
-    return PlantedCase(name, root, model, layers, expected, noise)
+    known, undetermined = _determined(expected, output_effects(model, root, expected))
+    return PlantedCase(name, root, model, layers, known, noise, undetermined)

@@ -73,8 +73,9 @@ def run_setting(case: PlantedCase, method: str, statistic: str, n_random: int, c
                                 n_random=n_random, cav=method, statistic=statistic, seed=seed,
                                 cache_dir=cache, progress=False, robustness=False)
     seconds = time.perf_counter() - start
+    undetermined = [f"{cls} / {concept}: {why}" for (cls, concept), why in sorted(case.undetermined.items())]
     return {"case": case.name, "method": method, "statistic": statistic, "n_random": n_random,
-            "seconds": seconds, **evaluate(case, result.to_frame(), statistic)}
+            "seconds": seconds, "undetermined": undetermined, **evaluate(case, result.to_frame(), statistic)}
 
 
 def run_study(work: Path, size: str, methods=METHODS, statistics=STATISTICS, randoms=(10, 20, 50, 100),
@@ -213,6 +214,16 @@ def render(frame: pd.DataFrame, size: str, seconds: float, compat: dict[str, Any
               _table(frame, "power", ".2f"), "",
               "## False-positive rate on noise concepts (uncorrected p < 0.05)", "", _table(frame, "fpr", ".3f"),
               "", "![power and calibration](validation.png)", ""]
+    if "undetermined" in frame:
+        lines += ["## Planted cells without a known answer", "",
+                  "Each planted (class, concept) cell was checked at the model's output first: the concept's images "
+                  "against random images, on that class's logit (Welch's test). Cells the trained model does not "
+                  "carry out have no direction to find in any layer and are left out of the scores above:", ""]
+        for case, part in frame.groupby("case"):
+            cells = part["undetermined"].iloc[0]
+            lines.append(f"- **{case}**: " + ("; ".join(cells) if len(cells) else "none — every planted cell is "
+                                               "carried out by the model"))
+        lines.append("")
     if compat:
         lines += ["## The original procedure (`compat=\"tcav\"`)", "",
                   "Noise concepts of the lesion case (drawn like the random images), R = 20, two seeds; the "

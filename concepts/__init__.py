@@ -22,6 +22,7 @@ _PUBLIC = {
     "score": "concepts.scoring",
     "ScoreResult": "concepts.scoring",
     "report": "concepts.reporting",
+    "layers": "concepts.layer_browser",
     "Report": "concepts.reporting",
     "compare": "concepts.comparison",
     "Comparison": "concepts.comparison",

@@ -46,7 +46,6 @@ Statistics per (class, layer, concept):
 from __future__ import annotations
 
 import hashlib
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -64,6 +63,8 @@ from probes.regression import RegressionProbe, pool_activations, shuffled_fits
 from probes.stats import adjust_pvalues, bootstrap_ci, bootstrap_diff_ci, prediction_test, student_t_pvalue
 from probes.streaming import ProjectionSpace, Projections as _Projections, project_batches
 from probes.ubs import ubs_pvalue
+
+from .outcome_store import ENCODING_VERSION, decode_outcome, encode_outcome
 
 COLUMNS = [
     "class", "layer", "concept", "kind", "score", "score_ci_low", "score_ci_high", "null_mean", "effect",
@@ -456,7 +457,7 @@ class Analysis:
         """Everything that determines the outcome: model, layers, target, every image set's content,
         every measure's values, and every option except the progress bars."""
         opts = self.options
-        parts = ["outcome-v2", self.engine.fingerprint, self.engine.target, *self.engine.layers,
+        parts = ["outcome-v2", ENCODING_VERSION, self.engine.fingerprint, self.engine.target, *self.engine.layers,
                  *[f"class:{c.name}:{c.index}:{self._key(c.images)}" for c in classes],
                  *[f"concept:{c.name}:{self._key(c.images)}" for c in folder_concepts],
                  *[f"measure:{m.name}:{self._key(m.images)}:{hash_array(np.asarray(m.values, float))}"
@@ -466,23 +467,34 @@ class Analysis:
         return ActivationCache.make_key(*parts)
 
     def _cached_outcome(self, key: str) -> Outcome | None:
+        """The stored outcome (JSON + arrays, never pickle), or None; a bad entry is recomputed."""
         if self.cache is None:
             return None
-        stored = self.cache.get(key)
+        stored = self.cache.get_record(key)
         if stored is None:
             return None
         try:
-            outcome = pickle.loads(np.asarray(stored, dtype=np.uint8).tobytes())
-        except Exception:  # an entry from an incompatible version: recompute it
+            outcome = Outcome(**decode_outcome(*stored))
+        except (KeyError, TypeError, ValueError) as exc:
+            import warnings
+
+            from probes.errors import CacheCorruptionWarning
+
+            warnings.warn(f"Cached result {key[:16]}... cannot be decoded ({type(exc).__name__}: {exc}); it is "
+                          "recomputed.", CacheCorruptionWarning, stacklevel=3)
             return None
         outcome.provenance["engine_batches"] = 0
         outcome.provenance["from_result_cache"] = True
         return outcome
 
     def _store_outcome(self, key: str, outcome: Outcome) -> None:
-        if self.cache is not None:
-            payload = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
-            self.cache.put(key, np.frombuffer(payload, dtype=np.uint8), meta={"kind": "outcome"})
+        if self.cache is None:
+            return
+        try:
+            data, arrays = encode_outcome(outcome.table, outcome.runs, outcome.scatter, outcome.provenance)
+        except TypeError:
+            return  # something only code could rebuild (e.g. an object in provenance): not cached
+        self.cache.put_record(key, data, arrays, meta={"kind": "outcome"})
 
     # ---------------------------------------------------------------- CAVs
     def _cav_tasks(self, folder_concepts: Sequence[FolderConcept], random_sets: Sequence[Any],

@@ -7,6 +7,8 @@
     concepts measures IMAGES --masks MASKS --out table.csv
     concepts manifest DATA_DIR [--out FILE] | concepts manifest --check FILE [DATA_DIR]
     concepts demo [--case histology|mri] [--out DIR]
+    concepts layers MODEL [--suggested] [--output NAME]
+    concepts cache info|verify|clear [--dir DIR]
 
 Bad arguments end with one line saying what was wrong and how to fix it, and a non-zero exit.
 """
@@ -95,6 +97,21 @@ def _parser() -> argparse.ArgumentParser:
     man.add_argument("--name", help="manifest name (default: the folder name)")
     man.add_argument("--check", metavar="MANIFEST", help="verify DATA_DIR (default: the manifest's root) against "
                                                          "MANIFEST and list changed, vanished and new files")
+
+    lay = sub.add_parser("layers", help="list a model's layers, their shapes and the suggested probe points",
+                         description="Print every layer of a saved model (nested models as outer/inner) with its "
+                                     "output shape, width, whether it can be probed, and the suggested layers "
+                                     "(block and stage ends). The paths are what --layers takes.")
+    lay.add_argument("model", metavar="MODEL", help="a saved Keras model (.keras or .h5)")
+    lay.add_argument("--suggested", action="store_true", help="only the suggested layers")
+    lay.add_argument("--output", help="the explained output of a multi-output model (name or index)")
+
+    cache = sub.add_parser("cache", help="show, verify or clear the on-disk cache",
+                           description="info: where the cache is and what it holds; verify: check every byte of "
+                                       "every entry and remove damaged ones (exit 1 if any); clear: remove every "
+                                       "entry the toolkit wrote (activations, vectors, results, radiomics).")
+    cache.add_argument("action", choices=["info", "verify", "clear"])
+    cache.add_argument("--dir", help="cache folder (default: $CONCEPTS_CACHE_DIR or ~/.cache/concepts-toolkit)")
 
     demo = sub.add_parser("demo", help="build the real-data demo, train its model and write its report",
                           description="Build a demo case from real medical images shipped in installed packages, "
@@ -266,6 +283,79 @@ def _cmd_manifest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_layers(args: argparse.Namespace) -> int:
+    if not Path(args.model).exists():
+        return _fail(f"model file {args.model!r} does not exist; give a saved Keras model (.keras or .h5).")
+    import pandas as pd
+
+    from .layer_browser import layers
+
+    output = int(args.output) if args.output is not None and args.output.lstrip("-").isdigit() else args.output
+    table = layers(args.model, output=output, suggested_only=args.suggested)
+    table = table.assign(probeable=table["probeable"].map({True: "yes", False: "no"}),
+                         suggested=table["suggested"].map({True: "*", False: ""}),
+                         stage_end=table["stage_end"].map({True: "stage", False: ""}))
+    with pd.option_context("display.max_rows", None, "display.max_colwidth", 80, "display.width", 200):
+        print(table.drop(columns=["depth"]).to_string(index=False))
+    n_suggested = (table["suggested"] == "*").sum()
+    print(f"\n{len(table)} layers; {n_suggested} suggested (*), stage ends marked 'stage'. "
+          "Pass a path to --layers (concepts report) or to concepts.score(model, PATH, ...).")
+    return 0
+
+
+def _human(n: int | None) -> str:
+    if n is None:
+        return "no cap"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from probes.cache import Store, default_cache_dir
+
+    root = Path(args.dir).expanduser() if args.dir else default_cache_dir()
+    try:
+        store = Store(root)
+    except ValueError as exc:  # a malformed $CONCEPTS_CACHE_MAX
+        return _fail(str(exc))
+    # Radiomics features are store entries now; files of the former layout are removed by clear.
+    legacy = root / "radiomics"
+    radiomics_files = sorted(legacy.glob("*.json")) if legacy.is_dir() else []
+    if args.action == "info":
+        info = store.info()
+        print(f"cache folder: {root}{'' if root.is_dir() else ' (does not exist yet)'}")
+        print(f"entries: {info['entries']} ({_human(info['bytes'])}), size cap: {_human(info['max_bytes'])} "
+              "($CONCEPTS_CACHE_MAX)")
+        for kind, size in info["bytes_by_kind"].items():
+            print(f"  {kind}: {_human(size)}")
+        if radiomics_files:
+            print(f"radiomics files of an older version: {len(radiomics_files)} (removed by 'concepts cache clear')")
+        print(f"store format {info['format']}, package version {info['package_version']}")
+        return 0
+    if args.action == "verify":
+        problems = store.verify()
+        for entry, problem in problems:
+            print(f"damaged (removed): {entry}: {problem}")
+        print(f"verified {root}: {len(problems)} damaged entr{'y' if len(problems) == 1 else 'ies'} removed"
+              if problems else f"verified {root}: every entry is intact")
+        return 1 if problems else 0
+    n = sum(1 for _ in store.entries())
+    store.clear()
+    for path in radiomics_files:
+        path.unlink(missing_ok=True)
+    if radiomics_files:
+        try:
+            legacy.rmdir()
+        except OSError:
+            pass  # something else lives there
+    print(f"cleared {root}: {n} entries removed" + (f" and {len(radiomics_files)} older radiomics files"
+                                                   if radiomics_files else ""))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo.run import run_demo
 
@@ -292,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import ToolkitError
 
     commands = {"report": _cmd_report, "compare": _cmd_compare, "measures": _cmd_measures,
-                "manifest": _cmd_manifest, "demo": _cmd_demo}
+                "manifest": _cmd_manifest, "demo": _cmd_demo, "layers": _cmd_layers, "cache": _cmd_cache}
     try:
         return commands[args.command](args)
     except ToolkitError as exc:

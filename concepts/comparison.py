@@ -29,7 +29,7 @@ import pandas as pd
 
 from probes.engine import Engine
 
-from .analysis import Analysis, Options, Outcome
+from .analysis import DEFAULT_CAV, DEFAULT_STATISTIC, Analysis, Options, Outcome
 from .scoring import ScoreResult, map_context, prepare
 
 __all__ = ["compare", "Comparison", "relative_depths", "consistency_table"]
@@ -405,8 +405,9 @@ def compare(models: Mapping[str, Any], layers: Mapping[str, Sequence[str]] | Seq
             classes: Sequence[str | int] | None = None, *, data: str | os.PathLike | None = None,
             measures: Sequence[Any] | None = None, examples: Any = None,
             class_names: Sequence[str] | Mapping[str, int] | None = None, random: Any = None, n_random: int = 20,
-            null_pairs: str = "auto", statistic: str = "ubs", target: str = "logit", seed: int = 0,
+            null_pairs: str = "auto", statistic: str = DEFAULT_STATISTIC, target: str = "logit", seed: int = 0,
             preprocess: Callable | None = None, batch_size: int = 32, classifier: Any = None,
+            cav: str = DEFAULT_CAV, C: float = 1.0, compat: str | None = None, robustness: bool = True,
             alpha: float | str = "auto", alpha_scale: float = 0.1, test_size: float = 0.3,
             correction: str = "holm", significance: float = 0.05, n_directions: int = 1000,
             pool: str | bool = "auto", n_boot: int = 1000, cache_dir: str | os.PathLike | bool | None = None,
@@ -420,7 +421,8 @@ def compare(models: Mapping[str, Any], layers: Mapping[str, Sequence[str]] | Seq
     layers : mapping or sequence
         ``{name: [layer, ...]}`` per model (in model order), or one list every model has.
     concepts, classes, data, measures, examples, class_names, random, n_random, null_pairs, statistic, target,
-    seed, preprocess, batch_size, classifier, alpha, alpha_scale, test_size, correction, significance,
+    seed, preprocess, batch_size, classifier, cav, C, compat, robustness, alpha, alpha_scale, test_size,
+    correction, significance,
     n_directions, pool, cache_dir, progress
         As in :func:`concepts.report` (each model gets its own correction, as in its own report).
     n_boot : int
@@ -450,7 +452,7 @@ def compare(models: Mapping[str, Any], layers: Mapping[str, Sequence[str]] | Seq
     per_model = _layers_per_model(models, layers)
     concept_list = concept_list_for(concepts, measures, data)
     options = Options(n_random=n_random, null_pairs=null_pairs, statistic=statistic, seed=seed, classifier=classifier,
-                      alpha=alpha, alpha_scale=alpha_scale, test_size=test_size, correction=correction,
+                      cav=cav, C=C, compat=compat, robustness=robustness, alpha=alpha, alpha_scale=alpha_scale, test_size=test_size, correction=correction,
                       significance=significance, n_directions=n_directions, pool=pool, progress=progress)
     kwargs = dict(data=data, examples=examples, classes=classes, class_names=class_names, random=random,
                   target=target, preprocess=preprocess, batch_size=batch_size, cache_dir=cache_dir, options=options)

@@ -264,6 +264,10 @@ _HOW_TO_READ = [
     ("zero_fraction", "The fraction of class examples whose directional derivative is exactly 0 "
      "(typically dead ReLU units). They count as neither positive nor negative; a large fraction "
      "makes the TCAV score less informative."),
+    ("layer", "The probed layer, as a path ('outer/inner' for layers of nested models such as a "
+              "backbone inside a classification head). Every layer of a model, its shape and the suggested "
+              "probe points (the ends of blocks and stages) are listed by concepts.layers(model) in Python "
+              "or 'concepts layers MODEL_FILE' on the command line."),
     ("d, n_examples, n_random, target, seed", "Layer width, number of class examples, number of "
      "random runs, the quantity differentiated (logit by default) and the random seed."),
 ]

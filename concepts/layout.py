@@ -96,8 +96,13 @@ def read_class_names(path: str | Path) -> list[str]:
     """Class names from a ``classes.txt`` (one per line, in output-index order; blank lines ignored)."""
     names = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
     names = [n for n in names if n and not n.startswith("#")]
-    if len(set(names)) != len(names):
-        raise ConceptFolderError(f"{str(path)!r} names a class twice; each line must be a distinct class name.")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        lines = {n: [i + 1 for i, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines())
+                     if line.strip() == n] for n in repeated}
+        shown = "; ".join(f"{n!r} on lines {', '.join(map(str, lines[n]))}" for n in repeated)
+        raise ConceptFolderError(f"{str(path)!r} names a class more than once: {shown}. Each line must be a "
+                                 "distinct class name, in the model's output order; remove the repeats.")
     return names
 
 

@@ -16,13 +16,14 @@ Example:
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
+
+from probes.identity import sha256_file as _sha256_file
 
 from .errors import ConceptFolderError, ToolkitError
 
@@ -42,15 +43,26 @@ class ManifestError(ToolkitError, ValueError):
 def sha256_file(path: str | Path) -> str:
     """SHA-256 hex digest of a file's bytes, read in 1 MiB chunks (memory stays flat for big files).
 
+    The one implementation lives in :func:`probes.identity.sha256_file`; this name is kept for
+    callers of the manifest API.
+
     Example:
         >>> sha256_file("data/classes.txt")  # doctest: +SKIP
         'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'
     """
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return _sha256_file(path)
+
+
+def _unsafe_reason(rel: str) -> str | None:
+    """Why a manifest path could reach outside its data folder (None when it cannot)."""
+    if not rel or "\x00" in rel:
+        return "an empty path or a NUL byte"
+    posix = Path(rel)
+    if posix.is_absolute() or rel.startswith(("/", "\\")) or (len(rel) > 1 and rel[1] == ":"):
+        return "an absolute path"
+    if ".." in rel.replace("\\", "/").split("/"):
+        return "a '..' component"
+    return None
 
 
 def set_of(relative_path: str | Path) -> str:
@@ -78,7 +90,18 @@ def _walk(data_dir: Path, skip: Path | None = None) -> Iterator[tuple[str, Path]
     operating systems and editors create and delete them at will; they are not data.
     """
     entries = []
+    seen: set[tuple[int, int]] = set()
     for root, dirs, files in os.walk(data_dir, followlinks=True):
+        # Followed links can lead back to a folder already walked (a symlink loop): walk each once.
+        try:
+            stat = os.stat(root)
+        except OSError:
+            dirs[:] = []
+            continue
+        if (stat.st_dev, stat.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for file_name in files:
             if file_name.startswith("."):
@@ -188,6 +211,12 @@ def read_manifest(manifest: str | Path) -> dict:
             for f in files):
         raise ManifestError(f"Manifest {str(path)!r} has no valid 'files' list (each entry needs 'path' "
                             "and 'sha256'); it was not written by write_manifest or was edited by hand.")
+    # A manifest is data from elsewhere: it may only name files inside the folder it describes.
+    unsafe = [(f["path"], why) for f in files if (why := _unsafe_reason(f["path"])) is not None]
+    if unsafe:
+        shown = "; ".join(f"{rel!r} ({why})" for rel, why in unsafe[:5])
+        raise ManifestError(f"Manifest {str(path)!r} names {len(unsafe)} path(s) outside its data folder: {shown}. "
+                            "Manifest paths must be relative to the data folder, without '..'; refusing to use it.")
     return data
 
 

@@ -10,8 +10,10 @@ regression concept vectors (RCVs) regress it on a layer's activations. Three way
 Radiomics features are computed by pyradiomics on one grayscale channel (see ``channel``) inside
 a mask (nonzero pixels; the whole image without masks). Failures stay local: an image whose
 region is empty, too small or constant, or for which pyradiomics raises, gets NaN values and an
-entry in ``failures``; one summary warning says how many. Results are cached per image, keyed
-on the image bytes, mask bytes, parameters, channel and pyradiomics version.
+entry in ``failures``; one summary warning says how many. Results are cached per image in the
+toolkit's store (:class:`probes.cache.Store`), keyed on the image bytes, mask bytes, parameters,
+channel, pyradiomics version and toolkit version. Parallel work runs in spawn-safe (loky) worker
+processes: never a fork of a process that has loaded TensorFlow.
 
 Images are identified everywhere by ``str(Path(p).resolve())`` (the table's index, a measure's
 ``values`` index, the ``image`` of a failure), so look-ups work whatever relative path was given.
@@ -28,11 +30,9 @@ import inspect
 import json
 import logging
 import math
-import multiprocessing
 import os
 import re
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -41,7 +41,8 @@ from typing import Any, Callable, Union
 import numpy as np
 import pandas as pd
 
-from probes.errors import CacheCorruptionWarning
+from probes.cache import Store, default_cache_dir
+from probes.identity import file_sha256, package_version
 from probes.progress import progress as _progress
 
 from .errors import ConceptFolderError, ImageReadError, MeasureError
@@ -571,88 +572,68 @@ def _init_worker() -> None:
     warnings.simplefilter("ignore")
 
 
-def _pool_context():
-    # fork starts workers in milliseconds without re-importing the toolkit (and TensorFlow, which
-    # the parent may have loaded); workers only run numpy/SimpleITK/pyradiomics. Elsewhere the
-    # platform default (spawn) is used.
-    if sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("fork")
-    return multiprocessing.get_context()
+def _executor(workers: int) -> cf.Executor:
+    """A pool of spawn-safe worker processes (loky), reused across calls.
+
+    Workers never fork the parent: forking a process that has loaded TensorFlow (whose threads
+    and locks a child would inherit in an arbitrary state) can deadlock. loky starts fresh
+    interpreters once and keeps them for later calls, so the start-up is paid once per session.
+    """
+    from joblib.externals.loky import get_reusable_executor
+
+    return get_reusable_executor(max_workers=workers, initializer=_init_worker, timeout=120)
 
 
 # --------------------------------------------------------------------------------------------
 # Cache
 # --------------------------------------------------------------------------------------------
 
-def _cache_folder(cache_dir: PathLike | bool | None) -> Path | None:
-    """``<root>/radiomics`` where root is ``cache_dir``, $CONCEPTS_CACHE_DIR or ~/.cache/concepts-toolkit."""
+def _cache_folder(cache_dir: PathLike | bool | None) -> Store | None:
+    """The toolkit's store at ``cache_dir``, $CONCEPTS_CACHE_DIR or ~/.cache/concepts-toolkit (None: no cache)."""
     if cache_dir is False:
         return None
     if cache_dir is None or cache_dir is True:
-        root = os.environ.get("CONCEPTS_CACHE_DIR") or Path.home() / ".cache" / "concepts-toolkit"
-    else:
-        root = cache_dir
-    return Path(root).expanduser() / "radiomics"
+        return Store(default_cache_dir())
+    return Store(cache_dir)
 
 
 def _file_digest(path: Path) -> bytes:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.digest()
+    # The shared memoised file identity: a warm rerun costs one stat per image, not a read.
+    return bytes.fromhex(file_sha256(path))
 
 
 def _cache_key(image_path: Path, mask_path: Path | None, params_json: str, channel_key: str,
                version: str) -> str:
-    """sha256 of image bytes, mask bytes (or "nomask"), parameters, channel and pyradiomics version."""
-    digest = hashlib.sha256()
-    for part in (_CACHE_FORMAT.encode(), _file_digest(image_path),
-                 _file_digest(mask_path) if mask_path is not None else b"nomask",
-                 params_json.encode(), channel_key.encode(), version.encode()):
-        # Length-prefixed so that no two different inputs concatenate to the same bytes.
-        digest.update(len(part).to_bytes(8, "little"))
-        digest.update(part)
-    return digest.hexdigest()
+    """Store key of image bytes, mask bytes (or "nomask"), parameters, channel and pyradiomics version."""
+    return Store.make_key(_CACHE_FORMAT, _file_digest(image_path).hex(),
+                          _file_digest(mask_path).hex() if mask_path is not None else "nomask",
+                          params_json, channel_key, version)
 
 
-def _cache_read(folder: Path, key: str) -> tuple[dict[str, float | None], dict[str, str]] | None:
-    """Cached (values, reasons), or None; a damaged file is reported, removed and recomputed."""
-    path = folder / f"{key}.json"
-    if not path.is_file():
-        return None
+def _cache_read(store: Store, key: str) -> tuple[dict[str, float | None], dict[str, str]] | None:
+    """Cached (values, reasons), or None; the store reports, removes and so recomputes damaged entries."""
     try:
-        data = json.loads(path.read_text())
-        if not isinstance(data, dict) or data.get("key") != key or data.get("format") != _CACHE_FORMAT:
-            raise ValueError("unexpected content")
+        found = store.get_record(key)
+    except OSError:
+        return None
+    if found is None:
+        return None
+    data = found[0]
+    try:
         values = {str(k): (None if v is None else float(v)) for k, v in data["values"].items()}
         reasons = {str(k): str(v) for k, v in data.get("reasons", {}).items()}
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        warnings.warn(f"Radiomics cache file {str(path)!r} is damaged ({type(exc).__name__}: {exc}); it was "
-                      "removed and the features are recomputed.", CacheCorruptionWarning,
-                      stacklevel=_stacklevel())
-        with contextlib.suppress(OSError):
-            path.unlink()
-        return None
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None  # intact but not a feature record (cannot happen with distinct keys): recompute
     return values, reasons
 
 
-def _cache_write(folder: Path, key: str, image: str, values: Mapping[str, float | None],
+def _cache_write(store: Store, key: str, image: str, values: Mapping[str, float | None],
                  reasons: Mapping[str, str], version: str) -> bool:
-    """Write one cache file atomically (temp file + os.replace); False when the folder is not writable."""
-    data = {"format": _CACHE_FORMAT, "key": key, "image": image, "pyradiomics_version": version,
+    """Write one store entry (atomic); False when the cache folder is not writable."""
+    data = {"format": _CACHE_FORMAT, "image": image, "pyradiomics_version": version,
             "values": dict(values), "reasons": dict(reasons)}
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key[:16]}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(data, handle)
-            os.replace(tmp, folder / f"{key}.json")
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        store.put_record(key, data, meta={"kind": "radiomics", "image": image})
     except OSError:
         return False
     return True
@@ -779,7 +760,7 @@ def _compute_table(files: list[Path], images_root: Path | None, masks: PathLike 
         if cache is not None and not outcome[2]:
             if not _cache_write(cache, key, str(path), outcome[0], outcome[1], version) and not cache_warned:
                 cache_warned = True
-                warnings.warn(f"Cannot write the radiomics cache in {str(cache)!r}; continuing without it. "
+                warnings.warn(f"Cannot write the radiomics cache in {str(cache.directory)!r}; continuing without it. "
                               "Set CONCEPTS_CACHE_DIR or pass cache_dir=... (False disables the cache).",
                               UserWarning, stacklevel=_stacklevel())
 
@@ -812,26 +793,26 @@ def _compute_table(files: list[Path], images_root: Path | None, masks: PathLike 
         # Images are read (and converted) here and only arrays go to the workers; a bounded
         # number in flight keeps memory flat for large folders.
         limit = 4 * workers
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(),
-                                    initializer=_init_worker) as pool:
-            pending: dict[cf.Future, tuple[Path, str]] = {}
-            for path, mask_path, key in todo:
-                image, mask, reason = _prepare(path, mask_path, channel, params)
-                if reason:
-                    store(path, key, ({}, {}, reason))
-                    yield None
-                    continue
-                pending[pool.submit(_extract, image, mask, params_json)] = (path, key)
-                while len(pending) >= limit:
-                    done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-                    for future in done:
-                        path_done, key_done = pending.pop(future)
-                        store(path_done, key_done, _future_outcome(future))
-                        yield None
-            for future in cf.as_completed(list(pending)):
-                path_done, key_done = pending.pop(future)
-                store(path_done, key_done, _future_outcome(future))
+        # The reusable pool outlives this call, so it is not closed here.
+        pool = _executor(workers)
+        pending: dict[cf.Future, tuple[Path, str]] = {}
+        for path, mask_path, key in todo:
+            image, mask, reason = _prepare(path, mask_path, channel, params)
+            if reason:
+                store(path, key, ({}, {}, reason))
                 yield None
+                continue
+            pending[pool.submit(_extract, image, mask, params_json)] = (path, key)
+            while len(pending) >= limit:
+                done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                for future in done:
+                    path_done, key_done = pending.pop(future)
+                    store(path_done, key_done, _future_outcome(future))
+                    yield None
+        for future in cf.as_completed(list(pending)):
+            path_done, key_done = pending.pop(future)
+            store(path_done, key_done, _future_outcome(future))
+            yield None
 
     for _ in _progress(run(), enabled=show_progress, desc="radiomics", total=len(files), unit="image"):
         pass
@@ -937,7 +918,7 @@ def measure_table(images: ImagesLike, masks: PathLike | None = None,
         client: a ``dask.distributed.Client``: the images are measured on its workers instead (a Dask map
             over images, a few per task), which must read the image and mask files at the same paths;
             the cache is read and written here, failures are reported as locally, the table is the same.
-        cache_dir: cache root (files go to ``<root>/radiomics/<sha256>.json``); None uses
+        cache_dir: the toolkit's store (one JSON entry per image, see :class:`probes.cache.Store`); None uses
             $CONCEPTS_CACHE_DIR or ~/.cache/concepts-toolkit; False disables the cache. A cached
             user channel function is identified by its source code, defaults and closure values.
         progress: show a progress bar over images.

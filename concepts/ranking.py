@@ -54,11 +54,15 @@ def rank_measures(model: Any, layers: Sequence[str], table: pd.DataFrame, *, col
                   class_names: Sequence[str] | Mapping[str, int] | None = None, n_random: int = 10,
                   target: str = "logit", seed: int = 0, preprocess: Callable | None = None, batch_size: int = 32,
                   correction: str = "holm", significance: float = 0.05, pool: str | bool = "auto",
-                  cache_dir: str | os.PathLike | bool | None = None, progress: bool = True) -> pd.DataFrame:
+                  cache_dir: str | os.PathLike | bool | None = None, progress: bool = True,
+                  on_error: str = "raise") -> pd.DataFrame:
     """Rank every measure of ``table`` in every layer by held-out R² and Br, with significance.
 
     The class examples come from ``examples=`` or ``<data>/classes``; by default ``data`` is the
     folder two levels above the measured images (``data/classes/<class>/image.png``).
+
+    Other arguments (``n_random``, ``correction``, ``on_error``, ...) are as in :func:`concepts.score`;
+    every one is validated before anything is computed.
 
     Returns:
         The tidy table of :func:`concepts.score` (``kind == "rcv"``), sorted by layer order, then by
@@ -69,7 +73,11 @@ def rank_measures(model: Any, layers: Sequence[str], table: pd.DataFrame, *, col
         >>> concepts.rank_measures(model, ["conv1", "conv2"], table).head()  # doctest: +SKIP
     """
     from .reporting import report
+    from .validation import validate_options
 
+    validate_options({k: v for k, v in locals().items() if k not in ("model", "report", "validate_options")})
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"table must be a pandas DataFrame of measures (one row per image), not {type(table).__name__}.")
     measures = measures_from_table(table, columns)
     if data is None and examples is None:
         first = Path(str(table.index[0]))
@@ -78,7 +86,7 @@ def rank_measures(model: Any, layers: Sequence[str], table: pd.DataFrame, *, col
     result = report(model, layers, concepts=[], classes=classes, data=data, measures=measures, examples=examples,
                     class_names=class_names, n_random=n_random, target=target, seed=seed, preprocess=preprocess,
                     batch_size=batch_size, correction=correction, significance=significance, pool=pool,
-                    cache_dir=cache_dir, progress=progress)
+                    cache_dir=cache_dir, progress=progress, on_error=on_error)
     frame = result.to_frame()
     layer_order = {layer: i for i, layer in enumerate(layers)}
     frame["_layer"] = frame["layer"].map(layer_order)

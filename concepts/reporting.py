@@ -19,7 +19,8 @@ from probes.engine import Engine, randomize_weights
 
 from .analysis import DEFAULT_CAV, DEFAULT_STATISTIC, Analysis, MeasureConcept, Options, Outcome
 from .measures import Measure
-from .scoring import ScoreResult, map_context, prepare
+from .scoring import ScoreResult, input_provenance, map_context, prepare
+from .validation import validate_options
 
 
 class Report(ScoreResult):
@@ -70,6 +71,12 @@ class Report(ScoreResult):
         from .html import render_html, write_html
 
         notes = list(self.sanity.get("notes", []))
+        skipped = self.provenance.get("skipped_images") or []
+        if skipped:
+            # Left out with on_error="skip": say so where it is read, not only in the provenance.
+            shown = "; ".join(f"{item['path']} ({item['reason']})" for item in skipped[:20])
+            notes.append(f"{len(skipped)} image file(s) could not be used and were left out (on_error='skip'): "
+                         f"{shown}{' ...' if len(skipped) > 20 else ''}")
         figures = self.figures() if figures is None else figures
         from .report_examples import driven_examples_html
 
@@ -172,6 +179,7 @@ def report(model: Any, layers: Sequence[str], concepts: Any = None, classes: Seq
            data: str | os.PathLike | None = None, measures: Sequence[Measure] | None = None, examples: Any = None,
            class_names: Sequence[str] | Mapping[str, int] | None = None, random: Any = None, n_random: int = 20,
            null_pairs: str = "auto", statistic: str = DEFAULT_STATISTIC, target: str = "logit", seed: int = 0,
+           output: int | str | None = None, extra_inputs: Mapping[str, Any] | None = None,
            preprocess: Callable | None = None,
            batch_size: int = 32, classifier: Any = None, cav: str = DEFAULT_CAV, C: float = 1.0, compat: str | None = None,
            robustness: bool = True,
@@ -180,11 +188,11 @@ def report(model: Any, layers: Sequence[str], concepts: Any = None, classes: Seq
            correction: str = "holm", significance: float = 0.05, n_directions: int = 1000,
            pool: str | bool = "auto", sanity: bool = False, cache_dir: str | os.PathLike | bool | None = None,
            title: str = "Concept report", headline: str | None = None, progress: bool = True,
-           memory_budget: int | str | None = "2GB", client: Any = None) -> Report:
+           on_error: str = "raise", memory_budget: int | str | None = "2GB", client: Any = None) -> Report:
     """Score every class × layer × concept in one pass and return a :class:`Report`.
 
     Args:
-        model: a Keras 3 model.
+        model: a Keras 3 model, or the path of one saved as ``.keras``/``.h5``.
         layers: layer names or ``outer/inner`` paths, in model order.
         concepts: folder concepts (paths, names of folders under ``<data>/concepts``, ImageSets) and/or
             measures; default: every folder under ``<data>/concepts``.
@@ -193,12 +201,15 @@ def report(model: Any, layers: Sequence[str], concepts: Any = None, classes: Seq
         measures: continuous concept measures (``concepts.radiomics(...)``, ``concepts.measure(...)``).
         sanity: also run on randomised weights and shuffled measures; the HTML says whether findings survive.
         title, headline: shown at the top of the HTML page.
+        on_error: ``"raise"`` (default) or ``"skip"`` unusable image files; skipped files are listed in
+            the provenance and the report.
         Other arguments: as in :func:`concepts.score`.
 
     Example:
         >>> rep = concepts.report(model, ["conv1", "conv2", "conv3"], data="data", sanity=True)  # doctest: +SKIP
         >>> rep.save("report/")  # doctest: +SKIP
     """
+    validate_options({k: v for k, v in locals().items() if k != "model"})
     concept_list = concept_list_for(concepts, measures, data)
     options = Options(n_random=n_random, null_pairs=null_pairs, statistic=statistic, seed=seed,
                       classifier=classifier, cav=cav, C=C, compat=compat, robustness=robustness,
@@ -207,19 +218,22 @@ def report(model: Any, layers: Sequence[str], concepts: Any = None, classes: Seq
                       n_directions=n_directions, pool=pool, progress=progress,
                       memory_budget=memory_budget)
     kwargs = dict(data=data, examples=examples, classes=classes, class_names=class_names, random=random,
-                  target=target, preprocess=preprocess, batch_size=batch_size, cache_dir=cache_dir, options=options)
+                  target=target, preprocess=preprocess, batch_size=batch_size, cache_dir=cache_dir, options=options,
+                  output=output, extra_inputs=extra_inputs, on_error=on_error)
     analysis, inputs = prepare(model, list(layers), concept_list, **kwargs)
     analysis.client = client
     run_args = (inputs["classes"], inputs["folder_concepts"], inputs["measure_concepts"], inputs["random_sets"])
     outcome = analysis.run(*run_args)
+    outcome.provenance.update(input_provenance(inputs))
 
     sanity_info: dict[str, Any] = {}
     if sanity:
         checks, notes = [], []
         # The same inputs through a copy of the model with re-initialised weights: only the engine
         # changes, so the resolved image sets, measures and random sets are reused as they are.
-        random_engine = Engine(randomize_weights(model, seed=seed), list(layers), target=target,
-                               batch_size=batch_size, cache=analysis.cache, progress=progress)
+        random_engine = Engine(randomize_weights(analysis.engine.model, seed=seed), list(layers), target=target,
+                               batch_size=batch_size, cache=analysis.cache, progress=progress, output=output,
+                               extra_inputs=extra_inputs)
         control_outcome = Analysis(random_engine, options, cache=analysis.cache, client=client).run(*run_args)
         info, note = _survival(outcome.table, control_outcome.table, "randomised model weights")
         checks.append(info)

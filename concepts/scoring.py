@@ -18,13 +18,17 @@ import pandas as pd
 from probes.cache import ActivationCache, default_cache_dir
 from probes.engine import Engine
 from probes.errors import InsufficientDataError
+from probes.identity import is_identified
 from probes.sources import ArraySource, InMemoryImages
 
 from .analysis import DEFAULT_CAV, DEFAULT_STATISTIC, Analysis, ClassExamples, FolderConcept, MeasureConcept, Options, Outcome, summary_text
 from .errors import ConceptFolderError, MeasureError
 from .layout import DataLayout, class_index_map, resolve_class
 from .measures import Measure
+from .imageio import list_image_files
+from .screening import screen
 from .sets import ImageSet, random_sets as draw_random_sets
+from .validation import validate_options
 
 ConceptLike = Any  # a folder path, an ImageSet, a Measure, or a list / dict of these
 
@@ -365,10 +369,21 @@ def _random_sets(random: Any, layout: DataLayout, n_sets: int, set_size: int, se
 def prepare(model: Any, layers: Sequence[str], concept_list: list[tuple[str | None, Any]], *, data: Any = None,
             examples: Any = None, classes: Sequence[str | int] | None = None, class_names: Any = None,
             random: Any = None, target: str = "logit", preprocess: Callable | None = None, batch_size: int = 32,
-            cache_dir: str | os.PathLike | bool | None = None, options: Options) -> tuple[Analysis, dict[str, Any]]:
-    """Resolve every input of an analysis and build the engine (shared by ``score`` and ``report``)."""
+            cache_dir: str | os.PathLike | bool | None = None, options: Options, output: int | str | None = None,
+            extra_inputs: Mapping[str, Any] | None = None, on_error: str = "raise") -> tuple[Analysis, dict[str, Any]]:
+    """Resolve every input of an analysis and build the engine (shared by ``score`` and ``report``).
+
+    ``model`` may be a path (``.keras``/``.h5``); the loaded model is ``analysis.engine.model``. Every
+    image file of the call is screened first (:func:`concepts.screening.screen`): bad ones raise one
+    error naming them all, or with ``on_error="skip"`` are left out and listed in
+    ``inputs["skipped_images"]``.
+    """
     cache = _cache(cache_dir)
-    engine = Engine(model, layers, target=target, batch_size=batch_size, cache=cache, progress=options.progress)
+    engine = Engine(model, layers, target=target, batch_size=batch_size, cache=cache, progress=options.progress,
+                    output=output, extra_inputs=extra_inputs)
+    if not is_identified(engine.fingerprint):
+        # The engine warned once; nothing of this model may reach a shared store under a guessed key.
+        cache = engine.cache = ActivationCache(None)
     input_shape = tuple(engine.input_shape)
 
     layout = DataLayout.from_root(data) if data is not None else DataLayout(root=None)
@@ -398,8 +413,15 @@ def prepare(model: Any, layers: Sequence[str], concept_list: list[tuple[str | No
         raise ValueError(f"Concept names must be distinct; got {names}. Pass a dict {{name: concept}} to rename.")
     if options.relative and len(folder_concepts) < 2:
         raise ValueError("relative=True compares each concept with the others: give at least two folder concepts.")
-    if options.statistic not in ("ubs", "score", "shift"):
-        raise ValueError(f"statistic must be 'shift', 'ubs' or 'score', not {options.statistic!r}.")
+
+    class_sets = _class_examples(examples, classes, class_names, layout, engine.n_outputs, input_shape, preprocess)
+    skipped = _screen_inputs(folder_concepts, class_sets, random if random is not None else layout.random_dir,
+                             on_error)
+    bad = set(skipped)
+    if bad:
+        for item in [*folder_concepts, *class_sets]:
+            if isinstance(item.images, ImageSet):
+                item.images = item.images._copy(files=[f for f in item.images.files if str(f) not in bad])
     min_images = max(5, int(np.ceil(2 / max(options.test_size, 1e-9))))
     for concept in folder_concepts:
         if len(concept.images) < min_images:
@@ -411,7 +433,6 @@ def prepare(model: Any, layers: Sequence[str], concept_list: list[tuple[str | No
         raise InsufficientDataError(f"n_random={options.n_random}: at least 3 random sets are needed for a test "
                                     "(10 or more is recommended).")
 
-    class_sets = _class_examples(examples, classes, class_names, layout, engine.n_outputs, input_shape, preprocess)
     example_files = [f for c in class_sets for f in getattr(c.images, "files", [])]
     measures = [_measure_concept(n, m, example_files, input_shape, preprocess) for n, m in measure_specs]
 
@@ -419,12 +440,48 @@ def prepare(model: Any, layers: Sequence[str], concept_list: list[tuple[str | No
     if folder_concepts:
         set_size = max(len(c.images) for c in folder_concepts)
         exclude = [f for c in folder_concepts for f in getattr(c.images, "files", [])] + example_files
+        exclude += [Path(f) for f in bad]
         random_sets = _random_sets(random, layout, options.n_random, set_size, options.seed, input_shape,
                                    preprocess, exclude)
     analysis = Analysis(engine, options, cache=cache)
     inputs = {"classes": class_sets, "folder_concepts": folder_concepts, "measure_concepts": measures,
-              "random_sets": random_sets, "layout": layout}
+              "random_sets": random_sets, "layout": layout,
+              "skipped_images": [{"path": path, "reason": reason} for path, reason in sorted(skipped.items())]}
     return analysis, inputs
+
+
+def _screen_inputs(folder_concepts: Sequence[FolderConcept], class_sets: Sequence[ClassExamples], random: Any,
+                   on_error: str) -> dict[str, str]:
+    """Screen every image file of the call at once (one error lists them all); ``{path: problem}``."""
+    named: dict[str, list] = {}
+    for concept in folder_concepts:
+        named[f"concept {concept.name!r}"] = list(getattr(concept.images, "files", []))
+    for example in class_sets:
+        named[f"class {example.name!r}"] = list(getattr(example.images, "files", []))
+    if isinstance(random, (str, os.PathLike)) and Path(random).is_dir():
+        named[f"random {str(random)!r}"] = list_image_files(random, recursive=True)
+    elif isinstance(random, (list, tuple)):
+        named["random sets"] = [f for s in random if isinstance(s, ImageSet) for f in s.files]
+    return screen(named, on_error)
+
+
+def input_provenance(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """What input resolution decided, for the provenance: skipped images and how sets were balanced.
+
+    Example:
+        >>> input_provenance({"skipped_images": [], "folder_concepts": [], "random_sets": []})["skipped_images"]
+        []
+    """
+    concept_sizes = {c.name: len(c.images) for c in inputs.get("folder_concepts", [])}
+    random_sizes = [len(s) for s in inputs.get("random_sets", [])]
+    info: dict[str, Any] = {"skipped_images": list(inputs.get("skipped_images", []))}
+    if concept_sizes and random_sizes:
+        sizes = set(concept_sizes.values()) | set(random_sizes)
+        info["set_balancing"] = {
+            "concept_sizes": concept_sizes, "random_set_sizes": random_sizes,
+            "rule": ("sets of unequal size: each CAV is fitted on a balanced, seeded sub-sample (the larger side "
+                     "sub-sampled to the smaller)") if len(sizes) > 1 else "all sets have the same size"}
+    return info
 
 
 def _cache(cache_dir: str | os.PathLike | bool | None) -> ActivationCache:
@@ -440,19 +497,22 @@ def score(model: Any, layer: str | Sequence[str] | None = None, concept: Concept
           classes: Sequence[str | int] | None = None, class_names: Sequence[str] | Mapping[str, int] | None = None,
           random: Any = None, n_random: int = 20, null_pairs: str = "auto", statistic: str = DEFAULT_STATISTIC,
           relative: bool = False,
-          target: str = "logit", seed: int = 0, preprocess: Callable | None = None, batch_size: int = 32,
+          target: str = "logit", output: int | str | None = None, extra_inputs: Mapping[str, Any] | None = None,
+          seed: int = 0, preprocess: Callable | None = None, batch_size: int = 32,
           classifier: Any = None, cav: str = DEFAULT_CAV, C: float = 1.0, compat: str | None = None,
           robustness: bool = True,
           alpha: float | str = "auto", alpha_scale: float = 0.1,
           test_size: float = 0.3, correction: str = "holm",
           significance: float = 0.05, n_directions: int = 1000, pool: str | bool = "auto",
           cache_dir: str | os.PathLike | bool | None = None, progress: bool = True,
-          memory_budget: int | str | None = "2GB", client: Any = None) -> ScoreResult:
+          on_error: str = "raise", memory_budget: int | str | None = "2GB", client: Any = None) -> ScoreResult:
     """Score how a model uses a concept in a layer, for each class, with a significance test.
 
     Args:
-        model: a Keras 3 model (Sequential, functional, or with nested models).
-        layer: a layer name, an ``"outer/inner"`` path into a nested model, or a list of them.
+        model: a Keras 3 model (Sequential, functional, with nested models at any depth, e.g. a
+            ``keras.applications`` backbone in a head), or the path of one saved as ``.keras``/``.h5``.
+        layer: a layer name, an ``"outer/inner"`` path into a nested model, or a list of them
+            (:func:`concepts.layers` lists them and suggests where to probe).
         concept: a concept folder (``data/concepts/striped``), an :class:`~concepts.sets.ImageSet`, a
             :class:`~concepts.measures.Measure` (continuous concept → RCV), or a list/dict of these.
         layers: more layers, scored in the same pass over the images.
@@ -473,6 +533,12 @@ def score(model: Any, layer: str | Sequence[str] | None = None, concept: Concept
             ``"score"`` (the TCAV sign-count score; Br for measures).
         relative: compare each folder concept with the union of the other concepts instead of random sets.
         target: ``"logit"`` (pre-softmax, default), ``"log_prob"`` or ``"prob"``.
+        output: the output to explain in a multi-output model: its name (the layer producing it) or
+            index. The softmax/sigmoid bypass applies to that output.
+        extra_inputs: values for the model's non-image inputs, ``{input name: values}``: one array of
+            the input's per-example shape (used for every image), or per-example values keyed by
+            image file path (a dict, or a pandas Series/DataFrame indexed by path; every image the
+            analysis reads needs a row, random images included).
         seed: seeds every random choice (random sets, splits, bootstrap, UBS directions).
         preprocess: ``callable(image, input_shape) -> array`` replacing the documented default
             (:func:`concepts.sets.default_preprocess`).
@@ -502,6 +568,9 @@ def score(model: Any, layer: str | Sequence[str] | None = None, concept: Concept
         cache_dir: activation cache folder (default ``$CONCEPTS_CACHE_DIR`` or ``~/.cache/concepts-toolkit``;
             ``False`` keeps everything in memory).
         progress: show progress bars.
+        on_error: what to do with image files that are empty, truncated or cannot be decoded:
+            ``"raise"`` (default: one error lists every such file, before any compute) or
+            ``"skip"`` (leave them out with a warning; they are listed in ``provenance["skipped_images"]``).
         memory_budget: RAM for the arrays that grow with the data (default ``"2GB"``; a number of bytes,
             a size such as ``"512MB"``/``"8GiB"``, or None for no limit). A class whose activations and
             gradients fit in what is left is held in memory (and cached, so its concept maps need no
@@ -517,12 +586,16 @@ def score(model: Any, layer: str | Sequence[str] | None = None, concept: Concept
     Returns:
         A :class:`ScoreResult`; ``result.to_frame()`` is the tidy table.
 
+    Raises:
+        OptionError: an option has a value that is not allowed (checked before anything is computed).
+
     Example:
         >>> import keras, concepts
         >>> model = keras.models.load_model("model.keras")  # doctest: +SKIP
         >>> result = concepts.score(model, "conv2", "data/concepts/striped")  # doctest: +SKIP
         >>> print(result)  # doctest: +SKIP
     """
+    validate_options({k: v for k, v in locals().items() if k != "model"})
     options = Options(n_random=n_random, null_pairs=null_pairs, statistic=statistic, relative=relative, seed=seed,
                       classifier=classifier, cav=cav, C=C, compat=compat, robustness=robustness,
                       alpha=alpha, alpha_scale=alpha_scale, test_size=test_size,
@@ -532,10 +605,11 @@ def score(model: Any, layer: str | Sequence[str] | None = None, concept: Concept
     analysis, inputs = prepare(model, _as_layers(layer, layers), _as_concept_list(concept), data=data,
                                examples=examples, classes=classes, class_names=class_names, random=random,
                                target=target, preprocess=preprocess, batch_size=batch_size, cache_dir=cache_dir,
-                               options=options)
+                               options=options, output=output, extra_inputs=extra_inputs, on_error=on_error)
     analysis.client = client
     outcome = analysis.run(inputs["classes"], inputs["folder_concepts"], inputs["measure_concepts"],
                            inputs["random_sets"])
+    outcome.provenance.update(input_provenance(inputs))
     return ScoreResult(outcome, context=map_context(analysis, inputs, preprocess))
 
 

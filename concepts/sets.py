@@ -26,11 +26,11 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from probes.identity import file_sha256 as _file_sha256
 from probes.sources import hash_array
 
-from .errors import ConceptFolderError, InputShapeError, InsufficientDataError
+from .errors import ConceptFolderError, ImageReadError, InputShapeError, InsufficientDataError
 from .imageio import IMAGE_EXTENSIONS, is_image_file, list_image_files, read_image
-from .manifests import sha256_file
 
 #: Identity of :func:`default_preprocess` in content keys. Bump the version whenever its output changes,
 #: so that cached activations computed with the old behaviour are not reused.
@@ -39,27 +39,17 @@ DEFAULT_PREPROCESS_ID = "default_preprocess/v1"
 Preprocess = Callable[[np.ndarray, tuple], np.ndarray]
 InputShape = tuple  # (H, W, C) or (H, W); H, W (and C) may be None
 
-# sha256 of file bytes, keyed by (resolved path, size, mtime_ns): a file is hashed once per process
-# unless it changes on disk. Hashing every concept image before each run would otherwise cost as
-# much as reading them.
-_FILE_HASHES: dict[tuple[str, int, int], str] = {}
-
-
 def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes, memoised per process on (path, size, mtime).
+    """SHA-256 of a file's bytes, memoised per process until the file changes on disk.
+
+    See :func:`probes.identity.file_sha256` (the one implementation): the memo is keyed on
+    path, size, mtime_ns, inode and ctime, and a freshly modified file is always re-hashed.
 
     Example:
         >>> file_sha256("data/concepts/striped/001.png")  # doctest: +SKIP
         '9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08'
     """
-    # stat() follows links, so (path as given, size, mtime) already pins the content; resolving
-    # every path again on every call cost more than the hashing it saved (benchmarks).
-    stat = os.stat(path)
-    key = (os.fspath(path), stat.st_size, stat.st_mtime_ns)
-    digest = _FILE_HASHES.get(key)
-    if digest is None:
-        digest = _FILE_HASHES[key] = sha256_file(path)
-    return digest
+    return _file_sha256(path)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -452,6 +442,10 @@ class ImageSet:
             # The default preprocessing does not know the file; name it here.
             raise InputShapeError(
                 f"Image {str(path)!r} (shape {image.shape}, {image.dtype}): {exc}") from None
+        if not np.isfinite(out).all():
+            raise ImageReadError(
+                f"Image {str(path)!r} ({image.dtype}) gives NaN or infinite model inputs after preprocessing "
+                f"{self._preprocess_label()}; repair the file (e.g. replace NaN pixels) or remove it.")
         if out.ndim != len(shape) or any(want is not None and got != want
                                          for got, want in zip(out.shape, shape)):
             raise InputShapeError(
@@ -553,7 +547,8 @@ def random_sets(source: str | Path | Sequence[ImageSet], n_sets: int, set_size: 
     * **a folder with one subfolder per set** (``random/set_00/``, ``random/set_01/``, ...): the
       first ``n_sets`` subfolders in sorted order are used, each named after its subfolder. A
       set with more than ``set_size`` images is subsampled (seeded) to ``set_size``; one with
-      fewer is an error. ``set_size=None`` uses every set whole (sizes may then differ).
+      fewer is used whole (each CAV fit balances its sides by seeded sub-sampling).
+      ``set_size=None`` uses every set whole.
     * **a folder holding one pool of images** (directly, or inside a single subfolder):
       ``n_sets`` seeded subsets of ``set_size`` images are drawn, named ``random_000``,
       ``random_001``, ... Images do not repeat within a set, but sets overlap when the pool is
@@ -607,8 +602,11 @@ def random_sets(source: str | Path | Sequence[ImageSet], n_sets: int, set_size: 
             problem = _describe_folder_problem(folder, recursive=False)
             raise ConceptFolderError(f"Random image folder: {problem}")
         pool = list_image_files(folder)
+        # A link back to the folder or above it (a symlink loop) is not a random set.
+        ancestors = {folder.resolve(), *folder.resolve().parents}
         subfolders = [d for d in sorted(folder.iterdir())
-                      if d.is_dir() and not d.name.startswith(".") and list_image_files(d)]
+                      if d.is_dir() and not d.name.startswith(".") and d.resolve() not in ancestors
+                      and list_image_files(d)]
         if pool and subfolders:
             raise ConceptFolderError(
                 f"Random image folder {str(folder)!r} holds both {len(pool)} images directly and "
@@ -658,10 +656,11 @@ def random_sets(source: str | Path | Sequence[ImageSet], n_sets: int, set_size: 
             f"one pool, or ask for n_random={len(groups)}.")
     result = []
     for k, (name, files, template) in enumerate(groups[:n_sets]):
-        if set_size is not None and len(files) < set_size:
+        if not files:
             raise InsufficientDataError(
-                f"Random set {name!r} ({where}) has {len(files)} images but {set_size} are needed "
-                "(the concept set's size). Add images to it, or pass set_size=None to use sets whole.")
+                f"Random set {name!r} ({where}) has no usable image left (all excluded). Add images to it.")
+        # A smaller set is used whole: every CAV fit balances its two sides by seeded sub-sampling,
+        # so 50 random images against a concept of 51 is a valid task, not an error.
         if set_size is not None and len(files) > set_size:
             files = [files[i] for i in _draw(len(files), set_size, seed, k)]
         result.append(make(files, name, template))

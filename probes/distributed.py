@@ -60,8 +60,9 @@ def model_payload(model: Any) -> dict[str, Any]:
     return {"config": model.to_json(), "weights": [np.asarray(w) for w in model.get_weights()]}
 
 
-def _engine_on_worker(payload: dict, fingerprint: str, layers: tuple, target: str, batch_size: int) -> Any:
-    key = (fingerprint, layers, target, batch_size)
+def _engine_on_worker(payload: dict, fingerprint: str, layers: tuple, target: str, batch_size: int,
+                      output: int = 0) -> Any:
+    key = (fingerprint, layers, target, batch_size, output)
     if key not in _ENGINES:
         import keras
 
@@ -69,7 +70,7 @@ def _engine_on_worker(payload: dict, fingerprint: str, layers: tuple, target: st
 
         model = keras.models.model_from_json(payload["config"])
         model.set_weights(payload["weights"])
-        engine = Engine(model, list(layers), target=target, batch_size=batch_size, progress=False)
+        engine = Engine(model, list(layers), target=target, batch_size=batch_size, progress=False, output=output)
         if engine.fingerprint != fingerprint:
             raise RuntimeError(
                 "The model rebuilt on a Dask worker differs from the local one (its fingerprint does not match): "
@@ -78,10 +79,10 @@ def _engine_on_worker(payload: dict, fingerprint: str, layers: tuple, target: st
     return _ENGINES[key]
 
 
-def _project_shard(payload: dict, fingerprint: str, layers: tuple, target: str, batch_size: int, source: Any,
-                   class_index: int, spaces: dict) -> dict:
+def _project_shard(payload: dict, fingerprint: str, layers: tuple, target: str, batch_size: int, output: int,
+                   source: Any, class_index: int, spaces: dict) -> dict:
     """Worker task: the projections of one shard (its spaces are dropped when it is sent back)."""
-    engine = _engine_on_worker(payload, fingerprint, layers, target, batch_size)
+    engine = _engine_on_worker(payload, fingerprint, layers, target, batch_size, output)
     return project_batches(engine.stream(source, class_index), spaces)
 
 
@@ -107,6 +108,10 @@ def project_on_cluster(client: Any, engine: Any, source: Any, class_index: int,
         >>> proj["conv2"]["flat"].summary.n == len(images)                         # doctest: +SKIP
         True
     """
+    if getattr(engine, "_extras", None):
+        raise NotImplementedError(
+            "client= does not support models with extra_inputs= yet (their per-image values would have to travel "
+            "with each shard); run this call without client=, streamed on one machine.")
     n = len(source)
     if n == 0:
         return project_batches([], spaces)
@@ -117,7 +122,7 @@ def project_on_cluster(client: Any, engine: Any, source: Any, class_index: int,
     spaces_future = _shared(client, engine, "spaces", spaces)
     layers = tuple(engine.layers)
     futures = [client.submit(_project_shard, payload, engine.fingerprint, layers, engine.target, engine.batch_size,
-                             shard_source(source, start, min(n, start + per_shard)), int(class_index),
+                             int(getattr(engine, "output_index", 0)), shard_source(source, start, min(n, start + per_shard)), int(class_index),
                              spaces_future, pure=False)
                for start in range(0, n, per_shard)]
     parts = client.gather(futures)

@@ -15,7 +15,8 @@ from probes.errors import CacheCorruptionWarning
 
 
 def _files(cache: ActivationCache, key: str) -> tuple[Path, Path]:
-    return cache._paths(key)
+    entry = cache.entry_path(key)
+    return entry / "array.npy", entry / "entry.json"
 
 
 def test_make_key_is_deterministic_and_unambiguous():
@@ -42,16 +43,16 @@ def test_round_trip_on_disk(tmp_path):
     cache.put(key, array, {"layer": "conv1"})
     assert key in cache
     npy, meta = _files(cache, key)
-    assert npy.parent.name == key[:2] and npy.name == f"{key}.npy" and meta.name == f"{key}.json"
+    assert npy.parent.name == key and npy.parent.parent.name == key[:2] and npy.is_file() and meta.is_file()
     record = json.loads(meta.read_text())
     assert record["meta"] == {"layer": "conv1"} and record["shape"] == [7, 3, 2]
-    assert record["format"] == cache_mod.FORMAT_VERSION and len(record["sha256"]) == 64
+    assert record["format"] == cache_mod.FORMAT_VERSION and len(record["files"]["array.npy"]["sha256"]) == 64
     got = cache.get(key)
     np.testing.assert_array_equal(got, array)
     assert got.dtype == np.float32 and not got.flags.writeable
     # A second cache object on the same directory (another process) sees the entry.
     np.testing.assert_array_equal(ActivationCache(tmp_path).get(key), array)
-    assert not list(tmp_path.rglob("*.tmp"))
+    assert not list(tmp_path.rglob(".tmp-*"))
 
 
 def test_large_arrays_are_memory_mapped(tmp_path, monkeypatch):
@@ -74,7 +75,13 @@ def test_miss_and_version_mismatch(tmp_path):
     record = json.loads(meta.read_text())
     record["format"] = 999
     meta.write_text(json.dumps(record))
-    assert cache.get(key) is None
+    with pytest.warns(CacheCorruptionWarning, match="foreign entry"):
+        assert cache.get(key) is None
+    assert not npy_exists(cache, key)
+
+
+def npy_exists(cache: ActivationCache, key: str) -> bool:
+    return cache.entry_path(key).exists()
 
 
 def test_invalid_key_rejected(tmp_path):
@@ -101,7 +108,7 @@ def test_flipped_bytes_warn_and_remove(tmp_path):
     assert got is None
     assert len(caught) == 1
     message = str(caught[0].message)
-    assert str(npy) in message and "recomputed" in message
+    assert str(npy.parent) in message and "recomputed" in message
     assert not npy.exists() and not meta.exists()
     # After removal it is a plain miss, and a new put works.
     assert cache.get(key) is None
@@ -130,24 +137,26 @@ def test_unreadable_npy_with_matching_record_warns(tmp_path):
     npy.write_bytes(garbage)
     record = json.loads(meta.read_text())
     import hashlib
-    record.update(size=len(garbage), sha256=hashlib.sha256(garbage).hexdigest())
+    record["files"]["array.npy"].update(size=len(garbage), sha256=hashlib.sha256(garbage).hexdigest())
     meta.write_text(json.dumps(record))
     got, caught = _damage_and_get(cache, key)
     assert got is None and len(caught) == 1
     assert not npy.exists()
 
 
-def test_json_garbage_and_missing_npy_are_misses(tmp_path):
+def test_json_garbage_and_missing_npy_are_reported_and_repaired(tmp_path):
     cache = ActivationCache(tmp_path)
     key = ActivationCache.make_key("json")
     cache.put(key, np.ones(3))
     npy, meta = _files(cache, key)
     meta.write_text("{not json")
-    assert cache.get(key) is None
-    cache.put(key, np.ones(3))  # overwriting repairs it
+    with pytest.warns(CacheCorruptionWarning, match="unreadable record"):
+        assert cache.get(key) is None
+    cache.put(key, np.ones(3))  # the damaged entry was removed, so the key can be written again
     np.testing.assert_array_equal(cache.get(key), np.ones(3))
     npy.unlink()
-    assert cache.get(key) is None
+    with pytest.warns(CacheCorruptionWarning, match="missing"):
+        assert cache.get(key) is None
     assert key not in cache
 
 
@@ -205,4 +214,285 @@ def test_concurrent_writers_leave_valid_entry(tmp_path):
         warnings.simplefilter("error", CacheCorruptionWarning)
         got = ActivationCache(tmp_path).get(key)
     np.testing.assert_array_equal(got, np.arange(200_000, dtype=np.float32).reshape(400, 500))
-    assert not list(tmp_path.rglob("*.tmp"))
+    assert not list(tmp_path.rglob(".tmp-*"))
+
+
+# ------------------------------------------------------------------------------------------ the store
+def test_records_round_trip_on_disk_and_in_memory(tmp_path):
+    for store in (ActivationCache(tmp_path), ActivationCache()):
+        key = ActivationCache.make_key("record", str(store.directory))
+        arrays = {"a": np.arange(5, dtype=np.int16), "b/c": np.array(["x", "yz"]), "nan": np.array([np.nan, 1.0])}
+        store.put_record(key, {"rows": [1, 2.5, None, "t"], "nan": float("nan")}, arrays, meta={"kind": "outcome"})
+        data, got = store.get_record(key)
+        assert data["rows"] == [1, 2.5, None, "t"] and np.isnan(data["nan"])
+        assert sorted(got) == sorted(arrays)
+        for name, value in arrays.items():
+            np.testing.assert_array_equal(got[name], value)
+            assert got[name].dtype == value.dtype
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", CacheCorruptionWarning)
+            assert store.get(key) is None  # a record is not an array entry: a miss, not damage
+        assert store.get_record(key) is not None
+
+
+def test_object_arrays_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="dtype object"):
+        ActivationCache(tmp_path).put_record(ActivationCache.make_key("o"), {}, {"x": np.array([{}], dtype=object)})
+
+
+def test_key_carries_the_package_version(monkeypatch):
+    before = ActivationCache.make_key("same")
+    monkeypatch.setattr(cache_mod, "package_version", lambda: "99.0")
+    assert ActivationCache.make_key("same") != before
+
+
+def _different_writer(directory: str, key: str, value: float, barrier) -> None:
+    cache = ActivationCache(directory)
+    barrier.wait()
+    for _ in range(20):
+        cache.put(key, np.full((200, 300), value, np.float32), {"writer": value})
+
+
+def test_two_processes_writing_different_bytes_never_mix(tmp_path):
+    # Before the store wrote whole entries, one writer's array could be paired with the other's record.
+    key = ActivationCache.make_key("different-bytes")
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_different_writer, args=(str(tmp_path), key, float(v), barrier)) for v in (1, 2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheCorruptionWarning)
+        got = ActivationCache(tmp_path).get(key)
+    record = json.loads((ActivationCache(tmp_path).entry_path(key) / "entry.json").read_text())
+    assert np.all(got == record["meta"]["writer"])  # the array and its record come from one writer
+    assert not list(tmp_path.rglob(".tmp-*"))
+
+
+def test_threads_writing_different_bytes_never_mix(tmp_path):
+    import threading
+
+    key = ActivationCache.make_key("threads")
+    errors = []
+
+    def write(value: float) -> None:
+        try:
+            cache = ActivationCache(tmp_path)
+            for _ in range(30):
+                cache.put(key, np.full(1000, value), {"writer": value})
+                got = cache.get(key)
+                meta = json.loads((cache.entry_path(key) / "entry.json").read_text())["meta"]
+                assert got is not None and np.all(got == meta["writer"])
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheCorruptionWarning)
+        threads = [threading.Thread(target=write, args=(float(v),)) for v in (1, 2, 3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors
+
+
+def test_size_cap_evicts_least_recently_used(tmp_path):
+    cache = ActivationCache(tmp_path, max_bytes="30KB")
+    keys = [ActivationCache.make_key("lru", str(i)) for i in range(6)]
+    import os
+    import time
+    for i, key in enumerate(keys[:3]):
+        cache.put(key, np.zeros(1000))  # ~8 KB each
+        os.utime(cache.entry_path(key), ns=(time.time_ns() - (10 - i) * 10 ** 9,) * 2)
+    assert cache.get(keys[0]) is not None  # now the most recently used of the three
+    cache.put(keys[3], np.zeros(1000))
+    present = [key in cache for key in keys[:4]]
+    assert present == [True, False, True, True]  # the least recently used one went
+    assert cache.info()["bytes"] <= 27_000
+
+
+def test_cache_max_from_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("CONCEPTS_CACHE_MAX", "2GB")
+    assert ActivationCache(tmp_path).max_bytes == 2 * 10 ** 9
+    monkeypatch.setenv("CONCEPTS_CACHE_MAX", "2 gigs")
+    with pytest.raises(ValueError, match="CONCEPTS_CACHE_MAX='2 gigs'.*2GB"):
+        ActivationCache(tmp_path)
+    assert cache_mod.parse_size("1.5GiB") == int(1.5 * 2 ** 30) and cache_mod.parse_size("none") is None
+
+
+def test_verify_finds_damage_that_the_cheap_read_check_skips(tmp_path, monkeypatch):
+    monkeypatch.setattr(cache_mod, "FULL_CHECK_BYTES", 1024)
+    cache = ActivationCache(tmp_path)
+    key = ActivationCache.make_key("big-middle")
+    cache.put(key, np.arange(100_000, dtype=np.float32))
+    npy = cache.entry_path(key) / "array.npy"
+    data = bytearray(npy.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # in the middle: outside the sampled head and tail
+    npy.write_bytes(bytes(data))
+    assert cache.get(key) is not None  # the cheap check samples head and tail only
+    problems = cache.verify()
+    assert len(problems) == 1 and key in problems[0][0] and "hash" in problems[0][1]
+    assert key not in cache and cache.verify() == []
+
+
+def test_created_folders_are_private(tmp_path):
+    cache = ActivationCache(tmp_path / "new" / "store")
+    cache.put(ActivationCache.make_key("p"), np.ones(2))
+    for folder in (tmp_path / "new", tmp_path / "new" / "store"):
+        assert folder.stat().st_mode & 0o777 == 0o700
+
+
+def test_clear_removes_legacy_files_and_keeps_others(tmp_path):
+    cache = ActivationCache(tmp_path)
+    cache.put(ActivationCache.make_key("new"), np.ones(2))
+    legacy = tmp_path / "ab" / ("ab" + "0" * 62 + ".npy")
+    legacy.parent.mkdir(exist_ok=True)
+    legacy.write_bytes(b"old")
+    (tmp_path / "ab" / "notes.txt").write_text("keep")
+    cache.clear()
+    assert not legacy.exists() and (tmp_path / "ab" / "notes.txt").exists()
+    assert list(cache.entries()) == []
+
+
+# ------------------------------------------------------------------------------------------ identity
+def test_file_identity_sees_a_same_size_rewrite_with_the_same_mtime(tmp_path, monkeypatch):
+    import os
+
+    from probes import identity
+
+    monkeypatch.setattr(identity, "RACY_SECONDS", 0.0)  # allow memoising a file written just now
+    path = tmp_path / "a.bin"
+    path.write_bytes(b"AAAA")
+    stat = path.stat()
+    first = identity.file_sha256(path)
+    path.write_bytes(b"BBBB")  # same size, same inode
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # and the old mtime
+    assert identity.file_sha256(path) != first  # ctime moved: re-hashed
+    assert identity.file_sha256(path) == identity.sha256_file(path)
+
+
+def test_fresh_files_are_not_memoised(tmp_path):
+    from probes import identity
+
+    path = tmp_path / "fresh.bin"
+    path.write_bytes(b"x")
+    identity.file_sha256(path)
+    assert not [k for k in identity._MEMO if k[0] == str(path)]
+
+
+def test_model_identity_follows_weights_and_custom_layer_code():
+    import keras
+
+    from probes.identity import _code_digest, _custom_classes, model_identity
+
+    class Double(keras.layers.Layer):
+        def call(self, x):
+            return x * 2.0
+
+    class Triple(keras.layers.Layer):
+        def call(self, x):
+            return x * 3.0
+
+    def build(layer_class):
+        inputs = keras.Input((3,), name="x")
+        out = keras.layers.Dense(2, kernel_initializer="ones", name="head")(layer_class(name="scale")(inputs))
+        return keras.Model(inputs, out, name="m")
+
+    a, b = build(Double), build(Double)
+    assert model_identity(a) == model_identity(b)
+    assert Double in _custom_classes(a) and not any(c.__module__.startswith("keras") for c in _custom_classes(a))
+    assert _code_digest(Double) != _code_digest(Triple)
+    dense = a.get_layer("head")
+    dense.set_weights([w + 1 for w in dense.get_weights()])
+    assert model_identity(a) != model_identity(b)
+
+
+def test_model_without_config_is_not_cached(tmp_path):
+    import keras
+
+    import concepts
+    from synthetic import make_data
+
+    class NoConfig(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+
+        def call(self, x):
+            return x
+
+        def get_config(self):
+            raise NotImplementedError("no config")
+
+    inputs = keras.Input((16, 16, 1))
+    x = keras.layers.Conv2D(2, 3, activation="relu", name="conv1")(NoConfig()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x)))
+    data = make_data(tmp_path / "d", n_class=6, n_concept=8, n_pool=40)
+    store = tmp_path / "store"
+    with pytest.warns(UserWarning, match="cannot be identified"):
+        concepts.score(model, "conv1", data / "concepts" / "horizontal", cache_dir=store, n_random=3,
+                       n_directions=50, progress=False)
+    assert not list(ActivationCache(store).entries())
+
+
+# ------------------------------------------------------------------------------------------ outcomes
+def test_outcome_encoding_is_exact():
+    import pandas as pd
+
+    from concepts.outcome_store import decode_outcome, encode_outcome
+
+    table = pd.DataFrame({"class": ["a", "b"], "score": [0.1 + 0.2, np.nan], "significant": [True, False],
+                          "n": np.array([3, 4], np.int64), "seed": [0, 0]})
+    scatter = pd.DataFrame({"measure": [1.0, 2.0], "image": ["x.png", "y.png"]})
+    scatter.attrs["r2_cv"] = np.float64(0.25)
+    runs = {("a", "conv1", "c"): {"scores": np.array([0.5, 0.75]), "null_ubs": np.array([0.1])}}
+    provenance = {"seed": 0, "layers": {"conv1": {"shape": (4, 4, 2)}}, "alpha": np.float32(0.5)}
+    fields = decode_outcome(*encode_outcome(table, runs, {("conv1", "m"): scatter}, provenance))
+    pd.testing.assert_frame_equal(fields["table"], table)
+    pd.testing.assert_frame_equal(fields["scatter"][("conv1", "m")], scatter)
+    assert fields["scatter"][("conv1", "m")].attrs == {"r2_cv": 0.25}
+    np.testing.assert_array_equal(fields["runs"][("a", "conv1", "c")]["scores"], [0.5, 0.75])
+    assert fields["provenance"] == {"seed": 0, "layers": {"conv1": {"shape": [4, 4, 2]}}, "alpha": 0.5}
+    with pytest.raises(TypeError, match="object"):
+        encode_outcome(table, {}, {}, {"x": object()})
+
+
+def test_sweep_removes_only_stale_temporary_folders(tmp_path):
+    import os
+    import time
+
+    cache = ActivationCache(tmp_path)
+    key = ActivationCache.make_key("kept")
+    cache.put(key, np.ones(2))
+    sub = cache.entry_path(key).parent
+    stale, fresh = sub / ".tmp-stale", sub / ".tmp-fresh"
+    stale.mkdir()
+    fresh.mkdir()
+    os.utime(stale, (time.time() - 7200,) * 2)
+    assert cache.sweep() == 1
+    assert not stale.exists() and fresh.exists() and key in cache
+
+
+def test_collections_of_names_are_accepted():
+    import pandas as pd
+
+    from concepts.validation import OptionError, validate_options
+
+    validate_options({"columns": pd.Index(["a", "b"]), "classes": np.array([0, 1]), "layers": ("c1", "c2")})
+    with pytest.raises(OptionError, match="columns=.*a list of names"):
+        validate_options({"columns": [1, 2]})
+    with pytest.raises(OptionError, match="Unknown option 'n_randoms'.*'n_random'"):
+        validate_options({"n_randoms": 3})
+
+
+def test_an_unwritable_store_warns_once_and_the_run_goes_on(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the store's folder should be")
+    cache = ActivationCache(blocker / "store")
+    with pytest.warns(UserWarning, match="Cannot write to the cache") as caught:
+        for i in range(3):
+            cache.put(ActivationCache.make_key("w", str(i)), np.ones(2))
+    assert len([w for w in caught if "Cannot write" in str(w.message)]) == 1
+    assert cache.get(ActivationCache.make_key("w", "0")) is None

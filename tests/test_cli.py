@@ -201,3 +201,31 @@ def test_top_level_help_and_no_command(capsys):
     for command in ("report", "measures", "manifest", "demo"):
         assert command in text
     assert main([]) != 0
+
+
+# --------------------------------------------------------------------------- cache
+def test_cache_info_verify_clear(tmp_path, capsys, monkeypatch):
+    import numpy as np
+
+    from probes.cache import Store
+
+    store = Store(tmp_path / "cache")
+    keys = [Store.make_key("cli", str(i)) for i in range(3)]
+    for key in keys:
+        store.put(key, np.arange(100.0), {"kind": "act"})
+    damaged = store.entry_path(keys[1]) / "array.npy"
+    damaged.write_bytes(damaged.read_bytes()[:-8] + b"XXXXXXXX")
+    assert main(["cache", "info"]) == 0
+    out = capsys.readouterr().out
+    assert str(tmp_path / "cache") in out and "entries: 3" in out and "act:" in out
+    assert main(["cache", "verify"]) == 1
+    out = capsys.readouterr().out
+    assert keys[1] in out and "1 damaged entry removed" in out
+    assert main(["cache", "verify"]) == 0
+    assert "every entry is intact" in capsys.readouterr().out
+    assert main(["cache", "clear", "--dir", str(tmp_path / "cache")]) == 0
+    assert "2 entries removed" in capsys.readouterr().out
+    assert list(store.entries()) == []
+    monkeypatch.setenv("CONCEPTS_CACHE_MAX", "lots")
+    assert main(["cache", "info"]) == 2
+    assert "CONCEPTS_CACHE_MAX='lots'" in capsys.readouterr().err

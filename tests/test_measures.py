@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import warnings
 from pathlib import Path
 
@@ -207,8 +208,7 @@ def test_cache_reuses_and_invalidates(dataset, tmp_path, monkeypatch):
     monkeypatch.setattr(measures, "_extract", counting)
     first = measure_table(images, masks, cache_dir=cache, **_quiet())
     assert len(calls) == 4
-    files = sorted((cache / "radiomics").glob("*.json"))
-    assert len(files) == 4
+    assert len(_radiomics_entries(cache)) == 4
 
     second = measure_table(images, masks, cache_dir=cache, **_quiet())
     assert len(calls) == 4  # nothing recomputed
@@ -233,13 +233,20 @@ def test_cache_reuses_and_invalidates(dataset, tmp_path, monkeypatch):
     fresh = tmp_path / "fresh-cache"
     measure_table(images, masks, cache_dir=fresh, **_quiet())
     assert len(calls) == 13
-    victim = sorted((fresh / "radiomics").glob("*.json"))[0]
-    victim.write_text("{not json")
+    victim = _radiomics_entries(fresh)[0]
+    (victim / "record.json").write_text("{not json")
     with pytest.warns(CacheCorruptionWarning, match=victim.name):
         again = measure_table(images, masks, cache_dir=fresh, **_quiet())
     assert len(calls) == 14
-    assert json.loads(victim.read_text())["format"]  # rewritten
+    assert json.loads((victim / "record.json").read_text())["format"]  # rewritten
     pd.testing.assert_frame_equal(again, third)
+
+
+def _radiomics_entries(cache: Path) -> list[Path]:
+    from probes.cache import Store
+
+    return [e for e in Store(cache).entries()
+            if json.loads((e / "entry.json").read_text())["meta"].get("kind") == "radiomics"]
 
 
 def test_cache_content_is_used(dataset, tmp_path):
@@ -247,11 +254,16 @@ def test_cache_content_is_used(dataset, tmp_path):
     cache = tmp_path / "cache"
     table = measure_table(images, masks, cache_dir=cache, **_quiet())
     target = str((images / "a" / "img0.png").resolve())
-    for path in (cache / "radiomics").glob("*.json"):
-        data = json.loads(path.read_text())
+    from probes.cache import Store
+
+    store = Store(cache)
+    for entry in _radiomics_entries(cache):
+        data, _ = store.get_record(entry.name)
         if data["image"] == target:
+            # Rewritten through the store (a hand edit would fail its checksum and be recomputed).
             data["values"]["original_firstorder_Mean"] = -1.0
-            path.write_text(json.dumps(data))
+            shutil.rmtree(entry)
+            store.put_record(entry.name, data, meta={"kind": "radiomics"})
     again = measure_table(images, masks, cache_dir=cache, **_quiet())
     assert again.loc[target, "original_firstorder_Mean"] == -1.0
     assert again.drop(index=target).equals(table.drop(index=target))
@@ -260,7 +272,7 @@ def test_cache_content_is_used(dataset, tmp_path):
 def test_default_cache_dir_from_environment(dataset, tmp_path):
     images, masks = dataset
     measure_table(images, masks, **_quiet())
-    assert len(list((tmp_path / "default-cache" / "radiomics").glob("*.json"))) == 4
+    assert len(_radiomics_entries(tmp_path / "default-cache")) == 4
 
 
 def test_parallel_equals_serial(dataset):

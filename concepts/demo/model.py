@@ -190,7 +190,8 @@ def demo_model(case_info: CaseInfo, *, cache_dir: str | Path | None = None, seed
     if metrics_path.is_file() and model_path.is_file():
         try:
             metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-            model = keras.models.load_model(model_path, compile=False)
+            # safe_mode: a model file in a shared cache folder must not run code when loaded.
+            model = keras.models.load_model(model_path, compile=False, safe_mode=True)
             metrics.update(from_cache=True, model_path=str(model_path))
             _print(f"Demo CNN ({case_info.case}, {case_info.size}) loaded from {model_path}: held-out "
                    f"accuracy {metrics['test_accuracy']:.3f} on {metrics['n_test']} tiles.", progress)
@@ -230,7 +231,9 @@ def demo_model(case_info: CaseInfo, *, cache_dir: str | Path | None = None, seed
         "train_seconds": round(train_seconds, 2), "test_set": "classes/ (the report's examples, never trained on)",
         "train_set": "train/", "config": config, "cache_key": key,
     }
-    folder.mkdir(parents=True, exist_ok=True)
+    from probes.cache import make_private_dir
+
+    make_private_dir(folder)  # cache folders are private to the user (mode 0700)
     # Save to a temporary name and rename, so an interrupted run never leaves half a model behind.
     tmp_model = folder / f"model.tmp{os.getpid()}.keras"
     model.save(tmp_model)

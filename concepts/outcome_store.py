@@ -1,0 +1,151 @@
+"""Analysis outcomes as JSON plus plain arrays, so that a cached result never runs code when read.
+
+An outcome (tidy table, per-run arrays, RCV scatter tables, provenance) is split into a
+JSON-serialisable description and a dict of numeric arrays, stored together as one entry of
+:class:`probes.cache.Store` (``record.json`` + ``arrays.npz`` read with ``allow_pickle=False``).
+Numeric and boolean columns travel as arrays, so values and dtypes come back bit for bit; text
+columns travel as JSON lists. Anything that does not fit (an object that is neither text nor a
+number) raises :class:`TypeError`, and the caller simply does not cache that outcome.
+
+Example:
+    >>> table = pd.DataFrame({"concept": ["a", "b"], "score": [0.25, 0.75]})
+    >>> data, arrays = encode_frame(table, "t")
+    >>> decode_frame(data, arrays).equals(table)
+    True
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+#: Version of this encoding; part of the outcome's cache key.
+ENCODING_VERSION = "outcome-json-v1"
+
+_SCALARS = (str, bool, int, float, type(None))
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy of ``value``: numpy scalars become Python ones, tuples lists; else TypeError."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, _SCALARS):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            raise TypeError(f"dict keys must be text to be stored as JSON, got {list(value)[:3]}")
+        return {k: _plain(v) for k, v in value.items()}
+    raise TypeError(f"cannot store a {type(value).__name__} as JSON")
+
+
+def encode_frame(frame: pd.DataFrame, prefix: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """``(description, arrays)`` of a DataFrame with text columns and numeric/bool columns.
+
+    Raises:
+        TypeError: a column holds objects that are neither text nor numbers, or a name is not text.
+
+    Example:
+        >>> encode_frame(pd.DataFrame({"x": [1.0]}), "f")[0]["columns"]
+        [{'name': 'x', 'kind': 'array'}]
+    """
+    columns = []
+    arrays: dict[str, np.ndarray] = {}
+    for j, name in enumerate(frame.columns):
+        if not isinstance(name, str):
+            raise TypeError(f"column name {name!r} is not text")
+        series = frame[name]
+        if series.dtype == object or isinstance(series.dtype, pd.StringDtype):
+            values = [None if v is None else _plain(v) for v in series.tolist()]
+            if not all(isinstance(v, _SCALARS) for v in values):
+                raise TypeError(f"column {name!r} holds values that are not text or numbers")
+            # The dtype's name restores pandas' text dtype ("str" in pandas 3) as well as "object".
+            columns.append({"name": name, "kind": "json", "dtype": str(series.dtype), "values": values})
+        else:
+            array = series.to_numpy()
+            if array.dtype == object or array.dtype.kind not in "biufcUSM":
+                raise TypeError(f"column {name!r} has dtype {series.dtype}")
+            arrays[f"{prefix}/{j}"] = array
+            columns.append({"name": name, "kind": "array"})
+    index = frame.index
+    if isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1:
+        index_data: Any = None
+    else:
+        index_data = {"name": _plain(index.name), "values": _plain(list(index))}
+    return {"columns": columns, "index": index_data, "attrs": _plain(dict(frame.attrs)), "n": len(frame)}, arrays
+
+
+def decode_frame(data: dict[str, Any], arrays: dict[str, np.ndarray], prefix: str = "t") -> pd.DataFrame:
+    """The DataFrame that :func:`encode_frame` described (same values, dtypes, order and attrs).
+
+    Example:
+        >>> frame = pd.DataFrame({"ok": [True, False]})
+        >>> decode_frame(*encode_frame(frame, "p"), prefix="p").dtypes["ok"]
+        dtype('bool')
+    """
+    columns: dict[str, Any] = {}
+    for j, column in enumerate(data["columns"]):
+        if column["kind"] == "json":
+            values = pd.Series(column["values"], dtype=object)
+            dtype = column.get("dtype", "object")
+            columns[column["name"]] = values if dtype == "object" else values.astype(dtype)
+        else:
+            columns[column["name"]] = pd.Series(arrays[f"{prefix}/{j}"])
+    frame = pd.DataFrame(columns, columns=[c["name"] for c in data["columns"]])
+    if data.get("index") is not None:
+        frame.index = pd.Index(data["index"]["values"], name=data["index"]["name"])
+    frame.attrs.update(data.get("attrs") or {})
+    return frame
+
+
+def encode_outcome(table: pd.DataFrame, runs: dict, scatter: dict,
+                   provenance: dict) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """``(description, arrays)`` of an analysis outcome; TypeError when part of it cannot be stored.
+
+    Example:
+        >>> data, arrays = encode_outcome(pd.DataFrame({"x": [1.0]}), {("c", "l", "k"): {"s": np.ones(2)}}, {}, {})
+        >>> sorted(arrays)
+        ['runs/0/s', 'table/0']
+    """
+    table_data, arrays = encode_frame(table, "table")
+    run_index = []
+    for i, (key, named) in enumerate(runs.items()):
+        run_index.append({"key": _plain(list(key)), "arrays": sorted(named)})
+        for name, value in named.items():
+            value = np.asarray(value)
+            if value.dtype == object:
+                raise TypeError(f"run array {name!r} of {key} has dtype object")
+            arrays[f"runs/{i}/{name}"] = value
+    scatter_index = []
+    for i, (key, frame) in enumerate(scatter.items()):
+        frame_data, frame_arrays = encode_frame(frame, f"scatter/{i}")
+        scatter_index.append({"key": _plain(list(key)), "frame": frame_data})
+        arrays.update(frame_arrays)
+    data = {"encoding": ENCODING_VERSION, "table": table_data, "runs": run_index, "scatter": scatter_index,
+            "provenance": _plain(provenance)}
+    return data, arrays
+
+
+def decode_outcome(data: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The fields of an outcome (``table``, ``runs``, ``scatter``, ``provenance``) from its encoding.
+
+    Raises:
+        ValueError: the description was written by another encoding version.
+
+    Example:
+        >>> fields = decode_outcome(*encode_outcome(pd.DataFrame({"x": [1.0]}), {}, {}, {"seed": 0}))
+        >>> fields["provenance"]
+        {'seed': 0}
+    """
+    if not isinstance(data, dict) or data.get("encoding") != ENCODING_VERSION:
+        raise ValueError(f"not an outcome of encoding {ENCODING_VERSION}")
+    table = decode_frame(data["table"], arrays, "table")
+    runs = {tuple(item["key"]): {name: arrays[f"runs/{i}/{name}"] for name in item["arrays"]}
+            for i, item in enumerate(data["runs"])}
+    scatter = {tuple(item["key"]): decode_frame(item["frame"], arrays, f"scatter/{i}")
+               for i, item in enumerate(data["scatter"])}
+    return {"table": table, "runs": runs, "scatter": scatter, "provenance": data["provenance"]}

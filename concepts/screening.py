@@ -1,0 +1,152 @@
+"""Bad images found before any compute, and named: every one in one error, or skipped on request.
+
+A hospital export holds whatever it holds: zero-byte files, files cut short by a copy, text saved
+as ``.png``, float TIFFs with NaN. :func:`image_problem` says what is wrong with one file by a
+cheap structural check (header decoded without the pixels, PNG/JPEG trailer present, TIFF strips
+inside the file, float TIFFs decoded and checked for NaN), memoised per process on the file's
+identity (path, size, mtime, inode), so a warm rerun costs one ``stat`` per file.
+:func:`screen` checks every file of every set of a call at once: with ``on_error="raise"`` (the
+default of the public API) one :class:`~concepts.errors.ImageReadError` lists every bad file with
+its reason; with ``on_error="skip"`` they are left out with one warning, and the caller records
+them in the provenance and the report.
+
+Example:
+    >>> problems = screen({"concepts/striped": ["a.png", "b.png"]}, on_error="skip")  # doctest: +SKIP
+    >>> problems  # doctest: +SKIP
+    {'b.png': 'empty file (0 bytes)'}
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+
+from .errors import ImageReadError
+
+_MEMO: dict[tuple, str | None] = {}
+_PNG_END = b"IEND\xaeB`\x82"
+_TIFF = (".tif", ".tiff")
+
+
+def _tiff_problem(path: Path, size: int) -> str | None:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        if not tif.pages:
+            return "TIFF without any image"
+        page = tif.pages[0]
+        ends = [o + n for o, n in zip(page.dataoffsets or (), page.databytecounts or ())]
+        if ends and max(ends) > size:
+            return f"truncated: its image data ends at byte {max(ends)} but the file has {size} bytes"
+        if np.dtype(page.dtype).kind == "f":
+            # Only float images can hold NaN; decoding them here is the price of naming them.
+            data = page.asarray()
+            bad = int(np.count_nonzero(~np.isfinite(data)))
+            if bad:
+                return f"{bad} pixel value(s) are NaN or infinite"
+    return None
+
+
+def _pil_problem(path: Path, size: int) -> str | None:
+    from PIL import Image
+
+    with Image.open(path) as handle:  # parses the header only
+        fmt = handle.format
+        width, height = handle.size
+    if width < 1 or height < 1:
+        return f"image of size {width}x{height}"
+    with open(path, "rb") as raw:
+        raw.seek(max(0, size - 64))
+        tail = raw.read()
+    missing = ((fmt == "PNG" and _PNG_END not in tail and "no IEND chunk at its end")
+               or (fmt == "JPEG" and b"\xff\xd9" not in tail and "no end-of-image marker"))
+    if not missing:
+        return None
+    # Some writers append bytes after the end marker: only a failed full decode proves truncation.
+    try:
+        with Image.open(path) as handle:
+            handle.load()
+    except Exception as exc:
+        return f"truncated {fmt} ({missing}; decoding fails: {exc})"
+    return None
+
+
+def image_problem(path: str | os.PathLike) -> str | None:
+    """What makes ``path`` unusable as an image (missing, empty, truncated, undecodable, NaN), or None.
+
+    Example:
+        >>> image_problem("no/such/file.png")
+        'does not exist'
+    """
+    path = Path(path)
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return "does not exist"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    key = (os.fspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns)
+    if key in _MEMO:
+        return _MEMO[key]
+    if not path.is_file():
+        problem: str | None = "not a regular file"
+    elif stat.st_size == 0:
+        problem = "empty file (0 bytes)"
+    elif not os.access(path, os.R_OK):
+        problem = "no permission to read it"
+    else:
+        try:
+            problem = (_tiff_problem if path.suffix.lower() in _TIFF else _pil_problem)(path, stat.st_size)
+        except Exception as exc:  # decoders raise many unrelated types
+            problem = f"not a readable image ({type(exc).__name__}: {exc})"
+    _MEMO[key] = problem
+    return problem
+
+
+def screen(sets: Mapping[str, Iterable[str | os.PathLike]], on_error: str = "raise") -> dict[str, str]:
+    """Check every file of every named set; return ``{path: problem}`` of the bad ones.
+
+    Args:
+        sets: set name (e.g. ``"concept 'striped'"``) -> its files.
+        on_error: ``"raise"``: one :class:`ImageReadError` listing every bad file (grouped by set);
+            ``"skip"``: one warning, and the caller leaves the returned files out.
+
+    Raises:
+        ImageReadError: ``on_error="raise"`` and some file is bad.
+        ValueError: ``on_error`` is neither ``"raise"`` nor ``"skip"``.
+
+    Example:
+        >>> screen({"empty": []})
+        {}
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}.")
+    problems: dict[str, str] = {}
+    where: dict[str, list[str]] = {}
+    for name, files in sets.items():
+        for file in files:
+            text = os.fspath(file)
+            if text in problems:
+                where[text].append(name)
+                continue
+            problem = image_problem(text)
+            if problem is not None:
+                problems[text] = problem
+                where[text] = [name]
+    if not problems:
+        return problems
+    lines = [f"  {path}: {problems[path]} (in {', '.join(where[path])})" for path in sorted(problems)]
+    if on_error == "raise":
+        raise ImageReadError(
+            f"{len(problems)} image file(s) cannot be used:\n" + "\n".join(lines)
+            + "\nRepair or remove them, or pass on_error='skip' to leave them out (they are then listed in the "
+              "result's provenance and the report).")
+    warnings.warn(f"Leaving out {len(problems)} image file(s) that cannot be used (on_error='skip'):\n"
+                  + "\n".join(lines), UserWarning, stacklevel=3)
+    return problems
+
+
+__all__ = ["image_problem", "screen"]
