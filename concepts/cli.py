@@ -58,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--cache-dir", help="activation cache folder (default: $CONCEPTS_CACHE_DIR or "
                                          "~/.cache/concepts-toolkit)")
     rep.add_argument("--quiet", action="store_true", help="no progress bars")
+    rep.add_argument("--scheduler", metavar="ADDRESS", help="a Dask scheduler (e.g. tcp://10.0.0.5:8786): class "
+                     "examples' gradient passes and --measures run on its workers, which must see the same files")
+    rep.add_argument("--memory-budget", default="2GB", help="RAM for arrays that grow with the data; larger class "
+                     "sets are streamed (default: %(default)s)")
 
     cmp = sub.add_parser("compare", help="score the same concepts for several models and compare them",
                          description="Score the concepts of DATA_DIR for every --model on one shared design, align "
@@ -89,6 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     mea.add_argument("--out", default="measures.csv", help="output CSV (default: %(default)s)")
     mea.add_argument("--jobs", type=int, default=None, help="parallel workers (default: all cores)")
     mea.add_argument("--quiet", action="store_true", help="no progress bar")
+    mea.add_argument("--scheduler", metavar="ADDRESS", help="a Dask scheduler: measure the images on its workers "
+                     "(which must see the same files) instead of local processes")
 
     man = sub.add_parser("manifest", help="write or check a data manifest (SHA-256 of every file)",
                          description="Write a manifest of DATA_DIR into data_manifests/, or check a manifest.")
@@ -136,6 +142,21 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _client(address: str | None):
+    """A ``dask.distributed.Client`` for ``--scheduler ADDRESS`` (None without one)."""
+    if not address:
+        return None
+    try:
+        from dask.distributed import Client
+    except ImportError:
+        raise SystemExit(_fail("--scheduler needs Dask: pip install 'concepts-toolkit[distributed]'.")) from None
+    try:
+        return Client(address, timeout=30)
+    except (OSError, TimeoutError) as exc:
+        raise SystemExit(_fail(f"cannot reach the Dask scheduler at {address!r} ({exc}); start one with "
+                               "'dask scheduler' (and 'dask worker ADDRESS' on each machine).")) from None
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     data = Path(args.data)
     if not data.is_dir():
@@ -156,12 +177,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return _fail(f"cannot load model file {args.model!r} as a Keras model ({reason}); give a model saved "
                      "with model.save('model.keras').")
+    client = _client(args.scheduler)
     measures = None
     if args.measures:
         from .measures import radiomics
 
         masks = args.masks or (str(data / "masks") if (data / "masks").is_dir() else None)
-        measures = [radiomics(f, images=data / "classes", masks=masks, channel=args.channel, progress=not args.quiet)
+        measures = [radiomics(f, images=data / "classes", masks=masks, channel=args.channel, progress=not args.quiet,
+                              client=client)
                     for f in _split(args.measures)]
     concepts_arg = None
     if args.concepts:
@@ -169,7 +192,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     rep = report(model, layers, concepts=concepts_arg, classes=_split(args.classes), data=data,
                  measures=measures, n_random=args.n_random, null_pairs=args.null_pairs, target=args.target,
                  correction=args.correction, seed=args.seed, batch_size=args.batch_size, sanity=args.sanity,
-                 cache_dir=args.cache_dir, progress=not args.quiet,
+                 cache_dir=args.cache_dir, progress=not args.quiet, client=client,
+                 memory_budget=args.memory_budget,
                  title=f"Concept report: {Path(args.model).name} on {data.name}")
     written = rep.save(args.out)
     print(rep)
@@ -257,7 +281,7 @@ def _cmd_measures(args: argparse.Namespace) -> int:
     from .measures import measure_table
 
     table = measure_table(args.images, masks=args.masks, params=args.params, channel=args.channel, n_jobs=args.jobs,
-                          progress=not args.quiet)
+                          progress=not args.quiet, client=_client(args.scheduler))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index_label="image")

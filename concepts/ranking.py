@@ -55,13 +55,15 @@ def rank_measures(model: Any, layers: Sequence[str], table: pd.DataFrame, *, col
                   target: str = "logit", seed: int = 0, preprocess: Callable | None = None, batch_size: int = 32,
                   correction: str = "holm", significance: float = 0.05, pool: str | bool = "auto",
                   cache_dir: str | os.PathLike | bool | None = None, progress: bool = True,
-                  on_error: str = "raise") -> pd.DataFrame:
+                  on_error: str = "raise", memory_budget: int | str | None = "2GB",
+                  client: Any = None) -> pd.DataFrame:
     """Rank every measure of ``table`` in every layer by held-out R² and Br, with significance.
 
     The class examples come from ``examples=`` or ``<data>/classes``; by default ``data`` is the
     folder two levels above the measured images (``data/classes/<class>/image.png``).
 
-    Other arguments (``n_random``, ``correction``, ``on_error``, ...) are as in :func:`concepts.score`;
+    Other arguments (``n_random``, ``correction``, ``on_error``, ``memory_budget``, ``client``, ...) are as in
+    :func:`concepts.score`;
     every one is validated before anything is computed.
 
     Returns:
@@ -86,7 +88,8 @@ def rank_measures(model: Any, layers: Sequence[str], table: pd.DataFrame, *, col
     result = report(model, layers, concepts=[], classes=classes, data=data, measures=measures, examples=examples,
                     class_names=class_names, n_random=n_random, target=target, seed=seed, preprocess=preprocess,
                     batch_size=batch_size, correction=correction, significance=significance, pool=pool,
-                    cache_dir=cache_dir, progress=progress, on_error=on_error)
+                    cache_dir=cache_dir, progress=progress, on_error=on_error, memory_budget=memory_budget,
+                    client=client)
     frame = result.to_frame()
     layer_order = {layer: i for i, layer in enumerate(layers)}
     frame["_layer"] = frame["layer"].map(layer_order)

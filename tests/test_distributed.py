@@ -113,3 +113,19 @@ def test_radiomics_on_a_cluster_equals_the_local_table_with_the_same_failures(cl
     single = concepts.radiomics("original_firstorder_Mean", images, masks, cache_dir=False, client=client)
     np.testing.assert_allclose(single.values.dropna().to_numpy(), local["original_firstorder_Mean"].dropna(),
                                rtol=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore:Radiomics")
+def test_cli_measures_on_a_scheduler(client, tmp_path):
+    import pandas as pd
+
+    from concepts.cli import main
+
+    rng = np.random.default_rng(1)
+    for i in range(6):
+        write_png(tmp_path / "images" / f"im{i}.png", rng.uniform(0, 1, (20, 20)))
+    local, remote = tmp_path / "local.csv", tmp_path / "remote.csv"
+    assert main(["measures", str(tmp_path / "images"), "--out", str(local), "--jobs", "1", "--quiet"]) == 0
+    assert main(["measures", str(tmp_path / "images"), "--out", str(remote), "--quiet",
+                 "--scheduler", client.scheduler.address]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(local, index_col=0), pd.read_csv(remote, index_col=0))
