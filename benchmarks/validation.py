@@ -55,7 +55,9 @@ def evaluate(case: PlantedCase, table: pd.DataFrame, statistic: str) -> dict[str
     significant = planted["significant"].to_numpy(bool)
     noise = table[table["concept"].isin(case.noise_concepts)]
     per_layer = {layer: float(np.mean(right[(planted["layer"] == layer).to_numpy()])) for layer in case.layers}
-    return {"signs": float(right.mean()), "power": float((right & significant).mean()),
+    misses = [f"{r['class']} / {r['layer']} / {r['concept']} (ubs {r['ubs']:+.2f}, p = {r['p_value']:.2g}"
+              f"{', significant' if r['significant'] else ''})" for (_, r), ok in zip(planted.iterrows(), right) if not ok]
+    return {"signs": float(right.mean()), "power": float((right & significant).mean()), "misses": misses,
             "wrong": int((~right & significant).sum()), "n_planted": int(len(planted)),
             "fpr": float((noise["p_value"] < 0.05).mean()), "n_noise": int(len(noise)),
             "signs_per_layer": per_layer}
@@ -163,6 +165,11 @@ def decision(frame: pd.DataFrame, worst: pd.DataFrame) -> list[str]:
             continue
         rows.append(f"- `{method}` with the same statistic: worst sign accuracy {row.min_signs:.2f}, "
                     f"{int(row.wrong)} wrong-way findings, power {row.power:.2f}, FPR {row.fpr:.3f}.")
+    if default is not None and "misses" in frame:
+        part = frame[(frame["method"] == DEFAULT_CAV) & (frame["statistic"] == DEFAULT_STATISTIC)]
+        missed = sorted({m for cells in part["misses"] for m in cells})
+        rows += ["", "Planted cells the default got the wrong way round in at least one setting: "
+                 + ("; ".join(missed) if missed else "none") + "."]
     rows += ["",
              "Rules applied, in order (from the issue): the right sign in every layer of every planted case, a "
              "false-positive rate at or below nominal, then the most power. Only the difference of means keeps "

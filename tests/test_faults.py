@@ -291,7 +291,7 @@ def test_bad_option_fails_before_any_compute(model, clean_data, option, value, e
 
 
 def test_report_and_rank_measures_validate_first(model, clean_data):
-    with pytest.raises(OptionError, match="statistic='tcav'.*'score', 'ubs'"):
+    with pytest.raises(OptionError, match="statistic='tcav'.*'score', 'shift', 'ubs'"):
         concepts.report(model, ["conv1"], data=clean_data, statistic="tcav", cache_dir=False)
     table = pd.DataFrame({"m": [1.0, 2.0]}, index=["a.png", "b.png"])
     with pytest.raises(OptionError, match="correction='BH-FDR'"):
@@ -326,7 +326,7 @@ def test_two_outputs_are_explained(clean_data):
     x = keras.layers.Conv2D(2, 3, activation="relu", name="conv1")(inputs)
     pooled = keras.layers.GlobalAveragePooling2D()(x)
     two = keras.Model(inputs, [keras.layers.Dense(2, name="a")(pooled), keras.layers.Dense(3, name="b")(pooled)])
-    with pytest.raises(ToolkitError, match=r"must have one output.*\(None, 2\), \(None, 3\)"):
+    with pytest.raises(ToolkitError, match=r"has 2 outputs \(0: 'a', 1: 'b'\); say which one to explain with output="):
         concepts.score(two, "conv1", clean_data / "concepts" / "horizontal", cache_dir=False, **FAST)
 
 
