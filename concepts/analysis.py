@@ -1,9 +1,13 @@
 """The computation behind :func:`concepts.score` and :func:`concepts.report`.
 
-One engine pass per image set gives the activations of every requested layer (and, for class
-examples, the gradients of the target); every probe is then fitted on those cached arrays, and
-every concept vector, random ones included, is projected on the gradients with one matrix
-product per (class, layer). Nothing here touches TensorFlow: that is the engine's job.
+Two phases, so that memory does not grow with the number of class examples. Phase 1: one engine pass
+per concept, random and measured image set gives the activations of every requested layer, and
+every probe (CAVs, random-vs-random CAVs, RCVs and their nulls, the robustness directions) is
+fitted on them. Phase 2: the class examples go through the gradient pass -- in one piece when they
+fit ``memory_budget``, batch by batch otherwise, or sharded over a Dask cluster -- and only their
+projections on every vector are kept (:mod:`probes.streaming`): running column statistics, the
+unit-gradient sum of the UBS null, and a few numbers per example. Phase 3 computes the statistics
+from those. Nothing here touches TensorFlow: that is the engine's job.
 
 Statistics per (class, layer, concept):
 
@@ -61,7 +65,7 @@ from probes.progress import progress
 from probes.sources import hash_array
 from probes.regression import RegressionProbe, pool_activations, shuffled_fits
 from probes.stats import adjust_pvalues, bootstrap_ci, bootstrap_diff_ci, prediction_test, student_t_pvalue
-from probes.streaming import ProjectionSpace, Projections as _Projections, project_batches
+from probes.streaming import ProjectionSpace, Projections, project_batches
 from probes.ubs import ubs_pvalue
 
 from .outcome_store import ENCODING_VERSION, decode_outcome, encode_outcome
@@ -328,7 +332,7 @@ class Analysis:
 
     def _project(self, example: ClassExamples, plans: dict[str, "_LayerPlan"], budget: "_Budget") -> dict:
         """Phase 2 for one class: its examples' gradients (and activations, for presence) projected on every
-        vector of every layer's plan, batch by batch. Returns ``{layer: {space: _Projections}}``.
+        vector of every layer's plan, batch by batch. Returns ``{layer: {space: Projections}}``.
 
         With a Dask client, shards of the examples are projected on the workers (only the projections come
         back). Otherwise, when the class's activations and gradients fit in what is left of the memory budget
@@ -850,7 +854,7 @@ class Analysis:
             "test_statistic": opts.statistic, "direction_agreement": np.nan, "fragile": False,
         }
 
-    def _ubs(self, proj: "_Projections", ratios: np.ndarray, nulls: dict[str, np.ndarray], null_key: str,
+    def _ubs(self, proj: "Projections", ratios: np.ndarray, nulls: dict[str, np.ndarray], null_key: str,
              seed: int) -> tuple[float, float, float, float]:
         """UBS from per-example ratios, its bootstrap interval over examples, and its p-value."""
         opts = self.options
