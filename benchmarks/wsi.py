@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python -m benchmarks.wsi             # 2,000 and 20,000 class tiles, radiomics on 800 tiles (about 10 min)
+    python -m benchmarks.wsi             # 2,000 and 20,000 class tiles, radiomics on 1,200 tiles (about 10 min)
     python -m benchmarks.wsi --full      # also 100,000 class tiles (the issue's size; adds several minutes)
     python -m benchmarks.wsi --small     # seconds to a minute: the same plumbing at 300 / 1,200 tiles
 
@@ -163,7 +163,10 @@ def run_radiomics(folder: str, workers: int) -> dict[str, Any]:
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
                                silence_logs=40)
         client = Client(cluster)
-        client.run(lambda: __import__("radiomics"))
+        # Worker start-up (imports, pyradiomics' first call) is not part of the timed call: measure a few
+        # tiles first, without the cache, on every worker.
+        warm = sorted(Path(folder).glob("*.png"))[:4 * workers]
+        concepts.measure_table(warm, features=features, cache_dir=False, progress=False, client=client)
     start = time.perf_counter()
     table = concepts.measure_table(folder, features=features, cache_dir=False, progress=False, n_jobs=1,
                                    client=client)
@@ -201,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     sizes = [300, 1200] if args.small else [2000, 20000] + ([100000] if args.full else [])
-    n_radiomics = 120 if args.small else 800
+    n_radiomics = 120 if args.small else 1200
     runs: list[dict] = []
     for n in sizes:
         runs.append(_in_subprocess(["score", str(n), "0"]))
@@ -212,7 +215,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"score {runs[-1]['n_tiles']} tiles, {workers} Dask worker(s): {runs[-1]['seconds']:.1f} s", flush=True)
     with tempfile.TemporaryDirectory(prefix="wsi-tiles-") as tmp:
         write_tiles(Path(tmp), n_radiomics)
-        for workers in (0, 1, 2):
+        # Interleaved repetitions (0, 1, 2, 1, 2 workers), best of each: the machine is shared, and a burst of
+        # someone else's load during one run should not decide the speed-up.
+        for workers in (0, 1, 2, 1, 2):
             runs.append(_in_subprocess(["radiomics", tmp, str(workers)]))
             print(f"measure_table {n_radiomics} tiles, {workers or 'no'} Dask worker(s): "
                   f"{runs[-1]['seconds']:.1f} s", flush=True)
@@ -229,7 +234,10 @@ def main(argv: list[str] | None = None) -> int:
 def summarise(runs: list[dict], small: bool) -> dict[str, Any]:
     local = [r for r in runs if r["task"] == "score" and r["workers"] == 0]
     dask_score = {r["workers"]: r for r in runs if r["task"] == "score" and r["workers"]}
-    rad = {r["workers"]: r for r in runs if r["task"] == "measure_table"}
+    rad: dict[int, dict] = {}
+    for r in runs:
+        if r["task"] == "measure_table" and (r["workers"] not in rad or r["seconds"] < rad[r["workers"]]["seconds"]):
+            rad[r["workers"]] = r
     # Tables must agree between local and Dask runs of the same size.
     same = [r for r in local if r["n_tiles"] == dask_score[1]["n_tiles"]]
     agree = None
@@ -254,6 +262,7 @@ def summarise(runs: list[dict], small: bool) -> dict[str, Any]:
         "radiomics_speedup_2_over_1": rad[1]["seconds"] / rad[2]["seconds"],
         "radiomics_seconds_per_tile": per_tile,
         "score_seconds_per_tile_local": local[-1]["seconds"] / local[-1]["n_tiles"],
+        "runs": [{k: v for k, v in r.items() if k != "table"} for r in runs],
     }
 
 
@@ -274,7 +283,7 @@ def render(report: dict[str, Any]) -> str:
     lines += ["", f"Speed-up of 2 workers over 1: {report['score_speedup_2_over_1']:.2f}x. "
               f"Largest relative difference of score/ubs/p_value vs the local table: "
               f"{report['score_dask_vs_local_max_rel_diff']}.", "",
-              "## measure_table (pyradiomics, 6 features, whole tile)", "",
+              "## measure_table (pyradiomics, 6 features, whole tile; best of the interleaved repetitions)", "",
               "| Dask workers | tiles | seconds | s per tile | worker peaks (MB) |", "|---:|---:|---:|---:|---|"]
     for w, r in report["radiomics"].items():
         peaks = ", ".join(f"{m:.0f}" for m in (r.get("worker_peak_rss_mb") or []))
