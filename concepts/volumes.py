@@ -550,8 +550,8 @@ def resolve_modality(volume: np.ndarray, modality: str = "auto") -> str:
     tag = getattr(volume, "modality", None)
     if tag:
         return "ct" if tag.upper() == "CT" else "mri"
-    # Hounsfield air is -1000; magnitude MRI is never far below 0.
-    return "ct" if float(np.min(volume)) <= -500 else "mri"
+    # Fat is about -100 HU and air -1000 HU; magnitude MRI is never below 0.
+    return "ct" if float(np.min(volume)) <= -100 else "mri"
 
 
 def volume_preprocess(volume: np.ndarray, input_shape: tuple, *, modality: str = "auto",
@@ -569,8 +569,9 @@ def volume_preprocess(volume: np.ndarray, input_shape: tuple, *, modality: str =
        * MRI: the volume's own ``percentiles`` (default 1st and 99th) map to 0 and 1, clipped
          (MRI intensities have no absolute unit). A constant volume becomes 0.
        * ``modality="auto"`` (default): the DICOM ``Modality`` tag decides when there is one
-         (``CT`` is CT, anything else MRI); for NIfTI, a volume with values at or below -500 (air in
-         HU) is CT, otherwise MRI. Pass ``modality="ct"`` for CT crops without air.
+         (``CT`` is CT, anything else MRI); for NIfTI, a volume with values at or below -100 (fat and
+         air in HU; magnitude MRI is never negative) is CT, otherwise MRI. The rule is applied per
+         volume, so pass ``modality="ct"`` when CT crops may hold neither fat nor air.
 
     2. **Resample** to the model's ``(D, H, W)`` with :func:`resample_to_shape` (linear, antialiased
        when shrinking; the whole field of view is kept and the aspect ratio is not). The voxel
