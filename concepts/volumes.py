@@ -32,7 +32,7 @@ import numpy as np
 from .errors import ImageReadError, InputShapeError, ToolkitError
 
 __all__ = ["CT_WINDOW", "DEFAULT_VOLUME_PREPROCESS_ID", "Geometry", "Volume", "VolumeGeometryError",
-           "check_mask_geometry", "check_same_geometry", "is_dicom_series", "is_volume_file",
+           "check_mask_geometry", "check_same_geometry", "geometry_records", "is_dicom_series", "is_volume_file",
            "is_volume_path", "model_spacing", "read_volume", "resolve_modality", "resample_to_shape", "series_sha256", "volume_preprocess",
            "volume_stem", "write_dicom_series", "write_volume"]
 
@@ -629,3 +629,52 @@ def model_spacing(geometry: Geometry, input_shape: tuple) -> tuple[float, ...]:
     dhw = [s if s is not None else n for s, n in zip(shape[:3], reversed(geometry.size))]
     xyz = list(reversed(dhw))
     return tuple(float(sp * n / m) for sp, n, m in zip(geometry.spacing, geometry.size, xyz))
+
+
+# --------------------------------------------------------------------------------------------------
+# Manifests
+# --------------------------------------------------------------------------------------------------
+
+def _header_geometry(path: Path) -> Geometry:
+    """The geometry of a NIfTI file from its header only (no voxels read)."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return read_volume(path).geometry  # raises ImageReadError naming the file
+    if reader.GetDimension() != 3 or reader.GetNumberOfComponents() != 1:
+        return read_volume(path).geometry
+    return Geometry(tuple(int(s) for s in reader.GetSize()), tuple(float(s) for s in reader.GetSpacing()),
+                    tuple(float(o) for o in reader.GetOrigin()), tuple(float(d) for d in reader.GetDirection()))
+
+
+def geometry_records(data_dir: str | Path, relative_paths: Sequence[str]) -> dict[str, dict]:
+    """Geometry of every volume among a data folder's files, for its manifest.
+
+    Keys are a NIfTI file's relative path or a DICOM series folder's relative path; values are
+    :meth:`Geometry.to_dict` (size, spacing, origin, direction in ITK's x, y, z order), or
+    ``{"error": ...}`` for a volume that cannot be read (the manifest still records its bytes).
+
+    Example:
+        >>> geometry_records("data", ["classes/a/case01.nii.gz"])  # doctest: +SKIP
+        {'classes/a/case01.nii.gz': {'size': [64, 64, 20], 'spacing': [0.7, 0.7, 2.5], ...}}
+    """
+    root = Path(data_dir)
+    targets: dict[str, Path] = {}
+    for rel in relative_paths:
+        if is_volume_file(rel):
+            targets[rel] = root / rel
+        elif rel.lower().endswith(".dcm"):
+            parent = Path(rel).parent.as_posix()
+            targets.setdefault(parent, root / parent)
+    records: dict[str, dict] = {}
+    for rel, path in sorted(targets.items()):
+        try:
+            geometry = _header_geometry(path) if path.is_file() else read_volume(path).geometry
+            records[rel] = geometry.to_dict()
+        except ImageReadError as exc:
+            records[rel] = {"error": str(exc)}
+    return records

@@ -238,3 +238,25 @@ def test_planted_3d_concept_is_found_with_the_right_sign(tmp_path):
         assert rows.loc["x_layers", "ubs"] < 0
         other = table[(table["class"] == "other") & (table["layer"] == layer)].set_index("concept")
         assert other.loc["z_layers", "ubs"] < 0 < other.loc["x_layers", "ubs"]
+
+
+# --- manifests ----------------------------------------------------------------------------------------
+
+def test_manifest_records_the_geometry_of_nifti_files_and_dicom_series(tmp_path):
+    from concepts.manifests import check_manifest, read_manifest, write_manifest
+
+    data = tmp_path / "data"
+    write_volume(_ramp(), data / "classes" / "a" / "v.nii.gz", spacing=SPACING, origin=ORIGIN)
+    write_dicom_series(_ramp((4, 6, 7)), data / "classes" / "a" / "s1", spacing=SPACING, direction=ROTATED)
+    write_png(data / "classes" / "b" / "flat.png", np.zeros((4, 4)))
+    manifest = read_manifest(write_manifest(data, tmp_path / "m.json"))
+    volumes = manifest["volumes"]
+    assert sorted(volumes) == ["classes/a/s1", "classes/a/v.nii.gz"]
+    assert volumes["classes/a/v.nii.gz"]["size"] == [7, 6, 5]
+    np.testing.assert_allclose(volumes["classes/a/v.nii.gz"]["spacing"], SPACING, rtol=1e-6)
+    np.testing.assert_allclose(volumes["classes/a/v.nii.gz"]["origin"], ORIGIN, atol=1e-5)
+    np.testing.assert_allclose(volumes["classes/a/s1"]["direction"], ROTATED, atol=1e-5)
+    assert manifest["n_files"] == 1 + 4 + 1   # every .dcm file keeps its own SHA-256
+    assert check_manifest(tmp_path / "m.json", data).ok
+    # 2D-only folders get no "volumes" entry (their manifests are unchanged).
+    assert "volumes" not in read_manifest(write_manifest(data / "classes" / "b", tmp_path / "b.json"))
