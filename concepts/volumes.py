@@ -524,7 +524,7 @@ def resample_to_shape(volume: np.ndarray, shape: Sequence[int]) -> np.ndarray:
 def _intensity(volume: np.ndarray, modality: str, window: Sequence[float],
                percentiles: Sequence[float]) -> np.ndarray:
     data = np.asarray(volume, dtype=np.float32)
-    if modality == "ct":
+    if modality in ("ct", "fixed"):
         low, high = float(window[0]), float(window[1])
     else:
         low, high = (float(v) for v in np.percentile(data, [percentiles[0], percentiles[1]]))
@@ -534,19 +534,20 @@ def _intensity(volume: np.ndarray, modality: str, window: Sequence[float],
 
 
 def resolve_modality(volume: np.ndarray, modality: str = "auto") -> str:
-    """``"ct"`` or ``"mri"`` for ``modality`` ``"auto"``, ``"ct"`` or ``"mri"`` (see :func:`volume_preprocess`).
+    """``"ct"``, ``"mri"`` or ``"fixed"`` for ``modality`` ``"auto"``, ``"ct"``, ``"mri"`` or ``"fixed"``
+    (see :func:`volume_preprocess`).
 
     Example:
         >>> resolve_modality(np.full((2, 2, 2), -1000.0)), resolve_modality(np.zeros((2, 2, 2)))
         ('ct', 'mri')
     """
     wanted = str(modality).lower()
-    if wanted in ("ct", "mri"):
+    if wanted in ("ct", "mri", "fixed"):
         return wanted
     if wanted == "mr":
         return "mri"
     if wanted != "auto":
-        raise ValueError(f"modality must be 'auto', 'ct' or 'mri', got {modality!r}.")
+        raise ValueError(f"modality must be 'auto', 'ct', 'mri' or 'fixed', got {modality!r}.")
     tag = getattr(volume, "modality", None)
     if tag:
         return "ct" if tag.upper() == "CT" else "mri"
@@ -568,6 +569,9 @@ def volume_preprocess(volume: np.ndarray, input_shape: tuple, *, modality: str =
          values outside are clipped; the same for every volume, so HU keep their meaning.
        * MRI: the volume's own ``percentiles`` (default 1st and 99th) map to 0 and 1, clipped
          (MRI intensities have no absolute unit). A constant volume becomes 0.
+       * ``modality="fixed"``: ``window`` maps to [0, 1] whatever the modality, for volumes that
+         already share one intensity scale (crops of one scan, 8-bit exports), where per-volume
+         percentiles would erase real differences in brightness between them.
        * ``modality="auto"`` (default): the DICOM ``Modality`` tag decides when there is one
          (``CT`` is CT, anything else MRI); for NIfTI, a volume with values at or below -100 (fat and
          air in HU; magnitude MRI is never negative) is CT, otherwise MRI. The rule is applied per
@@ -585,8 +589,8 @@ def volume_preprocess(volume: np.ndarray, input_shape: tuple, *, modality: str =
     Args:
         volume: a :class:`Volume` (or any ``(z, y, x)`` array) as :func:`read_volume` returns it.
         input_shape: the model input without the batch dimension, ``(D, H, W, C)``.
-        modality: ``"auto"``, ``"ct"`` or ``"mri"``.
-        window: the CT Hounsfield window (low, high).
+        modality: ``"auto"``, ``"ct"``, ``"mri"`` or ``"fixed"``.
+        window: the CT Hounsfield window (low, high), or the fixed intensity range.
         percentiles: the MRI normalisation percentiles (low, high).
 
     Returns:
