@@ -40,7 +40,7 @@ BATCH_SIZE = 32
 LEARNING_RATE = 3e-3
 # Default epochs per case and size; sized so that training takes well under a minute on 2 CPU cores.
 DEFAULT_EPOCHS = {("histology", "full"): 10, ("histology", "small"): 4,
-                  ("mri", "full"): 10, ("mri", "small"): 4, ("mri3d", "full"): 12, ("mri3d", "small"): 6}
+                  ("mri", "full"): 10, ("mri", "small"): 4, ("mri3d", "full"): 12, ("mri3d", "small"): 10}
 
 
 def default_cache_dir() -> Path:

@@ -44,7 +44,7 @@ MIN_BRAIN = 0.75          # at least 3/4 of a cube inside the brain mask
 MARGIN = 0.2              # class: mean GM - mean WM (or WM - GM) over the centre above this ...
 MIN_TISSUE = 0.5          # ... and mean GM + WM over the centre at least this
 GM_CONCEPT = 0.65         # grey_matter_like: mean GM probability over the centre at least this
-WM_CONCEPT = 0.75         # white_matter_like: mean WM probability over the centre at least this
+WM_CONCEPT = 0.85         # white_matter_like: mean WM probability over the centre at least this
 CSF_CONCEPT = 0.15        # csf_like: mean (brain mask - GM - WM) over the centre at least this
 MASK_GM = 128             # masks: GM probability >= 128/255 (about 0.5)
 SEED = "mri3d-v1"
@@ -58,8 +58,8 @@ PREPROCESS = functools.partial(volume_preprocess, modality="fixed", window=(0, 2
 CLASS_NAMES = ["white_matter", "grey_matter"]
 CONCEPT_NAMES = ["grey_matter_like", "white_matter_like", "csf_like"]
 SIZES = {
-    "full": {"report": 45, "concept": 60, "csf": 30, "random": 260, "train": None},
-    "small": {"report": 30, "concept": 60, "csf": 25, "random": 200, "train": 100},
+    "full": {"report": 45, "concept": 50, "csf": 25, "random": 260, "train": None},
+    "small": {"report": 30, "concept": 50, "csf": 25, "random": 200, "train": 100},
 }
 
 LABEL_RULE = (
