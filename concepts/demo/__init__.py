@@ -12,7 +12,8 @@ committed manifest in ``data_manifests/`` (SHA-256 of every file):
   ``grey_matter`` / ``white_matter`` derived from the template's tissue probability maps; concepts
   ``grey_matter_like`` (ground truth), ``white_matter_like``, ``csf_like``.
 * ``"mri3d"``: 16x16x16 mm cubes of the same template as NIfTI volumes, for a small 3D CNN; same
-  classes, concepts and ground truth, labels from the central 8x8x8 voxels.
+  classes and concepts, labels from the central 8x8x8 voxels; ground truth ``white_matter_like``
+  raising ``white_matter`` (see :mod:`concepts.demo.mri3d` for why).
 
 No label was annotated by an expert: see :attr:`CaseInfo.label_rule` for how each was derived.
 
