@@ -8,6 +8,9 @@ input (the model's input shape and a preprocessing function). It follows the
 :func:`random_sets` builds the random counterexample sets of TCAV from a ``random/`` folder that
 holds either one subfolder per set or one pool of images.
 
+Sets may hold volumes (NIfTI files, DICOM series folders) for 3D models with input ``(D, H, W, C)``;
+they are preprocessed by :func:`concepts.volumes.volume_preprocess` unless ``preprocess`` is given.
+
 Example:
     >>> striped = ImageSet.from_folder("data/concepts/striped", input_shape=(224, 224, 3))  # doctest: +SKIP
     >>> next(striped.batches(32)).shape  # doctest: +SKIP
