@@ -8,26 +8,39 @@ product per (class, layer). Nothing here touches TensorFlow: that is the engine'
 Statistics per (class, layer, concept):
 
 * folder concepts (CAVs): ``n_random`` concept-vs-random CAVs (one per seeded random set) and
-  random-vs-random CAVs (every unordered pair, or a ring). Each random set gets its mean
-  statistic against the others; the concept's mean statistic over its runs is tested as one more
-  draw from that distribution (a two-sided t prediction test, :func:`probes.stats.prediction_test`).
-  The statistic is the per-run UBS (``statistic="ubs"``, default) or the TCAV sign-count score
-  (``statistic="score"``).
+  random-vs-random CAVs (every unordered pair, or a circulant design). The estimator is the
+  difference of means (``cav="mean"``, the *pattern* in which the concept is expressed) by
+  default; ``"logistic"``, ``"svm"``, ``"ridge"`` or any scikit-learn classifier are options.
+  Each random set gets its mean statistic against the others; the concept's mean statistic over
+  its runs is tested as one more draw from that distribution (a two-sided t prediction test,
+  :func:`probes.stats.prediction_test`), so the null is exactly "another set of random images in
+  place of the concept".
+
+  The statistic (``statistic=``) is, per run, ``"shift"`` (default): the run's UBS times how far
+  the concept's mean activation lies from the counterexamples' mean along the vector, in units
+  of the layer's spread -- the first-order change of the class score between the two sides, in
+  UBS units; ``"ubs"``: the run's UBS (direction only); or ``"score"``: the TCAV sign-count score.
+  Why "shift": a unit vector forgets how different the two sides are, so a random pair whose
+  small, noisy mean difference happens to point along the class gradient weighs as much as a
+  concept that moves the activations far along it; where every example has the same gradient (a
+  layer followed only by pooling and a linear head) that noise decides the test. Keeping the
+  displacement restores the power there and the exchangeability under the null is untouched.
+  The choice of estimator and statistic, and the evidence, are in ``docs/validation.md``.
 
   Why not Welch between concept runs and null runs, as the original TCAV code does: every
   concept run shares the same concept set, so the set's own idiosyncrasy never enters the
-  run-to-run variance, and noise "concepts" come out significant far above the nominal rate
-  (27 of 48 at the 5 % level in this project's test). Why UBS by default: in a layer followed
-  only by pooling and a linear head every class example has the same gradient direction, so
-  every vector's sign-count score is 0 or 1 and random sets spread over the whole range; the
-  magnitude-aware UBS of random CAVs stays near 0 and a used concept stands out.
+  run-to-run variance, and noise "concepts" come out significant far above the nominal rate.
+  ``compat="tcav"`` still runs that procedure, to reproduce published numbers.
 * continuous measures (RCVs): the full-data RCV gives R², fold angle, Br and UBS; its Br is
   tested against the Br of ``n_random`` RCVs fitted on shuffled measures (same prediction test;
   held-out R² is not clipped at 0, so the null keeps its spread); the RCVs of the five
-  cross-validation training folds (80 % subsamples) give the score's interval. Where every example has the same gradient along
-  the vector, Br is undefined (NaN) and so is the p-value;
+  cross-validation training folds (80 % subsamples) give the score's interval. Where every
+  example has the same gradient along the vector, Br is undefined (NaN): the row then tests the
+  RCV's UBS against the shuffled-measure RCVs' UBS, and ``test_statistic`` says so;
 * ``ubs`` is the UBS of the consensus vector (normalised mean of the concept CAVs, or the RCV),
   with a bootstrap interval over class examples and ``ubs_p`` from sampled random directions;
+* ``direction_agreement`` / ``fragile``: the row's direction checked against the other estimator
+  families and CAVs on resampled concept images (fold RCVs for measures);
 * one multiple-comparison correction across every row computed together.
 """
 from __future__ import annotations
@@ -48,27 +61,45 @@ from probes.linear import CAVTask, fit_cav_batch, sensitivities, tcav_scores
 from probes.progress import progress
 from probes.sources import hash_array
 from probes.regression import RegressionProbe, pool_activations, pool_gradients, shuffled_fits
-from probes.stats import adjust_pvalues, bootstrap_ci, bootstrap_diff_ci, prediction_test
+from probes.stats import adjust_pvalues, bootstrap_ci, bootstrap_diff_ci, prediction_test, student_t_pvalue
 from probes.ubs import ubs_null, ubs_pvalue, ubs_ratios
 
 COLUMNS = [
     "class", "layer", "concept", "kind", "score", "score_ci_low", "score_ci_high", "null_mean", "effect",
     "effect_ci_low", "effect_ci_high", "p_value", "q_value", "significant", "vector_quality", "n_examples",
     "n_random", "target", "seed", "zero_fraction", "d", "ubs", "ubs_ci_low", "ubs_ci_high", "ubs_p",
-    "r2_cv", "fold_angle_deg", "br",
+    "r2_cv", "fold_angle_deg", "br", "test_statistic", "direction_agreement", "fragile",
 ]
+
+#: Estimator families refitted to check each row's direction (``direction_agreement``): one of each kind
+#: (pattern, max-margin-like filter, least-squares filter). The SVMs are left out: in the validation study
+#: they point the same way as logistic regression in every case, at several times its cost.
+ROBUSTNESS_METHODS = ("mean", "logistic", "ridge")
+#: Bootstrap resamples of a concept's images refitted for the same check.
+N_RESAMPLES = 10
+#: A row is ``fragile`` when an alternative estimator reverses its direction, or when fewer than this
+#: share of the concept-image resamples agree with it.
+MIN_RESAMPLE_AGREEMENT = 0.8
+
+
+#: The CAV estimator used when none is named (chosen by the validation study, docs/validation.md).
+DEFAULT_CAV = "mean"
+#: The test statistic used when none is named (same study).
+DEFAULT_STATISTIC = "shift"
 
 
 @dataclass
 class Options:
     """Every knob of an analysis; :func:`concepts.score` documents each one."""
 
-    n_random: int = 10
+    n_random: int = 20
     null_pairs: str = "auto"
-    statistic: str = "ubs"
+    statistic: str = DEFAULT_STATISTIC
     relative: bool = False
     seed: int = 0
     classifier: Any = None
+    cav: str = DEFAULT_CAV
+    C: float = 1.0
     alpha: float | str = "auto"
     alpha_scale: float = 0.1
     test_size: float = 0.3
@@ -78,6 +109,15 @@ class Options:
     pool: str | bool = "auto"
     n_boot: int = 2000
     progress: bool = True
+    compat: str | None = None
+    robustness: bool = True
+
+    def __post_init__(self) -> None:
+        if self.compat == "tcav":
+            # The original procedure (Kim et al. 2018, tcav 0.2): sign-count score, Student's t-test
+            # against one fixed random set's runs, no multiple-comparison correction.
+            self.statistic = "score"
+            self.correction = "none"
 
 
 @dataclass
@@ -115,6 +155,15 @@ class Outcome:
     runs: dict[tuple[str, str, str], dict[str, np.ndarray]] = field(default_factory=dict)
     scatter: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    # Material for concept maps, per-example rows and model comparison (concepts/maps.py,
+    # concepts/per_example.py, concepts/comparison.py); filled by Analysis._record_* below. Plain dicts
+    # of numpy arrays and lists of strings, so that a JSON + npz store can hold them.
+    #   vectors[(layer, concept)] = {"consensus": unit vector (d,), "pooled": bool array ()}
+    #   per_example[(class, layer, concept)] = {"sensitivity", "positive_share", "presence", "ubs_ratio"}, each (n,)
+    #   example_files[class] = one label per class example (its path, or "<class>[i]" for arrays)
+    vectors: dict[tuple[str, str], dict[str, np.ndarray]] = field(default_factory=dict)
+    per_example: dict[tuple[str, str, str], dict[str, np.ndarray]] = field(default_factory=dict)
+    example_files: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _seed_for(*parts: Any) -> int:
@@ -152,6 +201,8 @@ def _null_pairs(n_sets: int, mode: str) -> list[tuple[int, int]]:
         return [(i, j) for i in range(n_sets) for j in range(i + 1, n_sets)]
     if mode == "ring":
         return [(i, (i + 1) % n_sets) for i in range(n_sets)]
+    if mode == "star":   # the original TCAV null: one fixed random set against each of the others
+        return [(0, j) for j in range(1, n_sets)]
     if mode == "circulant":
         return [(i, (i + k) % n_sets) for i in range(n_sets) for k in range(1, AUTO_PARTNERS // 2 + 1)]
     raise ValueError(f"null_pairs must be 'auto', 'all' or 'ring', not {mode!r}.")
@@ -187,6 +238,7 @@ class Analysis:
         self.cache = cache
         self.cav_alphas: dict[str, float] = {}
         self._content_keys: dict[int, str] = {}
+        self._reset_examples()
 
     def _key(self, source: Any) -> str:
         """A source's content key, computed once per analysis (it hashes every file)."""
@@ -200,6 +252,7 @@ class Analysis:
 
     def _gradients(self, example: ClassExamples) -> dict[str, np.ndarray]:
         result = self.engine.run(example.images, class_index=example.index)
+        self._class_acts[example.name] = result.activations  # same pass: presence scores (_record_*)
         return result.gradients
 
     def _random_activations(self, random_sets: Sequence[Any], tick) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
@@ -237,6 +290,7 @@ class Analysis:
         if cached is not None:
             return cached
         rows: list[dict[str, Any]] = []
+        self._reset_examples()
         runs: dict[tuple[str, str, str], dict[str, np.ndarray]] = {}
         scatter: dict[tuple[str, str], pd.DataFrame] = {}
 
@@ -271,7 +325,10 @@ class Analysis:
             table["significant"] = (table["q_value"] < opts.significance).fillna(False).astype(bool)
         provenance = self._provenance(classes, folder_concepts, measure_concepts, random_sets)
         provenance["engine_batches"] = self.engine.n_batches_run - batches_before
-        outcome = Outcome(table=table, runs=runs, scatter=scatter, provenance=provenance)
+        outcome = Outcome(table=table, runs=runs, scatter=scatter, provenance=provenance,
+                          vectors=self._vectors, per_example=self._per_example,
+                          example_files={c.name: _example_labels(c) for c in classes})
+        self._class_acts = {}
         self._store_outcome(result_key, outcome)
         return outcome
 
@@ -280,7 +337,7 @@ class Analysis:
         """Everything that determines the outcome: model, layers, target, every image set's content,
         every measure's values, and every option except the progress bars."""
         opts = self.options
-        parts = ["outcome-v1", self.engine.fingerprint, self.engine.target, *self.engine.layers,
+        parts = ["outcome-v2", self.engine.fingerprint, self.engine.target, *self.engine.layers,
                  *[f"class:{c.name}:{c.index}:{self._key(c.images)}" for c in classes],
                  *[f"concept:{c.name}:{self._key(c.images)}" for c in folder_concepts],
                  *[f"measure:{m.name}:{self._key(m.images)}:{hash_array(np.asarray(m.values, float))}"
@@ -331,21 +388,34 @@ class Analysis:
                     ident = ("cav", self._key(concept.images), self._key(random_set))
                 index[concept.name].append(len(tasks))
                 tasks.append(CAVTask(pos=pos, neg=neg, seed=_seed_for(opts.seed, *ident)))
-                keys.append(self._cav_key(fingerprint, layer, ident, alpha))
-        pairs = _null_pairs(len(random_sets), opts.null_pairs)
+                keys.append(self._cav_key(fingerprint, layer, ident, alpha, self._method))
+        pairs = _null_pairs(len(random_sets), "star" if opts.compat == "tcav" else opts.null_pairs)
         index["__null__"] = []
         index["__pairs__"] = pairs
         for i, j in pairs:
             ident = ("cav", self._key(random_sets[i]), self._key(random_sets[j]))
             index["__null__"].append(len(tasks))
             tasks.append(CAVTask(pos=offsets[f"r:{i}"], neg=offsets[f"r:{j}"], seed=_seed_for(opts.seed, *ident)))
-            keys.append(self._cav_key(fingerprint, layer, ident, alpha))
+            keys.append(self._cav_key(fingerprint, layer, ident, alpha, self._method))
         return tasks, keys, index
 
-    def _cav_key(self, fingerprint: str, layer: str, ident: tuple, alpha: float) -> str:
+    @property
+    def _method(self) -> str:
+        """The CAV estimator of the main runs: a batched family, or the user's classifier."""
+        return "classifier" if self._classifier is not None else self.options.cav
+
+    @property
+    def _classifier(self) -> Any:
+        if self.options.compat == "tcav":
+            return tcav_classifier()
+        return self.options.classifier
+
+    def _cav_key(self, fingerprint: str, layer: str, ident: tuple, alpha: float, method: str) -> str:
         opts = self.options
-        return ActivationCache.make_key("cav-v3", fingerprint, layer, *map(str, ident), str(opts.seed),
-                                        repr(opts.classifier), repr(float(alpha)), str(opts.test_size))
+        classifier = repr(self._classifier) if method == "classifier" else ""
+        return ActivationCache.make_key("cav-v5", fingerprint, layer, *map(str, ident), str(opts.seed), classifier,
+                                        method, repr(float(opts.C)), repr(float(alpha)), str(opts.test_size),
+                                        str(opts.compat))
 
     def _alpha(self, pool: np.ndarray) -> float:
         """The ridge penalty of the default CAV classifier for this layer.
@@ -363,31 +433,38 @@ class Analysis:
             return float(opts.alpha)
         return max(opts.alpha_scale * _total_variance(pool), 1e-12)
 
-    def _fit_cavs(self, pool: np.ndarray, tasks: list[CAVTask], keys: list[str],
-                  alpha: float) -> tuple[np.ndarray, np.ndarray]:
-        """Fit the CAVs that are not cached yet, all in one batch; return vectors and accuracies."""
+    def _fit_cavs(self, pool: np.ndarray, tasks: list[CAVTask], keys: list[str], alpha: float,
+                  method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Fit the CAVs that are not cached yet, all in one batch; return vectors, accuracies and shifts
+        (how far each task's concept side lies from its counterexample side along the vector)."""
         opts = self.options
         d = pool.shape[1]
         vectors = np.empty((len(tasks), d), dtype=np.float32)
         accuracies = np.empty(len(tasks), dtype=np.float64)
+        shifts = np.empty(len(tasks), dtype=np.float64)
         missing = []
         for t, key in enumerate(keys):
             stored = self.cache.get(key) if self.cache is not None else None
-            if stored is not None and stored.shape == (d + 1,):
-                vectors[t], accuracies[t] = stored[:d], stored[d]
+            if stored is not None and stored.shape == (d + 2,):
+                vectors[t], accuracies[t], shifts[t] = stored[:d], stored[d], stored[d + 1]
             else:
                 missing.append(t)
         if missing:
-            batch = fit_cav_batch(pool, [tasks[t] for t in missing], alpha=alpha, test_size=opts.test_size,
-                                  classifier=opts.classifier, progress=False)
+            custom = method == "classifier"
+            batch = fit_cav_batch(pool, [tasks[t] for t in missing], method="ridge" if custom else method,
+                                  alpha=alpha, C=opts.C, test_size=opts.test_size,
+                                  classifier=self._classifier if custom else None,
+                                  centre=opts.compat != "tcav", progress=False)
             for row, t in enumerate(missing):
                 vectors[t] = batch.vectors[row]
                 # Rounded like the cached copy, so a cache hit reproduces a fresh fit exactly.
                 accuracies[t] = np.float32(batch.accuracies[row])
+                shifts[t] = np.float32(batch.shifts[row])
                 if self.cache is not None:
-                    self.cache.put(keys[t], np.append(batch.vectors[row], np.float32(batch.accuracies[row])),
+                    self.cache.put(keys[t], np.append(batch.vectors[row], np.float32([batch.accuracies[row],
+                                                                                     batch.shifts[row]])),
                                    meta={"kind": "cav"})
-        return vectors, accuracies
+        return vectors, accuracies, shifts
 
     def _cav_layer(self, layer, classes, grads, folder_concepts, concept_acts, random_sets, random_acts,
                    runs, ubs_nulls) -> list[dict[str, Any]]:
@@ -407,8 +484,13 @@ class Analysis:
         alpha = self._alpha(pool[random_start:])
         tasks, keys, index = self._cav_tasks(folder_concepts, random_sets, offsets, layer, alpha)
         self.cav_alphas[layer] = alpha
-        vectors, accuracies = self._fit_cavs(pool, tasks, keys, alpha)
+        vectors, accuracies, shifts = self._fit_cavs(pool, tasks, keys, alpha, self._method)
+        # The layer's scale: the typical distance of a random activation from the random mean.
+        spread = float(np.sqrt(_total_variance(pool[random_start:]))) or 1.0
+        alternatives = self._alternative_directions(pool, tasks, keys, index, folder_concepts, alpha) \
+            if opts.robustness else {}
         del pool
+        self._record_cav_examples(layer, classes, grads, folder_concepts, index, vectors)
 
         rows = []
         for example in classes:
@@ -420,22 +502,82 @@ class Analysis:
             nul, pairs, n_sets = index["__null__"], index["__pairs__"], len(random_sets)
             null = _set_means(scores[nul], pairs, n_sets, 1.0 - scores[nul] - zeros[nul])
             null_ubs = _set_means(per_run_ubs[nul], pairs, n_sets, -per_run_ubs[nul])
+            # "shift": the UBS of each run scaled by how far its concept side moved along the vector (in
+            # units of the layer's spread), i.e. the first-order change of the class score between the two
+            # sides' mean activations. Seen from its other side a pair's vector flips but its shift does
+            # not (both the vector and the displacement flip), so its value flips.
+            per_run_shift = per_run_ubs * shifts / spread
+            null_shift = _set_means(per_run_shift[nul], pairs, n_sets, -per_run_shift[nul])
             for concept in folder_concepts:
                 idx = index[concept.name]
                 # The consensus vector is the normalised mean of the (unit) concept CAVs, so its
                 # directional derivatives are the mean of theirs over the mean's norm.
                 mean_norm = float(np.linalg.norm(vectors[idx].astype(np.float64).mean(axis=0))) or 1.0
                 consensus_ratios = ratios[:, idx].mean(axis=1) / mean_norm
-                if opts.statistic == "ubs":
-                    statistic, null_statistics = float(np.mean(per_run_ubs[idx])), null_ubs
+                test_p = None
+                if opts.compat == "tcav":
+                    # The original procedure: Student's t-test between the concept runs' scores and
+                    # the scores of one fixed random set against each other random set.
+                    statistic, null_statistics, name = float(np.mean(scores[idx])), scores[nul], "tcav_ttest"
+                    test_p = student_t_pvalue(scores[idx], scores[nul])
+                elif opts.statistic == "ubs":
+                    statistic, null_statistics, name = float(np.mean(per_run_ubs[idx])), null_ubs, "ubs"
+                elif opts.statistic == "shift":
+                    statistic, null_statistics, name = float(np.mean(per_run_shift[idx])), null_shift, "shift"
                 else:
-                    statistic, null_statistics = float(np.mean(scores[idx])), null
-                rows.append(self._row(example, layer, concept.name, "cav", g, consensus_ratios, scores[idx], null,
-                                      quality=float(np.mean(accuracies[idx])), zero_fraction=float(zeros[idx].mean()),
-                                      ubs_nulls=ubs_nulls, runs=runs, statistic=statistic,
-                                      null_statistics=null_statistics))
-                runs[(example.name, layer, concept.name)].update(ubs=per_run_ubs[idx], null_ubs=null_ubs)
+                    statistic, null_statistics, name = float(np.mean(scores[idx])), null, "score"
+                row = self._row(example, layer, concept.name, "cav", g, consensus_ratios, scores[idx],
+                                scores[nul] if opts.compat == "tcav" else null,
+                                quality=float(np.mean(accuracies[idx])), zero_fraction=float(zeros[idx].mean()),
+                                ubs_nulls=ubs_nulls, runs=runs, statistic=statistic,
+                                null_statistics=null_statistics, p_value=test_p)
+                row["test_statistic"] = name
+                row.update(_agreement(row["ubs"], g, alternatives.get(concept.name)))
+                rows.append(row)
+                runs[(example.name, layer, concept.name)].update(ubs=per_run_ubs[idx], null_ubs=null_ubs,
+                                                                 shift=per_run_shift[idx], null_shift=null_shift)
         return rows
+
+    def _alternative_directions(self, pool: np.ndarray, tasks: list[CAVTask], keys: list[str], index: dict,
+                                folder_concepts: Sequence[FolderConcept], alpha: float) -> dict[str, dict]:
+        """Directions a different analyst could have got, per concept, to check the row's sign against.
+
+        * every other batched estimator family, fitted on the same concept tasks: the normalised mean of
+          its CAVs (``alternatives``);
+        * ``N_RESAMPLES`` CAVs of the row's own estimator on bootstrap resamples of the concept's images,
+          each against one random set in turn (``resamples``).
+        """
+        opts = self.options
+        concept_tasks = [t for c in folder_concepts for t in index[c.name]]
+        others = [m for m in ROBUSTNESS_METHODS if m != self._method]
+        fitted = {}
+        for method in others:
+            method_keys = [self._cav_key(self.engine.fingerprint, "", ("alt", keys[t]), alpha, method)
+                           for t in concept_tasks]
+            vecs, _, _ = self._fit_cavs(pool, [tasks[t] for t in concept_tasks], method_keys, alpha, method)
+            fitted[method] = dict(zip(concept_tasks, vecs))
+        resample_tasks, resample_keys, owners = [], [], []
+        for concept in folder_concepts:
+            idx = index[concept.name]
+            rng = np.random.default_rng(_seed_for(opts.seed, "resample", concept.name))
+            pos = tasks[idx[0]].pos
+            for b in range(N_RESAMPLES):
+                drawn = np.sort(rng.choice(pos, size=len(pos), replace=True))
+                task = tasks[idx[b % len(idx)]]
+                resample_tasks.append(CAVTask(pos=drawn, neg=task.neg, seed=_seed_for(task.seed, "resample", b)))
+                resample_keys.append(self._cav_key(self.engine.fingerprint, "", ("resample", keys[idx[b % len(idx)]],
+                                                   hash_array(drawn)), alpha, self._method))
+                owners.append(concept.name)
+        resampled, _, _ = self._fit_cavs(pool, resample_tasks, resample_keys, alpha, self._method)
+        out = {}
+        for concept in folder_concepts:
+            idx = index[concept.name]
+            means = np.stack([np.mean([fitted[m][t] for t in idx], axis=0) for m in others]) if others else \
+                np.zeros((0, pool.shape[1]), np.float32)
+            mine = np.array([o == concept.name for o in owners])
+            out[concept.name] = {"alternatives": means.astype(np.float32), "names": others,
+                                 "resamples": resampled[mine]}
+        return out
 
     # ---------------------------------------------------------------- RCVs
     def _rcv_layer(self, layer, classes, grads, measure, acts, runs, scatter, ubs_nulls) -> list[dict[str, Any]]:
@@ -461,6 +603,7 @@ class Analysis:
         scatter[(layer, measure.name)] = pd.DataFrame({"measure": y, "projection": probe.oof_predictions_,
                                                        "image": files})
         scatter[(layer, measure.name)].attrs["r2_cv"] = probe.r2_cv_
+        self._record_rcv_examples(layer, classes, grads, measure.name, probe.vector_, concept_vectors, pooled)
 
         rows = []
         for example in classes:
@@ -474,18 +617,74 @@ class Analysis:
             scores, zeros = tcav_scores(s_concept)
             null_scores, _ = tcav_scores(s_null)
             br = float(probe.r2_cv_ * _mean_over_std(s_full[:, None])[0])
+            statistic, null_statistics, name = br, br_null, "br"
+            if not np.isfinite(br) or np.isfinite(br_null).sum() < 3:
+                # Br is undefined where every example moves identically along the vector (a layer followed
+                # only by pooling and a linear head): test the RCV's UBS against the shuffled-measure RCVs'.
+                null_ratios = ubs_ratios(s_null, _row_norms(g), g.shape[1])
+                statistic, null_statistics, name = float(ratios.mean()), null_ratios.mean(axis=0), "ubs"
             row = self._row(example, layer, measure.name, "rcv", g, ratios, scores, null_scores,
                             quality=float(probe.r2_cv_), zero_fraction=float(zeros.mean()), ubs_nulls=ubs_nulls,
-                            runs=runs, statistic=br, null_statistics=br_null, pooled=pooled)
-            row.update(r2_cv=float(probe.r2_cv_), fold_angle_deg=float(probe.fold_angle_deg_), br=br)
+                            runs=runs, statistic=statistic, null_statistics=null_statistics, pooled=pooled)
+            row.update(r2_cv=float(probe.r2_cv_), fold_angle_deg=float(probe.fold_angle_deg_), br=br,
+                       test_statistic=name)
+            row.update(_agreement(row["ubs"], g, {"alternatives": np.zeros((0, g.shape[1]), np.float32),
+                                                  "names": [], "resamples": concept_vectors}))
             runs[(example.name, layer, measure.name)].update(br=np.array([br]), null_br=br_null)
+            if name == "ubs":
+                runs[(example.name, layer, measure.name)].update(ubs=np.array([statistic]), null_ubs=null_statistics)
             row["n_random"] = int(opts.n_random)
             rows.append(row)
         return rows
 
+    # ---------------------------------------------------------------- per-example material
+    def _reset_examples(self) -> None:
+        self._vectors: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+        self._per_example: dict[tuple[str, str, str], dict[str, np.ndarray]] = {}
+        self._class_acts: dict[str, dict[str, np.ndarray]] = {}
+
+    def _record_cav_examples(self, layer: str, classes, grads, folder_concepts, index, vectors) -> None:
+        """Consensus vector of each folder concept (normalised mean of its CAVs) and, per class example,
+        its directional derivative, the share of concept runs with a positive one, its presence
+        (activation · consensus) and its UBS ratio. Uses the arrays of the scoring pass only."""
+        for concept in folder_concepts:
+            runs = np.asarray(vectors[index[concept.name]], dtype=np.float64)
+            mean = runs.mean(axis=0)
+            consensus = mean / (np.linalg.norm(mean) or 1.0)
+            self._vectors[(layer, concept.name)] = {"consensus": consensus.astype(np.float32),
+                                                    "pooled": np.array(False)}
+            for example in classes:
+                self._record_one(example, layer, concept.name, _flat(grads[example.name][layer]),
+                                 _flat(self._class_acts[example.name][layer]), consensus, runs)
+
+    def _record_rcv_examples(self, layer: str, classes, grads, name: str, vector, fold_vectors,
+                             pooled: bool) -> None:
+        """As :meth:`_record_cav_examples` for a measure: the full-data RCV is the consensus, its
+        fold RCVs the runs (as in the row's score); pooled layers work in channel space."""
+        self._vectors[(layer, name)] = {"consensus": np.asarray(vector, dtype=np.float32),
+                                        "pooled": np.array(bool(pooled))}
+        for example in classes:
+            g, a = np.asarray(grads[example.name][layer]), np.asarray(self._class_acts[example.name][layer])
+            g, a = (pool_gradients(g), pool_activations(a)) if pooled else (_flat(g), _flat(a))
+            self._record_one(example, layer, name, g, a, np.asarray(vector, dtype=np.float64),
+                             np.asarray(fold_vectors, dtype=np.float64))
+
+    def _record_one(self, example, layer: str, concept: str, g: np.ndarray, a: np.ndarray,
+                    consensus: np.ndarray, runs: np.ndarray) -> None:
+        from probes.ubs import ubs_normaliser
+
+        run_sens = sensitivities(g, runs)
+        norms = _row_norms(g)
+        sens = sensitivities(g, consensus)
+        with np.errstate(divide="ignore", invalid="ignore"):  # a zero gradient has no UBS ratio: NaN
+            ratio = np.where(norms > 0, sens / (norms * ubs_normaliser(g.shape[1])), np.nan)
+        self._per_example[(example.name, layer, concept)] = {
+            "sensitivity": sens, "positive_share": (run_sens > 0).mean(axis=1),
+            "presence": sensitivities(a, consensus), "ubs_ratio": ratio}
+
     # ---------------------------------------------------------------- one row
     def _row(self, example, layer, concept, kind, g, ratios, scores, null_scores, *, quality, zero_fraction,
-             ubs_nulls, runs, statistic, null_statistics=None, pooled=False) -> dict[str, Any]:
+             ubs_nulls, runs, statistic, null_statistics=None, pooled=False, p_value=None) -> dict[str, Any]:
         """One table row. The test asks whether this concept's ``statistic`` (its mean UBS, TCAV score or
         Br) is an outlier among the same statistic of null concepts (random sets, shuffled measures).
         ``ratios`` are the per-example UBS ratios of the row's vector."""
@@ -494,7 +693,9 @@ class Analysis:
         null_statistics = np.asarray(null_scores if null_statistics is None else null_statistics, dtype=float)
         null_statistics = null_statistics[np.isfinite(null_statistics)]
         p = np.nan  # undefined statistic (e.g. Br where S does not vary): no test, never significant
-        if np.isfinite(statistic) and null_statistics.size >= 3:
+        if p_value is not None:
+            p = p_value
+        elif np.isfinite(statistic) and null_statistics.size >= 3:
             _, p = prediction_test(statistic, null_statistics)
         score_lo, score_hi = bootstrap_ci(scores, n_boot=opts.n_boot, random_state=seed)
         eff_lo, eff_hi = bootstrap_diff_ci(scores, null_scores, n_boot=opts.n_boot, random_state=seed + 1)
@@ -509,6 +710,7 @@ class Analysis:
             "n_random": int(len(scores)), "target": self.engine.target, "seed": opts.seed,
             "zero_fraction": zero_fraction, "d": int(g.shape[1]), "ubs": ubs, "ubs_ci_low": ubs_lo,
             "ubs_ci_high": ubs_hi, "ubs_p": ubs_p, "r2_cv": np.nan, "fold_angle_deg": np.nan, "br": np.nan,
+            "test_statistic": opts.statistic, "direction_agreement": np.nan, "fragile": False,
         }
 
     def _ubs(self, g: np.ndarray, ratios: np.ndarray, nulls: dict[str, np.ndarray], null_key: str,
@@ -553,6 +755,48 @@ class Analysis:
             "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__,
                          "scikit-learn": sklearn.__version__, "pandas": pd.__version__},
         }
+
+
+def tcav_classifier() -> Any:
+    """The CAV classifier of the original TCAV code (tcav 0.2): hinge-loss SGD with its hyper-parameters."""
+    from sklearn.linear_model import SGDClassifier
+
+    return SGDClassifier(alpha=0.01, max_iter=1000, tol=1e-3)
+
+
+def _agreement(row_ubs: float, g: np.ndarray, directions: dict | None) -> dict[str, Any]:
+    """``direction_agreement`` and ``fragile`` of a row from the directions a different analyst could get.
+
+    Each alternative direction (another estimator family's consensus CAV, a CAV on resampled concept
+    images, or an RCV fitted on one cross-validation fold) gives the sign of its UBS for the same class
+    examples; the agreement is the share of them whose sign matches the row's ``ubs``. The row is fragile
+    when any alternative estimator reverses it, or when fewer than ``MIN_RESAMPLE_AGREEMENT`` of the
+    resamples agree.
+    """
+    if directions is None or not np.isfinite(row_ubs) or row_ubs == 0:
+        return {"direction_agreement": np.nan, "fragile": False}
+    sign = np.sign(row_ubs)
+    norms, d = _row_norms(g), g.shape[1]
+
+    def signs(vectors: np.ndarray) -> np.ndarray:
+        if len(vectors) == 0:
+            return np.zeros(0)
+        return np.sign(ubs_ratios(sensitivities(g, vectors), norms, d).mean(axis=0))
+
+    estimator_signs = signs(directions["alternatives"])
+    resample_signs = signs(directions["resamples"])
+    agree = np.concatenate([estimator_signs, resample_signs]) == sign
+    resample_share = float(np.mean(resample_signs == sign)) if len(resample_signs) else 1.0
+    fragile = bool(np.any(estimator_signs != sign) or resample_share < MIN_RESAMPLE_AGREEMENT)
+    return {"direction_agreement": float(agree.mean()) if agree.size else np.nan, "fragile": fragile}
+
+
+def _example_labels(example: ClassExamples) -> list[str]:
+    """One label per class example: its file path, or ``<class>[i]`` for in-memory images."""
+    files = getattr(example.images, "files", None)
+    if files is not None:
+        return [str(f) for f in files]
+    return [f"{example.name}[{i}]" for i in range(len(example.images))]
 
 
 def _row_norms(g: np.ndarray) -> np.ndarray:

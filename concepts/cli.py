@@ -3,9 +3,11 @@
 ::
 
     concepts report DATA_DIR --model MODEL --layers L1,L2 --out OUT_DIR
+    concepts compare DATA_DIR --model base=a.keras --model new=b.keras --layers conv1,conv2 --out OUT_DIR
     concepts measures IMAGES --masks MASKS --out table.csv
     concepts manifest DATA_DIR [--out FILE] | concepts manifest --check FILE [DATA_DIR]
     concepts demo [--case histology|mri|mri3d] [--out DIR]
+    concepts layers MODEL [--suggested] [--output NAME]
 
 Bad arguments end with one line saying what was wrong and how to fix it, and a non-zero exit.
 """
@@ -56,6 +58,27 @@ def _parser() -> argparse.ArgumentParser:
                                          "~/.cache/concepts-toolkit)")
     rep.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    cmp = sub.add_parser("compare", help="score the same concepts for several models and compare them",
+                         description="Score the concepts of DATA_DIR for every --model on one shared design, align "
+                                     "their layers by relative depth and write compare.html, compare.csv, "
+                                     "consistency.csv, differences.csv and the figures into --out.")
+    cmp.add_argument("data", metavar="DATA_DIR", help="data folder with classes/, concepts/ and random/")
+    cmp.add_argument("--model", action="append", required=True, metavar="NAME=FILE",
+                     help="a model to compare, as name=path.keras (give --model at least twice; the first is the "
+                          "reference)")
+    cmp.add_argument("--layers", action="append", required=True, metavar="[NAME=]L1,L2",
+                     help="layers of every model (conv1,conv2), or of one model (name=conv1,conv2; repeat per model)")
+    cmp.add_argument("--out", default="concepts_comparison", help="output folder (default: %(default)s)")
+    cmp.add_argument("--classes", help="comma-separated classes (default: every class folder)")
+    cmp.add_argument("--concepts", help="comma-separated concept folder names (default: all under concepts/)")
+    cmp.add_argument("--n-random", type=int, default=20, help="random sets (default: %(default)s)")
+    cmp.add_argument("--target", choices=["logit", "log_prob", "prob"], default="logit",
+                     help="what is differentiated (default: the pre-softmax logit)")
+    cmp.add_argument("--seed", type=int, default=0, help="seed for every random choice (default: %(default)s)")
+    cmp.add_argument("--batch-size", type=int, default=32, help="images per pass (default: %(default)s)")
+    cmp.add_argument("--cache-dir", help="activation cache folder")
+    cmp.add_argument("--quiet", action="store_true", help="no progress bars")
+
     mea = sub.add_parser("measures", help="compute a pyradiomics feature table to CSV",
                          description="Compute pyradiomics features for every image (and mask) into a CSV table.")
     mea.add_argument("images", metavar="IMAGES", help="image folder (searched recursively)")
@@ -73,6 +96,14 @@ def _parser() -> argparse.ArgumentParser:
     man.add_argument("--name", help="manifest name (default: the folder name)")
     man.add_argument("--check", metavar="MANIFEST", help="verify DATA_DIR (default: the manifest's root) against "
                                                          "MANIFEST and list changed, vanished and new files")
+
+    lay = sub.add_parser("layers", help="list a model's layers, their shapes and the suggested probe points",
+                         description="Print every layer of a saved model (nested models as outer/inner) with its "
+                                     "output shape, width, whether it can be probed, and the suggested layers "
+                                     "(block and stage ends). The paths are what --layers takes.")
+    lay.add_argument("model", metavar="MODEL", help="a saved Keras model (.keras or .h5)")
+    lay.add_argument("--suggested", action="store_true", help="only the suggested layers")
+    lay.add_argument("--output", help="the explained output of a multi-output model (name or index)")
 
     demo = sub.add_parser("demo", help="build the real-data demo, train its model and write its report",
                           description="Build a demo case from real medical images shipped in installed packages, "
@@ -135,7 +166,81 @@ def _cmd_report(args: argparse.Namespace) -> int:
                  title=f"Concept report: {Path(args.model).name} on {data.name}")
     written = rep.save(args.out)
     print(rep)
+    from .report_examples import driven_examples_text
+
+    examples = driven_examples_text(rep)
+    if examples:
+        print("\ncases most and least driven by each significant concept (sensitivity):")
+        print("\n".join(f"  {line}" for line in examples))
     print(f"\nreport: {written['html'].resolve()}")
+    return 0
+
+
+def _load_model(path: str):
+    """A Keras model from ``path``, or an error string naming the file and how to fix it."""
+    import keras
+
+    if not Path(path).exists():
+        return f"model file {path!r} does not exist; give a saved Keras model (.keras)."
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as exc:  # not a Keras file, a damaged archive, an unknown custom layer, ...
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return f"cannot load model file {path!r} as a Keras model ({reason}); give a model saved with model.save(...)."
+
+
+def _named(items: list[str], what: str) -> dict[str, str] | str:
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            return f"--{what} {item!r} is not NAME=VALUE; write e.g. --{what} baseline=model_a.keras."
+        if name.strip() in out:
+            return f"--{what} names {name.strip()!r} twice; give every model a distinct name."
+        out[name.strip()] = value.strip()
+    return out
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    data = Path(args.data)
+    if not data.is_dir():
+        return _fail(f"data folder {str(data)!r} does not exist; give the folder that holds classes/ and concepts/.")
+    files = _named(args.model, "model")
+    if isinstance(files, str):
+        return _fail(files)
+    if len(files) < 2:
+        return _fail("give at least two models to compare: --model baseline=a.keras --model candidate=b.keras.")
+    shared = [item for item in args.layers if "=" not in item]
+    named = _named([item for item in args.layers if "=" in item], "layers")
+    if isinstance(named, str):
+        return _fail(named)
+    unknown = sorted(set(named) - set(files))
+    if unknown:
+        return _fail(f"--layers names model(s) {unknown}, but the models are {sorted(files)}.")
+    layers: dict[str, list[str]] = {}
+    for name in files:
+        spec = named.get(name, shared[-1] if shared else None)
+        if spec is None or not _split(spec):
+            return _fail(f"no layers for model {name!r}: give --layers conv1,conv2 (every model) or "
+                         f"--layers {name}=conv1,conv2.")
+        layers[name] = _split(spec)
+    models = {}
+    for name, path in files.items():
+        model = _load_model(path)
+        if isinstance(model, str):
+            return _fail(model)
+        models[name] = model
+    from .comparison import compare
+
+    concepts_arg = [data / "concepts" / c for c in _split(args.concepts)] if args.concepts else None
+    comparison = compare(models, layers, concepts_arg, _split(args.classes), data=data, n_random=args.n_random,
+                         target=args.target, seed=args.seed, batch_size=args.batch_size, cache_dir=args.cache_dir,
+                         progress=not args.quiet, title=f"Model comparison: {', '.join(files)} on {data.name}")
+    written = comparison.save(args.out)
+    print(comparison)
+    for note in comparison.notes():
+        print(note)
+    print(f"\ncomparison: {written['html'].resolve()}")
     return 0
 
 
@@ -171,6 +276,26 @@ def _cmd_manifest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_layers(args: argparse.Namespace) -> int:
+    if not Path(args.model).exists():
+        return _fail(f"model file {args.model!r} does not exist; give a saved Keras model (.keras or .h5).")
+    import pandas as pd
+
+    from .layer_browser import layers
+
+    output = int(args.output) if args.output is not None and args.output.lstrip("-").isdigit() else args.output
+    table = layers(args.model, output=output, suggested_only=args.suggested)
+    table = table.assign(probeable=table["probeable"].map({True: "yes", False: "no"}),
+                         suggested=table["suggested"].map({True: "*", False: ""}),
+                         stage_end=table["stage_end"].map({True: "stage", False: ""}))
+    with pd.option_context("display.max_rows", None, "display.max_colwidth", 80, "display.width", 200):
+        print(table.drop(columns=["depth"]).to_string(index=False))
+    n_suggested = (table["suggested"] == "*").sum()
+    print(f"\n{len(table)} layers; {n_suggested} suggested (*), stage ends marked 'stage'. "
+          "Pass a path to --layers (concepts report) or to concepts.score(model, PATH, ...).")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo.run import run_demo
 
@@ -196,7 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from .errors import ToolkitError
 
-    commands = {"report": _cmd_report, "measures": _cmd_measures, "manifest": _cmd_manifest, "demo": _cmd_demo}
+    commands = {"report": _cmd_report, "compare": _cmd_compare, "measures": _cmd_measures,
+                "manifest": _cmd_manifest, "demo": _cmd_demo, "layers": _cmd_layers}
     try:
         return commands[args.command](args)
     except ToolkitError as exc:

@@ -264,6 +264,10 @@ _HOW_TO_READ = [
     ("zero_fraction", "The fraction of class examples whose directional derivative is exactly 0 "
      "(typically dead ReLU units). They count as neither positive nor negative; a large fraction "
      "makes the TCAV score less informative."),
+    ("layer", "The probed layer, as a path ('outer/inner' for layers of nested models such as a "
+              "backbone inside a classification head). Every layer of a model, its shape and the suggested "
+              "probe points (the ends of blocks and stages) are listed by concepts.layers(model) in Python "
+              "or 'concepts layers MODEL_FILE' on the command line."),
     ("d, n_examples, n_random, target, seed", "Layer width, number of class examples, number of "
      "random runs, the quantity differentiated (logit by default) and the random seed."),
 ]
@@ -391,13 +395,15 @@ def _how_to_read_html(alpha: float) -> str:
 
 def render_html(table: pd.DataFrame, *, title: str, figures: Mapping[str, Figure | bytes] | None = None,
                 provenance: Mapping[str, Any] | None = None, headline: str | None = None,
-                notes: list[str] | None = None, alpha: float = 0.05) -> str:
+                notes: list[str] | None = None, alpha: float = 0.05,
+                sections: Mapping[str, str] | None = None) -> str:
     """One self-contained HTML document for a results table, its figures and its provenance.
 
     ``figures`` maps a caption to a matplotlib Figure or PNG bytes (embedded as data URIs);
     ``provenance`` may nest dicts and lists; ``headline`` is shown first and styled green/red when
     it starts with "PASS"/"FAIL". Significance uses ``q_value < alpha`` (see
-    :func:`concepts.plots.is_significant`).
+    :func:`concepts.plots.is_significant`). ``sections`` maps a heading to an HTML fragment shown
+    after the figures; the caller builds the fragment and escapes every user string in it.
 
     Example:
         >>> page = render_html(report.to_frame(), title="Demo report",                # doctest: +SKIP
@@ -441,6 +447,8 @@ def render_html(table: pd.DataFrame, *, title: str, figures: Mapping[str, Figure
     ]
     if figures:
         parts += ['<section id="figures"><h2>Figures</h2>', _figures_html(figures), "</section>"]
+    for i, (heading, fragment) in enumerate((sections or {}).items()):
+        parts += [f'<section id="extra-{i + 1}"><h2>{_esc(heading)}</h2>', fragment, "</section>"]
     parts += [
         '<section id="provenance"><h2>Provenance</h2>',
         _provenance_html(dict(provenance)) if provenance else '<p class="muted">(none recorded)</p>',

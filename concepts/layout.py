@@ -18,7 +18,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from .errors import ConceptFolderError, UnknownClassError
 from .imageio import list_image_files
@@ -63,6 +63,26 @@ class DataLayout:
         concept_dir = Path(concept_dir)
         if concept_dir.parent.name == "concepts":
             return cls.from_root(concept_dir.parent.parent)
+        return cls(root=None)
+
+
+    @classmethod
+    def beside_images(cls, images: Iterable[str | Path]) -> "DataLayout":
+        """The layout of the data folder that holds measured images (``<root>/classes/<class>/...``).
+
+        A measure computed on ``data/classes`` locates ``data`` (its classes, ``classes.txt`` and
+        random pool) the way a concept folder does: the nearest ancestor of the first image that is
+        named ``classes`` (or ``concepts``) gives the data folder above it.
+
+        Example:
+            >>> DataLayout.beside_images(["/nonexistent/x.png"]).root is None
+            True
+        """
+        for image in images:
+            for parent in Path(image).parents:
+                if parent.name in ("classes", "concepts") and parent.is_dir():
+                    return cls.from_root(parent.parent)
+            break
         return cls(root=None)
 
 

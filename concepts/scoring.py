@@ -20,7 +20,7 @@ from probes.engine import Engine
 from probes.errors import InsufficientDataError
 from probes.sources import ArraySource, InMemoryImages
 
-from .analysis import Analysis, ClassExamples, FolderConcept, MeasureConcept, Options, Outcome, summary_text
+from .analysis import DEFAULT_CAV, DEFAULT_STATISTIC, Analysis, ClassExamples, FolderConcept, MeasureConcept, Options, Outcome, summary_text
 from .errors import ConceptFolderError, MeasureError
 from .layout import DataLayout, class_index_map, resolve_class
 from .measures import Measure
@@ -41,7 +41,9 @@ class ScoreResult:
         >>> result.to_frame()[["class", "score", "p_value", "significant"]]  # doctest: +SKIP
     """
 
-    def __init__(self, outcome: Outcome) -> None:
+    def __init__(self, outcome: Outcome, context: Any = None) -> None:
+        self._outcome = outcome
+        self._context = context  # a concepts.maps.MapContext: the engine and inputs, for maps after scoring
         self._table = outcome.table
         self.runs = outcome.runs
         self.scatter = outcome.scatter
@@ -74,9 +76,9 @@ class ScoreResult:
     def plot_null(self, class_name: str, layer: str, concept: str, value: str | None = None):
         """A row's concept runs against its null runs, for the statistic that was tested.
 
-        ``value``: ``"ubs"`` (per-run UBS of the concept's CAVs vs each random set's mean UBS),
-        ``"score"`` (TCAV sign-count scores) or ``"br"`` (an RCV's Br vs shuffled measures);
-        default: what the row's p-value was computed from.
+        ``value``: ``"shift"`` (per-run UBS x displacement of the concept's CAVs vs each random set's
+        mean), ``"ubs"`` (per-run UBS), ``"score"`` (TCAV sign-count scores) or ``"br"`` (an RCV's Br
+        vs shuffled measures); default: what the row's p-value was computed from (``test_statistic``).
         """
         from .plots import plot_null_distribution
 
@@ -84,14 +86,20 @@ class ScoreResult:
         if key not in self.runs:
             raise KeyError(f"No row for class {class_name!r}, layer {layer!r}, concept {concept!r}.")
         run = self.runs[key]
-        if value is None:
-            value = "br" if "null_br" in run else self.provenance.get("test_statistic", "ubs")
         title = f"{concept} · {layer} · class {class_name}"
         row = self._table[(self._table["class"] == class_name) & (self._table["layer"] == layer)
                           & (self._table["concept"] == concept)]
+        if value is None:
+            tested = str(row["test_statistic"].iloc[0]) if len(row) and "test_statistic" in row else "ubs"
+            value = "score" if tested == "tcav_ttest" else tested
         p_value = float(row["p_value"].iloc[0]) if len(row) else None
         if value == "score":
             return plot_null_distribution(run["scores"], run["null_scores"], title=title, p_value=p_value)
+        if value == "shift" and "null_shift" in run:
+            return plot_null_distribution(run["shift"], run["null_shift"], title=title, p_value=p_value,
+                                          xlabel="shift (UBS × displacement)", null_value=0.0,
+                                          concept_label="concept vs each random set",
+                                          null_label="each random set vs the others (null)")
         if value == "ubs" and "null_ubs" in run:
             return plot_null_distribution(run["ubs"], run["null_ubs"], title=title, p_value=p_value,
                                           xlabel="UBS", null_value=0.0, concept_label="concept vs each random set",
@@ -100,12 +108,118 @@ class ScoreResult:
             return plot_null_distribution(run["br"], run["null_br"], title=title, p_value=p_value, xlabel="Br",
                                           null_value=0.0, concept_label="measure (full-data RCV)",
                                           null_label="shuffled measures (null)")
-        raise ValueError(f"value must be 'ubs' or 'score' for a folder concept and 'br' or 'score' for a "
-                         f"measure; got {value!r} for {concept!r}.")
+        raise ValueError(f"value must be 'shift', 'ubs' or 'score' for a folder concept and 'br', 'ubs' or "
+                         f"'score' for a measure; got {value!r} for {concept!r}.")
 
     def to_frame(self) -> pd.DataFrame:
         """The tidy result table (a copy), one row per (class, layer, concept)."""
         return self._table.copy()
+
+    # ------------------------------------------------------------------ where and for whom
+    def concept_maps(self, images: Any, *, concept: str, layer: str, kind: str = "presence",
+                     class_name: str | None = None, resolution: str = "input") -> np.ndarray:
+        """Where a concept is expressed (``kind="presence"``) or where it moves a class's score
+        (``kind="influence"``), per image, at the model's input resolution.
+
+        Parameters
+        ----------
+        images : str, path, list of paths, ImageSet or numpy.ndarray
+            A class name of this result (its own examples: activations and gradients of the scoring
+            pass are reused, no model pass), a folder, files, a set, or model-ready arrays (one pass).
+        concept, layer : str
+            A concept of this result and a convolutional layer it was scored in.
+        kind : {"presence", "influence"}
+            Presence: ``Σ_c a[h,w,c] v[h,w,c]``; influence: ``Σ_c g[h,w,c] v[h,w,c]`` with ``g`` the
+            gradient of ``class_name``'s target (see :mod:`concepts.maps`).
+        class_name : str, optional
+            The class whose target is differentiated (influence maps; optional with one class).
+        resolution : {"input", "layer"}
+            ``"input"``: bilinearly upsampled (half-pixel centres) to the model's input; ``"layer"``: raw.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n, H, W)`` float32 maps, aligned with the model input.
+
+        Examples
+        --------
+        >>> maps = result.concept_maps("tumour", concept="nuclei", layer="conv2")  # doctest: +SKIP
+        >>> maps.shape  # (n examples, input height, input width)  # doctest: +SKIP
+        """
+        from .maps import result_concept_maps
+
+        return result_concept_maps(self._outcome, self._context, images, concept=concept, layer=layer, kind=kind,
+                                   class_name=class_name, resolution=resolution)
+
+    def plot_concept_maps(self, images: Any, *, concept: str, layer: str, kind: str = "presence",
+                          class_name: str | None = None, n: int = 8, alpha: float = 0.55):
+        """Overlay the concept maps of the first ``n`` images on the images (one panel each).
+
+        Arguments as in :meth:`concept_maps`; ``alpha`` is the opacity of the maps. Returns a
+        matplotlib Figure with one shared colour scale centred at 0.
+
+        Examples
+        --------
+        >>> result.plot_concept_maps("tumour", concept="nuclei", layer="conv2")  # doctest: +SKIP
+        """
+        from .explain_plots import plot_concept_maps
+
+        arrays, labels = self._images_for_display(images, n)
+        # A class's own examples: maps of all of them come from the scoring pass (no model pass);
+        # anything else: only the n images shown go through the model.
+        own = isinstance(images, str) and self._context is not None and images in self._context.classes
+        maps = self.concept_maps(images if own else arrays, concept=concept, layer=layer, kind=kind,
+                                 class_name=class_name)[:len(arrays)]
+        title = f"{kind} of '{concept}' in {layer}" + (f" (class {class_name})" if kind == "influence" and class_name
+                                                        else "")
+        return plot_concept_maps(arrays, maps, labels=labels, title=title, alpha=alpha)
+
+    def _images_for_display(self, images: Any, n: int) -> tuple[np.ndarray, list[str]]:
+        from .maps import MapContext
+
+        if self._context is None:
+            if isinstance(images, np.ndarray):
+                return images[:n], [str(i) for i in range(min(n, len(images)))]
+            raise ValueError("This result is not attached to a model; pass model-ready image arrays.")
+        context: MapContext = self._context
+        source, name = context.source(images)
+        files = [Path(f).name for f in getattr(source, "files", [])] or [f"{name}[{i}]" for i in range(len(source))]
+        out, total = [], 0
+        for batch in source.batches(max(1, n)):
+            out.append(batch)
+            total += len(batch)
+            if total >= n:
+                break
+        arrays = np.concatenate(out)[:n] if out else np.zeros((0, *context.engine.input_shape), np.float32)
+        return arrays, files[:len(arrays)]
+
+    def per_example(self) -> pd.DataFrame:
+        """One row per (image, class, layer, concept): sensitivity, share of positive runs, presence.
+
+        The mean ``positive_share`` over a class's images is the row's TCAV ``score``; see
+        :mod:`concepts.per_example` for every column.
+
+        Examples
+        --------
+        >>> rows = result.per_example()  # doctest: +SKIP
+        >>> rows.sort_values("drive").tail(5)[["image", "sensitivity", "presence"]]  # doctest: +SKIP
+        """
+        from .per_example import per_example_frame
+
+        return per_example_frame(self._outcome)
+
+    def driven_examples(self, class_name: str, concept: str, layer: str, n: int = 5,
+                        which: str = "most") -> pd.DataFrame:
+        """The ``n`` examples of ``class_name`` most (``which="most"``) or least driven by ``concept``.
+
+        Examples
+        --------
+        >>> result.driven_examples("tumour", "nuclei", "conv2", n=3)  # doctest: +SKIP
+        """
+        from .per_example import driven_examples
+
+        return driven_examples(self.per_example(), class_name=class_name, concept=concept, layer=layer, n=n,
+                               which=which)
 
     @property
     def significant(self) -> pd.DataFrame:
@@ -250,10 +364,14 @@ def _random_sets(random: Any, layout: DataLayout, n_sets: int, set_size: int, se
 def prepare(model: Any, layers: Sequence[str], concept_list: list[tuple[str | None, Any]], *, data: Any = None,
             examples: Any = None, classes: Sequence[str | int] | None = None, class_names: Any = None,
             random: Any = None, target: str = "logit", preprocess: Callable | None = None, batch_size: int = 32,
-            cache_dir: str | os.PathLike | bool | None = None, options: Options) -> tuple[Analysis, dict[str, Any]]:
-    """Resolve every input of an analysis and build the engine (shared by ``score`` and ``report``)."""
+            cache_dir: str | os.PathLike | bool | None = None, options: Options, output: int | str | None = None,
+            extra_inputs: Mapping[str, Any] | None = None) -> tuple[Analysis, dict[str, Any]]:
+    """Resolve every input of an analysis and build the engine (shared by ``score`` and ``report``).
+
+    ``model`` may be a path (``.keras``/``.h5``); the loaded model is ``analysis.engine.model``."""
     cache = _cache(cache_dir)
-    engine = Engine(model, layers, target=target, batch_size=batch_size, cache=cache, progress=options.progress)
+    engine = Engine(model, layers, target=target, batch_size=batch_size, cache=cache, progress=options.progress,
+                    output=output, extra_inputs=extra_inputs)
     input_shape = tuple(engine.input_shape)
 
     layout = DataLayout.from_root(data) if data is not None else DataLayout(root=None)
@@ -262,6 +380,8 @@ def prepare(model: Any, layers: Sequence[str], concept_list: list[tuple[str | No
     for name, item in concept_list:
         if isinstance(item, Measure):
             measure_specs.append((name or item.name, item))
+            if layout.root is None:   # a measure computed on <data>/classes finds <data> like a concept folder
+                layout = DataLayout.beside_images(item.images)
             continue
         if isinstance(item, (str, os.PathLike)):
             path = Path(item)
@@ -281,8 +401,8 @@ def prepare(model: Any, layers: Sequence[str], concept_list: list[tuple[str | No
         raise ValueError(f"Concept names must be distinct; got {names}. Pass a dict {{name: concept}} to rename.")
     if options.relative and len(folder_concepts) < 2:
         raise ValueError("relative=True compares each concept with the others: give at least two folder concepts.")
-    if options.statistic not in ("ubs", "score"):
-        raise ValueError(f"statistic must be 'ubs' or 'score', not {options.statistic!r}.")
+    if options.statistic not in ("ubs", "score", "shift"):
+        raise ValueError(f"statistic must be 'shift', 'ubs' or 'score', not {options.statistic!r}.")
     min_images = max(5, int(np.ceil(2 / max(options.test_size, 1e-9))))
     for concept in folder_concepts:
         if len(concept.images) < min_images:
@@ -321,18 +441,23 @@ def _cache(cache_dir: str | os.PathLike | bool | None) -> ActivationCache:
 def score(model: Any, layer: str | Sequence[str] | None = None, concept: ConceptLike = None, *,
           layers: Sequence[str] | None = None, data: str | os.PathLike | None = None, examples: Any = None,
           classes: Sequence[str | int] | None = None, class_names: Sequence[str] | Mapping[str, int] | None = None,
-          random: Any = None, n_random: int = 20, null_pairs: str = "auto", statistic: str = "ubs",
+          random: Any = None, n_random: int = 20, null_pairs: str = "auto", statistic: str = DEFAULT_STATISTIC,
           relative: bool = False,
-          target: str = "logit", seed: int = 0, preprocess: Callable | None = None, batch_size: int = 32,
-          classifier: Any = None, alpha: float | str = "auto", alpha_scale: float = 0.1,
+          target: str = "logit", output: int | str | None = None, extra_inputs: Mapping[str, Any] | None = None,
+          seed: int = 0, preprocess: Callable | None = None, batch_size: int = 32,
+          classifier: Any = None, cav: str = DEFAULT_CAV, C: float = 1.0, compat: str | None = None,
+          robustness: bool = True,
+          alpha: float | str = "auto", alpha_scale: float = 0.1,
           test_size: float = 0.3, correction: str = "holm",
           significance: float = 0.05, n_directions: int = 1000, pool: str | bool = "auto",
           cache_dir: str | os.PathLike | bool | None = None, progress: bool = True) -> ScoreResult:
     """Score how a model uses a concept in a layer, for each class, with a significance test.
 
     Args:
-        model: a Keras 3 model (Sequential, functional, or with nested models).
-        layer: a layer name, an ``"outer/inner"`` path into a nested model, or a list of them.
+        model: a Keras 3 model (Sequential, functional, with nested models at any depth, e.g. a
+            ``keras.applications`` backbone in a head), or the path of one saved as ``.keras``/``.h5``.
+        layer: a layer name, an ``"outer/inner"`` path into a nested model, or a list of them
+            (:func:`concepts.layers` lists them and suggests where to probe).
         concept: a concept folder (``data/concepts/striped``), an :class:`~concepts.sets.ImageSet`, a
             :class:`~concepts.measures.Measure` (continuous concept → RCV), or a list/dict of these.
         layers: more layers, scored in the same pass over the images.
@@ -353,15 +478,32 @@ def score(model: Any, layer: str | Sequence[str] | None = None, concept: Concept
             ``"score"`` (the TCAV sign-count score; Br for measures).
         relative: compare each folder concept with the union of the other concepts instead of random sets.
         target: ``"logit"`` (pre-softmax, default), ``"log_prob"`` or ``"prob"``.
+        output: the output to explain in a multi-output model: its name (the layer producing it) or
+            index. The softmax/sigmoid bypass applies to that output.
+        extra_inputs: values for the model's non-image inputs, ``{input name: values}``: one array of
+            the input's per-example shape (used for every image), or per-example values keyed by
+            image file path (a dict, or a pandas Series/DataFrame indexed by path; every image the
+            analysis reads needs a row, random images included).
         seed: seeds every random choice (random sets, splits, bootstrap, UBS directions).
         preprocess: ``callable(image, input_shape) -> array`` replacing the documented default
             (:func:`concepts.sets.default_preprocess`).
         batch_size: images per engine pass (bounds memory).
-        classifier: any scikit-learn linear classifier for the CAVs; default a ridge least-squares
-            classifier solved for every CAV of a layer at once on one shared Gram matrix.
-        alpha: ridge penalty of the default CAV classifier: ``"auto"`` (default) is ``alpha_scale``
-            times the layer's total activation variance, so layers of any width and scale are
-            regularised alike; a number gives exactly ``sklearn.linear_model.RidgeClassifier(alpha)``.
+        classifier: any scikit-learn linear classifier for the CAVs (one fit per CAV: slow); overrides ``cav``.
+        cav: the CAV estimator, solved for every CAV of a layer at once on one shared Gram matrix:
+            ``"logistic"`` (L2 logistic regression, ``LogisticRegression(C=C)``), ``"svm"`` (linear SVM,
+            squared hinge, ``LinearSVC(C=C)``), ``"svm_hinge"`` (hinge loss), ``"ridge"`` (least squares,
+            ``RidgeClassifier(alpha)``) or ``"mean"`` (difference of means, FastCAV / pattern CAV). The
+            default was chosen by the validation study in ``docs/validation.md``.
+        C: inverse regularisation strength of ``cav="logistic"`` and the SVMs (scikit-learn's ``C``).
+        compat: ``"tcav"`` runs the original TCAV procedure instead (hinge-loss ``SGDClassifier(alpha=0.01,
+            max_iter=1000, tol=1e-3)`` CAVs on raw activations, sign-count score, Student's t-test between
+            the concept runs and one fixed random set's runs, no correction) so that published numbers can
+            be reproduced; its false-positive rate is above nominal (see ``docs/validation.md``).
+        robustness: refit each concept with the other estimator families and on resampled concept images
+            to fill ``direction_agreement`` and ``fragile`` (default on).
+        alpha: ridge penalty of ``cav="ridge"``: ``"auto"`` (default) is ``alpha_scale`` times the
+            layer's total activation variance, so layers of any width and scale are regularised alike; a
+            number gives exactly ``sklearn.linear_model.RidgeClassifier(alpha)``.
         alpha_scale: the factor of ``alpha="auto"``.
         test_size: held-out fraction for CAV accuracy.
         correction: ``"holm"`` (default), ``"bh"`` (Benjamini–Hochberg), ``"bonferroni"`` or ``"none"``.
@@ -382,13 +524,23 @@ def score(model: Any, layer: str | Sequence[str] | None = None, concept: Concept
         >>> print(result)  # doctest: +SKIP
     """
     options = Options(n_random=n_random, null_pairs=null_pairs, statistic=statistic, relative=relative, seed=seed,
-                      classifier=classifier, alpha=alpha, alpha_scale=alpha_scale, test_size=test_size,
+                      classifier=classifier, cav=cav, C=C, compat=compat, robustness=robustness,
+                      alpha=alpha, alpha_scale=alpha_scale, test_size=test_size,
                       correction=correction, significance=significance,
                       n_directions=n_directions, pool=pool, progress=progress)
     analysis, inputs = prepare(model, _as_layers(layer, layers), _as_concept_list(concept), data=data,
                                examples=examples, classes=classes, class_names=class_names, random=random,
                                target=target, preprocess=preprocess, batch_size=batch_size, cache_dir=cache_dir,
-                               options=options)
+                               options=options, output=output, extra_inputs=extra_inputs)
     outcome = analysis.run(inputs["classes"], inputs["folder_concepts"], inputs["measure_concepts"],
                            inputs["random_sets"])
-    return ScoreResult(outcome)
+    return ScoreResult(outcome, context=map_context(analysis, inputs, preprocess))
+
+
+def map_context(analysis: Analysis, inputs: dict[str, Any], preprocess: Callable | None) -> Any:
+    """What a result keeps to draw concept maps later: the engine (and its cache) and the inputs."""
+    from .maps import MapContext
+
+    input_shape = tuple(analysis.engine.input_shape)
+    return MapContext(engine=analysis.engine, classes={c.name: c for c in inputs["classes"]},
+                      bind=lambda images, name: _bind(images, input_shape, preprocess, name))

@@ -6,26 +6,37 @@ and the gradient of one class's target (pre-softmax logit by default) with respe
 them. Results are cached by content (model fingerprint + layer + target + class + source content
 key), and only missing entries are computed, all in a single pass.
 
-How it works: the engine walks the model's layer graph itself (``Functional._run_through_graph``
-with a wrapped operation function), so it can record any intermediate tensor, including layers of
-nested models addressed as ``"outer/inner"``, and so it can bypass a final softmax/sigmoid to
-reach the logits. Per-example gradients come from a single backward pass of the batch-sum of the
-target, which is exact because examples do not interact in inference mode.
+How it works: the engine walks the model's layer graph itself (through the helpers of
+:mod:`probes.keras_graph`, the one place that touches Keras internals), so it can record any
+intermediate tensor, including layers of nested models addressed as ``"outer/inner"`` at any
+depth, and so it can bypass a final softmax/sigmoid to reach the logits. Per-example gradients come
+from a single backward pass of the batch-sum of the target, which is exact because examples do not
+interact in inference mode (dropout, augmentation and batch-norm statistics are all switched to
+inference). Models with several outputs explain one (``output=``); models with several inputs
+take the non-image ones from ``extra_inputs=``. Layers compute in their own dtype (a
+``mixed_float16`` model runs in float16), but the target is cast to float32 before it is
+differentiated and every activation and gradient is returned as float32.
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from probes.cache import ActivationCache
 from probes.errors import (InputShapeError, NotDifferentiableError, TargetError, ToolkitError,
                            UnknownLayerError)
+from probes.keras_graph import UnsupportedModelError, graph_of as _graph_of, is_model as _is_model
+from probes.keras_graph import nodes_by_operation as _nodes_by_operation
+from probes.keras_graph import (graph_operations, input_name, load_model, run_through_graph, standardize_inputs,
+                                takes_training_flag, tensor_origin)
 from probes.progress import progress as _progress
 from probes.sources import ArraySource
 
@@ -49,10 +60,6 @@ _LINEAR_LAYER_TYPES = {
     "Concatenate", "BatchNormalization", "Cropping1D", "Cropping2D", "Cropping3D",
     "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D",
 }
-
-
-class UnsupportedModelError(ToolkitError, TypeError):
-    """A model (or layer) whose structure the engine cannot walk."""
 
 
 @dataclass
@@ -80,8 +87,9 @@ class _LayerInfo:
     path: str
     layer: Any
     shape: tuple  # per-example shape from the graph; may contain None
-    n_calls: int  # nodes of this layer in its parent graph (shared layers have several)
+    n_calls: int  # times the layer runs per forward pass (shared layers, or inside a shared model)
     n_outputs: int  # tensors produced by that node
+    shared_by: str = ""  # path of the shared layer or model that makes n_calls > 1
 
 
 def _keras():
@@ -89,28 +97,6 @@ def _keras():
     import keras
 
     return keras
-
-
-def _graph_of(model: Any) -> Any | None:
-    """The Functional graph behind ``model`` (None when it is a subclassed model)."""
-    keras = _keras()
-    from keras.src.models.functional import Functional
-
-    if isinstance(model, keras.Sequential):
-        graph = getattr(model, "_functional", None)
-        if graph is None:
-            raise UnsupportedModelError(
-                f"Sequential model '{model.name}' has not been built, so it has no layer graph. "
-                "Give it an input shape (start it with keras.Input(shape=...)) or call it once on "
-                "a batch before passing it to the engine.")
-        return graph
-    if isinstance(model, Functional):
-        return model
-    return None
-
-
-def _is_model(op: Any) -> bool:
-    return isinstance(op, _keras().Model)
 
 
 def _activation_name(fn: Any) -> str | None:
@@ -122,19 +108,15 @@ def _activation_name(fn: Any) -> str | None:
     return name.lower() if isinstance(name, str) else None
 
 
-def _nodes_by_operation(graph: Any) -> dict[int, list]:
-    nodes: dict[int, list] = {}
-    for depth_nodes in graph._nodes_by_depth.values():
-        for node in depth_nodes:
-            if node.operation is not None:
-                nodes.setdefault(id(node.operation), []).append(node)
-    return nodes
+def _index_layers(graph: Any, prefix: str, out: dict[str, _LayerInfo], calls: int = 1,
+                  shared_by: str = "") -> None:
+    """Record every layer of ``graph`` (recursing into nested models) under its path.
 
-
-def _index_layers(graph: Any, prefix: str, out: dict[str, _LayerInfo]) -> None:
-    """Record every layer of ``graph`` (recursing into nested models) under its path."""
+    ``calls`` is how often ``graph`` itself runs per forward pass: a layer inside a model that is
+    called twice runs twice too, and is as ambiguous as a shared layer."""
     nodes = _nodes_by_operation(graph)
-    for layer in graph.layers:
+    # Bare operations (``x + y`` between layers) are indexed too: ConvNeXt's blocks end in one.
+    for layer in graph_operations(graph):
         path = prefix + layer.name
         layer_nodes = nodes.get(id(layer), [])
         shape: tuple = ()
@@ -144,28 +126,65 @@ def _index_layers(graph: Any, prefix: str, out: dict[str, _LayerInfo]) -> None:
             n_outputs = len(outputs)
             if outputs:
                 shape = tuple(outputs[0].shape[1:])
-        out[path] = _LayerInfo(path, layer, shape, len(layer_nodes), n_outputs)
+        n_calls = max(len(layer_nodes), 1) * calls if layer_nodes else 0
+        culprit = shared_by or (path if len(layer_nodes) > 1 else "")
+        out[path] = _LayerInfo(path, layer, shape, n_calls, n_outputs, culprit)
         if _is_model(layer):
             inner = _graph_of(layer)
             if inner is not None:
-                _index_layers(inner, path + "/", out)
+                _index_layers(inner, path + "/", out, max(n_calls, 1), culprit)
 
 
-def _final_operation(model: Any, prefix: str = "") -> tuple[str, Any]:
-    """Path and object of the operation that produces the model's output (looking into nested
+def output_names(model: Any) -> list[str]:
+    """Names of a model's outputs, in order: the name of the layer that produces each.
+
+    Example:
+        >>> output_names(model)   # doctest: +SKIP
+        ['diagnosis', 'grade']
+    """
+    origins = [tensor_origin(t) for t in _graph_of(model).outputs]
+    plain = [op.name for op, _ in origins]
+    # Two outputs of one layer (or of one nested model) share its name: number them.
+    return [name if plain.count(name) == 1 else f"{name}:{index}"
+            for name, (_, index) in zip(plain, origins)]
+
+
+def _select_output(model: Any, output: int | str | None) -> int:
+    """Index of the explained output among the model's outputs (``output=`` by name or index)."""
+    names = output_names(model)
+    listing = ", ".join(f"{i}: {n!r}" for i, n in enumerate(names))
+    if output is None:
+        if len(names) != 1:
+            raise TargetError(
+                f"Model '{model.name}' has {len(names)} outputs ({listing}); say which one to explain "
+                "with output= (a name or an index), e.g. output=0.")
+        return 0
+    if isinstance(output, (int, np.integer)) and not isinstance(output, bool):
+        if not -len(names) <= int(output) < len(names):
+            raise TargetError(f"output={int(output)} is out of range: model '{model.name}' has "
+                              f"{len(names)} output(s): {listing}.")
+        return int(output) % len(names)
+    if isinstance(output, str):
+        if output in names:
+            return names.index(output)
+        close = difflib.get_close_matches(output, names, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise TargetError(f"Model '{model.name}' has no output {output!r}.{hint} Its outputs are: {listing}.")
+    raise TargetError(f"output must be an output name or index, got {output!r}. Outputs: {listing}.")
+
+
+def _final_operation(model: Any, output_index: int = 0, prefix: str = "") -> tuple[str, Any]:
+    """Path and object of the operation that produces the selected output (looking into nested
     models)."""
     graph = _graph_of(model)
     if graph is None:
         return prefix.rstrip("/"), model
-    outputs = graph.outputs
-    if len(outputs) != 1:
-        raise TargetError(
-            f"Model '{model.name}' has {len(outputs)} outputs; the engine needs a single "
-            "(batch, n_classes) output. Build a model with only the classification output, e.g. "
-            "keras.Model(model.inputs, model.outputs[i]).")
-    op = outputs[0]._keras_history.operation
-    if _is_model(op):
-        return _final_operation(op, prefix + op.name + "/")
+    op, tensor_index = tensor_origin(graph.outputs[output_index])
+    if _is_model(op) and _graph_of(op) is not None:
+        return _final_operation(op, tensor_index, prefix + op.name + "/")
+    if not _is_model(op) and tensor_index != 0:
+        # A layer with several outputs: its activation cannot be swapped for a linear one.
+        return prefix + op.name, None
     return prefix + op.name, op
 
 
@@ -253,17 +272,185 @@ class _Recorder:
         self.tensors[path] = tensor
 
 
+def _shape_fits(got: tuple, expected: tuple) -> bool:
+    return len(got) == len(expected) and all(e is None or e == g for e, g in zip(expected, got))
+
+
+class _ExtraInputs:
+    """The model's non-image inputs: which input takes the images, and values for the others.
+
+    A value is fixed (one array of the input's per-example shape, broadcast to every batch) or
+    per example (a table keyed by image file path, or by the name of an in-memory image set).
+    Tables are keyed by file rather than by set because the analysis merges random sets into one
+    pool of distinct files: a file keeps its values wherever it goes.
+    """
+
+    def __init__(self, model: Any, graph: Any, extra_inputs: Mapping[str, Any] | None) -> None:
+        names = [input_name(t) for t in graph.inputs]
+        if extra_inputs is None:
+            extra_inputs = {}
+        if not isinstance(extra_inputs, Mapping):
+            raise InputShapeError(
+                f"extra_inputs must be a dict {{input name: values}}, got {type(extra_inputs).__name__}. "
+                f"Model '{model.name}' has inputs {names}.")
+        unknown = [k for k in extra_inputs if k not in names]
+        if unknown:
+            raise InputShapeError(
+                f"extra_inputs names {unknown}, but model '{model.name}' has inputs {names}. Key "
+                "extra_inputs by input name (the name given to keras.Input(..., name=...)).")
+        left = [n for n in names if n not in extra_inputs]
+        if len(left) != 1:
+            what = ("every input is given in extra_inputs; leave the image input out of it" if not left
+                    else f"the engine feeds images to one of them and needs values for the others: pass "
+                         f"extra_inputs={{{', '.join(repr(n) + ': values' for n in left[1:])}}} (fixed arrays, or "
+                         "per-example values keyed by image file)")
+            raise InputShapeError(f"Model '{model.name}' has {len(names)} inputs {names}; {what}.")
+        self.image_input: str = left[0]
+        self.names: list[str] = [n for n in names if n in extra_inputs]
+        self.shapes: dict[str, tuple] = {}
+        self.dtypes: dict[str, str] = {}
+        self.fixed: dict[str, np.ndarray] = {}
+        self.tables: dict[str, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = {}
+        digest = hashlib.sha256()
+        for tensor in graph.inputs:
+            name = input_name(tensor)
+            if name not in extra_inputs:
+                continue
+            shape, dtype = tuple(tensor.shape[1:]), str(getattr(tensor.dtype, "name", tensor.dtype))
+            self.shapes[name], self.dtypes[name] = shape, dtype
+            value = extra_inputs[name]
+            digest.update(f"{name}|{dtype}|".encode())
+            if isinstance(value, Mapping) or hasattr(value, "index") and hasattr(value, "to_numpy"):
+                rows = self._rows(name, value, shape, dtype)
+                resolved = {}
+                for key, row in rows.items():
+                    try:
+                        resolved[str(Path(key).expanduser().resolve())] = row
+                    except (OSError, ValueError):
+                        pass
+                    digest.update(f"{key}|".encode())
+                    digest.update(np.ascontiguousarray(row).data)
+                self.tables[name] = (rows, resolved)
+            else:
+                array = self._array(name, value, shape, dtype, "the fixed value")
+                if array.shape == (1, *array.shape[1:]) and len(array.shape) == len(shape) + 1:
+                    array = array[0]
+                if not _shape_fits(array.shape, shape):
+                    raise InputShapeError(
+                        f"extra_inputs[{name!r}] has shape {array.shape}, but input {name!r} of model "
+                        f"'{model.name}' takes {shape} per example. Give one array of that shape (used for "
+                        "every example) or per-example values keyed by image file.")
+                self.fixed[name] = array
+                digest.update(np.ascontiguousarray(array).data)
+        self.digest = digest.hexdigest() if self.names else ""
+
+    def __bool__(self) -> bool:
+        return bool(self.names)
+
+    @staticmethod
+    def _array(name: str, value: Any, shape: tuple, dtype: str, what: str) -> np.ndarray:
+        try:
+            return np.asarray(value, dtype=dtype)
+        except (TypeError, ValueError) as exc:
+            raise InputShapeError(f"extra_inputs[{name!r}]: {what} cannot be read as a {dtype} array "
+                                  f"of shape {shape} ({exc}).") from exc
+
+    def _rows(self, name: str, value: Any, shape: tuple, dtype: str) -> dict[str, np.ndarray]:
+        if hasattr(value, "columns"):  # a DataFrame: one row per image, one column per feature
+            items = [(k, value.loc[k].to_numpy()) for k in value.index]
+        elif hasattr(value, "to_numpy"):  # a Series
+            items = list(value.items())
+        else:
+            items = list(value.items())
+        rows: dict[str, np.ndarray] = {}
+        for key, row in items:
+            array = self._array(name, row, shape, dtype, f"the value of {key!r}")
+            if not (_shape_fits(array.shape, shape) or _shape_fits(array.shape[1:], shape)):
+                raise InputShapeError(
+                    f"extra_inputs[{name!r}][{str(key)!r}] has shape {array.shape}; input {name!r} takes "
+                    f"{shape} per example (or (n, *{shape}) for an in-memory image set of n images).")
+            rows[str(key)] = array
+        return rows
+
+    def values(self, source: Any) -> list[np.ndarray | None]:
+        """Per-example arrays ``(len(source), *shape)`` of each extra input; None where fixed."""
+        out: list[np.ndarray | None] = []
+        for name in self.names:
+            if name in self.fixed:
+                out.append(None)
+                continue
+            rows, resolved = self.tables[name]
+            files = getattr(source, "files", None)
+            set_name = str(getattr(source, "name", ""))
+            if files is None or set_name in rows:
+                if set_name not in rows:
+                    raise InputShapeError(
+                        f"extra_inputs[{name!r}] has no values for image set {set_name!r}: in-memory images carry "
+                        f"no file names, so give an array of {len(source)} rows under the set's name, "
+                        f"extra_inputs={{{name!r}: {{{set_name!r}: array}}}}.")
+                array = rows[set_name]
+                if array.shape[0] != len(source) or array.ndim != len(self.shapes[name]) + 1:
+                    raise InputShapeError(
+                        f"extra_inputs[{name!r}][{set_name!r}] has shape {array.shape}; set {set_name!r} has "
+                        f"{len(source)} images, so it needs {len(source)} rows of {self.shapes[name]}.")
+                out.append(array)
+                continue
+            found, missing = [], []
+            for f in files:
+                row = resolved.get(str(Path(f).resolve()), rows.get(str(f), rows.get(Path(f).name)))
+                if row is None:
+                    missing.append(str(f))
+                else:
+                    found.append(row)
+            if missing:
+                raise InputShapeError(
+                    f"extra_inputs[{name!r}] has no value for {len(missing)} image(s) of set {set_name!r}, "
+                    f"e.g. {missing[0]!r}. Key per-example values by image path (or file name) and cover every "
+                    "image the analysis reads: class examples, concept images and the random pool.")
+            out.append(np.stack(found) if found else np.empty((0, *self.shapes[name]), self.dtypes[name]))
+        return out
+
+    def batch(self, per_example: list[np.ndarray | None], start: int, size: int) -> list[np.ndarray]:
+        """The extra inputs of examples ``start:start + size``."""
+        out = []
+        for name, rows in zip(self.names, per_example):
+            if rows is None:
+                value = self.fixed[name]
+                out.append(np.ascontiguousarray(np.broadcast_to(value, (size, *value.shape))))
+            else:
+                out.append(rows[start:start + size])
+        return out
+
+    def key(self, source: Any) -> str:
+        """Digest of the per-example values this source gets ("" when every extra input is fixed)."""
+        if not self.tables:
+            return ""
+        digest = hashlib.sha256()
+        for array in self.values(source):
+            if array is not None:
+                digest.update(np.ascontiguousarray(array).data)
+        return digest.hexdigest()
+
+
 class Engine:
     """Batched activations and target gradients for the layers of a Keras model.
 
     Args:
-        model: a built Keras 3 Sequential or Functional model (nested models allowed).
+        model: a built Keras 3 Sequential or Functional model (nested models at any depth
+            allowed), or the path of one saved as ``.keras`` or legacy ``.h5``.
         layers: layer names or ``"outer/inner"`` paths into nested models.
         target: ``"logit"`` (pre-softmax, default), ``"log_prob"`` or ``"prob"``.
         batch_size: examples per forward/backward pass.
         cache: an :class:`ActivationCache`, a directory for one, or None for a private in-memory
             cache that lives as long as the engine.
         progress: show a progress bar over batches.
+        output: which output to explain, by name (the layer producing it) or index; needed when
+            the model has several outputs. The softmax/sigmoid bypass applies to that output.
+        extra_inputs: values for every model input other than the images, by input name. Each value
+            is either one array of the input's per-example shape (the same for every example,
+            e.g. a reference clinical vector) or per-example values: a mapping (or a pandas
+            Series/DataFrame indexed) by image file path, or by the name of an in-memory image
+            set with one row per image.
 
     The model fingerprint is computed once, at construction: build a new engine after changing
     the model's weights.
@@ -280,12 +467,15 @@ class Engine:
 
     def __init__(self, model: Any, layers: Sequence[str], *, target: str = "logit",
                  batch_size: int = 32, cache: ActivationCache | str | Path | None = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, output: int | str | None = None,
+                 extra_inputs: Mapping[str, Any] | None = None) -> None:
         keras = _keras()
+        if isinstance(model, (str, os.PathLike)):
+            model = load_model(model)
         if not isinstance(model, keras.Model):
             raise UnsupportedModelError(
-                f"Expected a keras.Model, got {type(model).__name__}. Load or build the model "
-                "with Keras 3 first.")
+                f"Expected a keras.Model (or the path of a saved .keras/.h5 model), got "
+                f"{type(model).__name__}. Load or build the model with Keras 3 first.")
         graph = _graph_of(model)
         if graph is None:
             raise UnsupportedModelError(
@@ -298,10 +488,6 @@ class Engine:
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
                 or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-        if len(graph.inputs) != 1:
-            raise UnsupportedModelError(
-                f"Model '{model.name}' has {len(graph.inputs)} inputs; the engine feeds one image "
-                "tensor. Build a single-input model around it.")
 
         self.model = model
         self._graph = graph
@@ -309,6 +495,8 @@ class Engine:
         self.batch_size = int(batch_size)
         self.progress = bool(progress)
         self.n_batches_run = 0
+        self._steps: dict[tuple, Any] = {}
+        self._none_grads: set[str] = set()
         if cache is None:
             cache = ActivationCache(None)
         elif not isinstance(cache, ActivationCache):
@@ -317,30 +505,42 @@ class Engine:
 
         self._index: dict[str, _LayerInfo] = {}
         _index_layers(graph, "", self._index)
-        self.input_shape: tuple = tuple(graph.inputs[0].shape[1:])
+        self._input_names = [input_name(t) for t in graph.inputs]
+        self._extras = _ExtraInputs(model, graph, extra_inputs)
+        self._image_position = self._input_names.index(self._extras.image_input)
+        self.input_shape: tuple = tuple(graph.inputs[self._image_position].shape[1:])
 
-        out_shape = tuple(graph.outputs[0].shape) if len(graph.outputs) == 1 else ()
-        if len(graph.outputs) != 1 or len(out_shape) != 2 or out_shape[1] is None:
+        self.output_index = _select_output(model, output)
+        self.output_name = output_names(model)[self.output_index]
+        out_shape = tuple(graph.outputs[self.output_index].shape)
+        if len(out_shape) != 2 or out_shape[1] is None:
             raise TargetError(
-                f"Model '{model.name}' must have one output of shape (batch, n_classes); it has "
-                f"{[tuple(o.shape) for o in graph.outputs]}. Build a classification model that "
-                "outputs one score per class.")
+                f"Output {self.output_name!r} of model '{model.name}' has shape {out_shape}; the "
+                "engine explains a (batch, n_classes) output with one score per class. Choose "
+                "another output with output=, or build a model whose output is the class scores.")
         self.n_outputs = int(out_shape[1])
 
-        self._final_path, self._final_op = _final_operation(model)
+        self._final_path, self._final_op = _final_operation(model, self.output_index)
         self._final_mode, squash = _classify_final(self._final_op)
         if squash == "none" and self._final_mode == "none":
             # Outputs are taken as logits; a single unit is a binary logit.
             squash = "sigmoid" if self.n_outputs == 1 else "softmax"
         self._squash = squash
         self.target_description = self._describe_target()
+        if len(graph.outputs) > 1:
+            self.target_description += f" [output {self.output_name!r}]"
 
         self.layers: list[str] = self._resolve(layers)
         self.layer_shapes: dict[str, tuple] = {p: self._index[p].shape for p in self.layers}
         self._fill_unknown_shapes(self.layers)
         self.fingerprint = _model_fingerprint(model)
-        self._steps: dict[tuple, Any] = {}
-        self._none_grads: set[str] = set()
+        if len(graph.outputs) > 1 or self._extras:
+            # What the engine explains depends on the output and the extra inputs too; folding them
+            # in keeps single-output, single-input keys (and caches) exactly as they were.
+            digest = hashlib.sha256(self.fingerprint.encode())
+            digest.update(f"output={self.output_index}|".encode())
+            digest.update(self._extras.digest.encode())
+            self.fingerprint = digest.hexdigest()
 
     # -- description --------------------------------------------------------------------------
     @property
@@ -390,15 +590,20 @@ class Engine:
         resolved: list[str] = []
         for name in layers:
             if not isinstance(name, str) or name not in self._index:
-                valid = ", ".join(self._index)
-                raise UnknownLayerError(
-                    f"Model '{self.model.name}' has no layer {name!r}. Valid layer names and "
-                    f"paths (nested models as 'outer/inner'): {valid}.")
+                raise UnknownLayerError(self._unknown_layer_message(name))
             info = self._index[name]
             if info.n_calls > 1:
+                where = ("" if info.shared_by == name else
+                         f" because it sits inside '{info.shared_by}', which is called {info.n_calls} times")
                 raise UnsupportedModelError(
-                    f"Layer '{name}' is called {info.n_calls} times in the model, so its "
-                    "activation is ambiguous. Request a layer that is used once.")
+                    f"Layer '{name}' runs {info.n_calls} times per forward pass{where} (a shared layer), "
+                    "so its activation is ambiguous. Probe a layer that runs once, e.g. the layer where "
+                    "the branches merge, or build a model that calls it once "
+                    "(keras.Model(inputs, the branch you want)).")
+            if info.n_calls == 0:
+                raise UnsupportedModelError(
+                    f"Layer '{name}' is never called in the model's graph, so it has no activation. "
+                    "Probe a layer that the model uses (see concepts.layers(model)).")
             if info.n_outputs != 1:
                 raise UnsupportedModelError(
                     f"Layer '{name}' produces {info.n_outputs} tensors; the engine records "
@@ -408,6 +613,25 @@ class Engine:
                 resolved.append(name)
         return resolved
 
+    def _unknown_layer_message(self, name: Any) -> str:
+        paths = list(self._index)
+        text = str(name)
+        close = difflib.get_close_matches(text, paths, n=5, cutoff=0.6)
+        # A nested layer named without its model's prefix is the commonest slip.
+        nested = [p for p in paths if p.endswith("/" + text)]
+        close = nested + [c for c in close if c not in nested]
+        hint = f" Did you mean {', '.join(repr(c) for c in close[:5])}?" if close else ""
+        for path, info in self._index.items():
+            if text.startswith(path + "/") and _is_model(info.layer) and _graph_of(info.layer) is None:
+                hint = (f" '{path}' is a subclassed model: its call() is Python code, so the layers inside it "
+                        f"cannot be addressed. Probe '{path}' itself (its output), or rebuild it as a "
+                        "functional model.")
+        listing = (f" Valid layer names and paths: {', '.join(paths)}." if len(paths) <= 60 else
+                   f" It has {len(paths)} layers.")
+        return (f"Model '{self.model.name}' has no layer {name!r}.{hint} Layers of nested models are "
+                f"addressed as 'outer/inner'.{listing} See every layer, its shape and the suggested "
+                "probe points with concepts.layers(model) (command line: concepts layers MODEL_FILE).")
+
     def _fill_unknown_shapes(self, paths: Iterable[str]) -> None:
         # Nested models built on flexible inputs (None spatial dims) have unknown inner shapes in
         # their own graph; one dry run on zeros resolves them. Not counted in n_batches_run.
@@ -415,16 +639,18 @@ class Engine:
         if not unknown or any(d is None for d in self.input_shape):
             return
         step = self._step_fn(tuple(unknown), (), False)
-        out = step(np.zeros((1, *self.input_shape), np.float32), np.int32(0))
+        extras = [np.zeros((1, *[d or 1 for d in self._extras.shapes[n]]), self._extras.dtypes[n])
+                  for n in self._extras.names]
+        out = step(np.zeros((1, *self.input_shape), np.float32), np.int32(0), *extras)
         for p in unknown:
             self.layer_shapes[p] = tuple(int(d) for d in out["act"][p].shape[1:])
 
     # -- the compiled pass --------------------------------------------------------------------
     def _walk(self, graph: Any, inputs: Any, prefix: str, rec: _Recorder) -> Any:
         keras = _keras()
-        inputs = graph._standardize_inputs(inputs)
+        inputs = standardize_inputs(graph, inputs)
         for ref, tensor in zip(graph.inputs, inputs):
-            rec.record(prefix + ref._keras_history.operation.name, tensor)
+            rec.record(prefix + input_name(ref), tensor)
 
         def operation_fn(op: Any) -> Callable:
             path = prefix + op.name
@@ -452,15 +678,15 @@ class Engine:
 
             return call
 
-        outputs = graph._run_through_graph(inputs, operation_fn=operation_fn)
+        outputs = run_through_graph(graph, inputs, operation_fn)
         if isinstance(outputs, (list, tuple)) and len(outputs) == 1:
             outputs = outputs[0]
         return outputs
 
     @staticmethod
     def _call_layer(op: Any, args: tuple, kwargs: dict) -> Any:
-        # Inference mode everywhere (dropout off, batch-norm moving statistics).
-        if "training" in getattr(op, "_call_context_args", ()):
+        # Inference mode everywhere (dropout and augmentation off, batch-norm moving statistics).
+        if takes_training_flag(op):
             kwargs = dict(kwargs, training=False)
         return op(*args, **kwargs)
 
@@ -494,10 +720,19 @@ class Engine:
         grad_set = set(grad_layers)
         none_grads = self._none_grads
 
-        def step(x: Any, class_index: Any) -> dict:
+        keras = _keras()
+        n_inputs = len(self._graph.inputs)
+        position = self._image_position
+        output_index = self.output_index
+
+        def step(x: Any, class_index: Any, *extras: Any) -> dict:
+            inputs = list(extras)
+            inputs.insert(position, x)
             with tf.GradientTape(watch_accessed_variables=False, persistent=False) as tape:
                 rec = _Recorder(wanted, tape.watch if grad_layers else None, grad_set)
-                output = self._walk(self._graph, x, "", rec)
+                output = self._walk(self._graph, inputs if n_inputs > 1 else x, "", rec)
+                if len(self._graph.outputs) > 1:
+                    output = keras.tree.flatten(output)[output_index]
                 result: dict[str, Any] = {"act": {}, "grad": {}}
                 if grad_layers or want_outputs:
                     target = self._target_tensor(rec, output)
@@ -521,6 +756,8 @@ class Engine:
 
         spec = [tf.TensorSpec((None, *self.input_shape), tf.float32),
                 tf.TensorSpec((), tf.int32)]
+        spec += [tf.TensorSpec((None, *self._extras.shapes[n]), tf.as_dtype(self._extras.dtypes[n]))
+                 for n in self._extras.names]
         fn = tf.function(step, input_signature=spec)
         self._steps[key] = fn
         return fn
@@ -563,6 +800,7 @@ class Engine:
                             desc="activations" if not grad_layers else "activations+gradients",
                             total=total, unit="batch")
         ci = np.int32(class_index)
+        extra_rows = self._extras.values(source) if self._extras else []
         for batch in batches:
             batch = self._check_batch(batch)
             b = batch.shape[0]
@@ -572,7 +810,7 @@ class Engine:
                 raise InputShapeError(
                     f"The source yielded more than len(source) = {n} examples; its __len__ and "
                     "batches() disagree.")
-            result = step(batch, ci)
+            result = step(batch, ci, *self._extras.batch(extra_rows, start, b))
             self.n_batches_run += 1
             if self._none_grads & set(grad_layers):
                 bad = sorted(self._none_grads & set(grad_layers))
@@ -612,11 +850,13 @@ class Engine:
 
     # -- public API -----------------------------------------------------------------------------
     def _key(self, source: ArraySource, path: str, kind: str, class_index: int | None) -> str:
+        # Per-example extra inputs are part of what a source means to this model.
+        extra = self._extras.key(source) if self._extras else ""
+        content = source.content_key + (f"+extra:{extra}" if extra else "")
         if kind == "act":
-            return ActivationCache.make_key(_ENGINE_VERSION, self.fingerprint, path, "act",
-                                            source.content_key)
+            return ActivationCache.make_key(_ENGINE_VERSION, self.fingerprint, path, "act", content)
         return ActivationCache.make_key(_ENGINE_VERSION, self.fingerprint, path, "grad",
-                                        self.target, str(class_index), source.content_key)
+                                        self.target, str(class_index), content)
 
     def run(self, source: ArraySource, class_index: int | None = None,
             layers: Sequence[str] | None = None) -> EngineResult:

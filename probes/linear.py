@@ -37,6 +37,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from probes import cav_solvers
 from probes.errors import InputShapeError, InsufficientDataError, ToolkitError
 from probes.progress import progress as _progress_bar
 from probes.stats import NonFiniteValuesError
@@ -130,6 +131,9 @@ class CAVBatch:
             intercepts[p]`` is the classifier's decision function divided by ``||w||``.
         n_train: ``(P,)`` number of training rows (both sides, after balancing).
         n_test: ``(P,)`` number of held-out rows.
+        shifts: ``(P,)`` how far the concept side's mean lies from the counterexample side's mean
+            along the unit vector, ``vectors[p] . (mean(pool[pos]) - mean(pool[neg]))`` over the
+            task's balanced rows (training and held-out); 0 for a degenerate probe.
 
     Example:
         >>> b = CAVBatch(np.eye(2, dtype="float32"), np.ones(2), np.zeros(2),
@@ -143,6 +147,7 @@ class CAVBatch:
     intercepts: np.ndarray
     n_train: np.ndarray
     n_test: np.ndarray
+    shifts: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.vectors.shape[0])
@@ -288,25 +293,25 @@ def _read_block(pool: np.ndarray, rows: np.ndarray | slice, c0: int, c1: int,
 # Fitting
 # --------------------------------------------------------------------------------------------
 
-def fit_cav_batch(pool: np.ndarray, tasks: Sequence[CAVTask], *, alpha: float = 1.0,
-                  test_size: float = 0.3, classifier: Any = None,
-                  progress: bool = False) -> CAVBatch:
+def fit_cav_batch(pool: np.ndarray, tasks: Sequence[CAVTask], *, method: str = "ridge",
+                  alpha: float = 1.0, C: float = 1.0, test_size: float = 0.3, classifier: Any = None,
+                  centre: bool = True, progress: bool = False) -> CAVBatch:
     """Fit one CAV per task on rows of a shared activation pool.
 
     Each task is balanced (the larger side subsampled to the size of the smaller), split into
     stratified train and held-out test rows (both seeded by ``task.seed``, see
     :func:`split_task`), fitted on the training rows only and scored on the test rows.
 
-    **Default classifier** (``classifier=None``): L2-regularised least squares on targets +1
-    (concept) / -1 (counterexample) with an unpenalised intercept, i.e. mathematically the same
-    model as ``sklearn.linear_model.RidgeClassifier(alpha=alpha, fit_intercept=True)``. It is
-    deterministic (no iterative solver, no tolerance) and fast on shared pools: it is solved in
-    the dual. The Gram matrix ``K = X X^T`` of every pool row used by any task is computed once
-    (float64, blockwise over the columns, so no float64 copy of the pool is ever made); each task
-    then solves ``(K_c + alpha I) a = y_c`` on its centred training sub-Gram (size n_train), the
-    intercept and the test decisions come from ``K`` too, and all weight vectors are produced by
-    one ``(P, N_union) @ (N_union, d)`` product. Cost: two passes over the columns of the used
-    rows, whatever the number of tasks. ``alpha`` must be > 0.
+    **Batched dual solvers** (``classifier=None``; ``method`` picks the family, see
+    :mod:`probes.cav_solvers`): ``"ridge"`` (``RidgeClassifier(alpha)``), ``"mean"`` (difference
+    of class means), ``"logistic"`` (``LogisticRegression(C=C)``), ``"svm"`` (``LinearSVC(C=C)``,
+    squared hinge) and ``"svm_hinge"`` (``LinearSVC(C=C, loss="hinge")``). The Gram matrix ``K =
+    X X^T`` of every pool row used by any task is computed once (blockwise over the columns, so no
+    float64 copy of the pool is ever made); each task is then solved on its training sub-Gram
+    (size n_train, tasks of equal size together), the intercept and the test decisions come from
+    ``K`` too, and all weight vectors are produced by one ``(P, N_union) @ (N_union, d)``
+    product. Cost: two passes over the columns of the used rows, whatever the number of tasks.
+    ``alpha`` (ridge) and ``C`` (logistic, SVM) must be > 0.
 
     **Any scikit-learn linear classifier** (``classifier=SGDClassifier(...)``,
     ``LogisticRegression()``, ``LinearSVC()``, ...): cloned per task, ``random_state`` set to
@@ -317,9 +322,13 @@ def fit_cav_batch(pool: np.ndarray, tasks: Sequence[CAVTask], *, alpha: float = 
     Args:
         pool: ``(N, d)`` activations (float32, possibly a ``np.memmap``; read blockwise).
         tasks: the CAVs to fit; rows are indices into ``pool``.
-        alpha: ridge penalty of the default classifier.
         test_size: fraction of the balanced rows held out for the accuracy.
-        classifier: ``None`` for the default, or a scikit-learn linear classifier (template).
+        method: the batched estimator family (:data:`probes.cav_solvers.METHODS`).
+        alpha: ridge penalty of ``method="ridge"``.
+        C: inverse regularisation strength of ``"logistic"`` and the SVMs (scikit-learn's ``C``).
+        classifier: ``None`` for a batched solver, or a scikit-learn linear classifier (template).
+        centre: fit a ``classifier`` on training rows centred on their mean (default; see above).
+            ``False`` feeds the raw rows, as the original TCAV code did.
         progress: show a progress bar.
 
     Returns:
@@ -352,22 +361,16 @@ def fit_cav_batch(pool: np.ndarray, tasks: Sequence[CAVTask], *, alpha: float = 
         return CAVBatch(np.zeros((0, d), np.float32), empty, empty.copy(),
                         np.zeros(0, np.int64), np.zeros(0, np.int64))
     if classifier is None:
-        if not isinstance(alpha, numbers.Real) or not float(alpha) > 0:
-            raise ValueError(f"alpha must be a positive number; got {alpha!r}.")
-        return _fit_dual(pool, splits, float(alpha), progress)
-    return _fit_estimators(pool, splits, [t.seed for t in tasks], classifier, progress)
+        if method not in cav_solvers.METHODS:
+            raise ValueError(f"method must be one of {', '.join(cav_solvers.METHODS)}; got {method!r}.")
+        for name, value in (("alpha", alpha), ("C", C)):
+            if not isinstance(value, numbers.Real) or not float(value) > 0:
+                raise ValueError(f"{name} must be a positive number; got {value!r}.")
+        return _fit_dual(pool, splits, method, float(alpha), float(C), progress)
+    return _fit_estimators(pool, splits, [t.seed for t in tasks], classifier, progress, centre)
 
 
-def _solve_pd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    try:
-        return scipy.linalg.solve(a, b, assume_a="pos", check_finite=False)
-    except (np.linalg.LinAlgError, scipy.linalg.LinAlgError):
-        # Rounding can make K_c + alpha I numerically indefinite when alpha is tiny relative to
-        # the activations' scale; least squares still returns the ridge solution then.
-        return np.linalg.lstsq(a, b, rcond=None)[0]
-
-
-def _fit_dual(pool: np.ndarray, splits: list[TaskSplit], alpha: float,
+def _fit_dual(pool: np.ndarray, splits: list[TaskSplit], method: str, alpha: float, C: float,
               progress: bool) -> CAVBatch:
     n_rows, d = pool.shape
     union = np.unique(np.concatenate([np.concatenate([s.train, s.test]) for s in splits]))
@@ -402,24 +405,28 @@ def _fit_dual(pool: np.ndarray, splits: list[TaskSplit], alpha: float,
     centred_intercepts = np.zeros(n_tasks)
     accuracies = np.zeros(n_tasks)
     beta_norms = np.zeros(n_tasks)
-    for p, s in enumerate(splits):
-        tr = np.searchsorted(union, s.train)
-        te = np.searchsorted(union, s.test)
-        k_tr = gram[np.ix_(tr, tr)]
-        n = len(tr)
-        # Double centring H K H of the training sub-Gram (H = I - 11^T/n): the dual of fitting
-        # with an intercept on centred rows and targets.
-        row_mean = k_tr.mean(axis=0)
-        k_c = k_tr - row_mean[None, :] - row_mean[:, None] + row_mean.mean()
-        y_mean = s.y_train.mean()
-        a = _solve_pd(k_c + alpha * np.eye(n), s.y_train - y_mean)
-        beta = a - a.mean()                    # w = X_train^T beta (beta sums to zero)
-        intercept = y_mean - float(np.mean(k_tr @ beta))
-        decision = gram[np.ix_(te, tr)] @ beta + intercept
-        accuracies[p] = np.mean((decision > 0) == (s.y_test > 0))
-        centred_intercepts[p] = intercept
-        beta_norms[p] = math.sqrt(n) * float(np.linalg.norm(beta))
-        np.add.at(coefs[p], tr, beta)          # add.at: a row may appear twice in one task
+    raw_shifts = np.zeros(n_tasks)
+    local = [(np.searchsorted(union, s.train), np.searchsorted(union, s.test)) for s in splits]
+    # Tasks with the same number of training rows are solved together (batched linear algebra).
+    groups: dict[int, list[int]] = {}
+    for p, (tr, _) in enumerate(local):
+        groups.setdefault(len(tr), []).append(p)
+    for n, members in groups.items():
+        k_tr = np.stack([gram[np.ix_(local[p][0], local[p][0])] for p in members])
+        y_tr = np.stack([splits[p].y_train for p in members])
+        betas, intercepts = cav_solvers.solve(method, k_tr, y_tr, alpha=alpha, C=C,
+                                              random_state=splits[members[0]].train.size)
+        for beta, intercept, p in zip(betas, intercepts, members):
+            tr, te = local[p]
+            decision = gram[np.ix_(te, tr)] @ beta + intercept
+            accuracies[p] = np.mean((decision > 0) == (splits[p].y_test > 0))
+            rows_all = np.concatenate([tr, te])
+            labels = np.concatenate([splits[p].y_train, splits[p].y_test]) > 0
+            f_all = gram[np.ix_(rows_all, tr)] @ beta
+            raw_shifts[p] = f_all[labels].mean() - f_all[~labels].mean()
+            centred_intercepts[p] = intercept
+            beta_norms[p] = math.sqrt(n) * float(np.linalg.norm(beta))
+            np.add.at(coefs[p], tr, beta)          # add.at: a row may appear twice in one task
 
     # Pass 2: every weight vector in one product per column block.
     vectors = np.empty((n_tasks, d), dtype=np.float32)
@@ -441,7 +448,8 @@ def _fit_dual(pool: np.ndarray, splits: list[TaskSplit], alpha: float,
     # direction (e.g. a layer whose activations are identical for every image).
     degenerate = norms <= 1e-12 * beta_norms * raw_rms
     _finish(vectors, intercepts, accuracies, norms, degenerate, splits)
-    return CAVBatch(vectors, accuracies, intercepts, *_sizes(splits))
+    shifts = np.where(degenerate, 0.0, raw_shifts / np.where(degenerate, 1.0, norms))
+    return CAVBatch(vectors, accuracies, intercepts, *_sizes(splits), shifts=shifts)
 
 
 def _sizes(splits: list[TaskSplit]) -> tuple[np.ndarray, np.ndarray]:
@@ -468,13 +476,14 @@ def _finish(vectors: np.ndarray, intercepts: np.ndarray, accuracies: np.ndarray,
 
 
 def _fit_estimators(pool: np.ndarray, splits: list[TaskSplit], seeds: list[int], classifier: Any,
-                    progress: bool) -> CAVBatch:
+                    progress: bool, centre: bool = True) -> CAVBatch:
     d = pool.shape[1]
     n_tasks = len(splits)
     vectors = np.empty((n_tasks, d), dtype=np.float32)
     intercepts = np.zeros(n_tasks)
     accuracies = np.zeros(n_tasks)
     norms = np.zeros(n_tasks)
+    shifts = np.zeros(n_tasks)
     for p in _progress_bar(range(n_tasks), enabled=progress, desc="CAVs", unit="cav"):
         s = splits[p]
         try:
@@ -492,7 +501,7 @@ def _fit_estimators(pool: np.ndarray, splits: list[TaskSplit], seeds: list[int],
         # with an unpenalised intercept this is the same optimum; liblinear (LinearSVC,
         # solver="liblinear") penalises the intercept, which on raw post-ReLU activations (large
         # common offset) drags the boundary away and ruins accuracy.
-        x_mean = x_train.mean(axis=0, dtype=np.float64)
+        x_mean = x_train.mean(axis=0, dtype=np.float64) if centre else np.zeros(d)
         x_centred = (x_train - x_mean).astype(x_train.dtype, copy=False)
         est.fit(x_centred, (s.y_train > 0).astype(int))   # 1 = concept, 0 = counterexample
         w, b = _linear_parameters(est, d)
@@ -503,12 +512,16 @@ def _fit_estimators(pool: np.ndarray, splits: list[TaskSplit], seeds: list[int],
             w, b = -w, -b
         decision = np.asarray(pool[s.test], dtype=np.float64) @ w + b
         accuracies[p] = np.mean((decision > 0) == (s.y_test > 0))
+        labels = np.concatenate([s.y_train, s.y_test]) > 0
+        f_all = np.asarray(pool[np.concatenate([s.train, s.test])], dtype=np.float64) @ w
+        shifts[p] = f_all[labels].mean() - f_all[~labels].mean()
         norms[p] = np.linalg.norm(w)
         vectors[p] = w
         intercepts[p] = b
     degenerate = ~(norms > 0) | ~np.isfinite(norms)
     _finish(vectors, intercepts, accuracies, norms, degenerate, splits)
-    return CAVBatch(vectors, accuracies, intercepts, *_sizes(splits))
+    shifts = np.where(degenerate, 0.0, shifts / np.where(degenerate, 1.0, norms))
+    return CAVBatch(vectors, accuracies, intercepts, *_sizes(splits), shifts=shifts)
 
 
 def _linear_parameters(est: Any, d: int) -> tuple[np.ndarray, float]:

@@ -27,6 +27,7 @@ __all__ = [
     "NonFiniteValuesError",
     "welch_test",
     "prediction_test",
+    "student_t_pvalue",
     "adjust_pvalues",
     "PVALUE_METHODS",
     "bootstrap_ci",
@@ -121,6 +122,25 @@ def prediction_test(observed: float, sample: Any) -> tuple[float, float]:
     t = (x - null.mean()) / (null.std(ddof=1) * np.sqrt(1.0 + 1.0 / n))
     p = 2.0 * scipy.stats.t.sf(abs(t), n - 1)
     return float(t), float(min(1.0, p))
+
+
+def student_t_pvalue(a: Any, b: Any) -> float:
+    """Two-sided p-value of Student's equal-variance two-sample t-test, as the original TCAV code used.
+
+    Same value as ``scipy.stats.ttest_ind(a, b).pvalue`` in the regular case; two constant samples
+    give 1.0 when equal and 0.0 when different (instead of NaN). This test treats every run as an
+    independent draw, which they are not (all concept runs share one concept set), so it is
+    anti-conservative; it is here to reproduce published numbers (``compat="tcav"``).
+
+    Example:
+        >>> round(student_t_pvalue([0.9, 0.8, 0.85], [0.5, 0.4, 0.6]), 4)
+        0.0056
+    """
+    a = _sample(a, "first sample", 2)
+    b = _sample(b, "second sample", 2)
+    if np.ptp(a) == 0 and np.ptp(b) == 0:
+        return 1.0 if a[0] == b[0] else 0.0
+    return float(scipy.stats.ttest_ind(a, b, equal_var=True).pvalue)
 
 
 def adjust_pvalues(p: Any, method: str = "holm") -> np.ndarray:

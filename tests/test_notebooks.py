@@ -24,7 +24,8 @@ pytest.importorskip("ipykernel")
 from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402  (installed with nbclient)
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
-NOTEBOOKS = ["01_quickstart.ipynb", "02_radiomics_concepts.ipynb", "03_global_report.ipynb"]
+NOTEBOOKS = ["01_quickstart.ipynb", "02_radiomics_concepts.ipynb", "03_global_report.ipynb",
+             "04_maps_and_examples.ipynb"]
 KERNEL_NAME = "concepts-test-python"
 CELL_TIMEOUT = 300  # seconds per cell
 

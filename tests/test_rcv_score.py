@@ -180,6 +180,18 @@ def test_shuffled_measures_give_r2_near_zero_and_no_significance(model, data, pl
 
 
 # --------------------------------------------------------------------------- pooled vs unpooled
+def test_measure_on_the_classes_folder_finds_its_data_folder(model, data):
+    """The call of the continuous-concepts docs: no ``data=``; the measure's images locate it."""
+    measure = concepts.measure(mean_intensity, name="mean_intensity", images=data / "classes")
+    table = concepts.score(model, "conv1", measure, **FAST).to_frame()
+    assert set(table["class"]) == {"bright", "dim"}
+    assert table["p_value"].notna().all() and table["test_statistic"].isin(["br", "ubs"]).all()
+
+
+def test_rcv_rows_never_leave_the_answer_undefined(pooled):
+    assert pooled["p_value"].notna().all() and pooled["direction_agreement"].notna().all()
+
+
 def test_pooled_and_unpooled_rcvs_agree_in_sign(pooled, unpooled):
     assert (unpooled["d"] == SIZE * SIZE * 4).all()
     for cls in ("bright", "dim"):
@@ -191,12 +203,16 @@ def test_pooled_and_unpooled_rcvs_agree_in_sign(pooled, unpooled):
         assert a["significant"] and b["significant"]
 
 
-def test_layer_with_identical_pooled_gradients_has_undefined_br(model, data, planted_measure):
-    """conv2 is followed only by pooling and a linear head: Br (and its test) are NaN, never significant."""
+def test_layer_with_identical_pooled_gradients_tests_ubs_instead_of_undefined_br(model, data, planted_measure):
+    """conv2 is followed only by pooling and a linear head: Br is undefined (NaN), so the row tests the
+    RCV's UBS against the shuffled-measure RCVs' UBS instead and says so; no answer is left NaN."""
     table = concepts.score(model, "conv2", planted_measure, data=data, **FAST).to_frame()
-    assert table["br"].isna().all() and table["p_value"].isna().all()
-    assert not table["significant"].any()
+    assert table["br"].isna().all()
+    assert table["p_value"].notna().all() and table["q_value"].notna().all()
+    assert (table["test_statistic"] == "ubs").all()
     assert (table["r2_cv"] > 0.5).all()  # the regression itself is still well defined
+    by_class = table.set_index("class")["ubs"]
+    assert by_class["bright"] > 0 > by_class["dim"]
 
 
 # --------------------------------------------------------------------------- wide layers

@@ -222,7 +222,7 @@ def test_findings_collapse_on_randomised_weights(rep):
     checks = {c["check"]: c for c in rep.sanity["checks"]}
     random_check = rep.sanity["checks"][0]
     assert random_check["check"] == "randomised model weights"
-    assert random_check["collapsed"] is True
+    assert random_check["passed"] is True and random_check["status"] == "PASS"
     assert random_check["significant_before"] == int(table["significant"].sum()) >= 4
     randomised = rep.sanity["randomised_table"]
     assert len(randomised) == len(table)
@@ -242,7 +242,7 @@ def test_findings_collapse_on_randomised_weights(rep):
 def test_html_reports_the_sanity_checks(rep):
     html = rep.to_html()
     assert "Sanity check (randomised model weights)" in html
-    assert "findings collapse as they should" in html
+    assert "Sanity check (randomised model weights): PASS" in html
     assert "Sanity check (shuffled measures)" in html
 
 
@@ -270,7 +270,8 @@ def test_html_and_plots_use_the_report_significance_level(model, data):
 
 def test_null_plot_shows_the_tested_statistic(rep):
     cav = rep.plot_null("striped", "conv1", "horizontal")
-    assert cav.axes[0].get_xlabel() == "UBS"
+    assert cav.axes[0].get_xlabel() == "shift (UBS × displacement)"
+    assert rep.plot_null("striped", "conv1", "horizontal", value="ubs").axes[0].get_xlabel() == "UBS"
     assert rep.plot_null("striped", "conv1", "horizontal", value="score").axes[0].get_xlabel() == "TCAV score"
     assert rep.plot_null("striped", "conv1", "row_contrast").axes[0].get_xlabel() == "Br"
     with pytest.raises(KeyError):
@@ -280,4 +281,4 @@ def test_null_plot_shows_the_tested_statistic(rep):
 def test_score_result_draws_the_same_plots(model, data):
     result = concepts.score(model, "conv1", data / "concepts" / "horizontal", **FAST)
     assert result.plot_heatmap().axes
-    assert result.plot_null("striped", "conv1", "horizontal").axes[0].get_xlabel() == "UBS"
+    assert result.plot_null("striped", "conv1", "horizontal").axes[0].get_xlabel().startswith("shift")

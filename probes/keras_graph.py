@@ -1,0 +1,178 @@
+"""Every use of Keras internals in the toolkit, behind small functions, plus loading saved models.
+
+The engine walks a model's layer graph itself (to record any intermediate tensor, reach into
+nested models and bypass a final softmax). Keras 3 exposes no public API for that walk, so the
+few private attributes it needs are read here and nowhere else. Tested with Keras 3.15.1
+(TensorFlow 2.21); ``setup.cfg`` pins ``keras>=3.0,<4``. If a Keras release renames one of
+them, this is the only file to change.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from probes.errors import ToolkitError
+
+__all__ = ["ModelFileError", "UnsupportedModelError", "load_model", "graph_of", "nodes_by_operation",
+           "parent_operations",
+           "run_through_graph", "standardize_inputs", "tensor_origin", "takes_training_flag",
+           "is_model", "input_name", "graph_operations"]
+
+#: File suffixes Keras 3 loads with ``keras.models.load_model``.
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+class ModelFileError(ToolkitError, ValueError):
+    """A model path that does not exist or cannot be loaded as a Keras model."""
+
+
+class UnsupportedModelError(ToolkitError, TypeError):
+    """A model (or layer) whose structure the engine cannot walk."""
+
+
+def _keras() -> Any:
+    # Imported lazily so that `import probes` stays free of TensorFlow start-up cost.
+    import keras
+
+    return keras
+
+
+def load_model(path: str | os.PathLike) -> Any:
+    """Load a saved Keras model (``.keras`` or legacy ``.h5``) for inference, without compiling.
+
+    Example:
+        >>> model = load_model("model.keras")   # doctest: +SKIP
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(f"Model file '{path}' does not exist. Give the path of a model saved with "
+                             "model.save('model.keras') (or a legacy .h5 file), or pass the keras.Model itself.")
+    if path.suffix.lower() not in MODEL_SUFFIXES:
+        raise ModelFileError(f"Model file '{path}' has suffix {path.suffix!r}; Keras 3 loads "
+                             f"{', '.join(MODEL_SUFFIXES)} files. A TensorFlow SavedModel folder cannot be "
+                             "walked layer by layer: load it in its original code and save it with "
+                             "model.save('model.keras').")
+    try:
+        return _keras().models.load_model(path, compile=False)
+    except Exception as exc:  # a damaged archive, an unknown custom layer, ...
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelFileError(
+            f"Cannot load '{path}' as a Keras model ({reason}). If it uses custom layers, load it "
+            "yourself with keras.models.load_model(path, custom_objects={...}) and pass the model."
+        ) from exc
+
+
+def is_model(op: Any) -> bool:
+    """True for a (possibly nested) keras.Model.
+
+    Example:
+        >>> is_model(keras.layers.Dense(2))   # doctest: +SKIP
+        False
+    """
+    return isinstance(op, _keras().Model)
+
+
+def graph_of(model: Any) -> Any | None:
+    """The Functional graph behind ``model`` (None when it is a subclassed model).
+
+    Example:
+        >>> graph_of(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])).inputs  # doctest: +SKIP
+    """
+    keras = _keras()
+    from keras.src.models.functional import Functional
+
+    if isinstance(model, keras.Sequential):
+        graph = getattr(model, "_functional", None)
+        if graph is None:
+            raise UnsupportedModelError(
+                f"Sequential model '{model.name}' has not been built, so it has no layer graph. "
+                "Give it an input shape (start it with keras.Input(shape=...)) or call it once on "
+                "a batch before passing it to the engine.")
+        return graph
+    if isinstance(model, Functional):
+        return model
+    return None
+
+
+def nodes_by_operation(graph: Any) -> dict[int, list]:
+    """The graph's nodes (calls) grouped by ``id`` of the layer that made them.
+
+    Example:
+        >>> len(nodes_by_operation(model)[id(model.get_layer("shared"))])   # doctest: +SKIP
+        2
+    """
+    nodes: dict[int, list] = {}
+    for depth_nodes in graph._nodes_by_depth.values():
+        for node in depth_nodes:
+            if node.operation is not None:
+                nodes.setdefault(id(node.operation), []).append(node)
+    return nodes
+
+
+def graph_operations(graph: Any) -> list:
+    """Every operation of the graph in order: its layers and the bare ops (``x + y``) between them.
+
+    Example:
+        >>> [op.name for op in graph_operations(convnext)][:3]   # doctest: +SKIP
+    """
+    return list(getattr(graph, "operations", graph.layers))
+
+
+def parent_operations(node: Any) -> list:
+    """The layers whose outputs a node consumes.
+
+    Example:
+        >>> [op.name for op in parent_operations(node)]   # doctest: +SKIP
+        ['stem', 'b2']
+    """
+    return [parent.operation for parent in node.parent_nodes]
+
+
+def run_through_graph(graph: Any, inputs: Any, operation_fn: Callable[[Any], Callable]) -> Any:
+    """Run ``graph`` on ``inputs``, calling ``operation_fn(layer)(*args, **kwargs)`` for each layer.
+
+    Example:
+        >>> run_through_graph(model, x, lambda op: op)   # the plain forward pass  # doctest: +SKIP
+    """
+    return graph._run_through_graph(inputs, operation_fn=operation_fn)
+
+
+def standardize_inputs(graph: Any, inputs: Any) -> list:
+    """The graph's inputs as a flat list in ``graph.inputs`` order.
+
+    Example:
+        >>> standardize_inputs(model, {"image": x, "clinical": c})   # doctest: +SKIP
+    """
+    return graph._standardize_inputs(inputs)
+
+
+def tensor_origin(tensor: Any) -> tuple[Any, int]:
+    """The layer that produced a symbolic tensor, and which of its outputs the tensor is.
+
+    Example:
+        >>> tensor_origin(model.outputs[0])[0].name   # doctest: +SKIP
+        'head'
+    """
+    history = tensor._keras_history
+    return history.operation, int(history.tensor_index)
+
+
+def input_name(tensor: Any) -> str:
+    """Name of the Input layer behind a symbolic input tensor.
+
+    Example:
+        >>> [input_name(t) for t in model.inputs]   # doctest: +SKIP
+        ['image', 'clinical']
+    """
+    return tensor_origin(tensor)[0].name
+
+
+def takes_training_flag(op: Any) -> bool:
+    """Whether a layer's call() accepts ``training=`` (dropout, batch norm, augmentation...).
+
+    Example:
+        >>> takes_training_flag(keras.layers.Dropout(0.5))   # doctest: +SKIP
+        True
+    """
+    return "training" in getattr(op, "_call_context_args", ())
