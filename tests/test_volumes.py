@@ -222,7 +222,7 @@ def test_a_mask_of_the_wrong_geometry_is_an_error_naming_both_files(tmp_path):
 # --- a planted concept in a Conv3D model ------------------------------------------------------------
 
 def test_planted_3d_concept_is_found_with_the_right_sign(tmp_path):
-    from synthetic3d import build_model, make_data
+    from synthetic3d import SIZE, build_model, make_data
 
     data = make_data(tmp_path / "data")
     result = concepts.score(build_model(), ["conv1", "pool"],
@@ -238,6 +238,23 @@ def test_planted_3d_concept_is_found_with_the_right_sign(tmp_path):
         assert rows.loc["x_layers", "ubs"] < 0
         other = table[(table["class"] == "other") & (table["layer"] == layer)].set_index("concept")
         assert other.loc["z_layers", "ubs"] < 0 < other.loc["x_layers", "ubs"]
+
+    # Concept maps work on 3D layers too: volumes at the input resolution; the z-layer concept is
+    # more present in volumes made of z-layers than in the other class's.
+    maps = result.concept_maps("layered", concept="z_layers", layer="conv1")
+    assert maps.shape == (16, SIZE, SIZE, SIZE)
+    other = result.concept_maps("other", concept="z_layers", layer="conv1")
+    assert maps.mean() > other.mean()
+    # Influence maps summed over the layer's positions are each volume's directional derivative,
+    # whose sign the planted head fixes: moving along z_layers raises "layered".
+    influence = result.concept_maps("layered", concept="z_layers", layer="conv1", kind="influence",
+                                    class_name="layered", resolution="layer")
+    assert influence.shape == (16, SIZE - 2, SIZE - 2, SIZE - 2)
+    assert (influence.sum(axis=(1, 2, 3)) > 0).all()
+    from concepts.volume_maps import plot_volume_map
+
+    fig = plot_volume_map(np.zeros((SIZE,) * 3), maps[0], title="z_layers")
+    assert len(fig.axes) == 4   # three slices and the colour bar
 
 
 # --- manifests ----------------------------------------------------------------------------------------
