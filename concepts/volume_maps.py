@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["influence_maps3d", "plot_volume_map", "presence_maps3d", "upsample3d", "volume_concept_maps"]
+__all__ = ["axial_slices", "influence_maps3d", "plot_volume_map", "presence_maps3d", "upsample3d",
+           "volume_concept_maps"]
 
 
 def _project3d(fields: np.ndarray, vector: np.ndarray, what: str) -> np.ndarray:
@@ -86,6 +87,23 @@ def volume_concept_maps(engine: Any, source: Any, vector: np.ndarray, *, layer: 
     if resolution == "layer":
         return maps.astype(np.float32)
     return upsample3d(maps, tuple(int(s) for s in engine.input_shape[:3]))
+
+
+def axial_slices(volumes: np.ndarray, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each volume, the axial slice (and map slice) through its map's largest absolute value.
+
+    Lets 2D displays (the report's most/least driven examples) show volumes.
+
+    Example:
+        >>> maps = np.zeros((1, 3, 2, 2)); maps[0, 2, 1, 1] = 5.0
+        >>> images, slices = axial_slices(np.arange(12.0).reshape(1, 3, 2, 2, 1), maps)
+        >>> images.shape, float(slices[0].max())
+        ((1, 2, 2, 1), 5.0)
+    """
+    volumes, maps = np.asarray(volumes), np.asarray(maps)
+    depth = [int(np.unravel_index(int(np.argmax(np.abs(m))), m.shape)[0]) for m in maps]
+    return (np.stack([v[d] for v, d in zip(volumes, depth)]) if len(volumes) else volumes[:, 0],
+            np.stack([m[d] for m, d in zip(maps, depth)]) if len(maps) else maps[:, 0])
 
 
 def plot_volume_map(volume: np.ndarray, heat: np.ndarray, *, title: str | None = None,

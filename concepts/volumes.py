@@ -600,10 +600,10 @@ def volume_preprocess(volume: np.ndarray, input_shape: tuple, *, modality: str =
         InputShapeError: the model input is not 3D, or the array is not a 3D volume.
 
     Example:
-        >>> ct = np.full((10, 12, 12), -1000, np.int16); ct[3:7, 4:8, 4:8] = 400
-        >>> x = volume_preprocess(ct, (8, 8, 8, 1))
+        >>> ct = np.full((10, 12, 12), -1000, np.int16); ct[2:8, 3:9, 3:9] = 400
+        >>> x = volume_preprocess(ct, (10, 12, 12, 1))   # same size: intensities only
         >>> x.shape, float(x.min()), float(x.max())
-        ((8, 8, 8, 1), 0.0, 1.0)
+        ((10, 12, 12, 1), 0.0, 1.0)
     """
     shape = _check_volume_shape(input_shape)
     data = np.asarray(volume)

@@ -255,6 +255,13 @@ def test_planted_3d_concept_is_found_with_the_right_sign(tmp_path):
 
     fig = plot_volume_map(np.zeros((SIZE,) * 3), maps[0], title="z_layers")
     assert len(fig.axes) == 4   # three slices and the colour bar
+    # The report's most/least driven examples show volumes as slices.
+    from concepts.report_examples import driven_example_figures
+
+    assert driven_example_figures(result, n=2, limit=1)
+    # The layer browser lists 3D layers.
+    layers = concepts.layers(build_model()).set_index("path")
+    assert layers.loc["conv1", "class"] == "Conv3D" and layers.loc["conv1", "probeable"]
 
 
 # --- manifests ----------------------------------------------------------------------------------------
