@@ -197,7 +197,7 @@ def _load_params(params: Mapping | PathLike | None) -> dict:
         import yaml
 
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise MeasureError(f"Cannot parse pyradiomics parameter file {str(path)!r}: {exc}") from None
         loaded = {} if loaded is None else loaded

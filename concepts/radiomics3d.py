@@ -26,7 +26,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import copy
 import functools
-import hashlib
 import json
 import os
 import warnings
@@ -36,6 +35,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from probes.cache import Store
 from probes.progress import progress as _progress
 
 from . import measures as _m
@@ -154,12 +154,9 @@ def _digest(path: Path) -> bytes:
 
 
 def _cache_key(image: Path, mask: Path | None, params_json: str, version: str) -> str:
-    digest = hashlib.sha256()
-    for part in (_CACHE_FORMAT.encode(), _digest(image), _digest(mask) if mask is not None else b"nomask",
-                 params_json.encode(), version.encode()):
-        digest.update(len(part).to_bytes(8, "little"))  # length-prefixed: no two inputs concatenate alike
-        digest.update(part)
-    return digest.hexdigest()
+    """Store key of the volume's bytes (a DICOM series: its files), the mask's, parameters and version."""
+    return Store.make_key(_CACHE_FORMAT, _digest(image).hex(), _digest(mask).hex() if mask is not None else "nomask",
+                          params_json, version)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -320,24 +317,24 @@ def _compute(files: list[Path], images_root: Path | None, masks: Any, params: di
             return
         # Volumes are read here and only arrays go to the workers; a bounded number in flight keeps
         # memory flat (a CT volume is tens of MB).
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=_m._pool_context(),
-                                    initializer=_m._init_worker) as pool:
-            pending: dict[cf.Future, tuple[Path, str]] = {}
-            for path, mask_path, key in todo:
-                image, mask, geometry, reason = _prepare(path, mask_path, params)
-                if reason:
-                    store(path, key, ({}, {}, reason))
-                    yield None
-                    continue
-                pending[pool.submit(_m._extract, image, mask, params_json, geometry)] = (path, key)
-                while len(pending) >= 2 * workers:
-                    done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-                    for future in done:
-                        store(*pending.pop(future), _m._future_outcome(future))
-                        yield None
-            for future in cf.as_completed(list(pending)):
-                store(*pending.pop(future), _m._future_outcome(future))
+        # Spawn-safe workers (loky, reused across calls): never a fork of a process that holds TensorFlow.
+        pool = _m._executor(workers)
+        pending: dict[cf.Future, tuple[Path, str]] = {}
+        for path, mask_path, key in todo:
+            image, mask, geometry, reason = _prepare(path, mask_path, params)
+            if reason:
+                store(path, key, ({}, {}, reason))
                 yield None
+                continue
+            pending[pool.submit(_m._extract, image, mask, params_json, geometry)] = (path, key)
+            while len(pending) >= 2 * workers:
+                done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                for future in done:
+                    store(*pending.pop(future), _m._future_outcome(future))
+                    yield None
+        for future in cf.as_completed(list(pending)):
+            store(*pending.pop(future), _m._future_outcome(future))
+            yield None
 
     for _ in _progress(run(), enabled=show_progress, desc="radiomics 3D", total=len(todo), unit="volume"):
         pass

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import warnings
 
+import json
+
 import numpy as np
 import pytest
 import yaml
@@ -86,7 +88,10 @@ def test_texture_matrices_are_3d(tmp_path):
 def test_workers_and_the_cache_give_the_same_table(data, tmp_path):
     serial = _table(data)
     cold = _table(data, n_jobs=2, cache_dir=tmp_path)
-    assert len(list((tmp_path / "radiomics").glob("*.json"))) == 3
+    from probes.cache import Store
+
+    kinds = [json.loads((entry / "entry.json").read_text(encoding="utf-8"))["meta"].get("kind") for entry in Store(tmp_path).entries()]
+    assert kinds.count("radiomics") == 3
     warm = _table(data, n_jobs=2, cache_dir=tmp_path)
     np.testing.assert_allclose(cold.to_numpy(), serial.to_numpy(), rtol=1e-10, equal_nan=True)
     np.testing.assert_allclose(warm.to_numpy(), serial.to_numpy(), rtol=1e-10, equal_nan=True)
