@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.render_only:
-        saved = json.loads((out / "validation.json").read_text())
+        saved = json.loads((out / "validation.json").read_text(encoding="utf-8"))
         frame, meta = pd.DataFrame(saved["rows"]), saved["meta"]
     else:
         start = time.perf_counter()

@@ -29,6 +29,8 @@ _PUBLIC = {
     "ImageSet": "concepts.sets",
     "default_preprocess": "concepts.sets",
     "random_sets": "concepts.sets",
+    "read_volume": "concepts.volumes",
+    "volume_preprocess": "concepts.volumes",
     "radiomics": "concepts.measures",
     "measure": "concepts.measures",
     "measure_table": "concepts.measures",

@@ -6,7 +6,7 @@
     concepts compare DATA_DIR --model base=a.keras --model new=b.keras --layers conv1,conv2 --out OUT_DIR
     concepts measures IMAGES --masks MASKS --out table.csv
     concepts manifest DATA_DIR [--out FILE] | concepts manifest --check FILE [DATA_DIR]
-    concepts demo [--case histology|mri] [--out DIR]
+    concepts demo [--case histology|mri|mri3d] [--out DIR]
     concepts layers MODEL [--suggested] [--output NAME]
     concepts cache info|verify|clear [--dir DIR]
 
@@ -122,7 +122,8 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="build the real-data demo, train its model and write its report",
                           description="Build a demo case from real medical images shipped in installed packages, "
                                       "train a small CNN (cached) and write the concept report.")
-    demo.add_argument("--case", choices=["histology", "mri"], default="histology", help="default: %(default)s")
+    demo.add_argument("--case", choices=["histology", "mri", "mri3d"], default="histology",
+                      help="mri3d: MRI volumes and a 3D CNN (default: %(default)s)")
     demo.add_argument("--out", default="demo_output", help="output folder (default: %(default)s)")
     demo.add_argument("--small", action="store_true", help="reduced size (for tests and quick looks)")
     demo.add_argument("--n-random", type=int, default=None, help="random runs (default: the case's setting)")

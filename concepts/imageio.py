@@ -1,6 +1,8 @@
 """Reading image files (PNG, JPEG, TIFF; 8/16-bit; grayscale, RGB or RGBA) into numpy arrays.
 
 Only reading and listing live here; conversion to a model's input shape is in :mod:`concepts.sets`.
+Volumes (NIfTI files, DICOM series folders) are listed and read here too, through
+:mod:`concepts.volumes`.
 """
 from __future__ import annotations
 
@@ -9,13 +11,15 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ImageReadError
+from .volumes import is_dicom_series, is_volume_file, is_volume_path
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
 def is_image_file(path: str | Path) -> bool:
-    """True when the file name has an image extension that the toolkit reads."""
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS and not Path(path).name.startswith(".")
+    """True when the file name has an image extension that the toolkit reads (NIfTI volumes included)."""
+    return (Path(path).suffix.lower() in IMAGE_EXTENSIONS and not Path(path).name.startswith(".")) \
+        or is_volume_file(path)
 
 
 def list_image_files(folder: str | Path, recursive: bool = False) -> list[Path]:
@@ -27,7 +31,9 @@ def list_image_files(folder: str | Path, recursive: bool = False) -> list[Path]:
     """
     folder = Path(folder)
     pattern = "**/*" if recursive else "*"
-    return sorted(p for p in folder.glob(pattern) if p.is_file() and is_image_file(p))
+    # A DICOM series is one folder of .dcm files: it is listed as one entry, like a NIfTI file.
+    return sorted(p for p in folder.glob(pattern)
+                  if (p.is_file() and is_image_file(p)) or (p.is_dir() and is_dicom_series(p)))
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -35,6 +41,9 @@ def read_image(path: str | Path) -> np.ndarray:
 
     TIFF files are read with tifffile (16-bit and multi-sample files keep their values);
     everything else with Pillow. Palette and 1-bit images become 8-bit grayscale or RGB.
+
+    NIfTI files and DICOM series folders are read as a :class:`concepts.volumes.Volume` (a
+    ``(z, y, x)`` array that carries its geometry), see :func:`concepts.volumes.read_volume`.
 
     Raises:
         ImageReadError: the file is missing, not an image, or damaged; the message names it.
@@ -44,6 +53,10 @@ def read_image(path: str | Path) -> np.ndarray:
         (64, 64, 3)
     """
     path = Path(path)
+    if is_volume_path(path):
+        from .volumes import read_volume
+
+        return read_volume(path)
     if not path.is_file():
         raise ImageReadError(f"Image file {str(path)!r} does not exist.")
     try:

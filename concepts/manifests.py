@@ -138,7 +138,9 @@ def write_manifest(data_dir: str | Path, out: str | Path | None = None, *, name:
 
     The JSON holds ``format_version``, ``name``, ``created`` (UTC), ``root`` (``data_dir`` as
     given), ``preprocessing``, ``provenance``, ``n_files`` and ``files`` (sorted by path, each with
-    ``path``, ``sha256``, ``size`` and ``set``).
+    ``path``, ``sha256``, ``size`` and ``set``). When the folder holds volumes (NIfTI files, DICOM
+    series folders), ``volumes`` maps each one's relative path to its geometry (``size``,
+    ``spacing`` in mm, ``origin``, ``direction``; ITK's x, y, z order).
 
     Example:
         >>> write_manifest("data", name="demo", provenance={"source": "concepts.demo"})  # doctest: +SKIP
@@ -166,6 +168,12 @@ def write_manifest(data_dir: str | Path, out: str | Path | None = None, *, name:
         "n_files": len(files),
         "files": files,
     }
+    # Volumes (NIfTI, DICOM series) also record their geometry; 2D-only manifests are unchanged.
+    from .volumes import geometry_records
+
+    volumes = geometry_records(folder, [f["path"] for f in files])
+    if volumes:
+        manifest["volumes"] = volumes
     try:
         text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
     except TypeError as exc:

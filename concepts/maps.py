@@ -292,8 +292,10 @@ def result_concept_maps(outcome: Any, context: MapContext | None, images: Any, *
                          "compute it with concepts.score(...) or concepts.report(...) to draw concept maps.")
     engine = context.engine
     shape = tuple(engine.layer_shapes.get(layer, ()))
-    if len(shape) != 3:
-        raise ValueError(f"Concept maps need a 2D convolutional layer (activations of shape (H, W, C)); layer "
+    volumetric = len(shape) == 4  # a 3D convolutional layer (D, H, W, C): see concepts.volume_maps
+    if len(shape) not in (3, 4):
+        raise ValueError(f"Concept maps need a convolutional layer (activations of shape (H, W, C), or (D, H, W, C) "
+                         "in 3D); layer "
                          f"{layer!r} has per-example shape {shape}. Choose a convolutional layer.")
     class_index = None
     if kind == "influence":
@@ -306,8 +308,13 @@ def result_concept_maps(outcome: Any, context: MapContext | None, images: Any, *
             raise KeyError(f"Unknown class {class_name!r}; classes of this result: {sorted(context.classes)}.")
         class_index = context.classes[class_name].index
     source, _ = context.source(images)
-    result = engine.run(source, class_index=class_index, layers=[layer])
     vector = outcome.vectors[(layer, concept)]["consensus"]
+    if volumetric:
+        from .volume_maps import volume_concept_maps
+
+        return volume_concept_maps(engine, source, vector, layer=layer, kind=kind, class_index=class_index,
+                                   resolution=resolution)
+    result = engine.run(source, class_index=class_index, layers=[layer])
     if kind == "presence":
         maps = presence_maps(result.activations[layer], vector)
     else:

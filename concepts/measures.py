@@ -197,7 +197,7 @@ def _load_params(params: Mapping | PathLike | None) -> dict:
         import yaml
 
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise MeasureError(f"Cannot parse pyradiomics parameter file {str(path)!r}: {exc}") from None
         loaded = {} if loaded is None else loaded
@@ -520,20 +520,25 @@ def _prepare(image_path: Path, mask_path: Path | None, channel: Channel,
 _FEATURE_IN_TRACEBACK = re.compile(r"get(\w+?)FeatureValue")
 
 
-def _extract(image: np.ndarray, mask: np.ndarray, params_json: str
+def _extract(image: np.ndarray, mask: np.ndarray, params_json: str, geometry: Any = None
              ) -> tuple[dict[str, float | None], dict[str, str], str]:
-    """Run pyradiomics on one 2D image and 0/label mask.
+    """Run pyradiomics on one 2D image (or volume) and 0/label mask.
 
     Returns (values with None for NaN/inf, reasons for those features, image failure reason or "").
     Runs in worker processes: inputs are arrays, so user channel functions never need pickling.
+    ``geometry`` (a :class:`concepts.volumes.Geometry`) gives a volume its spacing, origin and direction.
     """
     import SimpleITK as sitk
 
     extractor = _extractor(params_json)
+    sitk_image, sitk_mask = sitk.GetImageFromArray(image), sitk.GetImageFromArray(mask)
+    if geometry is not None:
+        geometry.apply(sitk_image)
+        geometry.apply(sitk_mask)
     with _quiet_radiomics() as capture, np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            result = extractor.execute(sitk.GetImageFromArray(image), sitk.GetImageFromArray(mask))
+            result = extractor.execute(sitk_image, sitk_mask)
         except Exception as exc:  # checkMask raises ValueError for too few dimensions, etc.
             return {}, {}, f"pyradiomics failed: {type(exc).__name__}: {exc}"
     errors: dict[str, str] = {}
@@ -936,7 +941,15 @@ def measure_table(images: ImagesLike, masks: PathLike | None = None,
     Example:
         >>> table = measure_table("data/classes", masks="data/masks")  # doctest: +SKIP
         >>> table["original_glcm_Contrast"].describe()  # doctest: +SKIP
+
+    Volumes (NIfTI files, DICOM series folders) are measured in 3D with their voxel spacing, with
+    3D defaults and masks: see :mod:`concepts.radiomics3d`.
     """
+    from .radiomics3d import is_volume_input, volume_table
+
+    if is_volume_input(images):
+        return volume_table(images, masks, params, features=features, n_jobs=n_jobs, cache_dir=cache_dir,
+                            progress=progress)
     _check_channel(channel)
     loaded = _load_params(params)
     selected = _resolve_features(features, loaded) if features is not None else None
@@ -1058,7 +1071,14 @@ def radiomics(feature: str, images: ImagesLike, masks: PathLike | None = None,
     Example:
         >>> m = radiomics("glcm_Contrast", images="data/classes", masks="data/masks")  # doctest: +SKIP
         >>> m.values.head()  # doctest: +SKIP
+
+    Volumes are measured in 3D (spacing-aware, 3D defaults): see :mod:`concepts.radiomics3d`.
     """
+    from .radiomics3d import is_volume_input, volume_radiomics
+
+    if is_volume_input(images):
+        return volume_radiomics(feature, images, masks, params, n_jobs=n_jobs, cache_dir=cache_dir,
+                                progress=progress)
     _check_channel(channel)
     loaded = _load_params(params)
     name = _resolve_features([feature], loaded)[0]

@@ -34,7 +34,8 @@ def driven_rows(result: Any, *, limit: int = 6) -> list[tuple[str, str, str]]:
     if table.empty or context is None:
         return []
     shapes = context.engine.layer_shapes
-    spatial = table["layer"].map(lambda la: len(tuple(shapes.get(la, ()))) == 3)
+    # (H, W, C) or, for 3D models, (D, H, W, C): volumes are shown as their most concept-laden slice.
+    spatial = table["layer"].map(lambda la: len(tuple(shapes.get(la, ()))) in (3, 4))
     sig = table[table["significant"].astype(bool) & spatial & table["ubs"].notna()]
     sig = sig.assign(_abs=sig["ubs"].abs()).sort_values("_abs", ascending=False, kind="stable")
     best = sig.drop_duplicates(["class", "concept"])
@@ -86,7 +87,12 @@ def driven_example_figures(result: Any, *, n: int = 4, limit: int = 6) -> dict[s
             rows = result_rows(frame, cls, concept, layer, n, which)
             idx = rows["index"].to_numpy(dtype=int)
             labels = [f"{Path(str(f)).name}\nS={s:+.2g}" for f, s in zip(rows["image"], rows["sensitivity"])]
-            panels.append((_images(source, idx), maps[idx], labels))
+            images, chosen = _images(source, idx), maps[idx]
+            if chosen.ndim == 4:  # volumes: the axial slice through each map's largest |value|
+                from .volume_maps import axial_slices
+
+                images, chosen = axial_slices(images, chosen)
+            panels.append((images, chosen, labels))
         caption = (f"Class '{cls}': the examples most (top) and least (bottom) driven by concept '{concept}' in "
                    f"layer '{layer}', with its presence map (red: concept expressed; S: sensitivity)")
         figures[caption] = plot_driven_examples(panels[0], panels[1],

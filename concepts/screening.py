@@ -74,6 +74,23 @@ def _pil_problem(path: Path, size: int) -> str | None:
     return None
 
 
+def _volume_problem(path: Path) -> str | None:
+    """A NIfTI file's header must be readable and describe one 3D grey-level volume."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        return f"not a readable NIfTI volume ({str(exc).strip().splitlines()[-1][:120]})"
+    if reader.GetDimension() != 3:
+        return f"a {reader.GetDimension()}D image where a 3D volume is expected"
+    if reader.GetNumberOfComponents() != 1:
+        return f"{reader.GetNumberOfComponents()} components per voxel where one grey level is expected"
+    return None
+
+
 def image_problem(path: str | os.PathLike) -> str | None:
     """What makes ``path`` unusable as an image (missing, empty, truncated, undecodable, NaN), or None.
 
@@ -91,15 +108,24 @@ def image_problem(path: str | os.PathLike) -> str | None:
     key = (os.fspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns)
     if key in _MEMO:
         return _MEMO[key]
-    if not path.is_file():
-        problem: str | None = "not a regular file"
+    from .volumes import is_dicom_series, is_volume_file
+
+    if path.is_dir() and is_dicom_series(path):
+        # A DICOM series is read (and each broken slice named) when the set loads it; its files are
+        # many and reading them twice would double the cost of a cold run.
+        problem: str | None = None
+    elif not path.is_file():
+        problem = "not a regular file"
     elif stat.st_size == 0:
         problem = "empty file (0 bytes)"
     elif not os.access(path, os.R_OK):
         problem = "no permission to read it"
     else:
         try:
-            problem = (_tiff_problem if path.suffix.lower() in _TIFF else _pil_problem)(path, stat.st_size)
+            if is_volume_file(path):
+                problem = _volume_problem(path)
+            else:
+                problem = (_tiff_problem if path.suffix.lower() in _TIFF else _pil_problem)(path, stat.st_size)
         except Exception as exc:  # decoders raise many unrelated types
             problem = f"not a readable image ({type(exc).__name__}: {exc})"
     _MEMO[key] = problem

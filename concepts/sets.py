@@ -8,6 +8,9 @@ input (the model's input shape and a preprocessing function). It follows the
 :func:`random_sets` builds the random counterexample sets of TCAV from a ``random/`` folder that
 holds either one subfolder per set or one pool of images.
 
+Sets may hold volumes (NIfTI files, DICOM series folders) for 3D models with input ``(D, H, W, C)``;
+they are preprocessed by :func:`concepts.volumes.volume_preprocess` unless ``preprocess`` is given.
+
 Example:
     >>> striped = ImageSet.from_folder("data/concepts/striped", input_shape=(224, 224, 3))  # doctest: +SKIP
     >>> next(striped.batches(32)).shape  # doctest: +SKIP
@@ -31,6 +34,7 @@ from probes.sources import hash_array
 
 from .errors import ConceptFolderError, ImageReadError, InputShapeError, InsufficientDataError
 from .imageio import IMAGE_EXTENSIONS, is_image_file, list_image_files, read_image
+from .volumes import DEFAULT_VOLUME_PREPROCESS_ID, Volume, check_same_geometry, series_sha256, volume_preprocess
 
 #: Identity of :func:`default_preprocess` in content keys. Bump the version whenever its output changes,
 #: so that cached activations computed with the old behaviour are not reused.
@@ -49,6 +53,8 @@ def file_sha256(path: str | Path) -> str:
         >>> file_sha256("data/concepts/striped/001.png")  # doctest: +SKIP
         '9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08'
     """
+    if os.path.isdir(path):  # a DICOM series folder: its .dcm files' names and bytes
+        return series_sha256(path)
     return _file_sha256(path)
 
 
@@ -57,19 +63,20 @@ def file_sha256(path: str | Path) -> str:
 # --------------------------------------------------------------------------------------------------
 
 def _check_input_shape(input_shape: Any) -> tuple:
-    """Normalise a model input shape to a tuple of rank 2 or 3 whose entries are positive ints or None."""
+    """Normalise a model input shape to a tuple of rank 2 or 3 (images) or 4 (volumes, ``(D, H, W, C)``)
+    whose entries are positive ints or None."""
     try:
         shape = tuple(None if d is None else int(d) for d in input_shape)
     except (TypeError, ValueError):
         raise InputShapeError(
             f"input_shape must be a tuple such as (224, 224, 3), got {input_shape!r}.") from None
     # Keras reports model.input_shape with a leading batch dimension; accept it for convenience.
-    if len(shape) == 4 and shape[0] is None:
+    if len(shape) in (4, 5) and shape[0] is None:
         shape = shape[1:]
-    if len(shape) not in (2, 3) or any(d is not None and d < 1 for d in shape):
+    if len(shape) not in (2, 3, 4) or any(d is not None and d < 1 for d in shape):
         raise InputShapeError(
-            f"input_shape {input_shape!r} is not an image input shape: expected (H, W, C) or (H, W) "
-            "without the batch dimension, e.g. model.input_shape[1:].")
+            f"input_shape {input_shape!r} is not an image input shape: expected (H, W, C) or (H, W), or "
+            "(D, H, W, C) for volumes, without the batch dimension, e.g. model.input_shape[1:].")
     return shape
 
 
@@ -432,10 +439,19 @@ class ImageSet:
                 "Pass input_shape=model.input_shape[1:] or call .bind(model.input_shape[1:]).")
         return self.input_shape
 
-    def _load(self, path: Path, shape: tuple) -> np.ndarray:
-        """Read and preprocess one file, checking the result against the model's input shape."""
+    def _load(self, path: Path, shape: tuple, geometry: dict | None = None) -> np.ndarray:
+        """Read and preprocess one file, checking the result against the model's input shape.
+
+        ``geometry`` (one dict per pass over the set) remembers the first volume's geometry, so that
+        a volume whose grid differs from it is named (default preprocessing only).
+        """
         image = read_image(path)
-        func = self.preprocess or default_preprocess
+        func = self.preprocess or self._default_for(image, path, shape)
+        if geometry is not None and isinstance(image, Volume) and self.preprocess is None:
+            if "first" in geometry:
+                check_same_geometry(geometry["first"], image, self.name)
+            else:
+                geometry["first"] = (path, image.geometry)
         try:
             out = np.asarray(func(image, shape), dtype=np.float32)
         except InputShapeError as exc:
@@ -474,9 +490,25 @@ class ImageSet:
         # Checks above run at call time; the generator below reads files only when iterated.
         return self._iter_batches(int(batch_size), shape)
 
+    @staticmethod
+    def _default_for(image: np.ndarray, path: Path, shape: tuple) -> Preprocess:
+        """The default preprocessing for this file: 2D images and volumes each need their own model rank."""
+        is_volume = isinstance(image, Volume)
+        if len(shape) == 4 and not is_volume:
+            raise InputShapeError(
+                f"Image {str(path)!r} is a 2D image (shape {image.shape}), but the model takes volumes of "
+                f"shape {shape}. Put NIfTI files (.nii, .nii.gz) or DICOM series folders in this set, or "
+                "remove the 2D image.")
+        if is_volume and len(shape) != 4:
+            raise InputShapeError(
+                f"{str(path)!r} is a volume (shape {image.shape}), but the model takes 2D images of shape "
+                f"{shape}. Use a 3D model (input (D, H, W, C)), or slice the volume into 2D images.")
+        return volume_preprocess if is_volume else default_preprocess
+
     def _iter_batches(self, batch_size: int, shape: tuple) -> Iterator[np.ndarray]:
+        geometry: dict = {}
         for start in range(0, len(self.files), batch_size):
-            arrays = [self._load(path, shape) for path in self.files[start:start + batch_size]]
+            arrays = [self._load(path, shape, geometry) for path in self.files[start:start + batch_size]]
             sizes = {a.shape for a in arrays}
             if len(sizes) > 1:
                 raise InputShapeError(
@@ -517,6 +549,8 @@ class ImageSet:
         digest.update(b"ImageSet/v1\n")
         digest.update(f"input_shape={shape}\n".encode())
         digest.update(f"preprocess={preprocess_identity(self.preprocess)}\n".encode())
+        if self.preprocess is None and len(shape) == 4:  # volumes: the default is volume_preprocess
+            digest.update(f"volume_preprocess={DEFAULT_VOLUME_PREPROCESS_ID}\n".encode())
         for path in self.files:
             digest.update(file_sha256(path).encode())
             digest.update(b"\n")

@@ -15,7 +15,7 @@ def test_benchmark_smoke_writes_results(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
-    report = json.loads((out / "latest.json").read_text())
+    report = json.loads((out / "latest.json").read_text(encoding="utf-8"))
     assert report["mode"] == "smoke"
     machine = report["machine"]
     assert machine["logical_cores"] >= 1
@@ -46,7 +46,7 @@ def test_benchmark_smoke_writes_results(tmp_path):
     assert all(t["status"] in {"PASS", "MISS", "n/a"} for t in targets.values())
     assert targets["random_sets_10_to_100"]["status"] == "n/a"  # no R series in smoke mode
 
-    markdown = (out / "latest.md").read_text()
+    markdown = (out / "latest.md").read_text(encoding="utf-8")
     assert markdown.startswith("# Benchmark results (smoke run)")
     for heading in ("## Machine", "## Targets (issue 6)", "## End-to-end against the compute floor",
                     "## Radiomics", "## Micro-checks"):

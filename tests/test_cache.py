@@ -44,7 +44,7 @@ def test_round_trip_on_disk(tmp_path):
     assert key in cache
     npy, meta = _files(cache, key)
     assert npy.parent.name == key and npy.parent.parent.name == key[:2] and npy.is_file() and meta.is_file()
-    record = json.loads(meta.read_text())
+    record = json.loads(meta.read_text(encoding="utf-8"))
     assert record["meta"] == {"layer": "conv1"} and record["shape"] == [7, 3, 2]
     assert record["format"] == cache_mod.FORMAT_VERSION and len(record["files"]["array.npy"]["sha256"]) == 64
     got = cache.get(key)
@@ -72,7 +72,7 @@ def test_miss_and_version_mismatch(tmp_path):
     key = ActivationCache.make_key("x")
     cache.put(key, np.ones(3))
     _, meta = _files(cache, key)
-    record = json.loads(meta.read_text())
+    record = json.loads(meta.read_text(encoding="utf-8"))
     record["format"] = 999
     meta.write_text(json.dumps(record))
     with pytest.warns(CacheCorruptionWarning, match="foreign entry"):
@@ -135,7 +135,7 @@ def test_unreadable_npy_with_matching_record_warns(tmp_path):
     npy, meta = _files(cache, key)
     garbage = b"not an npy file at all"
     npy.write_bytes(garbage)
-    record = json.loads(meta.read_text())
+    record = json.loads(meta.read_text(encoding="utf-8"))
     import hashlib
     record["files"]["array.npy"].update(size=len(garbage), sha256=hashlib.sha256(garbage).hexdigest())
     meta.write_text(json.dumps(record))
@@ -267,7 +267,7 @@ def test_two_processes_writing_different_bytes_never_mix(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", CacheCorruptionWarning)
         got = ActivationCache(tmp_path).get(key)
-    record = json.loads((ActivationCache(tmp_path).entry_path(key) / "entry.json").read_text())
+    record = json.loads((ActivationCache(tmp_path).entry_path(key) / "entry.json").read_text(encoding="utf-8"))
     assert np.all(got == record["meta"]["writer"])  # the array and its record come from one writer
     assert not list(tmp_path.rglob(".tmp-*"))
 
@@ -284,7 +284,7 @@ def test_threads_writing_different_bytes_never_mix(tmp_path):
             for _ in range(30):
                 cache.put(key, np.full(1000, value), {"writer": value})
                 got = cache.get(key)
-                meta = json.loads((cache.entry_path(key) / "entry.json").read_text())["meta"]
+                meta = json.loads((cache.entry_path(key) / "entry.json").read_text(encoding="utf-8"))["meta"]
                 assert got is not None and np.all(got == meta["writer"])
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)

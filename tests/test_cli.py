@@ -52,7 +52,7 @@ def test_report_end_to_end_writes_html_csv_and_figures(data, model_file, tmp_pat
     assert (table["n_random"] == 4).all()
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "m.keras" in html and "<table" in html
-    provenance = json.loads((out / "provenance.json").read_text())
+    provenance = json.loads((out / "provenance.json").read_text(encoding="utf-8"))
     assert list(provenance["layers"]) == ["conv1", "conv2"]
     printed = capsys.readouterr().out
     assert str((out / "report.html").resolve()) in printed
@@ -131,7 +131,7 @@ def test_manifest_write_check_and_detect_a_change(data, tmp_path, capsys):
     manifest = tmp_path / "manifests" / "data.json"
     assert main(["manifest", str(data), "--out", str(manifest)]) == 0
     assert manifest.is_file()
-    recorded = json.loads(manifest.read_text())
+    recorded = json.loads(manifest.read_text(encoding="utf-8"))
     assert recorded["n_files"] == len([p for p in data.rglob("*") if p.is_file()])
     capsys.readouterr()
 

@@ -36,7 +36,7 @@ def test_build_reproduces_committed_manifest(case, request):
     recorded = read_manifest(info.manifest)
     assert result.n_checked == recorded["n_files"] > 1000
     assert recorded["provenance"]["label_rule"] == info.label_rule
-    assert (info.root / "classes.txt").read_text().split() == info.class_names
+    assert (info.root / "classes.txt").read_text(encoding="utf-8").split() == info.class_names
     for name in info.class_names:
         assert list_image_files(info.root / "classes" / name)
         assert list_image_files(info.root / "train" / name)

@@ -195,7 +195,7 @@ def test_report_lists_skipped_images(model, data, tmp_path):
     with pytest.warns(UserWarning, match="zz_empty"):
         rep = concepts.report(model, ["conv1"], concepts=[data / "concepts" / "horizontal"], data=data,
                               cache_dir=False, on_error="skip", **FAST)
-    html = rep.save(tmp_path / "report")["html"].read_text()
+    html = rep.save(tmp_path / "report")["html"].read_text(encoding="utf-8")
     notes = html.split('<section id="notes">', 1)[1].split("</section>", 1)[0]
     assert "1 image file(s) could not be used" in notes and "zz_empty.png (empty file (0 bytes))" in notes
 
@@ -240,7 +240,7 @@ def test_symlink_loops_are_ignored(model, data, clean):
     assert time.perf_counter() - start < 60
     from concepts.manifests import write_manifest
 
-    manifest = json.loads(write_manifest(data, data.parent / "m.json").read_text())
+    manifest = json.loads(write_manifest(data, data.parent / "m.json").read_text(encoding="utf-8"))
     assert not any("loop/loop" in f["path"] for f in manifest["files"])
 
 
@@ -334,7 +334,7 @@ def test_two_outputs_are_explained(clean_data):
 def _entries_by_kind(store: Store) -> dict[str, list[Path]]:
     kinds: dict[str, list[Path]] = {}
     for entry in store.entries():
-        meta = json.loads((entry / "entry.json").read_text())["meta"]
+        meta = json.loads((entry / "entry.json").read_text(encoding="utf-8"))["meta"]
         kinds.setdefault(meta.get("kind", "?"), []).append(entry)
     return kinds
 
@@ -374,7 +374,7 @@ def test_foreign_entry_is_discarded(model, clean_data, clean, tmp_path):
     _score(model, clean_data, cache_dir=cache)
     store = Store(cache)
     outcome = _entries_by_kind(store)["outcome"][0]
-    record = json.loads((outcome / "entry.json").read_text())
+    record = json.loads((outcome / "entry.json").read_text(encoding="utf-8"))
     record["format"] = 1
     (outcome / "entry.json").write_text(json.dumps(record))
     with pytest.warns(CacheCorruptionWarning, match="foreign entry"):
@@ -399,7 +399,7 @@ def test_a_pickle_in_the_cache_is_never_executed(model, clean_data, clean, tmp_p
     np.savez(buffer, **{"table/0": np.array([Exploit()], dtype=object)})
     payload = buffer.getvalue()
     (outcome / "arrays.npz").write_bytes(payload)
-    record = json.loads((outcome / "entry.json").read_text())  # a consistent record, as an attacker would write
+    record = json.loads((outcome / "entry.json").read_text(encoding="utf-8"))  # a consistent record, as an attacker would write
     import hashlib
     record["files"]["arrays.npz"].update(size=len(payload), sha256=hashlib.sha256(payload).hexdigest())
     (outcome / "entry.json").write_text(json.dumps(record))
@@ -434,7 +434,7 @@ def test_sigkill_mid_write_leaves_no_damaged_entry_visible(tmp_path):
         warnings.simplefilter("error", CacheCorruptionWarning)
         for entry in store.entries():
             array = store.get(entry.name)
-            meta = json.loads((entry / "entry.json").read_text())["meta"]
+            meta = json.loads((entry / "entry.json").read_text(encoding="utf-8"))["meta"]
             assert array is not None and np.all(array == meta["writer"])
     assert store.verify() == []
     store.clear()
@@ -489,7 +489,7 @@ def test_html_escapes_a_hostile_concept_name(model, data, tmp_path):
     hostile = data / "concepts" / "<img src=x onerror=alert(1)>"
     shutil.copytree(data / "concepts" / "horizontal", hostile)
     rep = concepts.report(model, ["conv1"], concepts=[hostile], data=data, cache_dir=False, **FAST)
-    html = rep.save(tmp_path / "report")["html"].read_text()
+    html = rep.save(tmp_path / "report")["html"].read_text(encoding="utf-8")
     assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
 
 
@@ -497,7 +497,7 @@ def test_manifest_pointing_outside_its_folder_is_refused(clean_data, tmp_path):
     from concepts.manifests import ManifestError, check_manifest, write_manifest
 
     path = write_manifest(clean_data, tmp_path / "m.json")
-    manifest = json.loads(path.read_text())
+    manifest = json.loads(path.read_text(encoding="utf-8"))
     manifest["files"].append({"path": "../../etc/passwd", "sha256": "0" * 64, "size": 1, "set": "."})
     path.write_text(json.dumps(manifest))
     with pytest.raises(ManifestError, match=r"'\.\./\.\./etc/passwd' \(a '\.\.' component\)"):

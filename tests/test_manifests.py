@@ -52,7 +52,7 @@ def test_write_then_check_ok(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = write_manifest("mydata", preprocessing="default_preprocess/v1", provenance={"source": "test"})
     assert out == Path("data_manifests") / "mydata.json"
-    manifest = json.loads(out.read_text())
+    manifest = json.loads(out.read_text(encoding="utf-8"))
     assert manifest["name"] == "mydata" and manifest["root"] == "mydata" and manifest["format_version"] == 1
     assert manifest["preprocessing"] == "default_preprocess/v1"
     assert manifest["provenance"] == {"source": "test"}
@@ -68,7 +68,7 @@ def test_write_then_check_ok(tmp_path, monkeypatch):
     assert "OK" in str(result)
     assert read_manifest(out)["n_files"] == 8
     # Deterministic apart from "created".
-    again = json.loads(write_manifest(data, tmp_path / "again.json", name="mydata").read_text())
+    again = json.loads(write_manifest(data, tmp_path / "again.json", name="mydata").read_text(encoding="utf-8"))
     manifest.pop("created"), again.pop("created"), again.pop("root"), manifest.pop("root")
     assert manifest["files"] == again["files"]
 

@@ -238,7 +238,7 @@ def test_cache_reuses_and_invalidates(dataset, tmp_path, monkeypatch):
     with pytest.warns(CacheCorruptionWarning, match=victim.name):
         again = measure_table(images, masks, cache_dir=fresh, **_quiet())
     assert len(calls) == 14
-    assert json.loads((victim / "record.json").read_text())["format"]  # rewritten
+    assert json.loads((victim / "record.json").read_text(encoding="utf-8"))["format"]  # rewritten
     pd.testing.assert_frame_equal(again, third)
 
 
@@ -246,7 +246,7 @@ def _radiomics_entries(cache: Path) -> list[Path]:
     from probes.cache import Store
 
     return [e for e in Store(cache).entries()
-            if json.loads((e / "entry.json").read_text())["meta"].get("kind") == "radiomics"]
+            if json.loads((e / "entry.json").read_text(encoding="utf-8"))["meta"].get("kind") == "radiomics"]
 
 
 def test_cache_content_is_used(dataset, tmp_path):

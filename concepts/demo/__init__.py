@@ -11,6 +11,9 @@ committed manifest in ``data_manifests/`` (SHA-256 of every file):
 * ``"mri"``: 32x32 axial patches of the MNI152 2009 T1 template in ``nilearn``. Classes
   ``grey_matter`` / ``white_matter`` derived from the template's tissue probability maps; concepts
   ``grey_matter_like`` (ground truth), ``white_matter_like``, ``csf_like``.
+* ``"mri3d"``: 16x16x16 mm cubes of the same template as NIfTI volumes, for a small 3D CNN; same
+  classes and concepts, labels from the central 8x8x8 voxels; ground truth ``white_matter_like``
+  raising ``white_matter`` (see :mod:`concepts.demo.mri3d` for why).
 
 No label was annotated by an expert: see :attr:`CaseInfo.label_rule` for how each was derived.
 
@@ -31,7 +34,7 @@ from ._common import CaseInfo, DemoDataError, check_size, manifest_path, verify_
 __all__ = ["CASES", "CaseInfo", "DemoDataError", "build_case", "default_out_dir", "manifest_path",
            "write_case_manifest"]
 
-CASES = ("histology", "mri")
+CASES = ("histology", "mri", "mri3d")
 
 
 def default_out_dir(case: str, size: str = "full") -> Path:
@@ -50,7 +53,8 @@ def build_case(case: str = "histology", out_dir: str | Path | None = None, *, si
     """Build a demo case into ``out_dir`` and (by default) verify it against its committed manifest.
 
     Args:
-        case: ``"histology"`` (H&E tiles, default) or ``"mri"`` (MNI152 T1 patches).
+        case: ``"histology"`` (H&E tiles, default), ``"mri"`` (MNI152 T1 patches) or ``"mri3d"``
+            (MNI152 T1 cubes as NIfTI volumes).
         out_dir: the data folder to write; default :func:`default_out_dir`. The builder's own
             subfolders (classes/, concepts/, random/, masks/, train/) are emptied first.
         size: ``"full"`` for the demo, ``"small"`` (about half as many images) for tests.
@@ -74,6 +78,8 @@ def build_case(case: str = "histology", out_dir: str | Path | None = None, *, si
         from . import histology as module
     elif case == "mri":
         from . import mri as module
+    elif case == "mri3d":
+        from . import mri3d as module
     else:
         raise DemoDataError(f"Unknown demo case {case!r}; use one of {', '.join(CASES)}.")
     info = module.build(out_dir if out_dir is not None else default_out_dir(case, size), size=size)
@@ -104,6 +110,7 @@ def write_case_manifest(case: str, size: str = "full", out: str | Path | None = 
         # Written from inside the temporary folder so that the manifest's "root" is the neutral
         # relative name, not a temporary path.
         with contextlib.chdir(tmp):
-            return write_manifest(name, out_path, name=name,
-                                  preprocessing="8-bit PNG as built; the model scales pixels by 1/255",
+            preprocessing = info.provenance.get(
+                "preprocessing", "8-bit PNG as built; the model scales pixels by 1/255")
+            return write_manifest(name, out_path, name=name, preprocessing=preprocessing,
                                   provenance=info.provenance)

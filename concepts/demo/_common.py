@@ -12,7 +12,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -51,6 +51,8 @@ class CaseInfo:
         counts: number of images per set (``"classes/high_cellularity"`` -> 150, ...).
         train_dir: folder of the CNN training examples (``train/<class>/``), disjoint from
             ``classes/``, which serve as the held-out test set.
+        preprocess: the case's ``preprocess(image, input_shape)`` for the toolkit, or None for the
+            default (the model is trained on, and explained with, the same one).
 
     Example:
         >>> info = build_case("histology", "demo_data")  # doctest: +SKIP
@@ -72,6 +74,7 @@ class CaseInfo:
     provenance: dict
     counts: dict[str, int] = field(default_factory=dict)
     train_dir: Path | None = None
+    preprocess: Any = None
 
     @property
     def channels(self) -> int:
@@ -138,6 +141,46 @@ def write_png(path: Path, image: np.ndarray) -> None:
     path.write_bytes(png_bytes(image))
 
 
+# --- byte-stable NIfTI -----------------------------------------------------------------------------
+
+def nifti_bytes(volume: np.ndarray, affine: np.ndarray) -> bytes:
+    """Encode a uint8 ``(x, y, z)`` volume as an uncompressed NIfTI-1 file (``.nii``), byte for byte stable.
+
+    The header holds the dimensions, the voxel size, millimetre units and the voxel-to-world
+    ``affine`` (RAS+, as nibabel/nilearn give it) as the sform (code 1, scanner) and nothing else:
+    no description, no time stamp, no compression (gzip output depends on the zlib build, see
+    :func:`png_bytes`). SimpleITK, nibabel and every NIfTI reader read it.
+
+    Example:
+        >>> len(nifti_bytes(np.zeros((2, 3, 4), np.uint8), np.eye(4)))
+        376
+    """
+    volume = np.asarray(volume)
+    if volume.dtype != np.uint8 or volume.ndim != 3:
+        raise DemoDataError(f"nifti_bytes needs a uint8 (x, y, z) volume, got {volume.dtype} {volume.shape}.")
+    affine = np.asarray(affine, dtype=np.float64)
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    header = bytearray(348)
+    struct.pack_into("<i", header, 0, 348)                                   # sizeof_hdr
+    struct.pack_into("<8h", header, 40, 3, *volume.shape, 1, 1, 1, 1)        # dim
+    struct.pack_into("<hh", header, 70, 2, 8)                                # datatype uint8, bitpix
+    struct.pack_into("<8f", header, 76, 1.0, *spacing, 0, 0, 0, 0)           # pixdim (qfac 1)
+    struct.pack_into("<f", header, 108, 352.0)                               # vox_offset
+    struct.pack_into("<ff", header, 112, 1.0, 0.0)                           # scl_slope, scl_inter
+    header[123] = 2                                                          # xyzt_units: mm
+    struct.pack_into("<hh", header, 252, 0, 1)                               # qform_code 0, sform_code 1
+    struct.pack_into("<12f", header, 280, *affine[:3, :4].ravel())           # srow_x, srow_y, srow_z
+    header[344:348] = b"n+1\0"
+    # 4 zero bytes: no extensions; voxels follow with x varying fastest.
+    return bytes(header) + b"\0\0\0\0" + np.ascontiguousarray(volume.transpose(2, 1, 0)).tobytes()
+
+
+def write_nifti(path: Path, volume: np.ndarray, affine: np.ndarray) -> None:
+    """Write :func:`nifti_bytes` of ``volume`` to ``path``, creating parent folders."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(nifti_bytes(volume, affine))
+
+
 # --- seeded orderings ------------------------------------------------------------------------------
 
 def stable_order(keys: Iterable[str], salt: str) -> list[str]:
@@ -177,10 +220,11 @@ def write_classes_txt(root: Path, class_names: Sequence[str]) -> None:
     (root / "classes.txt").write_bytes(("\n".join(class_names) + "\n").encode("utf-8"))
 
 
-def count_sets(root: Path) -> dict[str, int]:
-    """Number of PNG files per set: ``classes/<c>``, ``concepts/<c>``, ``train/<c>``, ``random``, ``masks``."""
+def count_sets(root: Path, pattern: str = "*.png") -> dict[str, int]:
+    """Number of files per set (``pattern``: PNG by default, ``"*.nii"`` for volumes): ``classes/<c>``,
+    ``concepts/<c>``, ``train/<c>``, ``random``, ``masks``."""
     counts: dict[str, int] = {}
-    for path in sorted(root.rglob("*.png")):
+    for path in sorted(root.rglob(pattern)):
         parts = path.relative_to(root).parts
         key = parts[0] if parts[0] in ("random", "masks") or len(parts) < 3 else "/".join(parts[:2])
         counts[key] = counts.get(key, 0) + 1

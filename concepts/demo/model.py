@@ -40,7 +40,7 @@ BATCH_SIZE = 32
 LEARNING_RATE = 3e-3
 # Default epochs per case and size; sized so that training takes well under a minute on 2 CPU cores.
 DEFAULT_EPOCHS = {("histology", "full"): 10, ("histology", "small"): 4,
-                  ("mri", "full"): 10, ("mri", "small"): 4}
+                  ("mri", "full"): 10, ("mri", "small"): 4, ("mri3d", "full"): 12, ("mri3d", "small"): 10}
 
 
 def default_cache_dir() -> Path:
@@ -179,6 +179,19 @@ def demo_model(case_info: CaseInfo, *, cache_dir: str | Path | None = None, seed
               "learning_rate": LEARNING_RATE, "optimizer": "adam", "augmentation": "dihedral x8",
               "preprocessing": "default_preprocess/v1 (uint8 / 255)", "keras": keras.__version__,
               "classes": classes, "channels": channels}
+    build, load, augment = build_cnn, load_split, _dihedral
+    if int(case_info.provenance.get("dimensions", 2)) == 3:  # volumes: the 3D CNN of model3d
+        from .model3d import ARCHITECTURE_3D, build_cnn3d, flips3d, load_split3d
+        from ..sets import preprocess_identity
+        from ..volumes import DEFAULT_VOLUME_PREPROCESS_ID
+
+        volume_shape = (*case_info.provenance["model_input_shape"], channels)
+        build, augment = build_cnn3d, flips3d
+        load = lambda folder, names, _channels: load_split3d(  # noqa: E731
+            folder, names, volume_shape, case_info.preprocess)
+        config.update(architecture=ARCHITECTURE_3D, augmentation="flips along 3 axes x8",
+                      preprocessing=(preprocess_identity(case_info.preprocess) if case_info.preprocess
+                                     else DEFAULT_VOLUME_PREPROCESS_ID))
     files = [p for c in classes for p in list_image_files(train_dir / c) + list_image_files(root / "classes" / c)]
     key_source = json.dumps(config, sort_keys=True) + _files_digest(files, root)
     key = hashlib.sha256(key_source.encode()).hexdigest()[:16]
@@ -200,15 +213,15 @@ def demo_model(case_info: CaseInfo, *, cache_dir: str | Path | None = None, seed
             warnings.warn(f"Cached demo model {str(model_path)!r} is damaged ({type(exc).__name__}: {exc}); "
                           "retraining it.", CacheCorruptionWarning, stacklevel=2)
 
-    x_train, y_train, _ = load_split(train_dir, classes, channels)
-    x_test, y_test, _ = load_split(root / "classes", classes, channels)
-    x_aug, y_aug = _dihedral(x_train, y_train)
+    x_train, y_train, _ = load(train_dir, classes, channels)
+    x_test, y_test, _ = load(root / "classes", classes, channels)
+    x_aug, y_aug = augment(x_train, y_train)
     _print(f"Training the demo CNN ({case_info.case}, {case_info.size}) on {len(x_train)} tiles "
            f"(x8 rotations/flips), {epochs} epochs, seed {seed} ...", progress)
     keras.utils.set_random_seed(int(seed))
     started = time.perf_counter()
     with _deterministic_ops():
-        model = build_cnn(tuple(x_train.shape[1:]), len(classes))
+        model = build(tuple(x_train.shape[1:]), len(classes))
         model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         callbacks = []

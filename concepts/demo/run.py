@@ -58,7 +58,7 @@ def random_control(table: pd.DataFrame) -> tuple[bool, str]:
                         f"random pool are significant after correction, {word}.")
 
 
-def control_concepts(root: Path, n_sets: int, size: int, seed: int) -> list[Any]:
+def control_concepts(root: Path, n_sets: int, size: int, seed: int, preprocess: Any = None) -> list[Any]:
     """Concepts made of random-pool images: they must not come out significant."""
     from ..imageio import list_image_files
     from ..sets import ImageSet
@@ -66,8 +66,8 @@ def control_concepts(root: Path, n_sets: int, size: int, seed: int) -> list[Any]
     pool = list_image_files(root / "random")
     rng = np.random.default_rng(seed + 7919)
     chosen = rng.choice(len(pool), size=min(len(pool), n_sets * size), replace=False)
-    return [ImageSet([pool[i] for i in sorted(chosen[k * size:(k + 1) * size])], name=f"{CONTROL_PREFIX}{k + 1}")
-            for k in range(n_sets)]
+    return [ImageSet([pool[i] for i in sorted(chosen[k * size:(k + 1) * size])], name=f"{CONTROL_PREFIX}{k + 1}",
+                     preprocess=preprocess) for k in range(n_sets)]
 
 
 def run_demo(case: str = "histology", out_dir: str | Path = "demo_output", *, size: str = "full",
@@ -108,9 +108,10 @@ def run_demo(case: str = "histology", out_dir: str | Path = "demo_output", *, si
         n_random = 20
     folder_concepts = [info.root / "concepts" / name for name in info.concept_names]
     concept_size = min(info.counts[f"concepts/{name}"] for name in info.concept_names)
-    controls = control_concepts(info.root, 2, concept_size, seed)
+    controls = control_concepts(info.root, 2, concept_size, seed, info.preprocess)
     rep = report(model, LAYERS, concepts=folder_concepts + controls, data=info.root, measures=measures,
                  n_random=n_random, seed=seed, sanity=True, progress=progress, cache_dir=cache_dir,
+                 preprocess=info.preprocess,
                  title=f"Concept report — demo case '{case}'")
     table = rep.to_frame()
     ok, headline = verdict(table, info.ground_truth_concept, info.ground_truth_class, info.expected_sign)

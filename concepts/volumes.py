@@ -1,0 +1,684 @@
+"""CT and MRI volumes: reading NIfTI files and DICOM series, their geometry, and 3D preprocessing.
+
+A *volume* is either a NIfTI file (``.nii``, ``.nii.gz``) or a DICOM series, i.e. one folder
+holding the ``.dcm`` files of one volume. Both are read through SimpleITK into a :class:`Volume`:
+a numpy array in SimpleITK's ``(z, y, x)`` axis order (which is a 3D model's ``(D, H, W)``) that
+also carries its :class:`Geometry` (size, spacing in mm, origin, direction; in ITK's ``(x, y, z)``
+order, as SimpleITK reports them). Concept folders, class folders and random pools may hold
+volumes exactly as they hold 2D images; :func:`concepts.imageio.read_image` returns a
+:class:`Volume` for them and :class:`concepts.sets.ImageSet` preprocesses them with
+:func:`volume_preprocess` unless told otherwise.
+
+Every problem with a volume is raised from here (:func:`read_volume`, :func:`check_mask_geometry`,
+:func:`check_same_geometry`) with the file named, so that one place decides what a bad volume does.
+
+Example:
+    >>> vol = read_volume("data/concepts/lesion/case01.nii.gz")  # doctest: +SKIP
+    >>> vol.shape, vol.geometry.spacing  # doctest: +SKIP
+    ((40, 64, 64), (0.7, 0.7, 2.5))
+    >>> volume_preprocess(vol, (32, 32, 32, 1)).shape  # doctest: +SKIP
+    (32, 32, 32, 1)
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import ImageReadError, InputShapeError, ToolkitError
+
+__all__ = ["CT_WINDOW", "DEFAULT_VOLUME_PREPROCESS_ID", "Geometry", "Volume", "VolumeGeometryError",
+           "check_mask_geometry", "check_same_geometry", "geometry_records", "is_dicom_series", "is_volume_file",
+           "is_volume_path", "model_spacing", "read_volume", "resolve_modality", "resample_to_shape", "series_sha256", "volume_preprocess",
+           "volume_stem", "write_dicom_series", "write_volume"]
+
+#: File endings read as NIfTI volumes.
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+#: Default Hounsfield window of CT volumes: air (-1000 HU) to dense soft tissue / contrast (400 HU).
+CT_WINDOW: tuple[float, float] = (-1000.0, 400.0)
+#: Default percentiles of MRI intensity normalisation.
+MRI_PERCENTILES: tuple[float, float] = (1.0, 99.0)
+#: Identity of :func:`volume_preprocess` with its defaults in content keys; bump when its output changes.
+DEFAULT_VOLUME_PREPROCESS_ID = "volume_preprocess/v1"
+# Relative tolerance when comparing spacings, origins and directions (floating-point headers).
+_TOLERANCE = 1e-4
+
+
+class VolumeGeometryError(ToolkitError, ValueError):
+    """Volumes whose geometries do not fit together: a mask and its image, or the volumes of one set."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Geometry and the Volume array
+# --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where a volume's voxels lie in space, in ITK's ``(x, y, z)`` order.
+
+    Attributes:
+        size: voxels along x, y, z (the array's shape reversed).
+        spacing: voxel size in mm along x, y, z.
+        origin: physical position (mm) of the first voxel's centre.
+        direction: the 3x3 direction cosines, row-major (9 numbers).
+
+    Example:
+        >>> g = Geometry((4, 4, 2), (1.0, 1.0, 2.5), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+        >>> g.voxel_volume_mm3
+        2.5
+    """
+
+    size: tuple[int, ...]
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]
+
+    @classmethod
+    def of(cls, image: Any) -> "Geometry":
+        """The geometry of a SimpleITK image."""
+        return cls(tuple(int(s) for s in image.GetSize()), tuple(float(s) for s in image.GetSpacing()),
+                   tuple(float(o) for o in image.GetOrigin()), tuple(float(d) for d in image.GetDirection()))
+
+    @property
+    def voxel_volume_mm3(self) -> float:
+        """Volume of one voxel in mm³."""
+        return float(np.prod(self.spacing))
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict (lists of numbers), as recorded in manifests."""
+        return {k: list(v) for k, v in asdict(self).items()}
+
+    def apply(self, image: Any) -> Any:
+        """Set this geometry's spacing, origin and direction on a SimpleITK image; returns the image."""
+        image.SetSpacing(self.spacing)
+        image.SetOrigin(self.origin)
+        image.SetDirection(self.direction)
+        return image
+
+    def differences(self, other: "Geometry", *, origin: bool = True) -> list[str]:
+        """What differs from ``other`` (size, spacing, direction and, with ``origin``, origin), as text."""
+        out = []
+        if self.size != other.size:
+            out.append(f"size {self.size} vs {other.size}")
+        if not np.allclose(self.spacing, other.spacing, rtol=_TOLERANCE, atol=1e-6):
+            out.append(f"spacing {_fmt(self.spacing)} vs {_fmt(other.spacing)} mm")
+        if not np.allclose(self.direction, other.direction, rtol=0, atol=_TOLERANCE):
+            out.append(f"direction {_fmt(self.direction)} vs {_fmt(other.direction)}")
+        if origin:
+            scale = max(1.0, float(np.max(np.abs(self.spacing))))
+            if not np.allclose(self.origin, other.origin, rtol=0, atol=_TOLERANCE * scale * 10):
+                out.append(f"origin {_fmt(self.origin)} vs {_fmt(other.origin)} mm")
+        return out
+
+
+def _fmt(values: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+
+class Volume(np.ndarray):
+    """A volume's voxels as a numpy array ``(z, y, x)`` in the file's dtype, with its geometry.
+
+    It is an ordinary numpy array (``v.mean()``, ``v[10]``, ``np.asarray(v)`` all work); the extra
+    attributes describe the volume *as read*: slicing or arithmetic keeps them but does not update
+    them. Intensities are as SimpleITK returns them: CT in Hounsfield units (DICOM rescale slope and
+    intercept applied), NIfTI with its scaling applied.
+
+    Attributes:
+        geometry: the :class:`Geometry` (x, y, z order).
+        path: the NIfTI file or DICOM series folder it came from (None when built in memory).
+        modality: the DICOM ``Modality`` tag (``"CT"``, ``"MR"``, ...), None for NIfTI.
+
+    Example:
+        >>> g = Geometry((3, 2, 1), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+        >>> v = Volume(np.zeros((1, 2, 3), np.int16), g)
+        >>> v.shape, v.spacing
+        ((1, 2, 3), (1.0, 1.0, 1.0))
+    """
+
+    geometry: Geometry | None
+    path: Path | None
+    modality: str | None
+
+    def __new__(cls, array: Any, geometry: Geometry | None, path: str | Path | None = None,
+                modality: str | None = None) -> "Volume":
+        obj = np.asarray(array).view(cls)
+        obj.geometry = geometry
+        obj.path = None if path is None else Path(path)
+        obj.modality = modality
+        return obj
+
+    def __array_finalize__(self, obj: Any) -> None:
+        self.geometry = getattr(obj, "geometry", None)
+        self.path = getattr(obj, "path", None)
+        self.modality = getattr(obj, "modality", None)
+
+    def __reduce__(self):
+        # Plain numpy pickling drops the attributes; keep them (worker processes, caches).
+        return (_rebuild_volume, (np.asarray(self), self.geometry, self.path, self.modality))
+
+    @property
+    def spacing(self) -> tuple[float, ...] | None:
+        """Voxel size in mm, (x, y, z) order."""
+        return None if self.geometry is None else self.geometry.spacing
+
+    def to_sitk(self) -> Any:
+        """A SimpleITK image of these voxels with this geometry (the array must be ``(z, y, x)``)."""
+        import SimpleITK as sitk
+
+        image = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(self)))
+        return self.geometry.apply(image) if self.geometry is not None else image
+
+
+def _rebuild_volume(array: np.ndarray, geometry: Geometry | None, path: Path | None,
+                    modality: str | None) -> Volume:
+    return Volume(array, geometry, path, modality)
+
+
+# --------------------------------------------------------------------------------------------------
+# Recognising volumes on disk
+# --------------------------------------------------------------------------------------------------
+
+def is_volume_file(path: str | Path) -> bool:
+    """True for a (non-hidden) file name ending in ``.nii`` or ``.nii.gz``.
+
+    Example:
+        >>> is_volume_file("case01.nii.gz"), is_volume_file("tile.png")
+        (True, False)
+    """
+    name = Path(path).name
+    return not name.startswith(".") and name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def _dicom_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir()
+                  if p.suffix.lower() == ".dcm" and not p.name.startswith(".") and p.is_file())
+
+
+def is_dicom_series(path: str | Path) -> bool:
+    """True for a (non-hidden) folder that directly holds at least one ``.dcm`` file.
+
+    Example:
+        >>> is_dicom_series("data/classes/tumour/case01")  # doctest: +SKIP
+        True
+    """
+    path = Path(path)
+    if path.name.startswith(".") or not path.is_dir():
+        return False
+    try:
+        return any(p.suffix.lower() == ".dcm" and not p.name.startswith(".") for p in path.iterdir())
+    except OSError:
+        return False
+
+
+def is_volume_path(path: str | Path) -> bool:
+    """True for a NIfTI file name or an existing DICOM series folder.
+
+    Example:
+        >>> is_volume_path("brain.nii")
+        True
+    """
+    return is_volume_file(path) or is_dicom_series(path)
+
+
+def volume_stem(path: str | Path) -> str:
+    """The name without ``.nii.gz`` / ``.nii`` (a DICOM series folder keeps its name); masks match on it.
+
+    Example:
+        >>> volume_stem("a/case01.nii.gz"), volume_stem("a/case02")
+        ('case01', 'case02')
+    """
+    name = Path(path).name
+    for suffix in NIFTI_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[:-len(suffix)]
+    return name
+
+
+_SERIES_HASHES: dict[tuple, str] = {}
+
+
+def series_sha256(folder: str | Path) -> str:
+    """SHA-256 over a DICOM series folder: each ``.dcm`` file's name and bytes, in name order.
+
+    Memoised per process on the files' (name, size, mtime), so a changed slice changes the hash.
+
+    Example:
+        >>> series_sha256("data/classes/tumour/case01")  # doctest: +SKIP
+        '3b1f...'
+    """
+    from .manifests import sha256_file
+
+    folder = Path(folder)
+    files = _dicom_files(folder)
+    stats = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    key = (os.fspath(folder), stats)
+    if key not in _SERIES_HASHES:
+        digest = hashlib.sha256(b"dicom-series/v1\n")
+        for path in files:
+            digest.update(f"{path.name}\0{sha256_file(path)}\n".encode())
+        _SERIES_HASHES[key] = digest.hexdigest()
+    return _SERIES_HASHES[key]
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading and writing
+# --------------------------------------------------------------------------------------------------
+
+def _read_nifti(path: Path) -> Any:
+    import SimpleITK as sitk
+
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
+        raise ImageReadError(f"Cannot read NIfTI volume {str(path)!r}: {first}. Check that the file is a "
+                             "complete .nii/.nii.gz file, or remove it from the folder.") from None
+
+
+def _read_dicom_series(folder: Path) -> tuple[Any, str | None]:
+    import SimpleITK as sitk
+
+    files = _dicom_files(folder)
+    # Read each header first: a damaged or non-DICOM file is then named, where the series reader
+    # would only say that "a file" failed.
+    modality = None
+    for path in files:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.SetImageIO("GDCMImageIO")
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            raise ImageReadError(
+                f"Cannot read DICOM file {str(path)!r} of the series {str(folder)!r}: it is damaged or not "
+                "a DICOM file. Replace it, or remove it from the series folder.") from None
+        if modality is None and reader.HasMetaDataKey("0008|0060"):
+            modality = reader.GetMetaData("0008|0060").strip() or None
+        if reader.GetDimension() == 3 and reader.GetSize()[2] > 1:
+            raise ImageReadError(
+                f"DICOM file {str(path)!r} holds a multi-frame volume ({reader.GetSize()[2]} frames) "
+                f"inside the series folder {str(folder)!r}; a series folder must hold one 2D slice per "
+                "file. Convert the multi-frame file to NIfTI, or give it its own folder.")
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if len(series) > 1:
+        raise ImageReadError(
+            f"DICOM folder {str(folder)!r} holds {len(series)} series ({', '.join(series[:3])}"
+            f"{', ...' if len(series) > 3 else ''}); a volume folder must hold exactly one series (several "
+            "series, e.g. time points or echoes, would make a 4D volume). Put each series in its own folder.")
+    names = (sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]) if series
+             else [str(p) for p in files])
+    if len(names) < len(files):
+        left = sorted(set(str(p) for p in files) - set(names))
+        raise ImageReadError(
+            f"DICOM folder {str(folder)!r}: {len(left)} of its {len(files)} files do not belong to its series "
+            f"(e.g. {left[0]!r}). Remove them, or give them their own folder.")
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(list(names))
+    try:
+        return reader.Execute(), modality
+    except RuntimeError as exc:
+        last = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
+        raise ImageReadError(f"Cannot read the DICOM series {str(folder)!r}: {last}. Check that every .dcm "
+                             "file is a slice of the same volume.") from None
+
+
+def read_volume(path: str | Path) -> Volume:
+    """Read a NIfTI file or a DICOM series folder as a 3D :class:`Volume` (``(z, y, x)``, native dtype).
+
+    A 4D NIfTI whose 4th dimension has size 1 is read as 3D.
+
+    Raises:
+        ImageReadError: the path is missing or not a volume; a file is damaged (named); the volume
+            is 4D (time series), 2D, or has several components per voxel (RGB); a DICOM folder holds
+            several series or stray files.
+
+    Example:
+        >>> vol = read_volume("data/classes/tumour/case01")  # doctest: +SKIP
+        >>> vol.modality, vol.geometry.spacing  # doctest: +SKIP
+        ('CT', (0.78, 0.78, 2.5))
+    """
+    import SimpleITK as sitk
+
+    path = Path(path)
+    if is_volume_file(path):
+        if not path.is_file():
+            raise ImageReadError(f"Volume file {str(path)!r} does not exist.")
+        image, modality = _read_nifti(path), None
+    elif is_dicom_series(path):
+        image, modality = _read_dicom_series(path)
+    elif path.is_dir():
+        raise ImageReadError(f"{str(path)!r} is a folder without .dcm files, so it is not a DICOM series. "
+                             "A DICOM volume is one folder holding the .dcm files of one series.")
+    else:
+        raise ImageReadError(f"{str(path)!r} is not a volume: expected a .nii/.nii.gz file or a folder of "
+                             ".dcm files.")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise ImageReadError(
+            f"Volume {str(path)!r} has {image.GetNumberOfComponentsPerPixel()} components per voxel (colour "
+            "or vector data); only scalar CT/MRI volumes are supported. Extract one component first.")
+    if image.GetDimension() == 4:
+        size = image.GetSize()
+        if size[3] != 1:
+            raise ImageReadError(
+                f"Volume {str(path)!r} is 4D (size {size}: {size[3]} volumes, e.g. time points); the toolkit "
+                "reads 3D volumes. Split it into 3D volumes (one file per time point) or pick one.")
+        image = sitk.Extract(image, [size[0], size[1], size[2], 0], [0, 0, 0, 0])
+    if image.GetDimension() != 3 or min(image.GetSize()) < 2:
+        raise ImageReadError(
+            f"Volume {str(path)!r} has size {image.GetSize()}: it is a 2D image, not a volume (a 3D model "
+            "needs at least 2 voxels along every axis). Put 2D images in a 2D data folder, or stack slices "
+            "into one volume.")
+    return Volume(sitk.GetArrayFromImage(image), Geometry.of(image), path, modality)
+
+
+def write_volume(array: np.ndarray, path: str | Path, *, spacing: Sequence[float] = (1.0, 1.0, 1.0),
+                 origin: Sequence[float] = (0.0, 0.0, 0.0),
+                 direction: Sequence[float] = (1, 0, 0, 0, 1, 0, 0, 0, 1)) -> Path:
+    """Write a ``(z, y, x)`` array as NIfTI (``.nii``/``.nii.gz``) with the given geometry (x, y, z order).
+
+    Example:
+        >>> write_volume(np.zeros((4, 5, 6), np.int16), "/tmp/v.nii.gz", spacing=(0.5, 0.5, 2.0))  # doctest: +SKIP
+        PosixPath('/tmp/v.nii.gz')
+    """
+    import SimpleITK as sitk
+
+    path = Path(path)
+    if not is_volume_file(path):
+        raise ValueError(f"write_volume writes NIfTI: the file name must end in .nii or .nii.gz, got {str(path)!r}.")
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    image.SetSpacing([float(s) for s in spacing])
+    image.SetOrigin([float(o) for o in origin])
+    image.SetDirection([float(d) for d in direction])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # No compression time stamp (gzip) is written by ITK, so the bytes are reproducible.
+    sitk.WriteImage(image, str(path), useCompression=path.name.lower().endswith(".gz"))
+    return path
+
+
+def write_dicom_series(array: np.ndarray, folder: str | Path, *, spacing: Sequence[float] = (1.0, 1.0, 1.0),
+                       origin: Sequence[float] = (0.0, 0.0, 0.0),
+                       direction: Sequence[float] = (1, 0, 0, 0, 1, 0, 0, 0, 1), modality: str = "CT",
+                       series_uid: str = "1.2.826.0.1.3680043.2.1125.1.1") -> Path:
+    """Write a ``(z, y, x)`` integer array as a DICOM series, one ``slice_NNNN.dcm`` per z, with its geometry.
+
+    Meant for tests and small conversions: every slice carries the series UID, modality, position
+    (0020|0032), orientation (0020|0037) and instance number; no patient data and no time stamps,
+    so the same call writes the same bytes. Use an int16 array for CT in Hounsfield units.
+
+    Example:
+        >>> write_dicom_series(np.zeros((4, 8, 8), np.int16), "/tmp/series", spacing=(0.7, 0.7, 2.5))  # doctest: +SKIP
+        PosixPath('/tmp/series')
+    """
+    import SimpleITK as sitk
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    image.SetSpacing([float(v) for v in spacing])
+    image.SetOrigin([float(v) for v in origin])
+    image.SetDirection([float(v) for v in direction])
+    d = image.GetDirection()
+    orientation = "\\".join(f"{v:.6f}" for v in (d[0], d[3], d[6], d[1], d[4], d[7]))
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()  # use the UIDs set below, not fresh random ones
+    for z in range(image.GetDepth()):
+        piece = image[:, :, z]
+        tags = {"0008|0060": modality, "0020|000e": series_uid, "0020|000d": series_uid + ".0",
+                "0008|0018": f"{series_uid}.{z + 1}", "0020|0037": orientation,
+                "0020|0032": "\\".join(f"{v:.6f}" for v in image.TransformIndexToPhysicalPoint((0, 0, z))),
+                "0020|0013": str(z + 1), "0018|0050": f"{float(spacing[2]):.6f}",
+                "0008|0008": "DERIVED\\SECONDARY", "0008|103e": "concepts-toolkit"}
+        for tag, value in tags.items():
+            piece.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"slice_{z:04d}.dcm"))
+        writer.Execute(piece)
+    return folder
+
+
+# --------------------------------------------------------------------------------------------------
+# Geometry checks (one place, so a later "skip" option can switch them)
+# --------------------------------------------------------------------------------------------------
+
+def check_mask_geometry(image: Volume, mask: Volume) -> None:
+    """Raise unless a mask has its image's size, spacing, origin and direction (small float tolerance).
+
+    Raises:
+        VolumeGeometryError: naming both files and what differs.
+
+    Example:
+        >>> check_mask_geometry(read_volume("img.nii.gz"), read_volume("mask.nii.gz"))  # doctest: +SKIP
+    """
+    if image.geometry is None or mask.geometry is None:
+        return
+    diff = mask.geometry.differences(image.geometry)
+    if diff:
+        raise VolumeGeometryError(
+            f"Mask {str(mask.path)!r} does not match its image {str(image.path)!r}: " + "; ".join(diff)
+            + " (mask vs image). A mask must lie on its image's voxel grid: resample it onto the image "
+            "(e.g. SimpleITK.Resample(mask, image, sitk.Transform(), sitk.sitkNearestNeighbor)).")
+
+
+def check_same_geometry(reference: tuple[Path, Geometry], volume: Volume, set_name: str) -> None:
+    """Raise unless ``volume`` has the reference volume's size, spacing and direction (origin may differ).
+
+    The default preprocessing resamples every volume to the model's input shape, so volumes of one
+    set that differ in size or spacing would be shown to the model at different physical scales.
+
+    Raises:
+        VolumeGeometryError: naming both files and what differs.
+    """
+    ref_path, ref = reference
+    diff = volume.geometry.differences(ref, origin=False) if volume.geometry is not None else []
+    if diff:
+        raise VolumeGeometryError(
+            f"Volumes of the set {set_name!r} have different geometries: {str(volume.path)!r} vs "
+            f"{str(ref_path)!r}: " + "; ".join(diff) + ". The default preprocessing would show them to the "
+            "model at different physical scales. Resample the volumes to one grid first, or pass a "
+            "preprocess= that resamples to a fixed spacing.")
+
+
+# --------------------------------------------------------------------------------------------------
+# Preprocessing for 3D models
+# --------------------------------------------------------------------------------------------------
+
+def _check_volume_shape(input_shape: Any) -> tuple:
+    shape = tuple(None if d is None else int(d) for d in input_shape)
+    if len(shape) == 5 and shape[0] is None:
+        shape = shape[1:]
+    if len(shape) != 4:
+        raise InputShapeError(
+            f"A volume needs a 3D model input (D, H, W, C); got input_shape {tuple(input_shape)}. A 2D model "
+            "cannot read NIfTI/DICOM volumes: slice them into 2D images first.")
+    return shape
+
+
+def resample_to_shape(volume: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Linear resampling of a ``(z, y, x)`` array to ``shape``, antialiased when shrinking.
+
+    Voxel edges map to voxel edges (the whole field of view is kept), as when resizing a 2D image;
+    an axis that shrinks by a factor ``f`` is first smoothed with a Gaussian of sigma ``(f - 1) / 2``
+    voxels so that thin structures do not alias. The new spacing is ``spacing * old / new`` per axis.
+
+    Example:
+        >>> resample_to_shape(np.ones((8, 8, 8), np.float32), (4, 4, 4)).shape
+        (4, 4, 4)
+    """
+    from scipy import ndimage
+
+    data = np.asarray(volume, dtype=np.float32)
+    target = tuple(int(s) for s in shape)
+    if data.shape == target:
+        return data
+    factors = [t / s for t, s in zip(target, data.shape)]
+    sigma = [max(0.0, (1.0 / f - 1.0) / 2.0) for f in factors]
+    if any(s > 0 for s in sigma):
+        data = ndimage.gaussian_filter(data, sigma=sigma, mode="nearest")
+    out = ndimage.zoom(data, factors, order=1, mode="nearest", grid_mode=True)
+    return np.asarray(out, dtype=np.float32)
+
+
+def _intensity(volume: np.ndarray, modality: str, window: Sequence[float],
+               percentiles: Sequence[float]) -> np.ndarray:
+    data = np.asarray(volume, dtype=np.float32)
+    if modality in ("ct", "fixed"):
+        low, high = float(window[0]), float(window[1])
+    else:
+        low, high = (float(v) for v in np.percentile(data, [percentiles[0], percentiles[1]]))
+    if high <= low:  # a constant volume (or window): every voxel maps to 0
+        return np.zeros_like(data)
+    return np.clip((data - low) / (high - low), 0.0, 1.0).astype(np.float32)
+
+
+def resolve_modality(volume: np.ndarray, modality: str = "auto") -> str:
+    """``"ct"``, ``"mri"`` or ``"fixed"`` for ``modality`` ``"auto"``, ``"ct"``, ``"mri"`` or ``"fixed"``
+    (see :func:`volume_preprocess`).
+
+    Example:
+        >>> resolve_modality(np.full((2, 2, 2), -1000.0)), resolve_modality(np.zeros((2, 2, 2)))
+        ('ct', 'mri')
+    """
+    wanted = str(modality).lower()
+    if wanted in ("ct", "mri", "fixed"):
+        return wanted
+    if wanted == "mr":
+        return "mri"
+    if wanted != "auto":
+        raise ValueError(f"modality must be 'auto', 'ct', 'mri' or 'fixed', got {modality!r}.")
+    tag = getattr(volume, "modality", None)
+    if tag:
+        return "ct" if tag.upper() == "CT" else "mri"
+    # Fat is about -100 HU and air -1000 HU; magnitude MRI is never below 0.
+    return "ct" if float(np.min(volume)) <= -100 else "mri"
+
+
+def volume_preprocess(volume: np.ndarray, input_shape: tuple, *, modality: str = "auto",
+                      window: Sequence[float] = CT_WINDOW,
+                      percentiles: Sequence[float] = MRI_PERCENTILES) -> np.ndarray:
+    """Turn a volume as read from disk into a float32 input ``(D, H, W, C)`` of a 3D model.
+
+    This is what :class:`concepts.sets.ImageSet` does with a NIfTI file or DICOM series when no
+    ``preprocess`` is given. The steps, in order:
+
+    1. **Intensities to [0, 1]**, by modality:
+
+       * CT: the Hounsfield window ``window`` (default ``(-1000, 400)``) maps linearly to [0, 1],
+         values outside are clipped; the same for every volume, so HU keep their meaning.
+       * MRI: the volume's own ``percentiles`` (default 1st and 99th) map to 0 and 1, clipped
+         (MRI intensities have no absolute unit). A constant volume becomes 0.
+       * ``modality="fixed"``: ``window`` maps to [0, 1] whatever the modality, for volumes that
+         already share one intensity scale (crops of one scan, 8-bit exports), where per-volume
+         percentiles would erase real differences in brightness between them.
+       * ``modality="auto"`` (default): the DICOM ``Modality`` tag decides when there is one
+         (``CT`` is CT, anything else MRI); for NIfTI, a volume with values at or below -100 (fat and
+         air in HU; magnitude MRI is never negative) is CT, otherwise MRI. The rule is applied per
+         volume, so pass ``modality="ct"`` when CT crops may hold neither fat nor air.
+
+    2. **Resample** to the model's ``(D, H, W)`` with :func:`resample_to_shape` (linear, antialiased
+       when shrinking; the whole field of view is kept and the aspect ratio is not). The voxel
+       spacing the model sees is ``spacing * size / (W, H, D)`` (x, y, z); volumes of one set must
+       therefore share size and spacing (checked by ImageSet). A ``None`` axis keeps the volume's size.
+    3. **Channels**: the voxels are repeated into the model's ``C`` channels (1 when ``C`` is None).
+
+    Replace it like the 2D default, e.g. a soft-tissue window:
+    ``ImageSet(..., preprocess=functools.partial(volume_preprocess, modality="ct", window=(-160, 240)))``.
+
+    Args:
+        volume: a :class:`Volume` (or any ``(z, y, x)`` array) as :func:`read_volume` returns it.
+        input_shape: the model input without the batch dimension, ``(D, H, W, C)``.
+        modality: ``"auto"``, ``"ct"``, ``"mri"`` or ``"fixed"``.
+        window: the CT Hounsfield window (low, high), or the fixed intensity range.
+        percentiles: the MRI normalisation percentiles (low, high).
+
+    Returns:
+        float32 array of shape ``input_shape`` (``None`` entries replaced by the volume's sizes).
+
+    Raises:
+        InputShapeError: the model input is not 3D, or the array is not a 3D volume.
+
+    Example:
+        >>> ct = np.full((10, 12, 12), -1000, np.int16); ct[2:8, 3:9, 3:9] = 400
+        >>> x = volume_preprocess(ct, (10, 12, 12, 1))   # same size: intensities only
+        >>> x.shape, float(x.min()), float(x.max())
+        ((10, 12, 12, 1), 0.0, 1.0)
+    """
+    shape = _check_volume_shape(input_shape)
+    data = np.asarray(volume)
+    if data.ndim != 3:
+        raise InputShapeError(f"Expected a 3D volume (z, y, x), got an array of shape {data.shape}.")
+    if float(window[1]) <= float(window[0]):
+        raise ValueError(f"window must be (low, high) with low < high, got {tuple(window)}.")
+    if not 0 <= float(percentiles[0]) < float(percentiles[1]) <= 100:
+        raise ValueError(f"percentiles must be (low, high) with 0 <= low < high <= 100, got {tuple(percentiles)}.")
+    kind = resolve_modality(volume, modality)
+    scaled = _intensity(data, kind, window, percentiles)
+    target = tuple(s if s is not None else n for s, n in zip(shape[:3], data.shape))
+    resampled = resample_to_shape(scaled, target)
+    channels = shape[3] if shape[3] is not None else 1
+    return np.ascontiguousarray(np.repeat(resampled[..., None], channels, axis=-1), dtype=np.float32)
+
+
+def model_spacing(geometry: Geometry, input_shape: tuple) -> tuple[float, ...]:
+    """The voxel spacing (mm, x/y/z) a volume has after :func:`volume_preprocess` to ``input_shape``.
+
+    Example:
+        >>> g = Geometry((64, 64, 20), (0.5, 0.5, 2.0), (0, 0, 0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+        >>> model_spacing(g, (10, 32, 32, 1))
+        (1.0, 1.0, 4.0)
+    """
+    shape = _check_volume_shape(input_shape)
+    dhw = [s if s is not None else n for s, n in zip(shape[:3], reversed(geometry.size))]
+    xyz = list(reversed(dhw))
+    return tuple(float(sp * n / m) for sp, n, m in zip(geometry.spacing, geometry.size, xyz))
+
+
+# --------------------------------------------------------------------------------------------------
+# Manifests
+# --------------------------------------------------------------------------------------------------
+
+def _header_geometry(path: Path) -> Geometry:
+    """The geometry of a NIfTI file from its header only (no voxels read)."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return read_volume(path).geometry  # raises ImageReadError naming the file
+    if reader.GetDimension() != 3 or reader.GetNumberOfComponents() != 1:
+        return read_volume(path).geometry
+    return Geometry(tuple(int(s) for s in reader.GetSize()), tuple(float(s) for s in reader.GetSpacing()),
+                    tuple(float(o) for o in reader.GetOrigin()), tuple(float(d) for d in reader.GetDirection()))
+
+
+def geometry_records(data_dir: str | Path, relative_paths: Sequence[str]) -> dict[str, dict]:
+    """Geometry of every volume among a data folder's files, for its manifest.
+
+    Keys are a NIfTI file's relative path or a DICOM series folder's relative path; values are
+    :meth:`Geometry.to_dict` (size, spacing, origin, direction in ITK's x, y, z order), or
+    ``{"error": ...}`` for a volume that cannot be read (the manifest still records its bytes).
+
+    Example:
+        >>> geometry_records("data", ["classes/a/case01.nii.gz"])  # doctest: +SKIP
+        {'classes/a/case01.nii.gz': {'size': [64, 64, 20], 'spacing': [0.7, 0.7, 2.5], ...}}
+    """
+    root = Path(data_dir)
+    targets: dict[str, Path] = {}
+    for rel in relative_paths:
+        if is_volume_file(rel):
+            targets[rel] = root / rel
+        elif rel.lower().endswith(".dcm"):
+            parent = Path(rel).parent.as_posix()
+            targets.setdefault(parent, root / parent)
+    records: dict[str, dict] = {}
+    for rel, path in sorted(targets.items()):
+        try:
+            geometry = _header_geometry(path) if path.is_file() else read_volume(path).geometry
+            records[rel] = geometry.to_dict()
+        except ImageReadError as exc:
+            records[rel] = {"error": str(exc)}
+    return records
