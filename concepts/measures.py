@@ -852,6 +852,12 @@ def _compute_table(files: list[Path], images_root: Path | None, masks: PathLike 
     return table
 
 
+def _volumes_run_here(client: Any) -> None:
+    if client is not None:
+        warnings.warn("client= is not used for volumes yet: 3D radiomics runs in local worker processes (n_jobs).",
+                      UserWarning, stacklevel=3)
+
+
 def _measure_images(items: list[tuple[str, str | None]], channel: Channel, params: dict,
                     params_json: str) -> list[tuple[dict, dict, str]]:
     """Dask task: read and measure a few images, each failure reported for its image (as locally)."""
@@ -948,6 +954,7 @@ def measure_table(images: ImagesLike, masks: PathLike | None = None,
     from .radiomics3d import is_volume_input, volume_table
 
     if is_volume_input(images):
+        _volumes_run_here(client)
         return volume_table(images, masks, params, features=features, n_jobs=n_jobs, cache_dir=cache_dir,
                             progress=progress)
     _check_channel(channel)
@@ -1077,6 +1084,7 @@ def radiomics(feature: str, images: ImagesLike, masks: PathLike | None = None,
     from .radiomics3d import is_volume_input, volume_radiomics
 
     if is_volume_input(images):
+        _volumes_run_here(client)
         return volume_radiomics(feature, images, masks, params, n_jobs=n_jobs, cache_dir=cache_dir,
                                 progress=progress)
     _check_channel(channel)

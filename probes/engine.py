@@ -883,7 +883,7 @@ class Engine:
 
         Example:
             >>> for acts, grads in engine.stream(InMemoryImages(x), class_index=0):  # doctest: +SKIP
-            ...     s = grads["conv2"].reshape(len(x_batch), -1) @ v
+            ...     s = grads["conv2"].reshape(len(grads["conv2"]), -1) @ v   # projections of this batch
         """
         paths = self.layers if layers is None else self._resolve(layers)
         for p in paths:
