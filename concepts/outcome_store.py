@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 #: Version of this encoding; part of the outcome's cache key.
-ENCODING_VERSION = "outcome-json-v1"
+ENCODING_VERSION = "outcome-json-v2"  # v2: vectors, per-example numbers and example files too
 
 _SCALARS = (str, bool, int, float, type(None))
 
@@ -102,8 +102,27 @@ def decode_frame(data: dict[str, Any], arrays: dict[str, np.ndarray], prefix: st
     return frame
 
 
-def encode_outcome(table: pd.DataFrame, runs: dict, scatter: dict,
-                   provenance: dict) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def _encode_named(prefix: str, named_by_key: dict, arrays: dict[str, np.ndarray]) -> list[dict]:
+    """``{tuple key: {name: array}}`` (runs, vectors, per-example numbers) into ``arrays`` plus an index."""
+    index = []
+    for i, (key, named) in enumerate(named_by_key.items()):
+        index.append({"key": _plain(list(key)), "arrays": sorted(named)})
+        for name, value in named.items():
+            value = np.asarray(value)
+            if value.dtype == object:
+                raise TypeError(f"{prefix} array {name!r} of {key} has dtype object")
+            arrays[f"{prefix}/{i}/{name}"] = value
+    return index
+
+
+def _decode_named(prefix: str, index: list[dict], arrays: dict[str, np.ndarray]) -> dict:
+    return {tuple(item["key"]): {name: arrays[f"{prefix}/{i}/{name}"] for name in item["arrays"]}
+            for i, item in enumerate(index)}
+
+
+def encode_outcome(table: pd.DataFrame, runs: dict, scatter: dict, provenance: dict, *,
+                   vectors: dict | None = None, per_example: dict | None = None,
+                   example_files: dict | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """``(description, arrays)`` of an analysis outcome; TypeError when part of it cannot be stored.
 
     Example:
@@ -112,26 +131,24 @@ def encode_outcome(table: pd.DataFrame, runs: dict, scatter: dict,
         ['runs/0/s', 'table/0']
     """
     table_data, arrays = encode_frame(table, "table")
-    run_index = []
-    for i, (key, named) in enumerate(runs.items()):
-        run_index.append({"key": _plain(list(key)), "arrays": sorted(named)})
-        for name, value in named.items():
-            value = np.asarray(value)
-            if value.dtype == object:
-                raise TypeError(f"run array {name!r} of {key} has dtype object")
-            arrays[f"runs/{i}/{name}"] = value
+    run_index = _encode_named("runs", runs, arrays)
     scatter_index = []
     for i, (key, frame) in enumerate(scatter.items()):
         frame_data, frame_arrays = encode_frame(frame, f"scatter/{i}")
         scatter_index.append({"key": _plain(list(key)), "frame": frame_data})
         arrays.update(frame_arrays)
     data = {"encoding": ENCODING_VERSION, "table": table_data, "runs": run_index, "scatter": scatter_index,
-            "provenance": _plain(provenance)}
+            "provenance": _plain(provenance),
+            # What maps, per-example rows and comparisons need from a cached result (concepts/maps.py, ...).
+            "vectors": _encode_named("vectors", vectors or {}, arrays),
+            "per_example": _encode_named("per_example", per_example or {}, arrays),
+            "example_files": _plain(example_files or {})}
     return data, arrays
 
 
 def decode_outcome(data: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
-    """The fields of an outcome (``table``, ``runs``, ``scatter``, ``provenance``) from its encoding.
+    """The fields of an outcome (``table``, ``runs``, ``scatter``, ``provenance``, ``vectors``, ``per_example``,
+    ``example_files``) from its encoding.
 
     Raises:
         ValueError: the description was written by another encoding version.
@@ -144,8 +161,10 @@ def decode_outcome(data: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[
     if not isinstance(data, dict) or data.get("encoding") != ENCODING_VERSION:
         raise ValueError(f"not an outcome of encoding {ENCODING_VERSION}")
     table = decode_frame(data["table"], arrays, "table")
-    runs = {tuple(item["key"]): {name: arrays[f"runs/{i}/{name}"] for name in item["arrays"]}
-            for i, item in enumerate(data["runs"])}
+    runs = _decode_named("runs", data["runs"], arrays)
     scatter = {tuple(item["key"]): decode_frame(item["frame"], arrays, f"scatter/{i}")
                for i, item in enumerate(data["scatter"])}
-    return {"table": table, "runs": runs, "scatter": scatter, "provenance": data["provenance"]}
+    return {"table": table, "runs": runs, "scatter": scatter, "provenance": data["provenance"],
+            "vectors": _decode_named("vectors", data["vectors"], arrays),
+            "per_example": _decode_named("per_example", data["per_example"], arrays),
+            "example_files": data["example_files"]}
