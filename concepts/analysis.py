@@ -372,7 +372,9 @@ class Analysis:
         if self.cache is None:
             return
         try:
-            data, arrays = encode_outcome(outcome.table, outcome.runs, outcome.scatter, outcome.provenance)
+            data, arrays = encode_outcome(outcome.table, outcome.runs, outcome.scatter, outcome.provenance,
+                                          vectors=outcome.vectors, per_example=outcome.per_example,
+                                          example_files=outcome.example_files)
         except TypeError:
             return  # something only code could rebuild (e.g. an object in provenance): not cached
         self.cache.put_record(key, data, arrays, meta={"kind": "outcome"})

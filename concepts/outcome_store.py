@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 #: Version of this encoding; part of the outcome's cache key.
-ENCODING_VERSION = "outcome-json-v1"
+ENCODING_VERSION = "outcome-json-v2"
 
 _SCALARS = (str, bool, int, float, type(None))
 
@@ -102,8 +102,25 @@ def decode_frame(data: dict[str, Any], arrays: dict[str, np.ndarray], prefix: st
     return frame
 
 
-def encode_outcome(table: pd.DataFrame, runs: dict, scatter: dict,
-                   provenance: dict) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+#: Outcome fields that map a key tuple to named arrays (runs, concept vectors, per-example rows).
+KEYED_FIELDS = ("runs", "vectors", "per_example")
+
+
+def _encode_keyed(field_name: str, mapping: dict, arrays: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    index = []
+    for i, (key, named) in enumerate(mapping.items()):
+        index.append({"key": _plain(list(key)), "arrays": sorted(named)})
+        for name, value in named.items():
+            value = np.asarray(value)
+            if value.dtype == object:
+                raise TypeError(f"{field_name} array {name!r} of {key} has dtype object")
+            arrays[f"{field_name}/{i}/{name}"] = value
+    return index
+
+
+def encode_outcome(table: pd.DataFrame, runs: dict, scatter: dict, provenance: dict, *,
+                   vectors: dict | None = None, per_example: dict | None = None,
+                   example_files: dict | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """``(description, arrays)`` of an analysis outcome; TypeError when part of it cannot be stored.
 
     Example:
@@ -112,26 +129,22 @@ def encode_outcome(table: pd.DataFrame, runs: dict, scatter: dict,
         ['runs/0/s', 'table/0']
     """
     table_data, arrays = encode_frame(table, "table")
-    run_index = []
-    for i, (key, named) in enumerate(runs.items()):
-        run_index.append({"key": _plain(list(key)), "arrays": sorted(named)})
-        for name, value in named.items():
-            value = np.asarray(value)
-            if value.dtype == object:
-                raise TypeError(f"run array {name!r} of {key} has dtype object")
-            arrays[f"runs/{i}/{name}"] = value
+    keyed = {"runs": runs, "vectors": vectors or {}, "per_example": per_example or {}}
+    indexes = {name: _encode_keyed(name, mapping, arrays) for name, mapping in keyed.items()}
     scatter_index = []
     for i, (key, frame) in enumerate(scatter.items()):
         frame_data, frame_arrays = encode_frame(frame, f"scatter/{i}")
         scatter_index.append({"key": _plain(list(key)), "frame": frame_data})
         arrays.update(frame_arrays)
-    data = {"encoding": ENCODING_VERSION, "table": table_data, "runs": run_index, "scatter": scatter_index,
-            "provenance": _plain(provenance)}
+    data = {"encoding": ENCODING_VERSION, "table": table_data, **indexes, "scatter": scatter_index,
+            "provenance": _plain(provenance),
+            "example_files": {str(k): [str(f) for f in v] for k, v in (example_files or {}).items()}}
     return data, arrays
 
 
 def decode_outcome(data: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
-    """The fields of an outcome (``table``, ``runs``, ``scatter``, ``provenance``) from its encoding.
+    """The fields of an outcome (``table``, ``runs``, ``scatter``, ``provenance``, ``vectors``,
+    ``per_example``, ``example_files``) from its encoding.
 
     Raises:
         ValueError: the description was written by another encoding version.
@@ -144,8 +157,9 @@ def decode_outcome(data: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[
     if not isinstance(data, dict) or data.get("encoding") != ENCODING_VERSION:
         raise ValueError(f"not an outcome of encoding {ENCODING_VERSION}")
     table = decode_frame(data["table"], arrays, "table")
-    runs = {tuple(item["key"]): {name: arrays[f"runs/{i}/{name}"] for name in item["arrays"]}
-            for i, item in enumerate(data["runs"])}
+    keyed = {name: {tuple(item["key"]): {array: arrays[f"{name}/{i}/{array}"] for array in item["arrays"]}
+                    for i, item in enumerate(data[name])} for name in KEYED_FIELDS}
     scatter = {tuple(item["key"]): decode_frame(item["frame"], arrays, f"scatter/{i}")
                for i, item in enumerate(data["scatter"])}
-    return {"table": table, "runs": runs, "scatter": scatter, "provenance": data["provenance"]}
+    return {"table": table, **keyed, "scatter": scatter, "provenance": data["provenance"],
+            "example_files": {k: list(v) for k, v in data["example_files"].items()}}
