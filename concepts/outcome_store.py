@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 #: Version of this encoding; part of the outcome's cache key.
-ENCODING_VERSION = "outcome-json-v2"  # v2: vectors, per-example numbers and example files too
+ENCODING_VERSION = "outcome-json-v2"
 
 _SCALARS = (str, bool, int, float, type(None))
 
@@ -102,22 +102,20 @@ def decode_frame(data: dict[str, Any], arrays: dict[str, np.ndarray], prefix: st
     return frame
 
 
-def _encode_named(prefix: str, named_by_key: dict, arrays: dict[str, np.ndarray]) -> list[dict]:
-    """``{tuple key: {name: array}}`` (runs, vectors, per-example numbers) into ``arrays`` plus an index."""
+#: Outcome fields that map a key tuple to named arrays (runs, concept vectors, per-example rows).
+KEYED_FIELDS = ("runs", "vectors", "per_example")
+
+
+def _encode_keyed(field_name: str, mapping: dict, arrays: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     index = []
-    for i, (key, named) in enumerate(named_by_key.items()):
+    for i, (key, named) in enumerate(mapping.items()):
         index.append({"key": _plain(list(key)), "arrays": sorted(named)})
         for name, value in named.items():
             value = np.asarray(value)
             if value.dtype == object:
-                raise TypeError(f"{prefix} array {name!r} of {key} has dtype object")
-            arrays[f"{prefix}/{i}/{name}"] = value
+                raise TypeError(f"{field_name} array {name!r} of {key} has dtype object")
+            arrays[f"{field_name}/{i}/{name}"] = value
     return index
-
-
-def _decode_named(prefix: str, index: list[dict], arrays: dict[str, np.ndarray]) -> dict:
-    return {tuple(item["key"]): {name: arrays[f"{prefix}/{i}/{name}"] for name in item["arrays"]}
-            for i, item in enumerate(index)}
 
 
 def encode_outcome(table: pd.DataFrame, runs: dict, scatter: dict, provenance: dict, *,
@@ -131,24 +129,22 @@ def encode_outcome(table: pd.DataFrame, runs: dict, scatter: dict, provenance: d
         ['runs/0/s', 'table/0']
     """
     table_data, arrays = encode_frame(table, "table")
-    run_index = _encode_named("runs", runs, arrays)
+    keyed = {"runs": runs, "vectors": vectors or {}, "per_example": per_example or {}}
+    indexes = {name: _encode_keyed(name, mapping, arrays) for name, mapping in keyed.items()}
     scatter_index = []
     for i, (key, frame) in enumerate(scatter.items()):
         frame_data, frame_arrays = encode_frame(frame, f"scatter/{i}")
         scatter_index.append({"key": _plain(list(key)), "frame": frame_data})
         arrays.update(frame_arrays)
-    data = {"encoding": ENCODING_VERSION, "table": table_data, "runs": run_index, "scatter": scatter_index,
+    data = {"encoding": ENCODING_VERSION, "table": table_data, **indexes, "scatter": scatter_index,
             "provenance": _plain(provenance),
-            # What maps, per-example rows and comparisons need from a cached result (concepts/maps.py, ...).
-            "vectors": _encode_named("vectors", vectors or {}, arrays),
-            "per_example": _encode_named("per_example", per_example or {}, arrays),
-            "example_files": _plain(example_files or {})}
+            "example_files": {str(k): [str(f) for f in v] for k, v in (example_files or {}).items()}}
     return data, arrays
 
 
 def decode_outcome(data: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
-    """The fields of an outcome (``table``, ``runs``, ``scatter``, ``provenance``, ``vectors``, ``per_example``,
-    ``example_files``) from its encoding.
+    """The fields of an outcome (``table``, ``runs``, ``scatter``, ``provenance``, ``vectors``,
+    ``per_example``, ``example_files``) from its encoding.
 
     Raises:
         ValueError: the description was written by another encoding version.
@@ -161,10 +157,9 @@ def decode_outcome(data: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[
     if not isinstance(data, dict) or data.get("encoding") != ENCODING_VERSION:
         raise ValueError(f"not an outcome of encoding {ENCODING_VERSION}")
     table = decode_frame(data["table"], arrays, "table")
-    runs = _decode_named("runs", data["runs"], arrays)
+    keyed = {name: {tuple(item["key"]): {array: arrays[f"{name}/{i}/{array}"] for array in item["arrays"]}
+                    for i, item in enumerate(data[name])} for name in KEYED_FIELDS}
     scatter = {tuple(item["key"]): decode_frame(item["frame"], arrays, f"scatter/{i}")
                for i, item in enumerate(data["scatter"])}
-    return {"table": table, "runs": runs, "scatter": scatter, "provenance": data["provenance"],
-            "vectors": _decode_named("vectors", data["vectors"], arrays),
-            "per_example": _decode_named("per_example", data["per_example"], arrays),
-            "example_files": data["example_files"]}
+    return {"table": table, **keyed, "scatter": scatter, "provenance": data["provenance"],
+            "example_files": {k: list(v) for k, v in data["example_files"].items()}}

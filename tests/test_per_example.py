@@ -15,6 +15,7 @@ import warnings
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 import concepts  # noqa: E402
@@ -121,3 +122,13 @@ def test_maps_at_layer_resolution_add_up_to_the_per_example_numbers(result, conc
     np.testing.assert_allclose(influence.sum(axis=(1, 2)), rows["sensitivity"], rtol=1e-4, atol=1e-6)
     reduce = np.mean if concept == "row_contrast" else np.sum
     np.testing.assert_allclose(reduce(presence, axis=(1, 2)), rows["presence"], rtol=1e-4, atol=1e-6)
+
+
+def test_a_result_read_back_from_the_store_keeps_its_per_example_rows(data, tmp_path):
+    """The outcome store (JSON + arrays, no pickle) holds the vectors and per-example material too."""
+
+    options, model = {**FAST, "cache_dir": tmp_path}, build_model()
+    cold = concepts.score(model, "conv1", data / "concepts" / "horizontal", data=data, **options)
+    warm = concepts.score(model, "conv1", data / "concepts" / "horizontal", data=data, **options)
+    assert warm.provenance.get("from_result_cache") is True
+    pd.testing.assert_frame_equal(cold.per_example(), warm.per_example())
