@@ -196,6 +196,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
                  cache_dir=args.cache_dir, progress=not args.quiet, client=client,
                  memory_budget=args.memory_budget,
                  title=f"Concept report: {Path(args.model).name} on {data.name}")
+    if client is not None:
+        client.close()
     written = rep.save(args.out)
     print(rep)
     from .report_examples import driven_examples_text
@@ -281,8 +283,13 @@ def _cmd_measures(args: argparse.Namespace) -> int:
         return _fail(f"image folder {args.images!r} does not exist.")
     from .measures import measure_table
 
-    table = measure_table(args.images, masks=args.masks, params=args.params, channel=args.channel, n_jobs=args.jobs,
-                          progress=not args.quiet, client=_client(args.scheduler))
+    client = _client(args.scheduler)
+    try:
+        table = measure_table(args.images, masks=args.masks, params=args.params, channel=args.channel,
+                              n_jobs=args.jobs, progress=not args.quiet, client=client)
+    finally:
+        if client is not None:
+            client.close()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index_label="image")
