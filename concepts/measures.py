@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from probes.cache import Store, default_cache_dir
-from probes.identity import file_sha256, package_version
+from probes.identity import file_sha256
 from probes.progress import progress as _progress
 
 from .errors import ConceptFolderError, ImageReadError, MeasureError
@@ -648,6 +648,37 @@ def _cache_write(store: Store, key: str, image: str, values: Mapping[str, float 
 # Tables
 # --------------------------------------------------------------------------------------------
 
+def _assemble_table(files: Sequence[Path], results: Mapping[str, tuple[dict, dict, str]], columns: list[str],
+                    features: Sequence[str] | None) -> tuple[pd.DataFrame, list[dict]]:
+    """The feature table (rows in input order, columns in pyradiomics' order) and its failures.
+
+    ``results[image] = (values, reasons, reason)``: a non-empty ``reason`` fails the whole image; each
+    ``reasons[feature]`` fails one feature. Shared by the 2D and 3D (:mod:`concepts.radiomics3d`) tables.
+
+    Example:
+        >>> t, f = _assemble_table([Path("a.png")], {"a.png": ({"x": 1.0}, {}, "")}, ["x"], None)
+        >>> float(t.loc["a.png", "x"]), f
+        (1.0, [])
+    """
+    extra = [name for outcome in results.values() for name in outcome[0] if name not in columns]
+    keep = list(features) if features is not None else columns + list(dict.fromkeys(extra))
+    index = [str(p) for p in files]
+    data = np.full((len(index), len(keep)), np.nan)
+    failures: list[dict] = []
+    keep_set = set(keep)
+    for row, image in enumerate(index):
+        values, reasons, reason = results[image]
+        if reason:
+            failures.append(_failure(image, None, reason))
+            continue
+        for col, name in enumerate(keep):
+            value = values.get(name)
+            if value is not None:
+                data[row, col] = value
+        failures += [_failure(image, name, why) for name, why in reasons.items() if name in keep_set]
+    return pd.DataFrame(data, index=pd.Index(index, name="image"), columns=keep), failures
+
+
 def _image_list(images: ImagesLike) -> tuple[list[Path], Path | None]:
     """(image files, the folder they were listed from or None) for a folder, a file or a list."""
     if isinstance(images, (str, os.PathLike)):
@@ -822,33 +853,13 @@ def _compute_table(files: list[Path], images_root: Path | None, masks: PathLike 
     for _ in _progress(run(), enabled=show_progress, desc="radiomics", total=len(files), unit="image"):
         pass
 
-    # Assemble: rows in input order, columns in pyradiomics' order.
-    extra = [name for outcome in results.values() for name in outcome[0] if name not in columns]
-    columns += list(dict.fromkeys(extra))
-    keep = features if features is not None else columns
-    index = [str(p) for p in files]
-    data = np.full((len(index), len(keep)), np.nan)
-    failures: list[dict] = []
-    keep_set = set(keep)
-    for row, image in enumerate(index):
-        values, reasons, reason = results[image]
-        if reason:
-            failures.append(_failure(image, None, reason))
-            continue
-        for col, name in enumerate(keep):
-            value = values.get(name)
-            if value is not None:
-                data[row, col] = value
-        for name, why in reasons.items():
-            if name in keep_set:
-                failures.append(_failure(image, name, why))
-    table = pd.DataFrame(data, index=pd.Index(index, name="image"), columns=keep)
+    table, failures = _assemble_table(files, results, columns, features)
     table.attrs["params"] = copy.deepcopy(params)
     table.attrs["pyradiomics_version"] = version
     table.attrs["channel"] = _channel_label(channel)
     table.attrs["failures"] = failures
     if warn:
-        _warn_failures(failures, len(index), "Radiomics")
+        _warn_failures(failures, len(files), "Radiomics")
     return table
 
 

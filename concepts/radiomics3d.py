@@ -339,26 +339,11 @@ def _compute(files: list[Path], images_root: Path | None, masks: Any, params: di
     for _ in _progress(run(), enabled=show_progress, desc="radiomics 3D", total=len(todo), unit="volume"):
         pass
 
-    extra = [name for outcome in results.values() for name in outcome[0] if name not in columns]
-    columns += list(dict.fromkeys(extra))
-    keep = features if features is not None else columns
-    index = [str(p) for p in files]
-    data = np.full((len(index), len(keep)), np.nan)
-    failures: list[dict] = []
-    for row, image in enumerate(index):
-        values, reasons, reason = results[image]
-        if reason:
-            failures.append(_m._failure(image, None, reason))
-            continue
-        for col, name in enumerate(keep):
-            if values.get(name) is not None:
-                data[row, col] = values[name]
-        failures += [_m._failure(image, name, why) for name, why in reasons.items() if name in keep]
-    table = pd.DataFrame(data, index=pd.Index(index, name="image"), columns=keep)
+    table, failures = _m._assemble_table(files, results, columns, features)
     table.attrs.update(params=copy.deepcopy(params), pyradiomics_version=version, channel="volume",
                        failures=failures, dimensions=3)
     if warn:
-        _m._warn_failures(failures, len(index), "Radiomics (volumes)")
+        _m._warn_failures(failures, len(files), "Radiomics (volumes)")
     return table
 
 
