@@ -885,16 +885,21 @@ class Engine:
             >>> for acts, grads in engine.stream(InMemoryImages(x), class_index=0):  # doctest: +SKIP
             ...     s = grads["conv2"].reshape(len(grads["conv2"]), -1) @ v   # projections of this batch
         """
+        paths = self._paths_with_shapes(layers)
+        ci = self._check_class_index(class_index)
+        act_layers = tuple(paths) if activations else ()
+        for result in self._batch_results(source, act_layers, tuple(paths), ci, False):
+            yield result["act"], result["grad"]
+
+    def _paths_with_shapes(self, layers: Sequence[str] | None) -> list[str]:
+        """The requested layer paths (default: the engine's), with every output shape known."""
         paths = self.layers if layers is None else self._resolve(layers)
         for p in paths:
             self.layer_shapes.setdefault(p, self._index[p].shape)
         new = [p for p in paths if any(d is None for d in self.layer_shapes[p])]
         if new:
             self._fill_unknown_shapes(new)
-        ci = self._check_class_index(class_index)
-        act_layers = tuple(paths) if activations else ()
-        for result in self._batch_results(source, act_layers, tuple(paths), ci, False):
-            yield result["act"], result["grad"]
+        return paths
 
     # -- public API -----------------------------------------------------------------------------
     def _key(self, source: ArraySource, path: str, kind: str, class_index: int | None) -> str:
@@ -919,12 +924,7 @@ class Engine:
             >>> res.gradients["conv2"].shape == res.activations["conv2"].shape  # doctest: +SKIP
             True
         """
-        paths = self.layers if layers is None else self._resolve(layers)
-        for p in paths:
-            self.layer_shapes.setdefault(p, self._index[p].shape)
-        new = [p for p in paths if any(d is None for d in self.layer_shapes[p])]
-        if new:
-            self._fill_unknown_shapes(new)
+        paths = self._paths_with_shapes(layers)
         ci = None if class_index is None else self._check_class_index(class_index)
 
         acts: dict[str, np.ndarray] = {}
