@@ -1,0 +1,108 @@
+"""Doctest fixtures: what the ``>>>`` examples of ``probes/`` (and, re-used, ``concepts/``) may name.
+
+``python -m pytest`` collects the docstring examples of every module (``--doctest-modules`` in
+setup.cfg). Each example runs in a fresh empty working directory, so nothing it writes lands in the
+repository, with these names already defined:
+
+* ``np``, ``pd``: numpy and pandas;
+* ``model``: the planted-concept Keras model of ``tests/synthetic.py`` (16×16×1 input, layers
+  ``conv1``, ``conv2``, ``gap``, ``head``; classes ``striped`` = 0 and ``other`` = 1);
+* ``data/``: a folder in the working directory holding the synthetic data of
+  ``tests/synthetic.py::make_data`` (``classes/striped``, ``classes/other``, ``classes.txt``,
+  ``concepts/horizontal``, ``concepts/vertical``, ``random/`` with a pool of noise images);
+* ``model.keras``: that model saved, in the working directory.
+
+They are built once per session and only when an example that runs mentions them (``model``,
+``"data/..."``, ``"model.keras"``), so modules whose examples are pure numpy cost nothing extra.
+Examples that cannot run cheaply keep ``# doctest: +SKIP  (reason)``; see tests/test_doctests.py.
+"""
+from __future__ import annotations
+
+import doctest
+import importlib.util
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+try:
+    from pytest import DoctestItem
+except ImportError:  # pytest < 8
+    from _pytest.doctest import DoctestItem
+
+# Modules whose import needs an optional extra: not collected (so not failing) when it is missing.
+_OPTIONAL_IMPORTS: dict[str, str] = {}
+collect_ignore = [name for name, package in _OPTIONAL_IMPORTS.items() if importlib.util.find_spec(package) is None]
+
+_NEEDS_MODEL = re.compile(r"\bmodel\b|model\.keras")
+_NEEDS_DATA = re.compile(r"""["']data(/|["'])""")
+
+
+class DoctestAssets:
+    """The model and data folder shared by all doctests of a session, built on first use."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._model = None
+
+    @property
+    def model(self):
+        if self._model is None:
+            import keras
+            from synthetic import build_model
+
+            keras.utils.set_random_seed(0)
+            self._model = build_model()
+        return self._model
+
+    @property
+    def data(self) -> Path:
+        folder = self.root / "data"
+        if not folder.is_dir():
+            from synthetic import make_data
+
+            make_data(folder, n_class=12, n_concept=12, n_pool=60)
+        return folder
+
+    @property
+    def model_file(self) -> Path:
+        path = self.root / "model.keras"
+        if not path.is_file():
+            self.model.save(path)
+        return path
+
+
+@pytest.fixture(scope="session")
+def doctest_assets(tmp_path_factory) -> DoctestAssets:
+    return DoctestAssets(tmp_path_factory.mktemp("doctest-assets"))
+
+
+def _running_source(item) -> str:
+    """The source of the examples of a doctest item that are not skipped."""
+    return "\n".join(example.source for example in item.dtest.examples
+                     if not example.options.get(doctest.SKIP, False))
+
+
+@pytest.fixture(autouse=True)
+def _doctest_environment(request, doctest_namespace, doctest_assets, tmp_path, monkeypatch):
+    """Doctest items only: fresh working directory, shared cache, and the names the examples use."""
+    if not isinstance(request.node, DoctestItem):
+        yield
+        return
+    import numpy as np
+    import pandas as pd
+
+    doctest_namespace.setdefault("np", np)
+    doctest_namespace.setdefault("pd", pd)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CONCEPTS_CACHE_DIR", str(doctest_assets.root / "cache"))
+    source = _running_source(request.node)
+    if _NEEDS_DATA.search(source):
+        os.symlink(doctest_assets.data, tmp_path / "data", target_is_directory=True)
+    if _NEEDS_MODEL.search(source):
+        doctest_namespace["model"] = doctest_assets.model
+        if "model.keras" in source:
+            os.symlink(doctest_assets.model_file, tmp_path / "model.keras")
+    np.random.seed(0)
+    yield
