@@ -33,7 +33,8 @@ except ImportError:  # pytest < 8
 
 # Modules whose import needs an optional extra: not collected (so not failing) when it is missing.
 _OPTIONAL_IMPORTS: dict[str, str] = {}
-collect_ignore = [name for name, package in _OPTIONAL_IMPORTS.items() if importlib.util.find_spec(package) is None]
+collect_ignore = [name for name, package in _OPTIONAL_IMPORTS.items()
+                  if importlib.util.find_spec(package) is None]
 
 _NEEDS_MODEL = re.compile(r"\bmodel\b|model\.keras")
 _NEEDS_DATA = re.compile(r"""["']data(/|["'])""")
