@@ -8,20 +8,24 @@ repository, with these names already defined:
 * ``model``: the planted-concept Keras model of ``tests/synthetic.py`` (16×16×1 input, layers
   ``conv1``, ``conv2``, ``gap``, ``head``; classes ``striped`` = 0 and ``other`` = 1);
 * ``data/``: a folder in the working directory holding the synthetic data of
-  ``tests/synthetic.py::make_data`` (``classes/striped``, ``classes/other``, ``classes.txt``,
-  ``concepts/horizontal``, ``concepts/vertical``, ``random/`` with a pool of noise images);
+  ``tests/synthetic.py::make_data`` (109 files, 16×16 grey PNGs: ``classes/striped`` and
+  ``classes/other``, 12 images each, ``classes.txt``, ``concepts/horizontal`` and
+  ``concepts/vertical``, 12 each, ``random/`` a pool of 60 noise images);
 * ``model.keras``: that model saved, in the working directory.
 
-They are built once per session and only when an example that runs mentions them (``model``,
-``"data/..."``, ``"model.keras"``), so modules whose examples are pure numpy cost nothing extra.
-Examples that cannot run cheaply keep ``# doctest: +SKIP  (reason)``; see tests/test_doctests.py.
+The data folder (0.1 s) is built once per session; the model (it imports TensorFlow) only when an
+example that is not skipped uses the name ``model`` or ``"model.keras"``, so modules whose
+examples are pure numpy cost nothing extra. Examples must not change ``model`` or ``data/`` in
+place (they are shared): copy them first (``shutil.copytree("data", "copy")``).
+Examples that cannot run cheaply keep ``# doctest: +SKIP`` after a comment that says why
+(``>>> call()  # needs a GPU  # doctest: +SKIP``); see tests/test_doctests.py.
 """
 from __future__ import annotations
 
+import ast
 import doctest
 import importlib.util
 import os
-import re
 from pathlib import Path
 
 import pytest
@@ -36,8 +40,22 @@ _OPTIONAL_IMPORTS: dict[str, str] = {}
 collect_ignore = [name for name, package in _OPTIONAL_IMPORTS.items()
                   if importlib.util.find_spec(package) is None]
 
-_NEEDS_MODEL = re.compile(r"\bmodel\b|model\.keras")
-_NEEDS_DATA = re.compile(r"""["']data(/|["'])""")
+
+
+def needs(name: str, sources: list[str]) -> bool:
+    """Whether the example code uses the variable ``name`` before (or without) assigning it."""
+    for source in sources:
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        contexts = {type(node.ctx) for node in ast.walk(tree)
+                    if isinstance(node, ast.Name) and node.id == name}
+        if ast.Load in contexts and ast.Store not in contexts:
+            return True
+        if ast.Store in contexts:
+            return False
+    return False
 
 
 class DoctestAssets:
@@ -79,10 +97,9 @@ def doctest_assets(tmp_path_factory) -> DoctestAssets:
     return DoctestAssets(tmp_path_factory.mktemp("doctest-assets"))
 
 
-def _running_source(item) -> str:
-    """The source of the examples of a doctest item that are not skipped."""
-    return "\n".join(example.source for example in item.dtest.examples
-                     if not example.options.get(doctest.SKIP, False))
+def _running_examples(item) -> list[str]:
+    """The source of each example of a doctest item that is not skipped."""
+    return [example.source for example in item.dtest.examples if not example.options.get(doctest.SKIP, False)]
 
 
 @pytest.fixture(autouse=True)
@@ -98,12 +115,11 @@ def _doctest_environment(request, doctest_namespace, doctest_assets, tmp_path, m
     doctest_namespace.setdefault("pd", pd)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CONCEPTS_CACHE_DIR", str(doctest_assets.root / "cache"))
-    source = _running_source(request.node)
-    if _NEEDS_DATA.search(source):
-        os.symlink(doctest_assets.data, tmp_path / "data", target_is_directory=True)
-    if _NEEDS_MODEL.search(source):
+    os.symlink(doctest_assets.data, tmp_path / "data", target_is_directory=True)
+    sources = _running_examples(request.node)
+    if needs("model", sources):
         doctest_namespace["model"] = doctest_assets.model
-        if "model.keras" in source:
-            os.symlink(doctest_assets.model_file, tmp_path / "model.keras")
+    if any("model.keras" in source for source in sources):
+        os.symlink(doctest_assets.model_file, tmp_path / "model.keras")
     np.random.seed(0)
     yield
