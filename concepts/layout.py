@@ -44,8 +44,10 @@ class DataLayout:
         >>> layout = DataLayout.from_root("data")
         >>> layout.class_dirs
         {'other': PosixPath('data/classes/other'), 'striped': PosixPath('data/classes/striped')}
-        >>> sorted(layout.concept_dirs), layout.random_dir, layout.classes_txt
-        (['horizontal', 'vertical'], PosixPath('data/random'), PosixPath('data/classes.txt'))
+        >>> sorted(layout.concept_dirs), layout.classes_txt
+        (['horizontal', 'vertical'], PosixPath('data/classes.txt'))
+        >>> layout.random_dir, layout.masks_dir
+        (PosixPath('data/random'), PosixPath('data/masks'))
         """
         root = Path(root)
         if not root.is_dir():

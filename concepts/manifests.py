@@ -12,7 +12,7 @@ Examples
 --------
 >>> path = write_manifest("data", provenance={"source": "demo"})
 >>> print(check_manifest(path))
-Manifest data_manifests/data.json vs 'data': OK, all 109 files match.
+Manifest data_manifests/data.json vs 'data': OK, all 133 files match.
 """
 from __future__ import annotations
 
@@ -222,7 +222,7 @@ def read_manifest(manifest: str | Path) -> dict:
     >>> path = write_manifest("data", name="demo")
     >>> manifest = read_manifest(path)
     >>> manifest["n_files"], manifest["files"][0]["path"], manifest["files"][0]["set"]
-    (109, 'classes.txt', '.')
+    (133, 'classes.txt', '.')
     """
     path = Path(manifest)
     if not path.is_file():
@@ -274,7 +274,7 @@ class ManifestCheck:
     --------
     >>> result = check_manifest(write_manifest("data", name="demo"))
     >>> result.ok, result.changed, result.n_checked
-    (True, [], 109)
+    (True, [], 133)
     """
 
     changed: list[str]
@@ -330,7 +330,7 @@ def check_manifest(manifest: str | Path, data_dir: str | Path | None = None) -> 
     ...     _ = image.write(bytes(4))
     >>> result = check_manifest(path)
     >>> print(result)
-    Manifest data_manifests/demo.json vs 'copy': 1 changed, 0 missing, 0 added (109 present files compared).
+    Manifest data_manifests/demo.json vs 'copy': 1 changed, 0 missing, 0 added (133 present files compared).
       changed: classes/striped/s003.png (sha256 differs)
     >>> result.ok
     False

@@ -8,9 +8,10 @@ repository, with these names already defined:
 * ``model``: the planted-concept Keras model of ``tests/synthetic.py`` (16×16×1 input, layers
   ``conv1``, ``conv2``, ``gap``, ``head``; classes ``striped`` = 0 and ``other`` = 1);
 * ``data/``: a folder in the working directory holding the synthetic data of
-  ``tests/synthetic.py::make_data`` (109 files, 16×16 grey PNGs: ``classes/striped`` and
+  ``tests/synthetic.py::make_data`` (133 files, 16×16 grey PNGs: ``classes/striped`` and
   ``classes/other``, 12 images each, ``classes.txt``, ``concepts/horizontal`` and
-  ``concepts/vertical``, 12 each, ``random/`` a pool of 60 noise images);
+  ``concepts/vertical``, 12 each, ``random/`` a pool of 60 noise images, and ``masks/striped``,
+  ``masks/other``: a central 10×10 square region for each class image, for radiomics);
 * ``model.keras``: that model saved, in the working directory.
 
 The data folder (0.1 s) is built once per session; the model (it imports TensorFlow) only when an
@@ -82,6 +83,7 @@ class DoctestAssets:
             from synthetic import make_data
 
             make_data(folder, n_class=12, n_concept=12, n_pool=60)
+            _write_masks(folder)
         return folder
 
     @property
@@ -90,6 +92,19 @@ class DoctestAssets:
         if not path.is_file():
             self.model.save(path)
         return path
+
+
+def _write_masks(root: Path) -> None:
+    """``masks/<class>/<image>.png`` for every class image: the central 10×10 square (255 inside)."""
+    import numpy as np
+    from PIL import Image
+
+    square = np.zeros((16, 16), np.uint8)
+    square[3:13, 3:13] = 255
+    for image in sorted((root / "classes").glob("*/*.png")):
+        mask = root / "masks" / image.relative_to(root / "classes")
+        mask.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(square, mode="L").save(mask)
 
 
 @pytest.fixture(scope="session")
