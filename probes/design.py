@@ -5,7 +5,8 @@ Pure bookkeeping on indices, no statistics: the null pair design (which random s
 each other), the CAV task list (concept-vs-random or relative tasks, then random-vs-random), the
 bootstrap resamples of concept images for the robustness check, the rows of a stacked activation pool,
 task seeds derived from what a task *is* (so the same pair gives the same CAV in any call and a cached
-CAV stays valid), and the minimum-size rule every caller checks against.
+CAV stays valid), and (re-exported from :mod:`probes.sizes`) the minimum-size rule every caller
+checks against.
 
 Example:
     >>> null_pairs(4, "all")
@@ -20,71 +21,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from probes.errors import InsufficientDataError
 from probes.linear import CAVTask
 from probes.random_state import as_generator
+# The size rule lives in probes.sizes (probes.stats needs it too, and this module imports probes.linear,
+# which imports probes.stats); re-exported here with the rest of the set design.
+from probes.sizes import (MIN_CONCEPT_IMAGES, MIN_MEASURE_EXAMPLES, MIN_RANDOM_SETS, min_concept_images,  # noqa: F401
+                          require_size)
 
-__all__ = ["MIN_RANDOM_SETS", "MIN_MEASURE_EXAMPLES", "AUTO_PARTNERS", "min_concept_images", "require_size",
-           "seed_for", "null_pairs", "flat", "stack_pool", "cav_tasks", "resample_tasks"]
-
-# ---------------------------------------------------------------- minimum sizes
-#: Random sets needed for a null distribution: a prediction test needs a null sample of at least 3
-#: per-set means (2 for a standard deviation, one more for a degree of freedom to spare).
-MIN_RANDOM_SETS = 3
-#: Measured images needed for a regression concept vector: 5-fold cross-validation with two held-out
-#: images per fold.
-MIN_MEASURE_EXAMPLES = 10
-#: Images a concept needs whatever ``test_size`` (more when the held-out share is small).
-MIN_CONCEPT_IMAGES = 5
-
-
-def min_concept_images(test_size: float) -> int:
-    """Images a folder concept needs for a CAV: two held-out images per side, and never fewer than 5.
-
-    Parameters
-    ----------
-    test_size : float
-        Held-out share of each CAV task.
-
-    Returns
-    -------
-    int
-
-    Examples
-    --------
-    >>> min_concept_images(0.3), min_concept_images(0.1)
-    (7, 20)
-    """
-    return max(MIN_CONCEPT_IMAGES, int(np.ceil(2 / max(test_size, 1e-9))))
-
-
-def require_size(n: int, minimum: int, message: str) -> None:
-    """Raise :class:`~probes.errors.InsufficientDataError` with ``message`` when ``n < minimum``.
-
-    The one place a size rule is enforced, so that every "too few images / sets" error is the same
-    exception type; ``message`` may use ``{n}`` and ``{minimum}``.
-
-    Parameters
-    ----------
-    n : int
-        The size found.
-    minimum : int
-        The size needed.
-    message : str
-        What is wrong and what to do about it.
-
-    Examples
-    --------
-    >>> require_size(3, MIN_RANDOM_SETS, "{n} random sets: at least {minimum} are needed.")
-    >>> try:
-    ...     require_size(2, MIN_RANDOM_SETS, "{n} random sets: at least {minimum} are needed.")
-    ... except InsufficientDataError as exc:
-    ...     print(exc)
-    2 random sets: at least 3 are needed.
-    """
-    if n < minimum:
-        raise InsufficientDataError(message.format(n=n, minimum=minimum))
-
+__all__ = ["MIN_RANDOM_SETS", "MIN_MEASURE_EXAMPLES", "MIN_CONCEPT_IMAGES", "AUTO_PARTNERS", "min_concept_images",
+           "require_size", "seed_for", "null_pairs", "flat", "stack_pool", "cav_tasks", "resample_tasks"]
 
 # ---------------------------------------------------------------- seeds
 def seed_for(*parts: Any) -> int:

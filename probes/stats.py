@@ -23,6 +23,7 @@ import scipy.stats
 
 from probes.errors import InsufficientDataError, ToolkitError
 from probes.random_state import as_generator
+from probes.sizes import require_size
 
 __all__ = [
     "NonFiniteValuesError",
@@ -60,8 +61,7 @@ def _sample(x: Any, name: str, minimum: int) -> np.ndarray:
     arr = np.asarray(x, dtype=np.float64).ravel()
     if not np.all(np.isfinite(arr)):
         raise NonFiniteValuesError(f"{name} contains NaN or infinite values; remove them first.")
-    if arr.size < minimum:
-        raise InsufficientDataError(f"{name} has {arr.size} value(s); at least {minimum} are needed.")
+    require_size(arr.size, minimum, f"{name} has {{n}} value(s); at least {{minimum}} are needed.")
     return arr
 
 
