@@ -38,7 +38,8 @@ def as_generator(random_state: Any = None) -> np.random.Generator:
     >>> rng = np.random.default_rng(3)
     >>> as_generator(rng) is rng
     True
-    >>> int(as_generator(np.random.RandomState(0)).integers(10)) == int(as_generator(np.random.RandomState(0)).integers(10))
+    >>> draw = lambda: int(as_generator(np.random.RandomState(0)).integers(10))
+    >>> draw() == draw()
     True
     """
     if isinstance(random_state, np.random.RandomState):
