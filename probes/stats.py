@@ -22,6 +22,8 @@ import numpy as np
 import scipy.stats
 
 from probes.errors import InsufficientDataError, ToolkitError
+from probes.random_state import as_generator
+from probes.sizes import require_size
 
 __all__ = [
     "NonFiniteValuesError",
@@ -33,6 +35,7 @@ __all__ = [
     "bootstrap_ci",
     "bootstrap_diff_ci",
     "empirical_pvalue",
+    "monte_carlo_pvalue",
 ]
 
 #: Correction methods accepted by :func:`adjust_pvalues`.
@@ -58,8 +61,7 @@ def _sample(x: Any, name: str, minimum: int) -> np.ndarray:
     arr = np.asarray(x, dtype=np.float64).ravel()
     if not np.all(np.isfinite(arr)):
         raise NonFiniteValuesError(f"{name} contains NaN or infinite values; remove them first.")
-    if arr.size < minimum:
-        raise InsufficientDataError(f"{name} has {arr.size} value(s); at least {minimum} are needed.")
+    require_size(arr.size, minimum, f"{name} has {{n}} value(s); at least {{minimum}} are needed.")
     return arr
 
 
@@ -187,13 +189,6 @@ def adjust_pvalues(p: Any, method: str = "holm") -> np.ndarray:
     return arr
 
 
-def _rng(random_state: Any) -> np.random.Generator:
-    if isinstance(random_state, np.random.RandomState):
-        # Derive a Generator so that legacy RandomState objects (scikit-learn style) work too.
-        return np.random.default_rng(random_state.randint(0, 2**31 - 1))
-    return np.random.default_rng(random_state)
-
-
 def _check_level(level: float, n_boot: int) -> None:
     if not isinstance(level, numbers.Real) or not 0.0 < float(level) < 1.0:
         raise ValueError(f"level must lie strictly between 0 and 1; got {level!r}.")
@@ -242,7 +237,7 @@ def bootstrap_ci(x: Any, *, statistic: Callable[..., Any] = np.mean, n_boot: int
     """
     _check_level(level, n_boot)
     x = _sample(x, "x", 2)
-    return _interval(_replicates(x, statistic, int(n_boot), _rng(random_state)), float(level))
+    return _interval(_replicates(x, statistic, int(n_boot), as_generator(random_state)), float(level))
 
 
 def bootstrap_diff_ci(a: Any, b: Any, *, n_boot: int = 2000, level: float = 0.95,
@@ -260,31 +255,84 @@ def bootstrap_diff_ci(a: Any, b: Any, *, n_boot: int = 2000, level: float = 0.95
     _check_level(level, n_boot)
     a = _sample(a, "first sample", 2)
     b = _sample(b, "second sample", 2)
-    rng = _rng(random_state)
+    rng = as_generator(random_state)
     diff = _replicates(a, np.mean, int(n_boot), rng) - _replicates(b, np.mean, int(n_boot), rng)
     return _interval(diff, float(level))
 
 
-def empirical_pvalue(observed: float, null: Any, two_sided: bool = True) -> float:
-    """Permutation-style p-value of ``observed`` against draws ``null`` from the null distribution.
+def monte_carlo_pvalue(observed: Any, null: Any, two_sided: bool = True) -> float | np.ndarray:
+    """Monte-Carlo p-value of ``observed`` against draws ``null`` of the null distribution: the only one in ``probes``.
 
-    Two-sided: ``(1 + #{|null| >= |observed|}) / (M + 1)`` (for nulls centred on 0, such as UBS
-    of random directions); one-sided: ``(1 + #{null >= observed}) / (M + 1)`` (upper tail).
-    The +1 counts the observed value as one of the draws, so p is never 0 and is valid at any M.
+    Two-sided: ``(1 + #{|null| >= |observed|}) / (M + 1)`` (for nulls centred on 0, such as the UBS
+    of random directions); one-sided: ``(1 + #{null >= observed}) / (M + 1)`` (upper tail). The +1
+    counts the observed value as one of the draws, so p is never 0 and is exactly valid at any M;
+    ties count as at least as extreme.
 
-    Example:
-        >>> empirical_pvalue(3.0, [0.5, -1.0, 4.0, -3.0])
-        0.6
-        >>> empirical_pvalue(10.0, np.zeros(99))
-        0.01
+    NaN rule: a NaN observation has p = NaN, and a null holding any NaN gives NaN for every
+    observation. Why NaN and not an error: the callers score rows whose statistic can be undefined
+    (a class whose examples all have a zero gradient has no UBS null), and such a row must say
+    "no test" (NaN, never significant) rather than stop the analysis; the result tables have always
+    used this rule for ``ubs_p``. An empty null raises :class:`~probes.errors.InsufficientDataError`.
+
+    Parameters
+    ----------
+    observed : float or array_like
+        The statistic(s) to test; an array gives an array of the same shape.
+    null : array_like
+        M draws of the statistic under the null (any shape; flattened).
+    two_sided : bool
+        Compare magnitudes (default) or the upper tail.
+
+    Returns
+    -------
+    float or numpy.ndarray
+        A float for a scalar ``observed``, else an array of its shape.
+
+    Examples
+    --------
+    >>> monte_carlo_pvalue(3.0, [0.5, -1.0, 4.0, -3.0])
+    0.6
+    >>> monte_carlo_pvalue(3.0, [0.5, -1.0, 4.0, -3.0], two_sided=False)
+    0.4
+    >>> monte_carlo_pvalue(1.0, [0.5, np.nan])
+    nan
     """
-    obs = float(observed)
-    if not np.isfinite(obs) and not np.isinf(obs):
-        raise NonFiniteValuesError("observed value is NaN.")
     draws = np.asarray(null, dtype=np.float64).ravel()
+    obs = np.asarray(observed, dtype=np.float64)
     if draws.size == 0:
         raise InsufficientDataError("the null distribution is empty; at least one draw is needed.")
     if np.any(np.isnan(draws)):
-        raise NonFiniteValuesError("the null distribution contains NaN values.")
-    extreme = np.abs(draws) >= abs(obs) if two_sided else draws >= obs
-    return float((1 + np.count_nonzero(extreme)) / (draws.size + 1))
+        p = np.full(obs.shape, np.nan)
+    else:
+        # Sorted once, so that testing many observations against a large null costs one search each;
+        # side="left" counts entries equal to the observation as at least as extreme.
+        if two_sided:
+            at_least = draws.size - np.searchsorted(np.sort(np.abs(draws)), np.abs(obs), side="left")
+        else:
+            at_least = draws.size - np.searchsorted(np.sort(draws), obs, side="left")
+        p = (1.0 + at_least) / (draws.size + 1.0)
+        p = np.where(np.isnan(obs), np.nan, p)
+    return float(p) if p.ndim == 0 else p
+
+
+def empirical_pvalue(observed: float, null: Any, two_sided: bool = True) -> float:
+    """Scalar form of :func:`monte_carlo_pvalue` (same formula, same NaN rule), kept for its name.
+
+    Parameters
+    ----------
+    observed : float
+    null : array_like
+    two_sided : bool
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> empirical_pvalue(3.0, [0.5, -1.0, 4.0, -3.0])
+    0.6
+    >>> empirical_pvalue(10.0, np.zeros(99))
+    0.01
+    """
+    return float(monte_carlo_pvalue(float(observed), null, two_sided))

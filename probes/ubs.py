@@ -40,6 +40,8 @@ import numpy as np
 from scipy.special import poch
 
 from probes.errors import InputShapeError
+from probes.random_state import as_generator
+from probes.stats import monte_carlo_pvalue
 
 __all__ = ["ubs_normaliser", "sample_directions", "ubs_scores", "ubs_null", "ubs_pvalue", "ubs_test",
            "UBSResult"]
@@ -70,13 +72,6 @@ def ubs_normaliser(d: int) -> float:
     return float(1.0 / (np.sqrt(np.pi) * poch(d / 2, 0.5)))
 
 
-def _generator(random_state) -> np.random.Generator:
-    # Accept the scikit-learn style seeds (None, int, RandomState) as well as numpy Generators.
-    if isinstance(random_state, np.random.RandomState):
-        return np.random.default_rng(random_state.randint(0, 2**31 - 1))
-    return np.random.default_rng(random_state)
-
-
 def _sample(rng: np.random.Generator, d: int, n: int) -> np.ndarray:
     u = rng.standard_normal((n, d), dtype=np.float32)
     # Norms in float64: a float32 sum of 10^5 squares loses digits we would then divide by.
@@ -99,7 +94,7 @@ def sample_directions(d: int, n: int, random_state=None) -> np.ndarray:
     """
     if int(d) < 1 or int(n) < 0:
         raise InputShapeError(f"need d >= 1 and n >= 0; got d={d}, n={n}.")
-    return _sample(_generator(random_state), int(d), int(n))
+    return _sample(as_generator(random_state), int(d), int(n))
 
 
 def _mean_unit_gradient(gradients) -> tuple[np.ndarray, int]:
@@ -218,7 +213,7 @@ def _null_by_projection(m_vec: np.ndarray, used: int, n_directions: int, random_
     d = m_vec.shape[0]
     if used == 0:
         return np.full(n_directions, np.nan)
-    rng = _generator(random_state)
+    rng = as_generator(random_state)
     z = rng.standard_normal(n_directions)
     rest = rng.chisquare(d - 1, n_directions) if d > 1 else np.zeros(n_directions)
     component = z / np.sqrt(z * z + rest)
@@ -232,7 +227,7 @@ def _null_from_mean(m_vec: np.ndarray, used: int, n_directions: int, random_stat
     c_d = ubs_normaliser(d)
     chunk = max(1, min(chunk, _DIRECTION_CHUNK_BYTES // (4 * d)))
     m32 = m_vec.astype(np.float32)
-    rng = _generator(random_state)
+    rng = as_generator(random_state)
     out = np.empty(n_directions)
     for start in range(0, n_directions, chunk):
         size = min(chunk, n_directions - start)
@@ -242,29 +237,18 @@ def _null_from_mean(m_vec: np.ndarray, used: int, n_directions: int, random_stat
 
 
 def ubs_pvalue(observed, null) -> float | np.ndarray:
-    """Two-sided Monte-Carlo p-value ``(1 + #{|null| ≥ |observed|}) / (M + 1)``.
+    """Two-sided Monte-Carlo p-value ``(1 + #{|null| ≥ |observed|}) / (M + 1)`` of a UBS.
 
-    ``observed`` may be a scalar (returns a float) or an array (returns an array of the same
-    shape). The ``+1`` counts the observation itself, so p is never 0 and is exactly valid under the
-    null. NaN observations or a NaN null give NaN.
+    :func:`probes.stats.monte_carlo_pvalue` with ``two_sided=True``, so the same NaN rule: NaN
+    observations or a NaN null give NaN. ``observed`` may be a scalar (returns a float) or an array.
 
     Example:
         >>> ubs_pvalue(3.0, np.array([-4.0, 1.0, 2.0, 0.5]))
         0.4
     """
-    null = np.asarray(null, dtype=np.float64).ravel()
-    obs = np.asarray(observed, dtype=np.float64)
-    if null.size == 0:
+    if np.asarray(null).size == 0:
         raise InputShapeError("the null distribution is empty.")
-    if np.any(np.isnan(null)):
-        p = np.full(obs.shape, np.nan)
-    else:
-        sorted_abs = np.sort(np.abs(null))
-        # side="left": entries equal to |observed| count as at least as extreme.
-        at_least = null.size - np.searchsorted(sorted_abs, np.abs(obs), side="left")
-        p = (1.0 + at_least) / (null.size + 1.0)
-        p = np.where(np.isnan(obs), np.nan, p)
-    return float(p) if p.ndim == 0 else p
+    return monte_carlo_pvalue(observed, null, two_sided=True)
 
 
 @dataclass
