@@ -152,8 +152,9 @@ class _LayerPlan:
 class Analysis:
     """Runs one analysis: engine passes, probes, sensitivities and statistics.
 
-    Example:
-        >>> outcome = Analysis(engine, options).run(class_sets, folder_concepts, [], random_sets)  # doctest: +SKIP
+    Examples
+    --------
+    >>> outcome = Analysis(engine, options).run(class_sets, folder_concepts, [], random_sets)  # doctest: +SKIP
     """
 
     def __init__(self, engine: Engine, options: Options, cache: ActivationCache | None = None,

@@ -21,9 +21,10 @@ null is untouched. The choice of estimator and statistic, and the evidence, are 
 
 Pure numpy on activations and :class:`probes.streaming.Projections`: no engine, no TensorFlow.
 
-Example:
-    >>> choose_alpha("auto", 0.1, np.array([[0.0, 0.0], [2.0, 2.0]]))
-    0.2
+Examples
+--------
+>>> choose_alpha("auto", 0.1, np.array([[0.0, 0.0], [2.0, 2.0]]))
+0.2
 """
 from __future__ import annotations
 

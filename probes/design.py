@@ -8,11 +8,12 @@ task seeds derived from what a task *is* (so the same pair gives the same CAV in
 CAV stays valid), and (re-exported from :mod:`probes.sizes`) the minimum-size rule every caller
 checks against.
 
-Example:
-    >>> null_pairs(4, "all")
-    [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
-    >>> seed_for("cav", "a", "b") == seed_for("cav", "a", "b")
-    True
+Examples
+--------
+>>> null_pairs(4, "all")
+[(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
+>>> seed_for("cav", "a", "b") == seed_for("cav", "a", "b")
+True
 """
 from __future__ import annotations
 

@@ -3,10 +3,11 @@
 Arrays that grow with the data (class examples' activations and gradients, large random pools) are
 held in memory while they fit the budget and go batch by batch, or to memory-mapped files, beyond it.
 
-Example:
-    >>> budget = Budget("1KB")
-    >>> budget.take(600), budget.take(600)
-    (True, False)
+Examples
+--------
+>>> budget = Budget("1KB")
+>>> budget.take(600), budget.take(600)
+(True, False)
 """
 from __future__ import annotations
 

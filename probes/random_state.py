@@ -5,10 +5,11 @@ legacy :class:`numpy.random.RandomState`) as well as a numpy ``Generator``; this
 place that says how. An int always gives the same stream as ``numpy.random.default_rng(int)``, so
 results seeded with an int do not depend on which function draws them.
 
-Example:
-    >>> a = as_generator(0).standard_normal(2)
-    >>> bool(np.all(a == np.random.default_rng(0).standard_normal(2)))
-    True
+Examples
+--------
+>>> a = as_generator(0).standard_normal(2)
+>>> bool(np.all(a == np.random.default_rng(0).standard_normal(2)))
+True
 """
 from __future__ import annotations
 

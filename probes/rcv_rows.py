@@ -9,9 +9,10 @@ the RCV's UBS against the shuffled-measure RCVs' UBS, and ``test_statistic`` say
 
 Pure numpy on activations and :class:`probes.streaming.Projections`: no engine, no TensorFlow.
 
-Example:
-    >>> use_pooling("auto", (8, 8, 16)), use_pooling("auto", (32,))
-    (True, False)
+Examples
+--------
+>>> use_pooling("auto", (8, 8, 16)), use_pooling("auto", (32,))
+(True, False)
 """
 from __future__ import annotations
 

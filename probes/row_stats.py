@@ -16,9 +16,10 @@ procedure (the caller passes its ``p_value``), to reproduce published numbers.
 against the directions a different analyst could have got (:func:`agreement`). Pure numpy on
 :class:`probes.streaming.Projections`: no engine, no TensorFlow.
 
-Example:
-    >>> set_means(np.array([1.0, 0.0]), [(0, 1), (1, 2)], 3, np.array([-1.0, 0.0])).tolist()
-    [1.0, -0.5, 0.0]
+Examples
+--------
+>>> set_means(np.array([1.0, 0.0]), [(0, 1), (1, 2)], 3, np.array([-1.0, 0.0])).tolist()
+[1.0, -0.5, 0.0]
 """
 from __future__ import annotations
 

@@ -3,10 +3,11 @@
 Every "too few" error of the core is an :class:`~probes.errors.InsufficientDataError` raised by
 :func:`require_size`, against the numbers below.
 
-Example:
-    >>> require_size(MIN_RANDOM_SETS, MIN_RANDOM_SETS, "{n} random sets: at least {minimum} are needed.")
-    >>> min_concept_images(0.3)
-    7
+Examples
+--------
+>>> require_size(MIN_RANDOM_SETS, MIN_RANDOM_SETS, "{n} random sets: at least {minimum} are needed.")
+>>> min_concept_images(0.3)
+7
 """
 from __future__ import annotations
 

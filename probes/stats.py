@@ -6,12 +6,13 @@ CAVs (Kim et al., 2018). This module gives the pieces of that test, written to b
 their degenerate cases (constant score distributions are common: a class whose gradients all
 point one way gives scores of exactly 1.0) rather than returning NaN.
 
-Example:
-    >>> t, p = welch_test([0.9, 0.8, 0.85, 0.95], [0.5, 0.4, 0.6, 0.55])
-    >>> p < 0.01
-    True
-    >>> adjust_pvalues([0.01, 0.04, 0.03], method="holm").round(3).tolist()
-    [0.03, 0.06, 0.06]
+Examples
+--------
+>>> t, p = welch_test([0.9, 0.8, 0.85, 0.95], [0.5, 0.4, 0.6, 0.55])
+>>> p < 0.01
+True
+>>> adjust_pvalues([0.01, 0.04, 0.03], method="holm").round(3).tolist()
+[0.03, 0.06, 0.06]
 """
 from __future__ import annotations
 
@@ -48,12 +49,13 @@ _BOOT_ELEMENTS = 4_000_000
 class NonFiniteValuesError(ToolkitError, ValueError):
     """Data that should be finite numbers contains NaN or infinity.
 
-    Example:
-        >>> try:
-        ...     welch_test([1.0, float("nan")], [1.0, 2.0])
-        ... except NonFiniteValuesError:
-        ...     print("NaN rejected")
-        NaN rejected
+    Examples
+    --------
+    >>> try:
+    ...     welch_test([1.0, float("nan")], [1.0, 2.0])
+    ... except NonFiniteValuesError:
+    ...     print("NaN rejected")
+    NaN rejected
     """
 
 
@@ -74,11 +76,12 @@ def welch_test(a: Any, b: Any) -> tuple[float, float]:
     but different gives ``(+-inf, 0.0)``. Fewer than 2 values in either sample raises
     :class:`~probes.errors.InsufficientDataError`; NaN raises :class:`NonFiniteValuesError`.
 
-    Example:
-        >>> welch_test([1.0, 1.0, 1.0], [1.0, 1.0])
-        (0.0, 1.0)
-        >>> welch_test([1.0, 1.0], [0.5, 0.5])
-        (inf, 0.0)
+    Examples
+    --------
+    >>> welch_test([1.0, 1.0, 1.0], [1.0, 1.0])
+    (0.0, 1.0)
+    >>> welch_test([1.0, 1.0], [0.5, 0.5])
+    (inf, 0.0)
     """
     a = _sample(a, "first sample", 2)
     b = _sample(b, "second sample", 2)
@@ -109,10 +112,11 @@ def prediction_test(observed: float, sample: Any) -> tuple[float, float]:
     statistic for null concepts. Degenerate cases as in :func:`welch_test`: a constant sample
     equal to ``observed`` gives ``(0.0, 1.0)``, different gives ``(+-inf, 0.0)``.
 
-    Example:
-        >>> t, p = prediction_test(0.9, [0.5, 0.45, 0.55, 0.52, 0.48])
-        >>> t > 0 and p < 0.01
-        True
+    Examples
+    --------
+    >>> t, p = prediction_test(0.9, [0.5, 0.45, 0.55, 0.52, 0.48])
+    >>> t > 0 and p < 0.01
+    True
     """
     x = _sample([observed], "observed value", 1)[0]
     null = _sample(sample, "null sample", 2)
@@ -134,9 +138,10 @@ def student_t_pvalue(a: Any, b: Any) -> float:
     independent draw, which they are not (all concept runs share one concept set), so it is
     anti-conservative; it is here to reproduce published numbers (``compat="tcav"``).
 
-    Example:
-        >>> round(student_t_pvalue([0.9, 0.8, 0.85], [0.5, 0.4, 0.6]), 4)
-        0.0056
+    Examples
+    --------
+    >>> round(student_t_pvalue([0.9, 0.8, 0.85], [0.5, 0.4, 0.6]), 4)
+    0.0056
     """
     a = _sample(a, "first sample", 2)
     b = _sample(b, "second sample", 2)
@@ -153,9 +158,10 @@ def adjust_pvalues(p: Any, method: str = "holm") -> np.ndarray:
     ``"bonferroni"``, ``"none"``. Adjusted values are monotone in the raw ones and capped at 1.
     NaN p-values stay NaN and do not count towards the number of tests m.
 
-    Example:
-        >>> adjust_pvalues([0.01, 0.02, 0.03, np.nan], method="bh").tolist()
-        [0.03, 0.03, 0.03, nan]
+    Examples
+    --------
+    >>> adjust_pvalues([0.01, 0.02, 0.03, np.nan], method="bh").tolist()
+    [0.03, 0.03, 0.03, nan]
     """
     key = str(method).lower()
     if key not in PVALUE_METHODS:
@@ -230,10 +236,11 @@ def bootstrap_ci(x: Any, *, statistic: Callable[..., Any] = np.mean, n_boot: int
     (numpy reductions do) and once per resample otherwise. ``random_state`` is an int, ``None``,
     a ``numpy.random.Generator`` or a ``RandomState``.
 
-    Example:
-        >>> lo, hi = bootstrap_ci(np.arange(20.0), random_state=0)
-        >>> lo < 9.5 < hi
-        True
+    Examples
+    --------
+    >>> lo, hi = bootstrap_ci(np.arange(20.0), random_state=0)
+    >>> lo < 9.5 < hi
+    True
     """
     _check_level(level, n_boot)
     x = _sample(x, "x", 2)
@@ -247,10 +254,11 @@ def bootstrap_diff_ci(a: Any, b: Any, *, n_boot: int = 2000, level: float = 0.95
     The effect size of a TCAV test: mean concept score minus mean null score, the two samples
     being independent (different CAVs), so each is resampled independently.
 
-    Example:
-        >>> lo, hi = bootstrap_diff_ci([0.8, 0.9, 0.85, 0.95], [0.5, 0.45, 0.55, 0.5], random_state=0)
-        >>> 0.2 < lo < hi < 0.5
-        True
+    Examples
+    --------
+    >>> lo, hi = bootstrap_diff_ci([0.8, 0.9, 0.85, 0.95], [0.5, 0.45, 0.55, 0.5], random_state=0)
+    >>> 0.2 < lo < hi < 0.5
+    True
     """
     _check_level(level, n_boot)
     a = _sample(a, "first sample", 2)
