@@ -58,7 +58,7 @@ class Ranking(Report):
     ``rank`` column per (class, layer); plots, ``significant``, ``save`` and the HTML view are those
     of a report.
 
-    Until version 0.1 ``rank_measures`` returned that table itself. For one release, DataFrame use
+    ``rank_measures`` used to return that table itself. For one release, DataFrame use
     (``ranking["concept"]``, ``ranking.head()``, ``ranking.attrs``, iteration) still works on the
     table, with a ``FutureWarning``: call ``.to_frame()`` instead.
 
@@ -128,8 +128,8 @@ def rank_measures(model: Any, layers: str | Sequence[str], table: pd.DataFrame, 
     **others
         ``n_random``, ``correction``, ``significance``, ``on_error``, ``memory_budget``, ``client``, ...
         as in :func:`concepts.score`; every one is validated before anything is computed.
-        ``n_random`` defaults to 20 like everywhere else (it was 10 before version 0.2: pass
-        ``n_random=10`` for the former default).
+        ``n_random`` defaults to 20 like everywhere else (intended change: it used to be 10 here;
+        pass ``n_random=10`` for the former default, and the former tables).
 
     Returns
     -------
