@@ -256,3 +256,13 @@ def test_rank_measures_returns_a_result_and_old_dataframe_use_warns(model, data)
         assert list(ranking) == list(frame.columns)
     with pytest.raises(AttributeError):
         ranking.no_such_thing
+
+
+def test_former_alpha_for_an_overlays_opacity_warns_and_draws_the_same():
+    from concepts.explain_plots import plot_concept_maps
+
+    images, maps = np.zeros((2, 8, 8)), np.linspace(-1, 1, 128).reshape(2, 8, 8)
+    with pytest.warns(FutureWarning, match="alpha= is now called opacity="):
+        old = plot_concept_maps(images, maps, alpha=0.3)
+    new = plot_concept_maps(images, maps, opacity=0.3)
+    assert [im.get_alpha() for im in old.axes[0].images] == [im.get_alpha() for im in new.axes[0].images] == [None, 0.3]
