@@ -13,8 +13,8 @@ Example:
     ...     warnings.simplefilter("always")
     ...     level(alpha=0.01)
     0.01
-    >>> str(caught[0].message)  # doctest: +ELLIPSIS
-    "level(): the keyword alpha= is now called significance=; ..."
+    >>> print(caught[0].message)  # doctest: +ELLIPSIS
+    level(): the keyword alpha= is now called significance=; ...
 """
 from __future__ import annotations
 
