@@ -7,6 +7,8 @@ Example:
     >>> model = keras.models.load_model("model.keras")  # doctest: +SKIP
     >>> result = concepts.score(model, "conv2", "data/concepts/striped")  # doctest: +SKIP
     >>> result.to_frame()  # doctest: +SKIP
+    >>> settings = concepts.Config(n_random=50)  # one reusable setting for score, report, rank_measures
+    >>> concepts.report(model, ["conv1", "conv2"], data="data", config=settings)  # doctest: +SKIP
 
 The public names are imported lazily so that ``import concepts`` (and ``concepts --help``) stays
 fast; TensorFlow is loaded on first use.
@@ -36,6 +38,8 @@ _PUBLIC = {
     "measure_table": "concepts.measures",
     "Measure": "concepts.measures",
     "rank_measures": "concepts.ranking",
+    "Ranking": "concepts.ranking",
+    "Config": "concepts.config",
     "write_manifest": "concepts.manifests",
     "check_manifest": "concepts.manifests",
     "DataLayout": "concepts.layout",

@@ -18,7 +18,55 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
+
+from .config import Config
+
+#: ``concepts.Config`` option -> (flag, argparse keywords): the one mapping from command-line flags to
+#: the options of ``report`` and ``compare``. Defaults come from ``Config``, never from a second list.
+CONFIG_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "n_random": ("--n-random", dict(type=int, help="random sets = concept-vs-random runs")),
+    "null_pairs": ("--null-pairs", dict(choices=["auto", "all", "ring"],
+                                        help="random-vs-random runs: auto (every pair up to 21 sets, then 20 "
+                                             "partners per set), all pairs, or a ring")),
+    "statistic": ("--statistic", dict(choices=["shift", "ubs", "score"],
+                                      help="what the test compares with the random concepts")),
+    "target": ("--target", dict(choices=["logit", "log_prob", "prob"],
+                                help="what is differentiated (logit: the pre-softmax logit)")),
+    "cav": ("--cav", dict(choices=["mean", "logistic", "svm", "svm_hinge", "ridge"], help="the CAV estimator")),
+    "correction": ("--correction", dict(choices=["holm", "bh", "bonferroni", "none"],
+                                        help="multiple-comparison correction across the whole report")),
+    "significance": ("--significance", dict(type=float, help="level of the 'significant' column (on corrected "
+                                                             "q-values)")),
+    "seed": ("--seed", dict(type=int, help="seed for every random choice")),
+    "batch_size": ("--batch-size", dict(type=int, help="images per pass")),
+    "cache_dir": ("--cache-dir", dict(help="activation cache folder (default: $CONCEPTS_CACHE_DIR or "
+                                           "~/.cache/concepts-toolkit)")),
+    "memory_budget": ("--memory-budget", dict(help="RAM for arrays that grow with the data; larger class sets "
+                                                   "are streamed")),
+    "on_error": ("--on-error", dict(choices=["raise", "skip"], help="unusable image files: stop, or skip them")),
+    "progress": ("--quiet", dict(action="store_false", help="no progress bars")),
+}
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    for option, (flag, keywords) in CONFIG_FLAGS.items():
+        default = Config.default(option)
+        keywords = dict(keywords, dest=option, default=default)
+        if keywords.get("action") != "store_false" and default is not None:
+            keywords["help"] += f" (default: {default})"
+        parser.add_argument(flag, **keywords)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The :class:`concepts.Config` that the flags of ``concepts report`` / ``compare`` describe.
+
+    Example:
+        >>> config_from_args(_parser().parse_args(["report", "data", "--model", "m.keras", "--layers", "c1",
+        ...                                        "--n-random", "30", "--quiet"]))
+        Config(n_random=30, progress=False)
+    """
+    return Config(**{option: getattr(args, option) for option in CONFIG_FLAGS})
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,25 +91,10 @@ def _parser() -> argparse.ArgumentParser:
                                      "when it exists)")
     rep.add_argument("--channel", default="gray", help="image channel for --measures: gray, r, g, b or "
                                                        "hematoxylin (default: %(default)s)")
-    rep.add_argument("--n-random", type=int, default=20,
-                     help="random sets = concept-vs-random runs (default: %(default)s)")
-    rep.add_argument("--null-pairs", choices=["auto", "all", "ring"], default="auto",
-                     help="random-vs-random runs: auto (every pair up to 21 sets, then 20 partners per set; "
-                          "default), all pairs, or a ring")
-    rep.add_argument("--target", choices=["logit", "log_prob", "prob"], default="logit",
-                     help="what is differentiated (default: the pre-softmax logit)")
-    rep.add_argument("--correction", choices=["holm", "bh", "bonferroni", "none"], default="holm",
-                     help="multiple-comparison correction across the whole report (default: %(default)s)")
-    rep.add_argument("--seed", type=int, default=0, help="seed for every random choice (default: %(default)s)")
-    rep.add_argument("--batch-size", type=int, default=32, help="images per pass (default: %(default)s)")
     rep.add_argument("--sanity", action="store_true", help="also run on randomised weights and shuffled measures")
-    rep.add_argument("--cache-dir", help="activation cache folder (default: $CONCEPTS_CACHE_DIR or "
-                                         "~/.cache/concepts-toolkit)")
-    rep.add_argument("--quiet", action="store_true", help="no progress bars")
     rep.add_argument("--scheduler", metavar="ADDRESS", help="a Dask scheduler (e.g. tcp://10.0.0.5:8786): class "
                      "examples' gradient passes and --measures run on its workers, which must see the same files")
-    rep.add_argument("--memory-budget", default="2GB", help="RAM for arrays that grow with the data; larger class "
-                     "sets are streamed (default: %(default)s)")
+    _add_config_flags(rep)
 
     cmp = sub.add_parser("compare", help="score the same concepts for several models and compare them",
                          description="Score the concepts of DATA_DIR for every --model on one shared design, align "
@@ -76,13 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--out", default="concepts_comparison", help="output folder (default: %(default)s)")
     cmp.add_argument("--classes", help="comma-separated classes (default: every class folder)")
     cmp.add_argument("--concepts", help="comma-separated concept folder names (default: all under concepts/)")
-    cmp.add_argument("--n-random", type=int, default=20, help="random sets (default: %(default)s)")
-    cmp.add_argument("--target", choices=["logit", "log_prob", "prob"], default="logit",
-                     help="what is differentiated (default: the pre-softmax logit)")
-    cmp.add_argument("--seed", type=int, default=0, help="seed for every random choice (default: %(default)s)")
-    cmp.add_argument("--batch-size", type=int, default=32, help="images per pass (default: %(default)s)")
-    cmp.add_argument("--cache-dir", help="activation cache folder")
-    cmp.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_config_flags(cmp)
 
     mea = sub.add_parser("measures", help="compute a pyradiomics feature table to CSV",
                          description="Compute pyradiomics features for every image (and mask) into a CSV table.")
@@ -159,6 +186,7 @@ def _client(address: str | None):
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    config = config_from_args(args)  # a bad option fails before the model is loaded
     data = Path(args.data)
     if not data.is_dir():
         return _fail(f"data folder {str(data)!r} does not exist; give the folder that holds classes/ and concepts/.")
@@ -184,17 +212,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
         from .measures import radiomics
 
         masks = args.masks or (str(data / "masks") if (data / "masks").is_dir() else None)
-        measures = [radiomics(f, images=data / "classes", masks=masks, channel=args.channel, progress=not args.quiet,
-                              client=client)
+        measures = [radiomics(f, images=data / "classes", masks=masks, channel=args.channel,
+                              progress=config.progress, client=client)
                     for f in _split(args.measures)]
     concepts_arg = None
     if args.concepts:
         concepts_arg = [data / "concepts" / c for c in _split(args.concepts)]
     rep = report(model, layers, concepts=concepts_arg, classes=_split(args.classes), data=data,
-                 measures=measures, n_random=args.n_random, null_pairs=args.null_pairs, target=args.target,
-                 correction=args.correction, seed=args.seed, batch_size=args.batch_size, sanity=args.sanity,
-                 cache_dir=args.cache_dir, progress=not args.quiet, client=client,
-                 memory_budget=args.memory_budget,
+                 measures=measures, sanity=args.sanity, client=client, config=config,
                  title=f"Concept report: {Path(args.model).name} on {data.name}")
     if client is not None:
         client.close()
@@ -236,6 +261,7 @@ def _named(items: list[str], what: str) -> dict[str, str] | str:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
+    config = config_from_args(args)  # a bad option fails before any model is loaded
     data = Path(args.data)
     if not data.is_dir():
         return _fail(f"data folder {str(data)!r} does not exist; give the folder that holds classes/ and concepts/.")
@@ -267,9 +293,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from .comparison import compare
 
     concepts_arg = [data / "concepts" / c for c in _split(args.concepts)] if args.concepts else None
-    comparison = compare(models, layers, concepts_arg, _split(args.classes), data=data, n_random=args.n_random,
-                         target=args.target, seed=args.seed, batch_size=args.batch_size, cache_dir=args.cache_dir,
-                         progress=not args.quiet, title=f"Model comparison: {', '.join(files)} on {data.name}")
+    comparison = compare(models, layers, concepts_arg, _split(args.classes), data=data, config=config,
+                         title=f"Model comparison: {', '.join(files)} on {data.name}")
     written = comparison.save(args.out)
     print(comparison)
     for note in comparison.notes():

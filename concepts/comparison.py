@@ -21,7 +21,6 @@ from __future__ import annotations
 import html as html_lib
 import os
 import warnings
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -29,7 +28,9 @@ import pandas as pd
 
 from probes.engine import Engine
 
-from .analysis import DEFAULT_CAV, DEFAULT_STATISTIC, Analysis, Options, Outcome
+from .analysis import DEFAULT_CAV, DEFAULT_STATISTIC, Analysis, Outcome
+from .config import Config, uses_config
+from .report_html import HtmlPage
 from .scoring import ScoreResult, map_context, prepare
 
 __all__ = ["compare", "Comparison", "relative_depths", "consistency_table"]
@@ -200,7 +201,7 @@ def consistency_table(frame: pd.DataFrame, outcomes: Mapping[str, Outcome], *, n
     return (pd.DataFrame(rows, columns=CONSISTENCY_COLUMNS), pd.DataFrame(diffs, columns=DIFFERENCE_COLUMNS))
 
 
-class Comparison:
+class Comparison(HtmlPage):
     """Several models scored on one shared design: tidy table, profiles, consistency, figures, HTML.
 
     ``results[model]`` is each model's :class:`~concepts.scoring.ScoreResult` (maps, per-example
@@ -329,11 +330,11 @@ class Comparison:
                              "(every 95% interval of the difference in relative UBS spread contains 0).")
         return sentences
 
-    def to_html(self, path: str | os.PathLike | None = None, *, figures: Mapping[str, Any] | None = None) -> str:
-        """The comparison as one self-contained HTML page; written to ``path`` when given."""
-        from .html import render_html, write_html
+    # ------------------------------------------------------------------ to_html and save: HtmlPage
+    _page_name = "compare"
 
-        figures = self.figures() if figures is None else figures
+    def _page(self) -> dict[str, Any]:
+        """What the HTML page shows besides the figures (see :class:`concepts.report_html.HtmlPage`)."""
         fmt = {"float_format": lambda v: f"{v:.3g}", "index": False, "border": 0, "escape": True}
         sections = {"Consistency across layers (per model, class and concept)":
                     '<div class="tablewrap">' + self.consistency().to_html(**fmt) + "</div>",
@@ -344,31 +345,13 @@ class Comparison:
         provenance = {"models": {m: {"layers": {la: round(d, 3) for la, d in self.depths[m].items()},
                                      **r.provenance} for m, r in self.results.items()},
                       "bootstrap": {"n_boot": self.n_boot, "seed": self.seed}}
-        page = render_html(self.to_frame(), title=self.title, figures=figures, provenance=provenance,
-                           headline=f"Models compared: {', '.join(self.models)}", notes=self.notes(),
-                           alpha=self.results[self.models[0]].significance, sections=sections)
-        if path is not None:
-            write_html(path, page)
-        return page
+        return dict(table=self.to_frame(), title=self.title, provenance=provenance,
+                    headline=f"Models compared: {', '.join(self.models)}", notes=self.notes(),
+                    significance=self.results[self.models[0]].significance, sections=sections)
 
-    def save(self, out_dir: str | os.PathLike) -> dict[str, Path]:
-        """Write ``compare.html``, ``compare.csv``, ``consistency.csv``, ``differences.csv`` and the figures."""
-        from .plots import figure_to_png_bytes
-
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        written = {}
-        for name, frame in (("compare", self.to_frame()), ("consistency", self.consistency()),
-                            ("differences", self.differences())):
-            written[name] = out / f"{name}.csv"
-            frame.to_csv(written[name], index=False)
-        figures = {caption: figure_to_png_bytes(fig) for caption, fig in self.figures().items()}
-        written["html"] = out / "compare.html"
-        written["html"].write_text(self.to_html(figures=figures), encoding="utf-8")
-        for i, (caption, png) in enumerate(figures.items()):
-            written[caption] = out / f"figure_{i + 1:02d}.png"
-            written[caption].write_bytes(png)
-        return written
+    def _csv_files(self) -> dict[str, tuple[str, pd.DataFrame]]:
+        return {name: (f"{name}.csv", frame) for name, frame in (
+            ("compare", self.to_frame()), ("consistency", self.consistency()), ("differences", self.differences()))}
 
     def __repr__(self) -> str:
         view = self.consistency()[["model", "class", "concept", "ubs_mean", "ubs_sd", "ubs_sd_ci_low",
@@ -401,6 +384,7 @@ def _layers_per_model(models: Mapping[str, Any], layers: Any) -> dict[str, list[
     return result
 
 
+@uses_config
 def compare(models: Mapping[str, Any], layers: Mapping[str, Sequence[str]] | Sequence[str], concepts: Any = None,
             classes: Sequence[str | int] | None = None, *, data: str | os.PathLike | None = None,
             measures: Sequence[Any] | None = None, examples: Any = None,
@@ -411,7 +395,7 @@ def compare(models: Mapping[str, Any], layers: Mapping[str, Sequence[str]] | Seq
             alpha: float | str = "auto", alpha_scale: float = 0.1, test_size: float = 0.3,
             correction: str = "holm", significance: float = 0.05, n_directions: int = 1000,
             pool: str | bool = "auto", n_boot: int = 1000, cache_dir: str | os.PathLike | bool | None = None,
-            title: str = "Model comparison", progress: bool = True) -> Comparison:
+            title: str = "Model comparison", progress: bool = True, config: Config | None = None) -> Comparison:
     """Score the same concepts on the same images for several models, and compare them.
 
     Parameters
@@ -429,6 +413,9 @@ def compare(models: Mapping[str, Any], layers: Mapping[str, Sequence[str]] | Seq
         Bootstrap resamples for the consistency intervals.
     title : str
         Title of the HTML page.
+    config : concepts.Config, optional
+        A reusable setting of the analysis options (``on_error`` and ``memory_budget`` too); keywords
+        given explicitly in the call win over it.
 
     Returns
     -------
@@ -440,8 +427,11 @@ def compare(models: Mapping[str, Any], layers: Mapping[str, Sequence[str]] | Seq
     --------
     >>> cmp = concepts.compare({"baseline": a, "candidate": b}, layers=["conv1", "conv2"], data="data")  # doctest: +SKIP
     >>> cmp.to_frame().groupby("model")["significant"].sum()  # doctest: +SKIP
+    >>> concepts.compare({"a": a, "b": b}, ["conv1"], data="data", config=concepts.Config(n_random=50))  # doctest: +SKIP
     """
     from .reporting import concept_list_for
+
+    assert config is not None  # resolved by @uses_config from the keywords above
 
     if not isinstance(models, Mapping) or len(models) < 2:
         raise ValueError("compare() needs a dict of at least two models, e.g. {'baseline': model_a, "
@@ -451,11 +441,10 @@ def compare(models: Mapping[str, Any], layers: Mapping[str, Sequence[str]] | Seq
         raise ValueError(f"Model names must be distinct; got {names}.")
     per_model = _layers_per_model(models, layers)
     concept_list = concept_list_for(concepts, measures, data)
-    options = Options(n_random=n_random, null_pairs=null_pairs, statistic=statistic, seed=seed, classifier=classifier,
-                      cav=cav, C=C, compat=compat, robustness=robustness, alpha=alpha, alpha_scale=alpha_scale, test_size=test_size, correction=correction,
-                      significance=significance, n_directions=n_directions, pool=pool, progress=progress)
+    options = config.to_options()
     kwargs = dict(data=data, examples=examples, classes=classes, class_names=class_names, random=random,
-                  target=target, preprocess=preprocess, batch_size=batch_size, cache_dir=cache_dir, options=options)
+                  target=config.target, preprocess=preprocess, batch_size=config.batch_size,
+                  cache_dir=config.cache_dir, options=options, on_error=config.on_error)
     results: dict[str, ScoreResult] = {}
     depths: dict[str, dict[str, float]] = {}
     shared: tuple[Analysis, dict[str, Any]] | None = None
@@ -464,8 +453,8 @@ def compare(models: Mapping[str, Any], layers: Mapping[str, Sequence[str]] | Seq
         if shared is not None and _same_input(shared[0].engine, model):
             # One shared design: the resolved classes, concepts, measures and random sets of the first
             # model serve every model with the same input, so nothing is drawn or measured twice.
-            engine = Engine(model, per_model[name], target=target, batch_size=batch_size, cache=shared[0].cache,
-                            progress=progress)
+            engine = Engine(model, per_model[name], target=config.target, batch_size=config.batch_size,
+                            cache=shared[0].cache, progress=config.progress)
             analysis, inputs = Analysis(engine, options, cache=shared[0].cache), shared[1]
         else:
             # Another input size: the same seeded draw over the same folders, bound to this model.
@@ -475,7 +464,7 @@ def compare(models: Mapping[str, Any], layers: Mapping[str, Sequence[str]] | Seq
                                inputs["random_sets"])
         results[name] = ScoreResult(outcome, context=map_context(analysis, inputs, preprocess))
         depths[name] = relative_depths(analysis.engine)
-    return Comparison(results, depths, n_boot=n_boot, seed=seed, title=title)
+    return Comparison(results, depths, n_boot=n_boot, seed=config.seed, title=title)
 
 
 def _same_input(engine: Engine, model: Any) -> bool:

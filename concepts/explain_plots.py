@@ -15,6 +15,7 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
 from .plots import ordered_unique, wrap_label
+from .renames import renamed
 
 __all__ = ["plot_concept_maps", "plot_driven_examples", "plot_comparison_heatmaps", "plot_comparison_profiles"]
 
@@ -39,17 +40,18 @@ def _norm(maps: np.ndarray) -> TwoSlopeNorm:
     return TwoSlopeNorm(vcenter=0.0, vmin=-bound, vmax=bound)
 
 
-def _overlay(ax, image: np.ndarray, heat: np.ndarray, norm: TwoSlopeNorm, alpha: float):
+def _overlay(ax, image: np.ndarray, heat: np.ndarray, norm: TwoSlopeNorm, opacity: float):
     shown, cmap = _display(image)
     ax.imshow(shown, cmap=cmap, interpolation="nearest")
-    artist = ax.imshow(heat, cmap=MAP_CMAP, norm=norm, alpha=alpha, interpolation="nearest")
+    artist = ax.imshow(heat, cmap=MAP_CMAP, norm=norm, alpha=opacity, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
     return artist
 
 
+@renamed(alpha="opacity")
 def plot_concept_maps(images: np.ndarray, maps: np.ndarray, *, labels: Sequence[str] | None = None,
-                      title: str = "", alpha: float = 0.55, max_cols: int = 8) -> Figure:
+                      title: str = "", opacity: float = 0.55, max_cols: int = 8) -> Figure:
     """Concept maps overlaid on their images, one panel per image, one shared colour scale.
 
     Parameters
@@ -62,8 +64,8 @@ def plot_concept_maps(images: np.ndarray, maps: np.ndarray, *, labels: Sequence[
         A caption per panel (e.g. file names).
     title : str
         Figure title.
-    alpha : float
-        Opacity of the map over the image.
+    opacity : float
+        Opacity of the map over the image (formerly ``alpha``, which now only names the ridge penalty).
     max_cols : int
         Panels per row.
 
@@ -90,7 +92,7 @@ def plot_concept_maps(images: np.ndarray, maps: np.ndarray, *, labels: Sequence[
         if i >= len(images):
             ax.axis("off")
             continue
-        artist = _overlay(ax, images[i], maps[i], norm, alpha)
+        artist = _overlay(ax, images[i], maps[i], norm, opacity)
         if labels is not None and i < len(labels):
             ax.set_title(wrap_label(str(labels[i]), 18), fontsize=7)
     if artist is not None:
@@ -100,9 +102,10 @@ def plot_concept_maps(images: np.ndarray, maps: np.ndarray, *, labels: Sequence[
     return fig
 
 
+@renamed(alpha="opacity")
 def plot_driven_examples(most: tuple[np.ndarray, np.ndarray, Sequence[str]],
                          least: tuple[np.ndarray, np.ndarray, Sequence[str]], *, title: str = "",
-                         alpha: float = 0.55) -> Figure:
+                         opacity: float = 0.55) -> Figure:
     """Two rows of thumbnails with their concept maps: the examples most and least driven by a concept.
 
     Parameters
@@ -111,8 +114,8 @@ def plot_driven_examples(most: tuple[np.ndarray, np.ndarray, Sequence[str]],
         ``(images (k, H, W[, C]), maps (k, H, W), labels)`` for each row.
     title : str
         Figure title.
-    alpha : float
-        Opacity of the maps.
+    opacity : float
+        Opacity of the maps (formerly ``alpha``).
 
     Returns
     -------
@@ -134,7 +137,7 @@ def plot_driven_examples(most: tuple[np.ndarray, np.ndarray, Sequence[str]],
             if c >= len(images):
                 ax.axis("off")
                 continue
-            artist = _overlay(ax, images[c], maps[c], norm, alpha)
+            artist = _overlay(ax, images[c], maps[c], norm, opacity)
             ax.set_title(wrap_label(str(labels[c]), 18), fontsize=7)
         axes[r, 0].set_ylabel(name, fontsize=9)
     if artist is not None:

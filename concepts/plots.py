@@ -11,7 +11,8 @@ Conventions shared by all figures:
   model order; never alphabetical);
 * colour scales are diverging and centred at the null (0 for UBS, effect and Br, 0.5 for the
   TCAV score), so colour alone says "more than chance" (red) or "less than chance" (blue);
-* a cell or point is *significant* when its corrected ``q_value`` is below ``alpha`` (falling back
+* a cell or point is *significant* when its corrected ``q_value`` is below the level
+  ``significance`` (falling back
   to the table's ``significant`` column where ``q_value`` is missing); non-significant values are
   still shown, only visibly de-emphasised;
 * long names are wrapped at ``_`` / ``-`` / ``/`` / spaces, never truncated.
@@ -35,6 +36,8 @@ from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from probes.errors import UnknownLayerError
+
+from .renames import renamed
 
 __all__ = [
     "VALUE_SPECS",
@@ -125,10 +128,11 @@ def wrap_label(text: str, width: int = 14) -> str:
     return "\n".join(lines)
 
 
-def is_significant(table: pd.DataFrame, alpha: float = 0.05) -> pd.Series:
-    """Boolean Series: corrected ``q_value < alpha``, else the table's ``significant`` column.
+@renamed(alpha="significance")
+def is_significant(table: pd.DataFrame, significance: float = 0.05) -> pd.Series:
+    """Boolean Series: corrected ``q_value < significance``, else the table's ``significant`` column.
 
-    ``q_value`` wins where it is a number so that ``alpha`` means what it says; rows without one
+    ``q_value`` wins where it is a number so that ``significance`` means what it says; rows without one
     (NaN) fall back to ``significant``; with neither column nothing is significant.
 
     Example:
@@ -141,7 +145,7 @@ def is_significant(table: pd.DataFrame, alpha: float = 0.05) -> pd.Series:
     if "q_value" not in table:
         return fallback
     q = pd.to_numeric(table["q_value"], errors="coerce")
-    return (q < alpha).where(q.notna(), fallback).astype(bool)
+    return (q < significance).where(q.notna(), fallback).astype(bool)
 
 
 def _spec(value: str) -> ValueSpec:
@@ -251,13 +255,14 @@ def _draw_heatmap_panel(ax: Axes, sub: pd.DataFrame, classes: list, concepts: li
     return image
 
 
+@renamed(alpha="significance")
 def plot_heatmap(table: pd.DataFrame, layer: str | None = None, value: str = "ubs", *,
-                 alpha: float = 0.05) -> Figure:
+                 significance: float = 0.05) -> Figure:
     """Class x concept heatmap of ``value`` for one layer, or one panel per layer (``layer=None``).
 
     The colour scale is diverging and centred at the null (0 for ``ubs``/``effect``/``br``,
     0.5 for ``score``) and shared by all panels. Each cell prints its value; non-significant
-    cells (q >= ``alpha``) are hatched and washed out but keep their value; significant values
+    cells (q >= ``significance``) are hatched and washed out but keep their value; significant values
     are bold.
 
     Example:
@@ -279,7 +284,7 @@ def plot_heatmap(table: pd.DataFrame, layer: str | None = None, value: str = "ub
     concepts = [c for c in ordered_unique(table["concept"]) if numbers[shown["concept"] == c].notna().any()]
     if not concepts:
         raise ValueError(f"the table has no {value!r} value for layer(s) {layers}; nothing to plot")
-    sig = is_significant(table, alpha)
+    sig = is_significant(table, significance)
     values = numbers.to_numpy(float)
     norm = _heatmap_norm(values, spec)
 
@@ -309,9 +314,9 @@ def plot_heatmap(table: pd.DataFrame, layer: str | None = None, value: str = "ub
     where = f", layer {layer}" if layer is not None else ", by layer"
     fig.suptitle(f"{spec.name} per class and concept{where}", fontsize=11)
     handles = [Patch(facecolor="0.8", edgecolor="0.45", hatch="///",
-                     label=f"hatched, faded: not significant (q \u2265 {alpha:g}); value still shown"),
+                     label=f"hatched, faded: not significant (q \u2265 {significance:g}); value still shown"),
                Patch(facecolor=colormaps[_CMAP](0.85), edgecolor="none",
-                     label=f"solid, bold value: significant (q < {alpha:g}, corrected)")]
+                     label=f"solid, bold value: significant (q < {significance:g}, corrected)")]
     fig.legend(handles=handles, loc="outside lower center", ncols=2 if ncols > 1 else 1, fontsize=8,
                frameon=False)
     return fig
@@ -320,12 +325,13 @@ def plot_heatmap(table: pd.DataFrame, layer: str | None = None, value: str = "ub
 # --------------------------------------------------------------------------- layer profile
 
 
+@renamed(alpha="significance")
 def plot_layer_profile(table: pd.DataFrame, concept: str | None = None, value: str = "ubs", *,
-                       alpha: float = 0.05) -> Figure:
+                       significance: float = 0.05) -> Figure:
     """``value`` across layers (model order) for one concept, or one panel per concept.
 
     One line per class with confidence-interval error bars; a dashed line marks the null;
-    significant points (q < ``alpha``) are filled, non-significant ones hollow.
+    significant points (q < ``significance``) are filled, non-significant ones hollow.
 
     Example:
         >>> fig = plot_layer_profile(report.to_frame(), concept="nuclei_area")   # doctest: +SKIP
@@ -347,7 +353,7 @@ def plot_layer_profile(table: pd.DataFrame, concept: str | None = None, value: s
             raise ValueError(f"the table has no {value!r} value to plot")
     layers = ordered_unique(table["layer"])
     classes = ordered_unique(table["class"])
-    sig = is_significant(table, alpha)
+    sig = is_significant(table, significance)
     x_of = {lay: i for i, lay in enumerate(layers)}
     colours = colormaps[_CLASS_COLOURS]
     # dodge the classes sideways so their error bars do not sit on top of each other
@@ -398,7 +404,7 @@ def plot_layer_profile(table: pd.DataFrame, concept: str | None = None, value: s
     handles = [Line2D([], [], color=colours(i % colours.N), marker="o", label=f"class {c}")
                for i, c in enumerate(classes)]
     handles += [Line2D([], [], color="0.2", marker="o", linestyle="none",
-                       label=f"significant (q < {alpha:g})"),
+                       label=f"significant (q < {significance:g})"),
                 Line2D([], [], color="0.2", marker="o", markerfacecolor="white", linestyle="none",
                        label="not significant"),
                 Line2D([], [], color="0.3", linestyle="--", label=f"null ({spec.null:g})")]

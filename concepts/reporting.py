@@ -7,9 +7,7 @@ whether the findings survive (they should not).
 """
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -17,13 +15,14 @@ import pandas as pd
 
 from probes.engine import Engine, randomize_weights
 
-from .analysis import DEFAULT_CAV, DEFAULT_STATISTIC, Analysis, MeasureConcept, Options, Outcome
+from .analysis import DEFAULT_CAV, DEFAULT_STATISTIC, Analysis, MeasureConcept, Outcome
+from .config import Config, uses_config
 from .measures import Measure
-from .scoring import ScoreResult, input_provenance, map_context, prepare
-from .validation import validate_options
+from .report_html import HtmlPage
+from .scoring import ScoreResult, _as_layers, input_provenance, map_context, prepare
 
 
-class Report(ScoreResult):
+class Report(ScoreResult, HtmlPage):
     """A global concept report: the tidy table, its plots (from :class:`ScoreResult`), HTML and provenance.
 
     Example:
@@ -62,14 +61,11 @@ class Report(ScoreResult):
 
         return driven_example_figures(self)
 
-    # ------------------------------------------------------------------ output
-    def to_html(self, path: str | os.PathLike | None = None, *, figures: dict[str, Any] | None = None) -> str:
-        """Render the self-contained HTML report; write it to ``path`` when given. Returns the HTML.
+    # ------------------------------------------------------------------ output (to_html and save: HtmlPage)
+    _page_name = "report"
 
-        ``figures`` (caption -> Figure or PNG bytes) defaults to :meth:`figures`.
-        """
-        from .html import render_html, write_html
-
+    def _page(self) -> dict[str, Any]:
+        """What the HTML page shows besides the figures (see :class:`concepts.report_html.HtmlPage`)."""
         notes = list(self.sanity.get("notes", []))
         skipped = self.provenance.get("skipped_images") or []
         if skipped:
@@ -77,36 +73,18 @@ class Report(ScoreResult):
             shown = "; ".join(f"{item['path']} ({item['reason']})" for item in skipped[:20])
             notes.append(f"{len(skipped)} image file(s) could not be used and were left out (on_error='skip'): "
                          f"{shown}{' ...' if len(skipped) > 20 else ''}")
-        figures = self.figures() if figures is None else figures
         from .report_examples import driven_examples_html
 
         sections = {"Cases most and least driven by each significant concept": driven_examples_html(self)}
-        html = render_html(self._table, title=self.title, figures=figures, provenance=self.provenance,
-                           headline=self.headline, notes=notes or None, alpha=self.significance,
-                           sections=sections if self._context is not None else None)
-        if path is not None:
-            write_html(path, html)
-        return html
+        return dict(table=self._table, title=self.title, provenance=self.provenance, headline=self.headline,
+                    notes=notes or None, significance=self.significance,
+                    sections=sections if self._context is not None else None)
 
-    def save(self, out_dir: str | os.PathLike) -> dict[str, Path]:
-        """Write ``report.html``, ``report.csv``, ``provenance.json`` and every figure as PNG into ``out_dir``."""
-        from .plots import figure_to_png_bytes
+    def _csv_files(self) -> dict[str, tuple[str, pd.DataFrame]]:
+        return {"csv": ("report.csv", self._table)}
 
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        written = {"csv": self.to_csv(out / "report.csv")}
-        # Rendered to PNG once: the same bytes go into the HTML and into the figure files.
-        figures = {caption: figure_to_png_bytes(fig) for caption, fig in self.figures().items()}
-        html = self.to_html(figures=figures)
-        (out / "report.html").write_text(html, encoding="utf-8")
-        written["html"] = out / "report.html"
-        (out / "provenance.json").write_text(json.dumps(self.provenance, indent=2, default=str), encoding="utf-8")
-        written["provenance"] = out / "provenance.json"
-        for i, (caption, png_bytes) in enumerate(figures.items()):
-            png = out / f"figure_{i + 1:02d}.png"
-            png.write_bytes(png_bytes)
-            written[caption] = png
-        return written
+    def _json_files(self) -> dict[str, tuple[str, Any]]:
+        return {"provenance": ("provenance.json", self.provenance)}
 
 
 def _shuffled(measure: MeasureConcept, seed: int) -> MeasureConcept:
@@ -186,7 +164,8 @@ def concept_list_for(concepts: Any, measures: Sequence[Measure] | None,
     return concept_list + [(None, m) for m in (measures or [])]
 
 
-def report(model: Any, layers: Sequence[str], concepts: Any = None, classes: Sequence[str | int] | None = None, *,
+@uses_config
+def report(model: Any, layers: str | Sequence[str], concepts: Any = None, classes: Sequence[str | int] | None = None, *,
            data: str | os.PathLike | None = None, measures: Sequence[Measure] | None = None, examples: Any = None,
            class_names: Sequence[str] | Mapping[str, int] | None = None, random: Any = None, n_random: int = 20,
            null_pairs: str = "auto", statistic: str = DEFAULT_STATISTIC, target: str = "logit", seed: int = 0,
@@ -199,12 +178,13 @@ def report(model: Any, layers: Sequence[str], concepts: Any = None, classes: Seq
            correction: str = "holm", significance: float = 0.05, n_directions: int = 1000,
            pool: str | bool = "auto", sanity: bool = False, cache_dir: str | os.PathLike | bool | None = None,
            title: str = "Concept report", headline: str | None = None, progress: bool = True,
-           on_error: str = "raise", memory_budget: int | str | None = "2GB", client: Any = None) -> Report:
+           on_error: str = "raise", memory_budget: int | str | None = "2GB", client: Any = None,
+           config: Config | None = None) -> Report:
     """Score every class × layer × concept in one pass and return a :class:`Report`.
 
     Args:
         model: a Keras 3 model, or the path of one saved as ``.keras``/``.h5``.
-        layers: layer names or ``outer/inner`` paths, in model order.
+        layers: layer names or ``outer/inner`` paths, in model order (one name is a list of one).
         concepts: folder concepts (paths, names of folders under ``<data>/concepts``, ImageSets) and/or
             measures; default: every folder under ``<data>/concepts``.
         classes: classes to report (names or indices); default every class folder.
@@ -214,24 +194,24 @@ def report(model: Any, layers: Sequence[str], concepts: Any = None, classes: Seq
         title, headline: shown at the top of the HTML page.
         on_error: ``"raise"`` (default) or ``"skip"`` unusable image files; skipped files are listed in
             the provenance and the report.
+        config: a :class:`concepts.Config` with a reusable setting of the options (``relative`` too);
+            keywords given explicitly in the call win over it.
         Other arguments: as in :func:`concepts.score`.
 
     Example:
         >>> rep = concepts.report(model, ["conv1", "conv2", "conv3"], data="data", sanity=True)  # doctest: +SKIP
         >>> rep.save("report/")  # doctest: +SKIP
+        >>> concepts.report(model, "conv2", data="data", config=concepts.Config(n_random=50))  # doctest: +SKIP
     """
-    validate_options({k: v for k, v in locals().items() if k != "model"})
+    assert config is not None  # resolved by @uses_config from the keywords above
+    layers = _as_layers(layers)
     concept_list = concept_list_for(concepts, measures, data)
-    options = Options(n_random=n_random, null_pairs=null_pairs, statistic=statistic, seed=seed,
-                      classifier=classifier, cav=cav, C=C, compat=compat, robustness=robustness,
-                      alpha=alpha, alpha_scale=alpha_scale,
-                      test_size=test_size, correction=correction, significance=significance,
-                      n_directions=n_directions, pool=pool, progress=progress,
-                      memory_budget=memory_budget)
+    options = config.to_options()
     kwargs = dict(data=data, examples=examples, classes=classes, class_names=class_names, random=random,
-                  target=target, preprocess=preprocess, batch_size=batch_size, cache_dir=cache_dir, options=options,
-                  output=output, extra_inputs=extra_inputs, on_error=on_error)
-    analysis, inputs = prepare(model, list(layers), concept_list, **kwargs)
+                  target=config.target, preprocess=preprocess, batch_size=config.batch_size,
+                  cache_dir=config.cache_dir, options=options, output=output, extra_inputs=extra_inputs,
+                  on_error=config.on_error)
+    analysis, inputs = prepare(model, layers, concept_list, **kwargs)
     analysis.client = client
     run_args = (inputs["classes"], inputs["folder_concepts"], inputs["measure_concepts"], inputs["random_sets"])
     outcome = analysis.run(*run_args)
@@ -242,15 +222,15 @@ def report(model: Any, layers: Sequence[str], concepts: Any = None, classes: Seq
         checks, notes = [], []
         # The same inputs through a copy of the model with re-initialised weights: only the engine
         # changes, so the resolved image sets, measures and random sets are reused as they are.
-        random_engine = Engine(randomize_weights(analysis.engine.model, seed=seed), list(layers), target=target,
-                               batch_size=batch_size, cache=analysis.cache, progress=progress, output=output,
-                               extra_inputs=extra_inputs)
+        random_engine = Engine(randomize_weights(analysis.engine.model, seed=config.seed), layers,
+                               target=config.target, batch_size=config.batch_size, cache=analysis.cache,
+                               progress=config.progress, output=output, extra_inputs=extra_inputs)
         control_outcome = Analysis(random_engine, options, cache=analysis.cache, client=client).run(*run_args)
         info, note = _survival(outcome.table, control_outcome.table, "randomised model weights")
         checks.append(info)
         notes.append(note)
         if inputs["measure_concepts"]:
-            shuffled = [_shuffled(m, seed) for m in inputs["measure_concepts"]]
+            shuffled = [_shuffled(m, config.seed) for m in inputs["measure_concepts"]]
             shuffled_outcome = analysis.run(inputs["classes"], [], shuffled, [])
             info, note = _survival(outcome.table[outcome.table["kind"] == "rcv"], shuffled_outcome.table,
                                    "shuffled measures")

@@ -22,13 +22,14 @@ from probes.identity import is_identified
 from probes.sources import ArraySource, InMemoryImages
 
 from .analysis import DEFAULT_CAV, DEFAULT_STATISTIC, Analysis, ClassExamples, FolderConcept, MeasureConcept, Options, Outcome, summary_text
+from .config import Config, uses_config
 from .errors import ConceptFolderError, MeasureError
 from .layout import DataLayout, class_index_map, resolve_class
 from .measures import Measure
 from .imageio import list_image_files
 from .screening import screen
+from .renames import renamed
 from .sets import ImageSet, random_sets as draw_random_sets
-from .validation import validate_options
 
 ConceptLike = Any  # a folder path, an ImageSet, a Measure, or a list / dict of these
 
@@ -55,17 +56,28 @@ class ScoreResult:
         # The level that decided the table's ``significant`` column; plots and HTML use the same one.
         self.significance = float(self.provenance.get("significance_level", 0.05))
 
-    def plot_heatmap(self, layer: str | None = None, value: str = "ubs"):
-        """Class × concept heatmap per layer; non-significant cells hatched (value still shown)."""
+    @renamed(alpha="significance")
+    def plot_heatmap(self, layer: str | None = None, value: str = "ubs", *, significance: float | None = None):
+        """Class × concept heatmap per layer; non-significant cells hatched (value still shown).
+
+        ``significance``: the level that decides the hatching (default: the level of this result).
+        """
         from .plots import plot_heatmap
 
-        return plot_heatmap(self._table, layer=layer, value=value, alpha=self.significance)
+        level = self.significance if significance is None else significance
+        return plot_heatmap(self._table, layer=layer, value=value, significance=level)
 
-    def plot_layer_profile(self, concept: str | None = None, value: str = "ubs"):
-        """Each concept's value across layers, one line per class, with confidence intervals."""
+    @renamed(alpha="significance")
+    def plot_layer_profile(self, concept: str | None = None, value: str = "ubs", *,
+                           significance: float | None = None):
+        """Each concept's value across layers, one line per class, with confidence intervals.
+
+        ``significance``: the level that decides filled vs hollow points (default: this result's level).
+        """
         from .plots import plot_layer_profile
 
-        return plot_layer_profile(self._table, concept=concept, value=value, alpha=self.significance)
+        level = self.significance if significance is None else significance
+        return plot_layer_profile(self._table, concept=concept, value=value, significance=level)
 
     def plot_rcv_scatter(self, concept: str, layer: str):
         """Measure vs RCV projection with the fitted line and the held-out R²."""
@@ -156,11 +168,12 @@ class ScoreResult:
         return result_concept_maps(self._outcome, self._context, images, concept=concept, layer=layer, kind=kind,
                                    class_name=class_name, resolution=resolution)
 
+    @renamed(alpha="opacity")
     def plot_concept_maps(self, images: Any, *, concept: str, layer: str, kind: str = "presence",
-                          class_name: str | None = None, n: int = 8, alpha: float = 0.55):
+                          class_name: str | None = None, n: int = 8, opacity: float = 0.55):
         """Overlay the concept maps of the first ``n`` images on the images (one panel each).
 
-        Arguments as in :meth:`concept_maps`; ``alpha`` is the opacity of the maps. Returns a
+        Arguments as in :meth:`concept_maps`; ``opacity`` is the opacity of the maps. Returns a
         matplotlib Figure with one shared colour scale centred at 0.
 
         Examples
@@ -177,7 +190,7 @@ class ScoreResult:
                                  class_name=class_name)[:len(arrays)]
         title = f"{kind} of '{concept}' in {layer}" + (f" (class {class_name})" if kind == "influence" and class_name
                                                         else "")
-        return plot_concept_maps(arrays, maps, labels=labels, title=title, alpha=alpha)
+        return plot_concept_maps(arrays, maps, labels=labels, title=title, opacity=opacity)
 
     def _images_for_display(self, images: Any, n: int) -> tuple[np.ndarray, list[str]]:
         from .maps import MapContext
@@ -260,7 +273,8 @@ class ScoreResult:
 
 
 # ------------------------------------------------------------------------------------------------ inputs
-def _as_layers(layer: str | Sequence[str] | None, layers: Sequence[str] | None) -> list[str]:
+def _as_layers(layer: str | Sequence[str] | None, layers: str | Sequence[str] | None = None) -> list[str]:
+    """One list of layer names from a name or list and its plural keyword (duplicates dropped)."""
     names: list[str] = []
     for item in (layer, layers):
         if item is None:
@@ -492,8 +506,10 @@ def _cache(cache_dir: str | os.PathLike | bool | None) -> ActivationCache:
     return ActivationCache(cache_dir)
 
 
+@uses_config
 def score(model: Any, layer: str | Sequence[str] | None = None, concept: ConceptLike = None, *,
-          layers: Sequence[str] | None = None, data: str | os.PathLike | None = None, examples: Any = None,
+          layers: Sequence[str] | None = None, concepts: ConceptLike = None,
+          data: str | os.PathLike | None = None, examples: Any = None,
           classes: Sequence[str | int] | None = None, class_names: Sequence[str] | Mapping[str, int] | None = None,
           random: Any = None, n_random: int = 20, null_pairs: str = "auto", statistic: str = DEFAULT_STATISTIC,
           relative: bool = False,
@@ -505,7 +521,8 @@ def score(model: Any, layer: str | Sequence[str] | None = None, concept: Concept
           test_size: float = 0.3, correction: str = "holm",
           significance: float = 0.05, n_directions: int = 1000, pool: str | bool = "auto",
           cache_dir: str | os.PathLike | bool | None = None, progress: bool = True,
-          on_error: str = "raise", memory_budget: int | str | None = "2GB", client: Any = None) -> ScoreResult:
+          on_error: str = "raise", memory_budget: int | str | None = "2GB", client: Any = None,
+          config: Config | None = None) -> ScoreResult:
     """Score how a model uses a concept in a layer, for each class, with a significance test.
 
     Args:
@@ -515,7 +532,8 @@ def score(model: Any, layer: str | Sequence[str] | None = None, concept: Concept
             (:func:`concepts.layers` lists them and suggests where to probe).
         concept: a concept folder (``data/concepts/striped``), an :class:`~concepts.sets.ImageSet`, a
             :class:`~concepts.measures.Measure` (continuous concept → RCV), or a list/dict of these.
-        layers: more layers, scored in the same pass over the images.
+        layers: the plural spelling of ``layer`` (more layers, scored in the same pass over the images).
+        concepts: the plural spelling of ``concept`` (more concepts, scored after those of ``concept``).
         data: the data folder (default: two levels above the first concept folder).
         examples: class examples; default ``<data>/classes/<class>/``. A dict ``{class: folder | array}``.
         classes: which classes to score (names or output indices); default every class folder.
@@ -582,6 +600,9 @@ def score(model: Any, layer: str | Sequence[str] | None = None, concept: Concept
             workers (each rebuilds the model once from its config and weights; image files must be
             readable at the same paths on the workers); only projections travel back, and the table is
             the one a local run gives. Concept and random activations are computed here, once.
+        config: a :class:`concepts.Config` holding a reusable setting of the options above (``n_random``
+            to ``memory_budget``, every one but the inputs); a keyword given explicitly in the call
+            wins over it, and it wins over the defaults.
 
     Returns:
         A :class:`ScoreResult`; ``result.to_frame()`` is the tidy table.
@@ -594,18 +615,16 @@ def score(model: Any, layer: str | Sequence[str] | None = None, concept: Concept
         >>> model = keras.models.load_model("model.keras")  # doctest: +SKIP
         >>> result = concepts.score(model, "conv2", "data/concepts/striped")  # doctest: +SKIP
         >>> print(result)  # doctest: +SKIP
+        >>> fast = concepts.Config(n_random=6, progress=False)
+        >>> concepts.score(model, ["conv1", "conv2"], concepts=["data/concepts/a", "data/concepts/b"],
+        ...                config=fast)  # doctest: +SKIP
     """
-    validate_options({k: v for k, v in locals().items() if k != "model"})
-    options = Options(n_random=n_random, null_pairs=null_pairs, statistic=statistic, relative=relative, seed=seed,
-                      classifier=classifier, cav=cav, C=C, compat=compat, robustness=robustness,
-                      alpha=alpha, alpha_scale=alpha_scale, test_size=test_size,
-                      correction=correction, significance=significance,
-                      n_directions=n_directions, pool=pool, progress=progress,
-                      memory_budget=memory_budget)
-    analysis, inputs = prepare(model, _as_layers(layer, layers), _as_concept_list(concept), data=data,
-                               examples=examples, classes=classes, class_names=class_names, random=random,
-                               target=target, preprocess=preprocess, batch_size=batch_size, cache_dir=cache_dir,
-                               options=options, output=output, extra_inputs=extra_inputs, on_error=on_error)
+    assert config is not None  # resolved by @uses_config from the keywords above
+    analysis, inputs = prepare(model, _as_layers(layer, layers), _as_concept_list(concept) + _as_concept_list(concepts),
+                               data=data, examples=examples, classes=classes, class_names=class_names, random=random,
+                               target=config.target, preprocess=preprocess, batch_size=config.batch_size,
+                               cache_dir=config.cache_dir, options=config.to_options(), output=output,
+                               extra_inputs=extra_inputs, on_error=config.on_error)
     analysis.client = client
     outcome = analysis.run(inputs["classes"], inputs["folder_concepts"], inputs["measure_concepts"],
                            inputs["random_sets"])

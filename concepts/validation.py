@@ -1,9 +1,11 @@
-"""Every option of ``score``, ``report`` and ``rank_measures`` checked before any compute.
+"""Every option of ``score``, ``report``, ``rank_measures`` and ``compare`` checked before any compute.
 
 The table :data:`PARAMETER_CONSTRAINTS` (in the style of scikit-learn's
 ``_parameter_constraints``) lists, per keyword, the constraints a value may satisfy; a value
-passes when it satisfies any one of them. :func:`validate_options` is called at the very top of
-the public entry points (and so of the command line), so a typo costs well under a second instead
+passes when it satisfies any one of them; it is the one place where an option's allowed values
+are written. :class:`concepts.Config` checks its options against it on construction, and
+:func:`validate_options` checks the other keywords at the very top of the public entry points (and
+so of the command line), so a typo costs well under a second instead
 of a whole run, and the error names the keyword, the bad value, what is allowed and, for
 a misspelt choice, the closest valid one.
 
@@ -132,13 +134,17 @@ ANYTHING = Kind("anything", lambda v: True)
 MEMORY_SIZE = Kind("a size such as '2GB' or '512MiB'",
                    lambda v: isinstance(v, str) and re.fullmatch(r"\s*[0-9]*\.?[0-9]+\s*([kKmMgGtT]i?)?[bB]?\s*", v)
                    is not None)
+LAYERS_PER_MODEL = Kind("a {model name: layer names} dict (compare)",
+                        lambda v: isinstance(v, Mapping) and all(isinstance(k, str) and (isinstance(x, str)
+                                                                 or _is_str_list(x)) for k, x in v.items()))
+CONFIG = Kind("a concepts.Config", lambda v: type(v).__name__ == "Config" and hasattr(v, "replace"))
 DASK_CLIENT = Kind("a dask.distributed.Client", lambda v: callable(getattr(v, "submit", None))
                    and callable(getattr(v, "scheduler_info", None)))
 
 #: Keyword -> allowed forms. A value is valid when it satisfies any one of them.
 PARAMETER_CONSTRAINTS: dict[str, list[Any]] = {
     "layer": [TEXT, TEXT_LIST, NONE],
-    "layers": [TEXT, TEXT_LIST, NONE],
+    "layers": [TEXT, TEXT_LIST, LAYERS_PER_MODEL, NONE],
     "data": [PATH, NONE],
     "classes": [NAMES_OR_INDICES, NONE],
     "class_names": [CLASS_NAMES, NONE],
@@ -171,11 +177,13 @@ PARAMETER_CONSTRAINTS: dict[str, list[Any]] = {
     "on_error": [StrOptions({"raise", "skip"})],
     "memory_budget": [Interval(Real, 0, None, "left"), MEMORY_SIZE, NONE],
     "client": [DASK_CLIENT, NONE],
+    "n_boot": [Interval(Integral, 1, None, "left")],
+    "config": [CONFIG, NONE],
     "title": [TEXT],
     "headline": [TEXT, NONE],
     # Checked where they are resolved, with messages about the folders they name:
     "model": [ANYTHING], "concept": [ANYTHING], "concepts": [ANYTHING], "measures": [ANYTHING],
-    "examples": [ANYTHING], "random": [ANYTHING], "table": [ANYTHING],
+    "examples": [ANYTHING], "random": [ANYTHING], "table": [ANYTHING], "models": [ANYTHING],
 }
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from concepts import html as report_html
+from concepts import report_html
 from concepts.plots import figure_to_png_bytes, plot_heatmap
 
 from result_tables import CLASSES, LAYERS, make_result_table  # noqa: E402

@@ -125,6 +125,6 @@ def test_unknown_layer_error_points_to_the_browser(nested):
 
 
 def test_report_points_to_the_browser():
-    from concepts.html import _HOW_TO_READ
+    from concepts.report_html import _HOW_TO_READ
 
     assert any("concepts.layers(model)" in text for _, text in _HOW_TO_READ)

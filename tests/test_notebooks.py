@@ -90,6 +90,10 @@ def test_notebook_runs(name, tmp_path, jupyter_dir, cache_dir, monkeypatch):
     monkeypatch.setenv("JUPYTER_PATH", os.pathsep.join(filter(None, [str(jupyter_dir),
                                                                       os.environ.get("JUPYTER_PATH")])))
     monkeypatch.setenv("CONCEPTS_CACHE_DIR", str(cache_dir))
+    # The kernel runs in a temporary folder: put this checkout first so that it imports the code under
+    # test, not whatever copy of the package the interpreter has installed (e.g. another worktree).
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(NOTEBOOK_DIR.parent),
+                                                                      os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the notebooks choose the inline backend
     spec = KernelSpecManager().get_kernel_spec(KERNEL_NAME)

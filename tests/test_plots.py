@@ -85,11 +85,24 @@ def test_heatmap_masks_non_significant_cells_but_prints_their_values():
     assert "not significant" in legend_texts and "hatched" in legend_texts
 
 
-def test_heatmap_alpha_changes_what_is_masked():
+def test_heatmap_significance_changes_what_is_masked():
     table = make_table()
-    strict = plots.plot_heatmap(table, layer="zeta_conv", alpha=0.0001)
+    strict = plots.plot_heatmap(table, layer="zeta_conv", significance=0.0001)
     hatched = [p for p in _heatmap_panels(strict)[0].patches if p.get_hatch()]
     assert len(hatched) == 6  # nothing passes q < 0.0001: every cell is masked
+
+
+def test_former_alpha_keyword_for_a_level_warns_and_gives_the_same_figure():
+    table = make_table()
+    with pytest.warns(FutureWarning, match=r"alpha= is now called significance="):
+        old = plots.plot_heatmap(table, layer="zeta_conv", alpha=0.0001)
+    hatched = [p for p in _heatmap_panels(old)[0].patches if p.get_hatch()]
+    assert len(hatched) == 6
+    with pytest.warns(FutureWarning, match="significance="):
+        assert plots.is_significant(table, alpha=0.0001).tolist() == plots.is_significant(
+            table, significance=0.0001).tolist()
+    with pytest.raises(TypeError, match="only significance="):
+        plots.plot_layer_profile(table, alpha=0.01, significance=0.01)
 
 
 def test_heatmap_rejects_unknown_layer_and_value():
@@ -183,10 +196,10 @@ def test_wrap_label_never_truncates():
     assert plots.wrap_label("short") == "short"
 
 
-def test_is_significant_uses_q_and_alpha_with_fallback():
+def test_is_significant_uses_q_and_the_level_with_fallback():
     t = pd.DataFrame({"q_value": [0.01, 0.2, np.nan], "significant": [True, True, True]})
     assert plots.is_significant(t).tolist() == [True, False, True]
-    assert plots.is_significant(t, alpha=0.005).tolist() == [False, False, True]
+    assert plots.is_significant(t, significance=0.005).tolist() == [False, False, True]
     assert plots.ordered_unique(["b", "a", "b", "c"]) == ["b", "a", "c"]
 
 

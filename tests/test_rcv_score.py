@@ -302,7 +302,7 @@ def measure_table(data):
 def test_rank_measures_puts_the_planted_measure_first(model, measure_table):
     assert len(measure_table) == 2 * N_PER_CLASS
     ranking = concepts.rank_measures(model, ["conv1", "conv2"], measure_table, n_random=6, progress=False,
-                                     cache_dir=False)
+                                     cache_dir=False).to_frame()
     assert len(ranking) == 2 * 2 * 3  # classes x layers x measures
     assert set(ranking["kind"]) == {"rcv"}
     for (cls, layer), group in ranking.groupby(["class", "layer"], sort=False):
@@ -327,7 +327,8 @@ def test_rank_measures_skips_unusable_columns(model, measure_table):
     table["mostly_nan"] = np.nan
     table.iloc[:3, table.columns.get_loc("mostly_nan")] = [1.0, 2.0, 3.0]
     with pytest.warns(UserWarning, match="constant"):
-        ranking = concepts.rank_measures(model, ["conv1"], table, n_random=4, progress=False, cache_dir=False)
+        ranking = concepts.rank_measures(model, ["conv1"], table, n_random=4, progress=False,
+                                         cache_dir=False).to_frame()
     assert set(ranking["concept"]) == {"original_firstorder_Mean"}
 
 

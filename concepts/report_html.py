@@ -1,5 +1,7 @@
 """A self-contained HTML page for a finished concept report, and plain-language findings.
 
+(Named ``report_html`` rather than ``html`` so that it never shadows the standard library's ``html``.)
+
 The page is one file that opens offline: figures are embedded as base64 PNG data URIs, the CSS and
 the few lines of JavaScript that sort the table are inline, and nothing refers to any external
 URL (no CDN, no web fonts). Every string that comes from the user (class, layer and concept
@@ -25,8 +27,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from concepts.plots import figure_to_png_bytes, is_significant, ordered_unique
+from concepts.renames import renamed
 
-__all__ = ["render_html", "summarize_findings", "write_html"]
+__all__ = ["HtmlPage", "render_html", "summarize_findings", "write_html"]
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _MAX_FINDINGS_ON_PAGE = 30  # beyond this the table is the better place to read them
@@ -138,7 +141,8 @@ def _sentence(row: pd.Series) -> str:
     return text
 
 
-def summarize_findings(table: pd.DataFrame, *, alpha: float = 0.05, limit: int | None = None) -> list[str]:
+@renamed(alpha="significance")
+def summarize_findings(table: pd.DataFrame, *, significance: float = 0.05, limit: int | None = None) -> list[str]:
     """Plain sentences for the significant rows, strongest |UBS| first (|effect| where UBS is missing).
 
     A final sentence counts the combinations that are not significant; with no significant row
@@ -156,10 +160,10 @@ def summarize_findings(table: pd.DataFrame, *, alpha: float = 0.05, limit: int |
     n = len(table)
     if n == 0:
         return ["The results table is empty: nothing was tested."]
-    sig = is_significant(table, alpha)
+    sig = is_significant(table, significance)
     hits = table[sig.to_numpy()]
     if hits.empty:
-        return [f"No class \u00d7 layer \u00d7 concept combination is significant at q < {alpha:g} after "
+        return [f"No class \u00d7 layer \u00d7 concept combination is significant at q < {significance:g} after "
                 f"correction for multiple comparisons ({n} tested)."]
     strength = hits.apply(_strength, axis=1)
     # stable sort: equal strengths keep table order (class, then layer in model order)
@@ -172,7 +176,7 @@ def summarize_findings(table: pd.DataFrame, *, alpha: float = 0.05, limit: int |
                          "(see the table).")
     rest = n - len(hits)
     if rest:
-        sentences.append(f"{rest} of {n} combinations are not significant (q \u2265 {alpha:g}).")
+        sentences.append(f"{rest} of {n} combinations are not significant (q \u2265 {significance:g}).")
     return sentences
 
 
@@ -244,7 +248,7 @@ _HOW_TO_READ = [
     ("p_value, q_value, significant", "p_value: two-sided Welch t-test of the concept-vs-random "
      "scores against the random-vs-random scores. q_value: p corrected for multiple comparisons "
      "across every class \u00d7 layer \u00d7 concept of this report. A row is significant (highlighted) "
-     "when q < alpha."),
+     "when q is below the significance level."),
     ("ubs, ubs_p", "UBS (unit-ball sensitivity): the mean, over the class's examples, of the "
      "directional derivative along the concept vector divided by the typical derivative along a "
      "random unit direction of the same layer. It is signed (positive: the concept raises the class "
@@ -298,9 +302,9 @@ def _sorted_table(table: pd.DataFrame) -> pd.DataFrame:
     return table.loc[order]
 
 
-def _table_html(table: pd.DataFrame, alpha: float) -> str:
+def _table_html(table: pd.DataFrame, significance: float) -> str:
     ordered = _sorted_table(table)
-    sig = is_significant(ordered, alpha) if not ordered.empty else pd.Series(dtype=bool)
+    sig = is_significant(ordered, significance) if not ordered.empty else pd.Series(dtype=bool)
     is_num, is_bool = pd.api.types.is_numeric_dtype, pd.api.types.is_bool_dtype
     text_columns = {c for c in ordered.columns if not is_num(ordered[c]) or is_bool(ordered[c])}
     head = "".join(f'<th title="click to sort">{_esc(c)}</th>' for c in ordered.columns)
@@ -382,10 +386,10 @@ def _provenance_html(value: Any, depth: int = 0) -> str:
     return _scalar_html(value)
 
 
-def _how_to_read_html(alpha: float) -> str:
+def _how_to_read_html(significance: float) -> str:
     items = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in _HOW_TO_READ)
     note = ("Colour scales in the figures are centred at the null (0 for UBS and effect, 0.5 for the TCAV "
-            f"score). Hatched, faded cells and hollow points are not significant (q \u2265 {alpha:g}); their "
+            f"score). Hatched, faded cells and hollow points are not significant (q \u2265 {significance:g}); their "
             "values are shown all the same.")
     return f'<dl class="howto">{items}</dl>\n<p class="muted">{_esc(note)}</p>\n'
 
@@ -393,15 +397,16 @@ def _how_to_read_html(alpha: float) -> str:
 # --------------------------------------------------------------------------- public API
 
 
+@renamed(alpha="significance")
 def render_html(table: pd.DataFrame, *, title: str, figures: Mapping[str, Figure | bytes] | None = None,
                 provenance: Mapping[str, Any] | None = None, headline: str | None = None,
-                notes: list[str] | None = None, alpha: float = 0.05,
+                notes: list[str] | None = None, significance: float = 0.05,
                 sections: Mapping[str, str] | None = None) -> str:
     """One self-contained HTML document for a results table, its figures and its provenance.
 
     ``figures`` maps a caption to a matplotlib Figure or PNG bytes (embedded as data URIs);
     ``provenance`` may nest dicts and lists; ``headline`` is shown first and styled green/red when
-    it starts with "PASS"/"FAIL". Significance uses ``q_value < alpha`` (see
+    it starts with "PASS"/"FAIL". Significance uses ``q_value < significance`` (see
     :func:`concepts.plots.is_significant`). ``sections`` maps a heading to an HTML fragment shown
     after the figures; the caller builds the fragment and escapes every user string in it.
 
@@ -413,7 +418,7 @@ def render_html(table: pd.DataFrame, *, title: str, figures: Mapping[str, Figure
         >>> write_html("out/report.html", page)                                        # doctest: +SKIP
     """
     figures = figures or {}
-    findings = summarize_findings(table, alpha=alpha, limit=_MAX_FINDINGS_ON_PAGE)
+    findings = summarize_findings(table, significance=significance, limit=_MAX_FINDINGS_ON_PAGE)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en">',
@@ -440,9 +445,9 @@ def render_html(table: pd.DataFrame, *, title: str, figures: Mapping[str, Figure
         '<section id="table"><h2>Results table</h2>',
         '<p class="muted">' + _esc(f"{len(table)} rows: {n_classes} class(es) \u00d7 {n_layers} layer(s) "
                                    f"\u00d7 {n_concepts} concept(s), ordered by class, layer (model order) "
-                                   f"and |UBS|. Highlighted rows are significant (q < {alpha:g}). Click a "
+                                   f"and |UBS|. Highlighted rows are significant (q < {significance:g}). Click a "
                                    "column header to sort by it.") + "</p>",
-        _table_html(table, alpha),
+        _table_html(table, significance),
         "</section>",
     ]
     if figures:
@@ -454,7 +459,7 @@ def render_html(table: pd.DataFrame, *, title: str, figures: Mapping[str, Figure
         _provenance_html(dict(provenance)) if provenance else '<p class="muted">(none recorded)</p>',
         "</section>",
         '<section id="how-to-read"><h2>How to read this</h2>',
-        _how_to_read_html(alpha),
+        _how_to_read_html(significance),
         "</section>",
         f"<script>{_JS}</script>",
         "</body>",
@@ -484,3 +489,67 @@ def write_html(path: str | os.PathLike, html: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+class HtmlPage:
+    """``to_html`` and ``save`` of a result shown as one page: :class:`concepts.Report`, :class:`concepts.Comparison`.
+
+    A subclass says what its page holds (:meth:`_page`: the keywords of :func:`render_html` other than
+    ``figures``), which tables it writes as CSV (:meth:`_csv_files`), which records as JSON
+    (:meth:`_json_files`), its figures (``figures()``) and the page's file name (``_page_name``).
+
+    Examples
+    --------
+    >>> written = report.save("out/")  # doctest: +SKIP
+    >>> written["html"]  # doctest: +SKIP
+    PosixPath('out/report.html')
+    """
+
+    _page_name = "report"
+
+    def figures(self) -> dict[str, Any]:  # pragma: no cover - every page defines its figures
+        raise NotImplementedError
+
+    def _page(self) -> dict[str, Any]:  # pragma: no cover
+        raise NotImplementedError
+
+    def _csv_files(self) -> dict[str, tuple[str, pd.DataFrame]]:  # pragma: no cover
+        raise NotImplementedError
+
+    def _json_files(self) -> dict[str, tuple[str, Any]]:
+        return {}
+
+    def to_html(self, path: str | os.PathLike | None = None, *, figures: Mapping[str, Any] | None = None) -> str:
+        """Render the self-contained HTML page; write it to ``path`` when given. Returns the HTML.
+
+        ``figures`` (caption -> Figure or PNG bytes) defaults to ``figures()``.
+        """
+        figures = self.figures() if figures is None else figures
+        page = render_html(figures=figures, **self._page())
+        if path is not None:
+            write_html(path, page)
+        return page
+
+    def save(self, out_dir: str | os.PathLike) -> dict[str, Path]:
+        """Write the page (``<name>.html``), its tables as CSV, its records as JSON and every figure as PNG.
+
+        Returns ``{what: path}``: the tables' names, ``"html"``, the records' names, then each figure's caption.
+        """
+        import json
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        written: dict[str, Path] = {}
+        for key, (filename, frame) in self._csv_files().items():
+            written[key] = out / filename
+            frame.to_csv(written[key], index=False)
+        # Rendered to PNG once: the same bytes go into the HTML and into the figure files.
+        figures = {caption: figure_to_png_bytes(fig) for caption, fig in self.figures().items()}
+        written["html"] = write_html(out / f"{self._page_name}.html", self.to_html(figures=figures))
+        for key, (filename, record) in self._json_files().items():
+            written[key] = out / filename
+            written[key].write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+        for i, (caption, png_bytes) in enumerate(figures.items()):
+            written[caption] = out / f"figure_{i + 1:02d}.png"
+            written[caption].write_bytes(png_bytes)
+        return written
