@@ -2,16 +2,19 @@
 
 Which human concepts does a model use, in which layer, for which class, and is that real?
 
-Example:
-    >>> import keras, concepts
-    >>> model = keras.models.load_model("model.keras")  # doctest: +SKIP
-    >>> result = concepts.score(model, "conv2", "data/concepts/striped")  # doctest: +SKIP
-    >>> result.to_frame()  # doctest: +SKIP
-    >>> settings = concepts.Config(n_random=50)  # one reusable setting for score, report, rank_measures
-    >>> concepts.report(model, ["conv1", "conv2"], data="data", config=settings)  # doctest: +SKIP
-
+Notes
+-----
 The public names are imported lazily so that ``import concepts`` (and ``concepts --help``) stays
 fast; TensorFlow is loaded on first use.
+
+Examples
+--------
+>>> import keras, concepts
+>>> model = keras.models.load_model("model.keras")  # doctest: +SKIP
+>>> result = concepts.score(model, "conv2", "data/concepts/striped")  # doctest: +SKIP
+>>> result.to_frame()  # doctest: +SKIP
+>>> settings = concepts.Config(n_random=50)  # one reusable setting for score, report, rank_measures
+>>> concepts.report(model, ["conv1", "conv2"], data="data", config=settings)  # doctest: +SKIP
 """
 from __future__ import annotations
 

@@ -61,10 +61,11 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> Config:
     """The :class:`concepts.Config` that the flags of ``concepts report`` / ``compare`` describe.
 
-    Example:
-        >>> config_from_args(_parser().parse_args(["report", "data", "--model", "m.keras", "--layers", "c1",
-        ...                                        "--n-random", "30", "--quiet"]))
-        Config(n_random=30, progress=False)
+    Examples
+    --------
+    >>> config_from_args(_parser().parse_args(["report", "data", "--model", "m.keras", "--layers", "c1",
+    ...                                        "--n-random", "30", "--quiet"]))
+    Config(n_random=30, progress=False)
     """
     return Config(**{option: getattr(args, option) for option in CONFIG_FLAGS})
 
@@ -425,8 +426,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``concepts`` console script.
 
-    Example:
-        >>> main(["manifest", "--help"])  # doctest: +SKIP
+    Examples
+    --------
+    >>> main(["manifest", "--help"])  # doctest: +SKIP
     """
     parser = _parser()
     args = parser.parse_args(argv)

@@ -5,12 +5,13 @@
 (through :func:`uses_config`), so a name means the same thing and has the same default
 everywhere, and a bad value fails before any compute with a message that says how to fix it.
 
-Example:
-    >>> settings = Config(n_random=50, correction="bh")
-    >>> settings
-    Config(n_random=50, correction='bh')
-    >>> settings.replace(seed=3).seed
-    3
+Examples
+--------
+>>> settings = Config(n_random=50, correction="bh")
+>>> settings
+Config(n_random=50, correction='bh')
+>>> settings.replace(seed=3).seed
+3
 """
 from __future__ import annotations
 

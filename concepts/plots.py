@@ -93,9 +93,10 @@ _CLASS_COLOURS = "tab10"  # qualitative, distinguishable lines for up to 10 clas
 def ordered_unique(values: Iterable) -> list:
     """Distinct values in order of first appearance (how layers, classes and concepts are ordered).
 
-    Example:
-        >>> ordered_unique(["conv2", "conv1", "conv2", "dense"])
-        ['conv2', 'conv1', 'dense']
+    Examples
+    --------
+    >>> ordered_unique(["conv2", "conv1", "conv2", "dense"])
+    ['conv2', 'conv1', 'dense']
     """
     # dict preserves insertion order; pd.unique would too but turns lists into arrays
     return list(dict.fromkeys(values))
@@ -106,9 +107,10 @@ def wrap_label(text: str, width: int = 14) -> str:
 
     Tokens longer than ``width`` stay whole: a full name on a long line beats a name cut in two.
 
-    Example:
-        >>> wrap_label("block3_conv2_nuclei_area", 12)
-        'block3_\\nconv2_\\nnuclei_area'
+    Examples
+    --------
+    >>> wrap_label("block3_conv2_nuclei_area", 12)
+    'block3_\\nconv2_\\nnuclei_area'
     """
     text = str(text)
     if len(text) <= width:
@@ -135,10 +137,11 @@ def is_significant(table: pd.DataFrame, significance: float = 0.05) -> pd.Series
     ``q_value`` wins where it is a number so that ``significance`` means what it says; rows without one
     (NaN) fall back to ``significant``; with neither column nothing is significant.
 
-    Example:
-        >>> t = pd.DataFrame({"q_value": [0.01, 0.2, float("nan")], "significant": [True, False, True]})
-        >>> is_significant(t).tolist()
-        [True, False, True]
+    Examples
+    --------
+    >>> t = pd.DataFrame({"q_value": [0.01, 0.2, float("nan")], "significant": [True, False, True]})
+    >>> is_significant(t).tolist()
+    [True, False, True]
     """
     fallback = (table["significant"].fillna(False).astype(bool) if "significant" in table
                 else pd.Series(False, index=table.index))
@@ -265,10 +268,11 @@ def plot_heatmap(table: pd.DataFrame, layer: str | None = None, value: str = "ub
     cells (q >= ``significance``) are hatched and washed out but keep their value; significant values
     are bold.
 
-    Example:
-        >>> fig = plot_heatmap(report.to_frame(), layer="conv2", value="ubs")   # doctest: +SKIP
-        >>> figure_to_png_bytes(fig)[:4]                                         # doctest: +SKIP
-        b'\\x89PNG'
+    Examples
+    --------
+    >>> fig = plot_heatmap(report.to_frame(), layer="conv2", value="ubs")   # doctest: +SKIP
+    >>> figure_to_png_bytes(fig)[:4]                                         # doctest: +SKIP
+    b'\\x89PNG'
     """
     spec = _spec(value)
     _check_table(table, value)
@@ -333,10 +337,11 @@ def plot_layer_profile(table: pd.DataFrame, concept: str | None = None, value: s
     One line per class with confidence-interval error bars; a dashed line marks the null;
     significant points (q < ``significance``) are filled, non-significant ones hollow.
 
-    Example:
-        >>> fig = plot_layer_profile(report.to_frame(), concept="nuclei_area")   # doctest: +SKIP
-        >>> len(fig.axes)                                                         # doctest: +SKIP
-        1
+    Examples
+    --------
+    >>> fig = plot_layer_profile(report.to_frame(), concept="nuclei_area")   # doctest: +SKIP
+    >>> len(fig.axes)                                                         # doctest: +SKIP
+    1
     """
     spec = _spec(value)
     _check_table(table, value)
@@ -427,11 +432,12 @@ def plot_rcv_scatter(data: pd.DataFrame, *, concept: str, layer: str, r2_cv: flo
     ``data`` has columns ``measure`` and ``projection`` (one row per image). The fitted line is a
     description of these points; the quality that counts is the cross-validated ``r2_cv``.
 
-    Example:
-        >>> d = pd.DataFrame({"measure": [0.0, 1.0, 2.0], "projection": [0.1, 0.9, 2.2]})
-        >>> fig = plot_rcv_scatter(d, concept="nuclei_area", layer="conv2", r2_cv=0.8)
-        >>> "held-out R²" in fig.axes[0].get_title()
-        True
+    Examples
+    --------
+    >>> d = pd.DataFrame({"measure": [0.0, 1.0, 2.0], "projection": [0.1, 0.9, 2.2]})
+    >>> fig = plot_rcv_scatter(d, concept="nuclei_area", layer="conv2", r2_cv=0.8)
+    >>> "held-out R²" in fig.axes[0].get_title()
+    True
     """
     missing = [c for c in ("measure", "projection") if c not in data.columns]
     if missing:
@@ -479,10 +485,11 @@ def plot_null_distribution(concept_scores: Sequence[float] | np.ndarray,
     the values are TCAV scores (0..1, null 0.5); pass ``xlabel``/``null_value`` for another
     statistic such as UBS (null 0).
 
-    Example:
-        >>> fig = plot_null_distribution([0.8, 0.9, 0.85], [0.5, 0.45, 0.55], title="conv2: stripes")
-        >>> fig.axes[0].get_xlabel()
-        'TCAV score'
+    Examples
+    --------
+    >>> fig = plot_null_distribution([0.8, 0.9, 0.85], [0.5, 0.45, 0.55], title="conv2: stripes")
+    >>> fig.axes[0].get_xlabel()
+    'TCAV score'
     """
     c = np.asarray(concept_scores, dtype=float)
     n = np.asarray(null_scores, dtype=float)
@@ -537,10 +544,11 @@ def plot_null_distribution(concept_scores: Sequence[float] | np.ndarray,
 def figure_to_png_bytes(fig: Figure, dpi: int = 110) -> bytes:
     """Render a figure to PNG bytes (Agg renderer; no display or pyplot needed).
 
-    Example:
-        >>> png = figure_to_png_bytes(Figure())
-        >>> png[:4]
-        b'\\x89PNG'
+    Examples
+    --------
+    >>> png = figure_to_png_bytes(Figure())
+    >>> png[:4]
+    b'\\x89PNG'
     """
     buffer = io.BytesIO()
     # "tight" is a safety net for long labels; constrained layout already does most of the work

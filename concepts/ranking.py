@@ -27,9 +27,10 @@ def measures_from_table(table: pd.DataFrame, columns: Sequence[str] | None = Non
 
     Columns with fewer than ``min_images`` finite values or no variation are skipped with one warning.
 
-    Example:
-        >>> table = concepts.measure_table("data/classes")  # doctest: +SKIP
-        >>> measures_from_table(table, ["original_firstorder_Mean"])  # doctest: +SKIP
+    Examples
+    --------
+    >>> table = concepts.measure_table("data/classes")  # doctest: +SKIP
+    >>> measures_from_table(table, ["original_firstorder_Mean"])  # doctest: +SKIP
     """
     columns = list(table.columns) if columns is None else list(columns)
     unknown = [c for c in columns if c not in table.columns]

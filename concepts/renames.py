@@ -4,17 +4,18 @@ One decorator, :func:`renamed`, is used wherever a public keyword was renamed (`
 significance level became ``significance``; ``alpha`` for an overlay's opacity became
 ``opacity``), so notebooks written against the old names still run and say what to change.
 
-Example:
-    >>> @renamed(alpha="significance")
-    ... def level(*, significance: float = 0.05) -> float:
-    ...     return significance
-    >>> import warnings
-    >>> with warnings.catch_warnings(record=True) as caught:
-    ...     warnings.simplefilter("always")
-    ...     level(alpha=0.01)
-    0.01
-    >>> print(caught[0].message)  # doctest: +ELLIPSIS
-    level(): the keyword alpha= is now called significance=; ...
+Examples
+--------
+>>> @renamed(alpha="significance")
+... def level(*, significance: float = 0.05) -> float:
+...     return significance
+>>> import warnings
+>>> with warnings.catch_warnings(record=True) as caught:
+...     warnings.simplefilter("always")
+...     level(alpha=0.01)
+0.01
+>>> print(caught[0].message)  # doctest: +ELLIPSIS
+level(): the keyword alpha= is now called significance=; ...
 """
 from __future__ import annotations
 

@@ -149,13 +149,14 @@ def summarize_findings(table: pd.DataFrame, *, significance: float = 0.05, limit
     the list is a single sentence that says so. ``limit`` caps the number of finding sentences
     (a closing sentence says how many more there are).
 
-    Example:
-        >>> t = pd.DataFrame({"class": ["tumour"], "layer": ["conv2"], "concept": ["nuclei_dense"],
-        ...                   "kind": ["cav"], "ubs": [3.2], "score": [0.91], "null_mean": [0.5],
-        ...                   "q_value": [0.001], "significant": [True]})
-        >>> print(summarize_findings(t)[0])  # doctest: +NORMALIZE_WHITESPACE
-        Class 'tumour', layer 'conv2': concept 'nuclei_dense' raises the class score
-        (UBS +3.2, TCAV 0.91 vs null 0.50, q = 0.001).
+    Examples
+    --------
+    >>> t = pd.DataFrame({"class": ["tumour"], "layer": ["conv2"], "concept": ["nuclei_dense"],
+    ...                   "kind": ["cav"], "ubs": [3.2], "score": [0.91], "null_mean": [0.5],
+    ...                   "q_value": [0.001], "significant": [True]})
+    >>> print(summarize_findings(t)[0])  # doctest: +NORMALIZE_WHITESPACE
+    Class 'tumour', layer 'conv2': concept 'nuclei_dense' raises the class score
+    (UBS +3.2, TCAV 0.91 vs null 0.50, q = 0.001).
     """
     n = len(table)
     if n == 0:
@@ -410,12 +411,13 @@ def render_html(table: pd.DataFrame, *, title: str, figures: Mapping[str, Figure
     :func:`concepts.plots.is_significant`). ``sections`` maps a heading to an HTML fragment shown
     after the figures; the caller builds the fragment and escapes every user string in it.
 
-    Example:
-        >>> page = render_html(report.to_frame(), title="Demo report",                # doctest: +SKIP
-        ...                    figures={"UBS by layer": plot_heatmap(report.to_frame())},
-        ...                    provenance={"model": {"sha256": "ab12..."}, "seed": 0},
-        ...                    headline="PASS: the planted concept was found")
-        >>> write_html("out/report.html", page)                                        # doctest: +SKIP
+    Examples
+    --------
+    >>> page = render_html(report.to_frame(), title="Demo report",                # doctest: +SKIP
+    ...                    figures={"UBS by layer": plot_heatmap(report.to_frame())},
+    ...                    provenance={"model": {"sha256": "ab12..."}, "seed": 0},
+    ...                    headline="PASS: the planted concept was found")
+    >>> write_html("out/report.html", page)                                        # doctest: +SKIP
     """
     figures = figures or {}
     findings = summarize_findings(table, significance=significance, limit=_MAX_FINDINGS_ON_PAGE)
@@ -473,9 +475,10 @@ def write_html(path: str | os.PathLike, html: str) -> Path:
 
     The file is written to a temporary name and renamed, so a reader never sees half a page.
 
-    Example:
-        >>> write_html("/tmp/report_demo/report.html", "<!DOCTYPE html><p>hi</p>")  # doctest: +SKIP
-        PosixPath('/tmp/report_demo/report.html')
+    Examples
+    --------
+    >>> write_html("/tmp/report_demo/report.html", "<!DOCTYPE html><p>hi</p>")  # doctest: +SKIP
+    PosixPath('/tmp/report_demo/report.html')
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)

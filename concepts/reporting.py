@@ -25,10 +25,11 @@ from .scoring import ScoreResult, _as_layers, input_provenance, map_context, pre
 class Report(ScoreResult, HtmlPage):
     """A global concept report: the tidy table, its plots (from :class:`ScoreResult`), HTML and provenance.
 
-    Example:
-        >>> rep = concepts.report(model, ["conv1", "conv2"], data="data")  # doctest: +SKIP
-        >>> rep.plot_heatmap(value="ubs")  # doctest: +SKIP
-        >>> rep.save("out/")  # writes report.html, report.csv and the figures  # doctest: +SKIP
+    Examples
+    --------
+    >>> rep = concepts.report(model, ["conv1", "conv2"], data="data")  # doctest: +SKIP
+    >>> rep.plot_heatmap(value="ubs")  # doctest: +SKIP
+    >>> rep.save("out/")  # writes report.html, report.csv and the figures  # doctest: +SKIP
     """
 
     def __init__(self, outcome: Outcome, *, sanity: dict[str, Any] | None = None, headline: str | None = None,
@@ -182,26 +183,41 @@ def report(model: Any, layers: str | Sequence[str], concepts: Any = None, classe
            config: Config | None = None) -> Report:
     """Score every class × layer × concept in one pass and return a :class:`Report`.
 
-    Args:
-        model: a Keras 3 model, or the path of one saved as ``.keras``/``.h5``.
-        layers: layer names or ``outer/inner`` paths, in model order (one name is a list of one).
-        concepts: folder concepts (paths, names of folders under ``<data>/concepts``, ImageSets) and/or
-            measures; default: every folder under ``<data>/concepts``.
-        classes: classes to report (names or indices); default every class folder.
-        data: the data folder following the convention (``classes/``, ``concepts/``, ``random/``).
-        measures: continuous concept measures (``concepts.radiomics(...)``, ``concepts.measure(...)``).
-        sanity: also run on randomised weights and shuffled measures; the HTML says whether findings survive.
-        title, headline: shown at the top of the HTML page.
-        on_error: ``"raise"`` (default) or ``"skip"`` unusable image files; skipped files are listed in
-            the provenance and the report.
-        config: a :class:`concepts.Config` with a reusable setting of the options (``relative`` too);
-            keywords given explicitly in the call win over it.
-        Other arguments: as in :func:`concepts.score`.
+    Parameters
+    ----------
+    model : Any
+        A Keras 3 model, or the path of one saved as ``.keras``/``.h5``.
+    layers : str | Sequence[str]
+        Layer names or ``outer/inner`` paths, in model order (one name is a list of one).
+    concepts : Any, default=None
+        Folder concepts (paths, names of folders under ``<data>/concepts``, ImageSets) and/or
+        measures; default: every folder under ``<data>/concepts``.
+    classes : Sequence[str | int] | None, default=None
+        Classes to report (names or indices); default every class folder.
+    data : str | os.PathLike | None, default=None
+        The data folder following the convention (``classes/``, ``concepts/``, ``random/``).
+    measures : Sequence[Measure] | None, default=None
+        Continuous concept measures (``concepts.radiomics(...)``, ``concepts.measure(...)``).
+    sanity : bool, default=False
+        Also run on randomised weights and shuffled measures; the HTML says whether findings survive.
+    title, headline : str
+        Shown at the top of the HTML page.
+    on_error : str, default='raise'
+        ``"raise"`` (default) or ``"skip"`` unusable image files; skipped files are listed in
+        the provenance and the report.
+    config : Config | None, default=None
+        A :class:`concepts.Config` with a reusable setting of the options (``relative`` too);
+        keywords given explicitly in the call win over it.
 
-    Example:
-        >>> rep = concepts.report(model, ["conv1", "conv2", "conv3"], data="data", sanity=True)  # doctest: +SKIP
-        >>> rep.save("report/")  # doctest: +SKIP
-        >>> concepts.report(model, "conv2", data="data", config=concepts.Config(n_random=50))  # doctest: +SKIP
+    Notes
+    -----
+    Other arguments: as in :func:`concepts.score`.
+
+    Examples
+    --------
+    >>> rep = concepts.report(model, ["conv1", "conv2", "conv3"], data="data", sanity=True)  # doctest: +SKIP
+    >>> rep.save("report/")  # doctest: +SKIP
+    >>> concepts.report(model, "conv2", data="data", config=concepts.Config(n_random=50))  # doctest: +SKIP
     """
     assert config is not None  # resolved by @uses_config from the keywords above
     layers = _as_layers(layers)

@@ -41,9 +41,10 @@ class ScoreResult:
     plots of the null distribution), ``scatter`` the measure-vs-projection data of every RCV, and
     ``provenance`` what was computed how (model fingerprint, layers, target, seeds, versions).
 
-    Example:
-        >>> result = concepts.score(model, "conv2", "data/concepts/striped")  # doctest: +SKIP
-        >>> result.to_frame()[["class", "score", "p_value", "significant"]]  # doctest: +SKIP
+    Examples
+    --------
+    >>> result = concepts.score(model, "conv2", "data/concepts/striped")  # doctest: +SKIP
+    >>> result.to_frame()[["class", "score", "p_value", "significant"]]  # doctest: +SKIP
     """
 
     def __init__(self, outcome: Outcome, context: Any = None) -> None:
@@ -482,9 +483,10 @@ def _screen_inputs(folder_concepts: Sequence[FolderConcept], class_sets: Sequenc
 def input_provenance(inputs: Mapping[str, Any]) -> dict[str, Any]:
     """What input resolution decided, for the provenance: skipped images and how sets were balanced.
 
-    Example:
-        >>> input_provenance({"skipped_images": [], "folder_concepts": [], "random_sets": []})["skipped_images"]
-        []
+    Examples
+    --------
+    >>> input_provenance({"skipped_images": [], "folder_concepts": [], "random_sets": []})["skipped_images"]
+    []
     """
     concept_sizes = {c.name: len(c.images) for c in inputs.get("folder_concepts", [])}
     random_sizes = [len(s) for s in inputs.get("random_sets", [])]
@@ -525,99 +527,143 @@ def score(model: Any, layer: str | Sequence[str] | None = None, concept: Concept
           config: Config | None = None) -> ScoreResult:
     """Score how a model uses a concept in a layer, for each class, with a significance test.
 
-    Args:
-        model: a Keras 3 model (Sequential, functional, with nested models at any depth, e.g. a
-            ``keras.applications`` backbone in a head), or the path of one saved as ``.keras``/``.h5``.
-        layer: a layer name, an ``"outer/inner"`` path into a nested model, or a list of them
-            (:func:`concepts.layers` lists them and suggests where to probe).
-        concept: a concept folder (``data/concepts/striped``), an :class:`~concepts.sets.ImageSet`, a
-            :class:`~concepts.measures.Measure` (continuous concept → RCV), or a list/dict of these.
-        layers: the plural spelling of ``layer`` (more layers, scored in the same pass over the images).
-        concepts: the plural spelling of ``concept`` (more concepts, scored after those of ``concept``).
-        data: the data folder (default: two levels above the first concept folder).
-        examples: class examples; default ``<data>/classes/<class>/``. A dict ``{class: folder | array}``.
-        classes: which classes to score (names or output indices); default every class folder.
-        class_names: class names in output order (list) or ``{name: index}``; default ``classes.txt``.
-        random: counterexamples: a folder (pool or one sub-folder per set) or a list of sets; default
-            ``<data>/random``.
-        n_random: number of seeded random sets, hence of concept-vs-random runs (default 20, at least
-            3; no hidden cap). More sets estimate the null's spread better and give more power.
-        null_pairs: random-vs-random runs: ``"auto"`` (default: every unordered pair up to 21 sets, then
-            each set against its 20 nearest neighbours on a circle, so the cost grows linearly),
-            ``"all"`` (every pair) or ``"ring"`` (each set against the next: fewest fits, most
-            conservative test).
-        statistic: what the significance test compares with the random concepts: ``"ubs"`` (default,
-            magnitude-aware, powerful even where all examples share one gradient direction) or
-            ``"score"`` (the TCAV sign-count score; Br for measures).
-        relative: compare each folder concept with the union of the other concepts instead of random sets.
-        target: ``"logit"`` (pre-softmax, default), ``"log_prob"`` or ``"prob"``.
-        output: the output to explain in a multi-output model: its name (the layer producing it) or
-            index. The softmax/sigmoid bypass applies to that output.
-        extra_inputs: values for the model's non-image inputs, ``{input name: values}``: one array of
-            the input's per-example shape (used for every image), or per-example values keyed by
-            image file path (a dict, or a pandas Series/DataFrame indexed by path; every image the
-            analysis reads needs a row, random images included).
-        seed: seeds every random choice (random sets, splits, bootstrap, UBS directions).
-        preprocess: ``callable(image, input_shape) -> array`` replacing the documented default
-            (:func:`concepts.sets.default_preprocess`).
-        batch_size: images per engine pass (bounds memory).
-        classifier: any scikit-learn linear classifier for the CAVs (one fit per CAV: slow); overrides ``cav``.
-        cav: the CAV estimator, solved for every CAV of a layer at once on one shared Gram matrix:
-            ``"logistic"`` (L2 logistic regression, ``LogisticRegression(C=C)``), ``"svm"`` (linear SVM,
-            squared hinge, ``LinearSVC(C=C)``), ``"svm_hinge"`` (hinge loss), ``"ridge"`` (least squares,
-            ``RidgeClassifier(alpha)``) or ``"mean"`` (difference of means, FastCAV / pattern CAV). The
-            default was chosen by the validation study in ``docs/validation.md``.
-        C: inverse regularisation strength of ``cav="logistic"`` and the SVMs (scikit-learn's ``C``).
-        compat: ``"tcav"`` runs the original TCAV procedure instead (hinge-loss ``SGDClassifier(alpha=0.01,
-            max_iter=1000, tol=1e-3)`` CAVs on raw activations, sign-count score, Student's t-test between
-            the concept runs and one fixed random set's runs, no correction) so that published numbers can
-            be reproduced; its false-positive rate is above nominal (see ``docs/validation.md``).
-        robustness: refit each concept with the other estimator families and on resampled concept images
-            to fill ``direction_agreement`` and ``fragile`` (default on).
-        alpha: ridge penalty of ``cav="ridge"``: ``"auto"`` (default) is ``alpha_scale`` times the
-            layer's total activation variance, so layers of any width and scale are regularised alike; a
-            number gives exactly ``sklearn.linear_model.RidgeClassifier(alpha)``.
-        alpha_scale: the factor of ``alpha="auto"``.
-        test_size: held-out fraction for CAV accuracy.
-        correction: ``"holm"`` (default), ``"bh"`` (Benjamini–Hochberg), ``"bonferroni"`` or ``"none"``.
-        significance: level for the ``significant`` column (on corrected q-values).
-        n_directions: random unit directions for the UBS null.
-        pool: global average pooling of convolutional activations for RCVs (``"auto"``: on for conv layers).
-        cache_dir: activation cache folder (default ``$CONCEPTS_CACHE_DIR`` or ``~/.cache/concepts-toolkit``;
-            ``False`` keeps everything in memory).
-        progress: show progress bars.
-        on_error: what to do with image files that are empty, truncated or cannot be decoded:
-            ``"raise"`` (default: one error lists every such file, before any compute) or
-            ``"skip"`` (leave them out with a warning; they are listed in ``provenance["skipped_images"]``).
-        memory_budget: RAM for the arrays that grow with the data (default ``"2GB"``; a number of bytes,
-            a size such as ``"512MB"``/``"8GiB"``, or None for no limit). A class whose activations and
-            gradients fit in what is left is held in memory (and cached, so its concept maps need no
-            further pass); a larger one is streamed batch by batch, keeping only its projections on the
-            concept vectors, so peak memory stays flat however many examples it has (its maps then cost
-            one pass). Random-set activations beyond the budget go to memory-mapped temporary files.
-            The results are the same either way.
-        client: a ``dask.distributed.Client``: the class examples' gradient passes are sharded over its
-            workers (each rebuilds the model once from its config and weights; image files must be
-            readable at the same paths on the workers); only projections travel back, and the table is
-            the one a local run gives. Concept and random activations are computed here, once.
-        config: a :class:`concepts.Config` holding a reusable setting of the options above (``n_random``
-            to ``memory_budget``, every one but the inputs); a keyword given explicitly in the call
-            wins over it, and it wins over the defaults.
+    Parameters
+    ----------
+    model : Any
+        A Keras 3 model (Sequential, functional, with nested models at any depth, e.g. a
+        ``keras.applications`` backbone in a head), or the path of one saved as ``.keras``/``.h5``.
+    layer : str | Sequence[str] | None, default=None
+        A layer name, an ``"outer/inner"`` path into a nested model, or a list of them
+        (:func:`concepts.layers` lists them and suggests where to probe).
+    concept : ConceptLike, default=None
+        A concept folder (``data/concepts/striped``), an :class:`~concepts.sets.ImageSet`, a
+        :class:`~concepts.measures.Measure` (continuous concept → RCV), or a list/dict of these.
+    layers : Sequence[str] | None, default=None
+        The plural spelling of ``layer`` (more layers, scored in the same pass over the images).
+    concepts : ConceptLike, default=None
+        The plural spelling of ``concept`` (more concepts, scored after those of ``concept``).
+    data : str | os.PathLike | None, default=None
+        The data folder (default: two levels above the first concept folder).
+    examples : Any, default=None
+        Class examples; default ``<data>/classes/<class>/``. A dict ``{class: folder | array}``.
+    classes : Sequence[str | int] | None, default=None
+        Which classes to score (names or output indices); default every class folder.
+    class_names : Sequence[str] | Mapping[str, int] | None, default=None
+        Class names in output order (list) or ``{name: index}``; default ``classes.txt``.
+    random : Any, default=None
+        Counterexamples: a folder (pool or one sub-folder per set) or a list of sets; default
+        ``<data>/random``.
+    n_random : int, default=20
+        Number of seeded random sets, hence of concept-vs-random runs (default 20, at least
+        3; no hidden cap). More sets estimate the null's spread better and give more power.
+    null_pairs : str, default='auto'
+        Random-vs-random runs: ``"auto"`` (default: every unordered pair up to 21 sets, then
+        each set against its 20 nearest neighbours on a circle, so the cost grows linearly),
+        ``"all"`` (every pair) or ``"ring"`` (each set against the next: fewest fits, most
+        conservative test).
+    statistic : str, default=DEFAULT_STATISTIC
+        What the significance test compares with the random concepts: ``"ubs"`` (default,
+        magnitude-aware, powerful even where all examples share one gradient direction) or
+        ``"score"`` (the TCAV sign-count score; Br for measures).
+    relative : bool, default=False
+        Compare each folder concept with the union of the other concepts instead of random sets.
+    target : str, default='logit'
+        ``"logit"`` (pre-softmax, default), ``"log_prob"`` or ``"prob"``.
+    output : int | str | None, default=None
+        The output to explain in a multi-output model: its name (the layer producing it) or
+        index. The softmax/sigmoid bypass applies to that output.
+    extra_inputs : Mapping[str, Any] | None, default=None
+        Values for the model's non-image inputs, ``{input name: values}``: one array of
+        the input's per-example shape (used for every image), or per-example values keyed by
+        image file path (a dict, or a pandas Series/DataFrame indexed by path; every image the
+        analysis reads needs a row, random images included).
+    seed : int, default=0
+        Seeds every random choice (random sets, splits, bootstrap, UBS directions).
+    preprocess : Callable | None, default=None
+        ``callable(image, input_shape) -> array`` replacing the documented default
+        (:func:`concepts.sets.default_preprocess`).
+    batch_size : int, default=32
+        Images per engine pass (bounds memory).
+    classifier : Any, default=None
+        Any scikit-learn linear classifier for the CAVs (one fit per CAV: slow); overrides ``cav``.
+    cav : str, default=DEFAULT_CAV
+        The CAV estimator, solved for every CAV of a layer at once on one shared Gram matrix:
+        ``"logistic"`` (L2 logistic regression, ``LogisticRegression(C=C)``), ``"svm"`` (linear SVM,
+        squared hinge, ``LinearSVC(C=C)``), ``"svm_hinge"`` (hinge loss), ``"ridge"`` (least squares,
+        ``RidgeClassifier(alpha)``) or ``"mean"`` (difference of means, FastCAV / pattern CAV). The
+        default was chosen by the validation study in ``docs/validation.md``.
+    C : float, default=1.0
+        Inverse regularisation strength of ``cav="logistic"`` and the SVMs (scikit-learn's ``C``).
+    compat : str | None, default=None
+        ``"tcav"`` runs the original TCAV procedure instead (hinge-loss ``SGDClassifier(alpha=0.01,
+        max_iter=1000, tol=1e-3)`` CAVs on raw activations, sign-count score, Student's t-test between
+        the concept runs and one fixed random set's runs, no correction) so that published numbers can
+        be reproduced; its false-positive rate is above nominal (see ``docs/validation.md``).
+    robustness : bool, default=True
+        Refit each concept with the other estimator families and on resampled concept images
+        to fill ``direction_agreement`` and ``fragile`` (default on).
+    alpha : float | str, default='auto'
+        Ridge penalty of ``cav="ridge"``: ``"auto"`` (default) is ``alpha_scale`` times the
+        layer's total activation variance, so layers of any width and scale are regularised alike; a
+        number gives exactly ``sklearn.linear_model.RidgeClassifier(alpha)``.
+    alpha_scale : float, default=0.1
+        The factor of ``alpha="auto"``.
+    test_size : float, default=0.3
+        Held-out fraction for CAV accuracy.
+    correction : str, default='holm'
+        ``"holm"`` (default), ``"bh"`` (Benjamini–Hochberg), ``"bonferroni"`` or ``"none"``.
+    significance : float, default=0.05
+        Level for the ``significant`` column (on corrected q-values).
+    n_directions : int, default=1000
+        Random unit directions for the UBS null.
+    pool : str | bool, default='auto'
+        Global average pooling of convolutional activations for RCVs (``"auto"``: on for conv layers).
+    cache_dir : str | os.PathLike | bool | None, default=None
+        Activation cache folder (default ``$CONCEPTS_CACHE_DIR`` or ``~/.cache/concepts-toolkit``;
+        ``False`` keeps everything in memory).
+    progress : bool, default=True
+        Show progress bars.
+    on_error : str, default='raise'
+        What to do with image files that are empty, truncated or cannot be decoded:
+        ``"raise"`` (default: one error lists every such file, before any compute) or
+        ``"skip"`` (leave them out with a warning; they are listed in ``provenance["skipped_images"]``).
+    memory_budget : int | str | None, default='2GB'
+        RAM for the arrays that grow with the data (default ``"2GB"``; a number of bytes,
+        a size such as ``"512MB"``/``"8GiB"``, or None for no limit). A class whose activations and
+        gradients fit in what is left is held in memory (and cached, so its concept maps need no
+        further pass); a larger one is streamed batch by batch, keeping only its projections on the
+        concept vectors, so peak memory stays flat however many examples it has (its maps then cost
+        one pass). Random-set activations beyond the budget go to memory-mapped temporary files.
+        The results are the same either way.
+    client : Any, default=None
+        A ``dask.distributed.Client``: the class examples' gradient passes are sharded over its
+        workers (each rebuilds the model once from its config and weights; image files must be
+        readable at the same paths on the workers); only projections travel back, and the table is
+        the one a local run gives. Concept and random activations are computed here, once.
+    config : Config | None, default=None
+        A :class:`concepts.Config` holding a reusable setting of the options above (``n_random``
+        to ``memory_budget``, every one but the inputs); a keyword given explicitly in the call
+        wins over it, and it wins over the defaults.
 
-    Returns:
+    Returns
+    -------
+    ScoreResult
         A :class:`ScoreResult`; ``result.to_frame()`` is the tidy table.
 
-    Raises:
-        OptionError: an option has a value that is not allowed (checked before anything is computed).
+    Raises
+    ------
+    OptionError
+        An option has a value that is not allowed (checked before anything is computed).
 
-    Example:
-        >>> import keras, concepts
-        >>> model = keras.models.load_model("model.keras")  # doctest: +SKIP
-        >>> result = concepts.score(model, "conv2", "data/concepts/striped")  # doctest: +SKIP
-        >>> print(result)  # doctest: +SKIP
-        >>> fast = concepts.Config(n_random=6, progress=False)
-        >>> concepts.score(model, ["conv1", "conv2"], concepts=["data/concepts/a", "data/concepts/b"],
-        ...                config=fast)  # doctest: +SKIP
+    Examples
+    --------
+    >>> import keras, concepts
+    >>> model = keras.models.load_model("model.keras")  # doctest: +SKIP
+    >>> result = concepts.score(model, "conv2", "data/concepts/striped")  # doctest: +SKIP
+    >>> print(result)  # doctest: +SKIP
+    >>> fast = concepts.Config(n_random=6, progress=False)
+    >>> concepts.score(model, ["conv1", "conv2"], concepts=["data/concepts/a", "data/concepts/b"],
+    ...                config=fast)  # doctest: +SKIP
     """
     assert config is not None  # resolved by @uses_config from the keywords above
     analysis, inputs = prepare(model, _as_layers(layer, layers), _as_concept_list(concept) + _as_concept_list(concepts),

@@ -13,11 +13,12 @@ Adding a keyword is one line in the table, e.g.::
 
     "compat": [StrOptions({"toolkit", "original"})],
 
-Example:
-    >>> validate_options({"correction": "holmes"})
-    Traceback (most recent call last):
-    ...
-    concepts.validation.OptionError: correction='holmes' is not valid: ... Did you mean 'holm'?
+Examples
+--------
+>>> validate_options({"correction": "holmes"})
+Traceback (most recent call last):
+...
+concepts.validation.OptionError: correction='holmes' is not valid: ... Did you mean 'holm'?
 """
 from __future__ import annotations
 
@@ -195,12 +196,13 @@ def _show(value: Any) -> str:
 def check_option(name: str, value: Any) -> None:
     """Raise :class:`OptionError` unless ``value`` satisfies a constraint of keyword ``name``.
 
-    Example:
-        >>> check_option("pool", "auto")
-        >>> check_option("pool", "avg")
-        Traceback (most recent call last):
-        ...
-        concepts.validation.OptionError: pool='avg' is not valid: ... 'auto' or True or False.
+    Examples
+    --------
+    >>> check_option("pool", "auto")
+    >>> check_option("pool", "avg")
+    Traceback (most recent call last):
+    ...
+    concepts.validation.OptionError: pool='avg' is not valid: ... 'auto' or True or False.
     """
     constraints = PARAMETER_CONSTRAINTS.get(name)
     if constraints is None:
@@ -225,16 +227,19 @@ def validate_options(options: Mapping[str, Any]) -> None:
     Call it first in a public function with ``locals()``-like mapping of its keywords (the
     positional ``model`` and any keyword not in the table are reported as unknown options).
 
-    Raises:
-        OptionError: a value is not allowed; the message names the keyword, the value, what is
-            allowed and the closest valid choice.
+    Raises
+    ------
+    OptionError
+        A value is not allowed; the message names the keyword, the value, what is
+        allowed and the closest valid choice.
 
-    Example:
-        >>> validate_options({"n_random": 20, "correction": "bh", "significance": 0.05})
-        >>> validate_options({"significance": 5})
-        Traceback (most recent call last):
-        ...
-        concepts.validation.OptionError: significance=5 is not valid: expected a number with 0 < x < 1.
+    Examples
+    --------
+    >>> validate_options({"n_random": 20, "correction": "bh", "significance": 0.05})
+    >>> validate_options({"significance": 5})
+    Traceback (most recent call last):
+    ...
+    concepts.validation.OptionError: significance=5 is not valid: expected a number with 0 < x < 1.
     """
     for name, value in options.items():
         check_option(name, value)
