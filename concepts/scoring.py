@@ -18,6 +18,7 @@ import pandas as pd
 from probes.cache import ActivationCache, default_cache_dir
 from probes.engine import Engine
 from probes.errors import InsufficientDataError
+from probes.sizes import MIN_RANDOM_SETS, min_concept_images, require_size
 from probes.identity import is_identified
 from probes.sources import ArraySource, InMemoryImages
 
@@ -437,16 +438,14 @@ def prepare(model: Any, layers: Sequence[str], concept_list: list[tuple[str | No
         for item in [*folder_concepts, *class_sets]:
             if isinstance(item.images, ImageSet):
                 item.images = item.images._copy(files=[f for f in item.images.files if str(f) not in bad])
-    min_images = max(5, int(np.ceil(2 / max(options.test_size, 1e-9))))
+    min_images = min_concept_images(options.test_size)
     for concept in folder_concepts:
-        if len(concept.images) < min_images:
-            raise InsufficientDataError(
-                f"Concept {concept.name!r} has {len(concept.images)} images; with test_size={options.test_size} "
-                f"a CAV needs at least {min_images} (two held-out images per side). Add images to the concept "
-                "folder (20 or more is typical).")
-    if options.n_random < 3:
-        raise InsufficientDataError(f"n_random={options.n_random}: at least 3 random sets are needed for a test "
-                                    "(10 or more is recommended).")
+        require_size(len(concept.images), min_images,
+                     f"Concept {concept.name!r} has {{n}} images; with test_size={options.test_size} a CAV needs at "
+                     "least {minimum} (two held-out images per side). Add images to the concept folder (20 or more "
+                     "is typical).")
+    require_size(options.n_random, MIN_RANDOM_SETS, "n_random={n}: at least {minimum} random sets are needed for a "
+                 "test (10 or more is recommended).")
 
     example_files = [f for c in class_sets for f in getattr(c.images, "files", [])]
     measures = [_measure_concept(n, m, example_files, input_shape, preprocess) for n, m in measure_specs]
