@@ -23,7 +23,7 @@ import io
 import math
 import re
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -158,6 +158,16 @@ def _spec(value: str) -> ValueSpec:
         raise ValueError(f"value={value!r} cannot be plotted; choose one of {sorted(VALUE_SPECS)}") from None
 
 
+def _chosen(table: pd.DataFrame, column: str, wanted: Any, error: type[Exception]) -> list:
+    """The values of ``column`` to draw: all of them in table order, or just ``wanted`` (which must be there)."""
+    present = ordered_unique(table[column])
+    if wanted is None:
+        return present
+    if wanted not in present:
+        raise error(f"{column} {wanted!r} is not in the table; its {column}s are {present}")
+    return [wanted]
+
+
 def _check_table(table: pd.DataFrame, value: str) -> None:
     missing = [c for c in ("class", "layer", "concept", value) if c not in table.columns]
     if missing:
@@ -276,11 +286,7 @@ def plot_heatmap(table: pd.DataFrame, layer: str | None = None, value: str = "ub
     """
     spec = _spec(value)
     _check_table(table, value)
-    layers = ordered_unique(table["layer"])
-    if layer is not None:
-        if layer not in layers:
-            raise UnknownLayerError(f"layer {layer!r} is not in the table; its layers are {layers}")
-        layers = [layer]
+    layers = _chosen(table, "layer", layer, UnknownLayerError)
     classes = ordered_unique(table["class"])
     shown = table[table["layer"].isin(layers)]
     numbers = pd.to_numeric(shown[value], errors="coerce")
@@ -345,12 +351,8 @@ def plot_layer_profile(table: pd.DataFrame, concept: str | None = None, value: s
     """
     spec = _spec(value)
     _check_table(table, value)
-    concepts = ordered_unique(table["concept"])
-    if concept is not None:
-        if concept not in concepts:
-            raise ValueError(f"concept {concept!r} is not in the table; its concepts are {concepts}")
-        concepts = [concept]
-    else:
+    concepts = _chosen(table, "concept", concept, ValueError)
+    if concept is None:
         # a concept without any value (e.g. Br of a CAV) would only add an empty panel
         numbers = pd.to_numeric(table[value], errors="coerce")
         concepts = [c for c in concepts if numbers[table["concept"] == c].notna().any()]
