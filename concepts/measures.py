@@ -46,7 +46,7 @@ from probes.identity import file_sha256
 from probes.progress import progress as _progress
 
 from .errors import ConceptFolderError, ImageReadError, MeasureError
-from .imageio import IMAGE_EXTENSIONS, is_image_file, list_image_files, read_image
+from .image_files import IMAGE_EXTENSIONS, is_image_file, list_image_files, read_image
 
 __all__ = ["DEFAULT_PARAMS", "DEFAULT_PARAMS_FILE", "HEMATOXYLIN_RANGE", "Measure", "list_features",
            "measure", "measure_table", "radiomics"]
@@ -1149,7 +1149,7 @@ def _evaluate_function(fn: Callable[[np.ndarray], float], name: str,
 
 def measure(fn: Callable[[np.ndarray], float], name: str | None = None,
             images: ImagesLike | None = None) -> Measure:
-    """A concept measure from any function of an image (as :func:`~concepts.imageio.read_image` reads it).
+    """A concept measure from any function of an image (as :func:`~concepts.image_files.read_image` reads it).
 
     With ``images`` (a folder or list of files) the values are computed now; without, the measure
     is lazy: ``values`` is empty until :meth:`Measure.evaluate` is called (scoring calls it with the

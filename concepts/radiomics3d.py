@@ -40,7 +40,7 @@ from probes.progress import progress as _progress
 
 from . import measures as _m
 from .errors import ConceptFolderError, ImageReadError, MeasureError
-from .imageio import list_image_files
+from .image_files import list_image_files
 from .volumes import (Geometry, check_mask_geometry, is_dicom_series, is_volume_path, read_volume,
                       series_sha256, volume_stem)
 

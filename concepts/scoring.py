@@ -25,7 +25,7 @@ from .analysis import DEFAULT_CAV, DEFAULT_STATISTIC, Analysis, ClassExamples, F
 from .errors import ConceptFolderError, MeasureError
 from .layout import DataLayout, class_index_map, resolve_class
 from .measures import Measure
-from .imageio import list_image_files
+from .image_files import list_image_files
 from .screening import screen
 from .sets import ImageSet, random_sets as draw_random_sets
 from .validation import validate_options

@@ -33,7 +33,7 @@ from probes.identity import file_sha256 as _file_sha256
 from probes.sources import hash_array
 
 from .errors import ConceptFolderError, ImageReadError, InputShapeError, InsufficientDataError
-from .imageio import IMAGE_EXTENSIONS, is_image_file, list_image_files, read_image
+from .image_files import IMAGE_EXTENSIONS, is_image_file, list_image_files, read_image
 from .volumes import DEFAULT_VOLUME_PREPROCESS_ID, Volume, check_same_geometry, series_sha256, volume_preprocess
 
 #: Identity of :func:`default_preprocess` in content keys. Bump the version whenever its output changes,
@@ -137,7 +137,7 @@ def default_preprocess(image: np.ndarray, input_shape: tuple) -> np.ndarray:
 
     Args:
         image: ``(H, W)`` or ``(H, W, C)`` array in its native dtype, as from
-            :func:`concepts.imageio.read_image`.
+            :func:`concepts.image_files.read_image`.
         input_shape: the model's input shape without the batch dimension, e.g. ``(224, 224, 3)``.
 
     Returns:

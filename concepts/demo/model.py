@@ -32,7 +32,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import CacheCorruptionWarning, ConceptFolderError
-from ..imageio import list_image_files, read_image
+from ..image_files import list_image_files, read_image
 from ._common import CaseInfo
 
 ARCHITECTURE = "demo_cnn/v1"
