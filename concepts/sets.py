@@ -20,18 +20,17 @@ from __future__ import annotations
 
 import os
 
-import functools
+import functools  # noqa: F401 - used by the doctest of preprocess_identity
 import hashlib
-import inspect
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from probes.identity import file_sha256 as _file_sha256
-from probes.sources import hash_array
+from probes.identity import callable_identity, file_sha256 as _file_sha256
 
+from .colour import rgb_to_grey
 from .errors import ConceptFolderError, ImageReadError, InputShapeError, InsufficientDataError
 from .image_files import IMAGE_EXTENSIONS, is_image_file, list_image_files, read_image
 from .volumes import DEFAULT_VOLUME_PREPROCESS_ID, Volume, check_same_geometry, series_sha256, volume_preprocess
@@ -92,12 +91,6 @@ def _scale_to_unit(image: np.ndarray) -> np.ndarray:
     raise InputShapeError(f"Cannot preprocess an image of dtype {dtype}; expected integers, bool or floats.")
 
 
-def _luminance(rgb: np.ndarray) -> np.ndarray:
-    """ITU-R BT.601 luma of an (H, W, 3) float image, as (H, W)."""
-    return (rgb[..., 0] * np.float32(0.299) + rgb[..., 1] * np.float32(0.587)
-            + rgb[..., 2] * np.float32(0.114)).astype(np.float32)
-
-
 def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """Bilinear resize of an (H, W, C) float32 image, channel by channel on Pillow 'F' images.
 
@@ -125,7 +118,8 @@ def default_preprocess(image: np.ndarray, input_shape: tuple) -> np.ndarray:
        model itself takes 4 channels.
     3. **Match the channels** to the model's ``C``: a grayscale image is repeated into ``C``
        channels; an RGB image becomes 1 channel by ITU-R BT.601 luminance
-       ``0.299 R + 0.587 G + 0.114 B``. Any other mismatch (e.g. a 2-channel image for a
+       ``0.299 R + 0.587 G + 0.114 B`` (:func:`concepts.colour.rgb_to_grey`, the same grey
+       image the measures use). Any other mismatch (e.g. a 2-channel image for a
        3-channel model) raises :class:`InputShapeError`. A model whose ``C`` is ``None`` keeps the
        image's channels (grayscale becomes 1 channel).
     4. **Resize** to ``(H, W)`` with bilinear interpolation, antialiased when shrinking (Pillow,
@@ -169,7 +163,7 @@ def default_preprocess(image: np.ndarray, input_shape: tuple) -> np.ndarray:
             image = np.repeat(image, want_c, axis=-1)
     elif want_c is not None and image.shape[-1] != want_c:
         if image.shape[-1] == 3 and want_c == 1:
-            image = _luminance(image)[..., None]
+            image = rgb_to_grey(image)[..., None]
         else:
             raise InputShapeError(
                 f"Cannot turn a {image.shape[-1]}-channel image into the model's {want_c} channels: "
@@ -185,69 +179,33 @@ def default_preprocess(image: np.ndarray, input_shape: tuple) -> np.ndarray:
     return np.ascontiguousarray(image, dtype=np.float32)
 
 
-def _token(value: Any, depth: int) -> str:
-    """A stable text token for a value bound into a preprocessing function (argument, closure cell)."""
-    if isinstance(value, np.ndarray):
-        return f"ndarray:{hash_array(value)}"
-    if callable(value) and not isinstance(value, type) and depth < 4:
-        return preprocess_identity(value, _depth=depth + 1)
-    return repr(value)
-
-
-def preprocess_identity(preprocess: Callable | None, *, _depth: int = 0) -> str:
+def preprocess_identity(preprocess: Callable | None) -> str:
     """A string that identifies a preprocessing function in content keys (the activation cache key).
 
-    The default gives :data:`DEFAULT_PREPROCESS_ID`. A user function gives its module, qualified
-    name and the SHA-256 of its source code (``repr`` when the source is not available), plus its
-    default arguments and closure variables; a :func:`functools.partial` adds its bound arguments.
-    So editing the function's code or binding other arguments changes the key, and renaming a
-    module does too (a harmless cache miss).
+    The default gives :data:`DEFAULT_PREPROCESS_ID`. A user function is identified by
+    :func:`probes.identity.callable_identity` (module, qualified name, SHA-256 of its source code,
+    default arguments and closure variables; a :func:`functools.partial` adds its bound
+    arguments), the same rule as every other cache key that depends on user code.
 
-    Example:
-        >>> preprocess_identity(None)
-        'default_preprocess/v1'
-        >>> preprocess_identity(functools.partial(default_preprocess)) != preprocess_identity(None)
-        True
+    Parameters
+    ----------
+    preprocess : callable or None
+        The preprocessing function of an :class:`ImageSet` (None: the default).
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> preprocess_identity(None)
+    'default_preprocess/v1'
+    >>> preprocess_identity(functools.partial(default_preprocess)) != preprocess_identity(None)
+    True
     """
     if preprocess is None or preprocess is default_preprocess:
         return DEFAULT_PREPROCESS_ID
-    if isinstance(preprocess, functools.partial):
-        args = ",".join(_token(a, _depth) for a in preprocess.args)
-        kwargs = ",".join(f"{k}={_token(v, _depth)}" for k, v in sorted(preprocess.keywords.items()))
-        return f"partial({preprocess_identity(preprocess.func, _depth=_depth + 1)};{args};{kwargs})"
-    # Functions, builtins and methods name themselves; a callable object is named by its class.
-    func = preprocess if hasattr(preprocess, "__qualname__") else type(preprocess)
-    module = getattr(func, "__module__", None) or "?"
-    qualname = getattr(func, "__qualname__", None) or type(func).__name__
-    try:
-        source = inspect.getsource(func)
-        code = "src:" + hashlib.sha256(source.encode()).hexdigest()
-    except (OSError, TypeError):
-        # Builtins and functions defined in an interactive prompt have no source file.
-        code = "repr:" + repr(preprocess)
-    extras = []
-    raw = inspect.unwrap(preprocess) if inspect.isfunction(preprocess) else preprocess
-    if inspect.isfunction(raw):
-        # Same source with other defaults or closure values (a factory's inner function) must differ.
-        if raw.__defaults__:
-            extras.append("defaults=" + ",".join(_token(v, _depth) for v in raw.__defaults__))
-        if raw.__kwdefaults__:
-            extras.append("kwdefaults=" + ",".join(f"{k}={_token(v, _depth)}"
-                                                   for k, v in sorted(raw.__kwdefaults__.items())))
-        if raw.__closure__:
-            cells = []
-            for cell in raw.__closure__:
-                try:
-                    cells.append(_token(cell.cell_contents, _depth))
-                except ValueError:  # an empty cell
-                    cells.append("<empty>")
-            extras.append("closure=" + ",".join(cells))
-    elif not inspect.ismethod(preprocess):
-        # A callable object: its attributes configure it.
-        state = getattr(preprocess, "__dict__", None)
-        if state:
-            extras.append("state=" + ",".join(f"{k}={_token(v, _depth)}" for k, v in sorted(state.items())))
-    return ";".join([f"{module}.{qualname}", code, *extras])
+    return callable_identity(preprocess)
 
 
 # --------------------------------------------------------------------------------------------------
