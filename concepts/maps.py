@@ -32,6 +32,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from probes.keras_graph import is_graph_operation, single_input, tensor_origin
+
 __all__ = ["MAP_KINDS", "presence_maps", "influence_maps", "upsample", "MapContext", "result_concept_maps",
            "pointing_game", "receptive_geometry"]
 
@@ -196,12 +198,12 @@ def receptive_geometry(model: Any, layer: str) -> tuple[tuple[float, float], tup
             break
         if kind not in _SPATIAL_LAYERS and kind not in _PASS_THROUGH:
             return None
-        nodes = getattr(op, "_inbound_nodes", [])
-        if len(nodes) != 1 or len(nodes[0].input_tensors) != 1:
+        tensor = single_input(op)
+        if tensor is None:
             return None
         chain.append(op)
-        parent = nodes[0].input_tensors[0]._keras_history.operation
-        if parent is None or getattr(parent, "_inbound_nodes", None) is None:
+        parent = tensor_origin(tensor)[0]
+        if parent is None or not is_graph_operation(parent):
             return None
         op = parent
     geometry = []
@@ -217,7 +219,7 @@ def receptive_geometry(model: Any, layer: str) -> tuple[tuple[float, float], tup
             step = _pair(config.get("strides") or kernel)[axis]
             dilation = _pair(config.get("dilation_rate", 1))[axis]
             span = (kernel - 1) * dilation + 1
-            n_in = op._inbound_nodes[0].input_tensors[0].shape[1 + axis]
+            n_in = single_input(op).shape[1 + axis]
             if n_in is None:
                 return None
             pad = 0
