@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from .api import Evaluator, Measure, measure, measure_table, radiomics  # noqa: F401
 from .channels import HEMATOXYLIN_RANGE, Channel, _channel_key, _channel_label, _check_channel, _to_gray  # noqa: F401
-from .masks import _find_mask, _mask_array, _prepare  # noqa: F401
+from .masks import _find_mask, _mask_array, _mask_tails, _prepare  # noqa: F401
 from .parallel import _dask_outcomes, _executor, _future_outcome, _init_worker, _measure_images, _resolve_jobs  # noqa: F401
 from .params import (DEFAULT_PARAMS, DEFAULT_PARAMS_FILE, PathLike, _canonical, _features_for, _label,
                      _load_params, _resolve_features, _static_features, _unknown_feature_message, list_features)  # noqa: F401

@@ -43,6 +43,29 @@ def _mask_files_by_stem(folder: Path) -> dict[str, list[Path]]:
     return _mask_files_by_stem_cached(str(folder), folder.stat().st_mtime_ns)
 
 
+def _mask_tails(image: Path, images_root: Path | None) -> list[Path]:
+    """Where a mask of ``image`` may lie, relative to the masks folder, most specific first.
+
+    Inside ``images_root``: the image's path relative to it. Otherwise every trailing part of the
+    image's path, longest first. Shared by the 2D masks here and the volume masks of
+    :mod:`concepts.radiomics3d`.
+
+    Examples
+    --------
+    >>> [str(t) for t in _mask_tails(Path("/d/classes/a/x.png"), Path("/d/classes"))]
+    ['a/x.png']
+    >>> [str(t) for t in _mask_tails(Path("/d/a/x.png"), None)]
+    ['d/a/x.png', 'a/x.png', 'x.png']
+    """
+    if images_root is not None:
+        try:
+            return [image.relative_to(images_root)]
+        except ValueError:
+            pass
+    parts = image.parts[1:] if image.is_absolute() else image.parts
+    return [Path(*parts[i:]) for i in range(len(parts))]  # longest first
+
+
 def _find_mask(image: Path, images_root: Path | None, masks_root: Path) -> tuple[Path | None, str]:
     """The mask of ``image`` under ``masks_root``, or None with the reason.
 
@@ -50,16 +73,7 @@ def _find_mask(image: Path, images_root: Path | None, masks_root: Path) -> tuple
     images the longest trailing part of the image's path that exists under ``masks_root`` is used.
     The extension may differ (x.png <-> x.tif); the image's own extension wins when both exist.
     """
-    if images_root is not None:
-        try:
-            tails = [image.relative_to(images_root)]
-        except ValueError:
-            tails = []
-    else:
-        tails = []
-    if not tails:
-        parts = image.parts[1:] if image.is_absolute() else image.parts
-        tails = [Path(*parts[i:]) for i in range(len(parts))]  # longest first
+    tails = _mask_tails(image, images_root)
     for tail in tails:
         folder = masks_root / tail.parent
         if not folder.is_dir():
