@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from probes.identity import sha256_file
+
 from ._common import (CaseInfo, check_size, count_sets, emit_sets, manifest_path, reset_output,
                       stable_order, write_classes_txt, write_nifti)
 from ..volumes import volume_preprocess
@@ -159,7 +161,7 @@ def build(out_dir: str | Path, *, size: str = "full") -> CaseInfo:
         "source_loaders": {k: f"nilearn.datasets.{loader}(resolution=1)" for k, (loader, _) in _SOURCES.items()},
         "source_description": "MNI ICBM152 2009 nonlinear symmetric (a) T1 template, GM/WM probability maps "
                               "and brain mask; an average of many adult brains, not one patient",
-        "source_sha256": {k: hashlib.sha256((data_dir / f).read_bytes()).hexdigest()
+        "source_sha256": {k: sha256_file(data_dir / f)
                           for k, (_, f) in _SOURCES.items() if f and (data_dir / f).is_file()},
         "decoded_source_sha256": hashlib.sha256(b"".join(vol[k].tobytes() for k in sorted(vol))).hexdigest(),
         "source_shape": list(t1.shape),
