@@ -1,4 +1,4 @@
-"""Input validation shared by the scikit-learn style probes (:class:`~probes.linear.LinearProbe`,
+"""Input validation shared by the scikit-learn style probes (:class:`~probes.linear_probe.LinearProbe`,
 :class:`~probes.regression.RegressionProbe`).
 
 scikit-learn's own validation gives the messages and error types its estimator checks and tools

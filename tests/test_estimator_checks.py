@@ -16,7 +16,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from probes.errors import InsufficientDataError
-from probes.linear import LinearProbe
+from probes.linear_probe import LinearProbe
 from probes.regression import RegressionProbe
 
 #: check name -> reason, per estimator class (the ``expected_failed_checks`` of scikit-learn >= 1.6).

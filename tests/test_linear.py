@@ -9,9 +9,10 @@ from sklearn.svm import LinearSVC
 
 import probes.linear as linear
 from probes.errors import InputShapeError, InsufficientDataError, ToolkitError
-from probes.linear import (CAVBatch, CAVTask, DegenerateProbeWarning, LinearProbe,
+from probes.linear import (CAVBatch, CAVTask, DegenerateProbeWarning,
                            NotALinearClassifierError, PoolIndexError, fit_cav_batch,
                            sensitivities, split_task, tcav_scores)
+from probes.linear_probe import LinearProbe
 from probes.stats import NonFiniteValuesError
 
 
@@ -435,3 +436,9 @@ def test_end_to_end_scores_from_planted_gradients() -> None:
     assert pos[0] == 1.0 and zero[0] == 0.0
     pos, _ = tcav_scores(sensitivities(rng.normal(size=(400, 1000)), batch.vectors))
     assert 0.4 < pos[0] < 0.6
+
+
+def test_linear_probe_still_importable_from_probes_linear() -> None:
+    from probes.linear import LinearProbe as old_home
+
+    assert old_home is LinearProbe
