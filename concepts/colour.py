@@ -1,9 +1,9 @@
 """Colour to grey: the one conversion used by image sets (model inputs) and by measures (radiomics).
 
-Both halves of the toolkit reduce an RGB image to one grey channel: :mod:`concepts.preprocess` (image sets) when a
-single-channel model is given a colour image, :mod:`concepts.measures` when pyradiomics measures a
-colour image with ``channel="gray"``. They use this function, so the same image is the same grey
-image everywhere.
+Both halves of the toolkit reduce an RGB image to one grey channel: :mod:`concepts.preprocess`
+(image sets) when a single-channel model is given a colour image, :mod:`concepts.measures` when
+pyradiomics measures a colour image with ``channel="gray"``. They use this function, so the same
+image is the same grey image everywhere.
 
 Example:
     >>> rgb_to_grey(np.array([[[255, 255, 255]]], dtype=np.uint8)).round(6).tolist()

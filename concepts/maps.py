@@ -49,8 +49,8 @@ def _project(fields: np.ndarray, vector: np.ndarray, what: str, n_spatial: int =
     fields = np.asarray(fields, dtype=np.float32)
     letters = "DHW"[-n_spatial:]
     if fields.ndim != n_spatial + 2:
-        raise ValueError(f"{what} must have shape (n, {', '.join(letters)}, C) (a {n_spatial}D convolutional layer); "
-                         f"got {fields.shape}.")
+        raise ValueError(f"{what} must have shape (n, {', '.join(letters)}, C) "
+                         f"(a {n_spatial}D convolutional layer); got {fields.shape}.")
     spatial, c = fields.shape[1:-1], fields.shape[-1]
     axes = letters.lower()
     v = np.asarray(vector, dtype=np.float32).ravel()
@@ -64,8 +64,9 @@ def _project(fields: np.ndarray, vector: np.ndarray, what: str, n_spatial: int =
                      f"must have {'·'.join(letters)}·C = {size} entries (a CAV) or C = {c} (a pooled RCV).")
 
 
-def _layer_maps(engine: Any, source: Any, vector: np.ndarray, *, layer: str, kind: str, class_index: int | None,
-                resolution: str, n_spatial: int, resize: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+def _layer_maps(engine: Any, source: Any, vector: np.ndarray, *, layer: str, kind: str,
+                class_index: int | None, resolution: str, n_spatial: int,
+                resize: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """Presence or influence maps of one layer for ``source`` (2D and 3D): at the layer's resolution,
     or brought to the input's by ``resize``."""
     result = engine.run(source, class_index=class_index, layers=[layer])

@@ -261,7 +261,8 @@ def callable_identity(fn: Any, *, _depth: int = 0) -> str:
         # A callable object: its attributes configure it.
         state = getattr(fn, "__dict__", None)
         if state:
-            extras.append("state=" + ",".join(f"{k}={_value_token(v, _depth)}" for k, v in sorted(state.items())))
+            extras.append("state=" + ",".join(f"{k}={_value_token(v, _depth)}"
+                                              for k, v in sorted(state.items())))
     return ";".join([f"{module}.{qualname}", _function_code(func), *extras])
 
 
@@ -305,5 +306,6 @@ def package_version() -> str:
         return "unknown"
 
 
-__all__ = ["RACY_SECONDS", "UNIDENTIFIED_PREFIX", "callable_identity", "file_sha256", "forget_files", "is_identified",
+__all__ = ["RACY_SECONDS", "UNIDENTIFIED_PREFIX", "callable_identity",
+           "file_sha256", "forget_files", "is_identified",
            "model_identity", "package_version", "sha256_file", "unidentified_fingerprint"]

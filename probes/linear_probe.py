@@ -139,9 +139,10 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         check_classification_targets(y)
         classes = np.unique(y)
         if len(classes) != 2:
+            plural = "es" if len(classes) != 1 else ""
             raise ValueError("Only binary classification is supported. LinearProbe needs exactly 2 classes "
-                             f"in y (concept and counterexample); got "
-                             f"{len(classes)} class{'es' if len(classes) != 1 else ''}: {classes[:10].tolist()}.")
+                             f"in y (concept and counterexample); got {len(classes)} class{plural}: "
+                             f"{classes[:10].tolist()}.")
         self.classes_ = classes
         return self._fit_pool(X, np.flatnonzero(y == classes[1]), np.flatnonzero(y == classes[0]))
 

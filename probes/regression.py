@@ -111,8 +111,8 @@ def _check_n(n: int, cv: int) -> None:
     needed = max(_MIN_EXAMPLES, cv)
     if n < needed:
         raise InsufficientDataError(
-            f"{n} example(s) given (n_samples = {n}); a regression concept vector with {cv}-fold cross-validation needs "
-            f"at least {needed} (and far more, e.g. 30+, for a meaningful R²).")
+            f"{n} example(s) given (n_samples = {n}); a regression concept vector with {cv}-fold "
+            f"cross-validation needs at least {needed} (and far more, e.g. 30+, for a meaningful R²).")
 
 
 def _check_y_varies(y: np.ndarray) -> tuple[float, float]:
@@ -352,8 +352,8 @@ class RegressionProbe(RegressorMixin, BaseEstimator):
         X = check_features(self, X, reset=True)
         n, d = X.shape
         if y is None:
-            raise InputShapeError("RegressionProbe.fit requires y to be passed, but the target y is None: give "
-                                  "one concept measure per example.")
+            raise InputShapeError("RegressionProbe.fit requires y to be passed, but the target y is None: "
+                                  "give one concept measure per example.")
         try:
             y = column_or_1d(y, warn=True)   # a (n, 1) column is accepted with a DataConversionWarning
         except ValueError as exc:

@@ -188,8 +188,9 @@ def select_sets(index: PatchIndex, sizes: dict, *, seed: str,
 
     Examples
     --------
-    >>> select_sets(PatchIndex(255, 0.5, 0.2), {"concept": 1, "random": 1, "report": 1, "train": None}, seed="s",
-    ...             thresholds=(0.5, 0.5, 0.5), csf_size=1, unit="patches")  # doctest: +IGNORE_EXCEPTION_DETAIL
+    >>> sizes = {"concept": 1, "random": 1, "report": 1, "train": None}
+    >>> select_sets(PatchIndex(255, 0.5, 0.2), sizes, seed="s", thresholds=(0.5, 0.5, 0.5),
+    ...             csf_size=1, unit="patches")  # doctest: +IGNORE_EXCEPTION_DETAIL
     Traceback (most recent call last):
     DemoDataError: Only 0 patches for 'grey_matter_like', need 1: ...
     """

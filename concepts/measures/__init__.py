@@ -37,14 +37,20 @@ code looks them up on this package at call time, see ``tables._patch_point``).
 from __future__ import annotations
 
 from .api import Evaluator, Measure, measure, measure_table, radiomics  # noqa: F401
-from .channels import HEMATOXYLIN_RANGE, Channel, _channel_key, _channel_label, _check_channel, _to_gray  # noqa: F401
+from .channels import (HEMATOXYLIN_RANGE, Channel, _channel_key, _channel_label,  # noqa: F401
+                       _check_channel, _to_gray)
 from .masks import _find_mask, _mask_array, _mask_tails, _prepare  # noqa: F401
-from .parallel import _dask_outcomes, _executor, _future_outcome, _init_worker, _measure_images, _resolve_jobs  # noqa: F401
-from .params import (DEFAULT_PARAMS, DEFAULT_PARAMS_FILE, PathLike, _canonical, _features_for, _label,
-                     _load_params, _resolve_features, _static_features, _unknown_feature_message, list_features)  # noqa: F401
-from .pyradiomics_adapter import _extract, _extractor, _pyradiomics_version, _quiet_radiomics, _radiomics_module  # noqa: F401
-from .store import _CACHE_FORMAT, _cache_folder, _cache_key, _cache_read, _cache_write, _file_digest  # noqa: F401
-from .tables import ImagesLike, _assemble_table, _compute_table, _failure, _image_list, _warn_failures  # noqa: F401
+from .parallel import (_dask_outcomes, _executor, _future_outcome, _init_worker,  # noqa: F401
+                       _measure_images, _resolve_jobs)
+from .params import (DEFAULT_PARAMS, DEFAULT_PARAMS_FILE, PathLike, _canonical, _features_for,  # noqa: F401
+                     _label, _load_params, _resolve_features, _static_features, _unknown_feature_message,
+                     list_features)
+from .pyradiomics_adapter import (_extract, _extractor, _pyradiomics_version, _quiet_radiomics,  # noqa: F401
+                                  _radiomics_module)
+from .store import (_CACHE_FORMAT, _cache_folder, _cache_key, _cache_read, _cache_write,  # noqa: F401
+                    _file_digest)
+from .tables import (ImagesLike, _assemble_table, _compute_table, _failure, _image_list,  # noqa: F401
+                     _warn_failures)
 
 __all__ = ["DEFAULT_PARAMS", "DEFAULT_PARAMS_FILE", "HEMATOXYLIN_RANGE", "Measure", "list_features",
            "measure", "measure_table", "radiomics"]

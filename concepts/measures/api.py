@@ -40,9 +40,9 @@ def measure_table(images: ImagesLike, masks: PathLike | None = None,
             ``masks`` is used. An image without a mask fails alone ("no mask found at ...").
         params: None (:data:`DEFAULT_PARAMS`), a dict, or the path of a pyradiomics YAML file.
         channel: how colour images become one grayscale channel: ``"gray"`` (ITU-R BT.601 luma,
-            :func:`concepts.colour.rgb_to_grey`, on the original value scale), ``"r"``/``"g"``/``"b"`` or an index, ``"hematoxylin"``
-            (colour deconvolution, rescaled to 0..255 with the fixed :data:`HEMATOXYLIN_RANGE`),
-            or a function (RGB(A) array -> 2D array). Grayscale images are used as they are;
+            :func:`concepts.colour.rgb_to_grey`, on the original value scale), ``"r"``/``"g"``/``"b"``
+            or an index, ``"hematoxylin"`` (colour deconvolution, rescaled to 0..255 with the fixed
+            :data:`HEMATOXYLIN_RANGE`), or a function (RGB(A) array -> 2D array). Grayscale images are used as they are;
             16-bit images keep their values, so set ``binWidth`` accordingly (about 512-1024).
         features: only these columns (full names, or ``"glcm_Contrast"`` for the original image).
         n_jobs: worker processes (default: all cores; 1 computes in this process).

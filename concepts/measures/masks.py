@@ -1,4 +1,4 @@
-"""Regions to measure: mask files found next to the images, read as boolean regions, checked before pyradiomics.
+"""Regions to measure: mask files found next to the images, read as boolean regions, checked first.
 
 A mask folder mirrors the images folder (same relative path and file stem, any image extension);
 nonzero pixels are the region. :func:`_prepare` reads one image and its mask and says why the

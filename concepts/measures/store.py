@@ -20,7 +20,7 @@ _CACHE_FORMAT = "concepts-radiomics/v1"
 
 
 def _cache_folder(cache_dir: PathLike | bool | None) -> Store | None:
-    """The toolkit's store at ``cache_dir``, $CONCEPTS_CACHE_DIR or ~/.cache/concepts-toolkit (None: no cache)."""
+    """The toolkit's store at ``cache_dir``, or at :func:`probes.cache.default_cache_dir` (None: no cache)."""
     if cache_dir is False:
         return None
     if cache_dir is None or cache_dir is True:
