@@ -7,6 +7,10 @@ random sets), with far fewer rows than features (n ~ 100, d ~ 10^4..10^5). The d
 exploits that: it computes the Gram matrix of the pool rows once and solves every probe in the
 dual, so the cost is two passes over the pool's columns whatever the number of probes.
 
+Why one module of about 600 lines: the batched dual solve, the split rules it must reproduce
+(:func:`split_task`) and the blockwise pool access are one algorithm; the scikit-learn wrapper lives
+in :mod:`probes.linear_probe`.
+
 Main entry points:
 
 * :class:`CAVTask` / :func:`fit_cav_batch` -- many CAVs on one pool in one call;

@@ -35,6 +35,10 @@ than silently guessing.
 
 For convolutional layers, :func:`pool_activations` and :func:`pool_gradients` apply global average
 pooling consistently to activations and to gradients.
+
+Why one module of about 560 lines: :class:`RegressionProbe` and :func:`shuffled_fits` must draw the
+same folds and reuse the same Gram matrix and spectra, so the estimator, its null and the chunked
+linear algebra they share stay together.
 """
 from __future__ import annotations
 
