@@ -1,55 +1,30 @@
-"""The computation behind :func:`concepts.score` and :func:`concepts.report`.
+"""Orchestration behind :func:`concepts.score` and :func:`concepts.report`: engine passes, caches,
+progress and provenance around the array-level core in :mod:`probes`.
 
-Two phases, so that memory does not grow with the number of class examples. Phase 1: one engine pass
-per concept, random and measured image set gives the activations of every requested layer, and
-every probe (CAVs, random-vs-random CAVs, RCVs and their nulls, the robustness directions) is
-fitted on them. Phase 2: the class examples go through the gradient pass -- in one piece when they
-fit ``memory_budget``, batch by batch otherwise, or sharded over a Dask cluster -- and only their
+Three phases, so that memory does not grow with the number of class examples. Phase 1: one engine pass
+per concept, random and measured image set gives the activations of every requested layer, and every
+probe (CAVs, random-vs-random CAVs, RCVs and their nulls, the robustness directions) is fitted on them.
+Phase 2: the class examples go through the gradient pass -- in one piece when they fit
+``memory_budget``, batch by batch otherwise, or sharded over a Dask cluster -- and only their
 projections on every vector are kept (:mod:`probes.streaming`): running column statistics, the
-unit-gradient sum of the UBS null, and a few numbers per example. Phase 3 computes the statistics
-from those. Nothing here touches TensorFlow: that is the engine's job.
+unit-gradient sum of the UBS null, and a few numbers per example. Phase 3 computes the statistics from
+those. Then one multiple-comparison correction across every row computed together.
 
-Statistics per (class, layer, concept):
+What is computed, and why, lives with the code that computes it, none of which needs an engine or
+TensorFlow:
 
-* folder concepts (CAVs): ``n_random`` concept-vs-random CAVs (one per seeded random set) and
-  random-vs-random CAVs (every unordered pair, or a circulant design). The estimator is the
-  difference of means (``cav="mean"``, the *pattern* in which the concept is expressed) by
-  default; ``"logistic"``, ``"svm"``, ``"ridge"`` or any scikit-learn classifier are options.
-  Each random set gets its mean statistic against the others; the concept's mean statistic over
-  its runs is tested as one more draw from that distribution (a two-sided t prediction test,
-  :func:`probes.stats.prediction_test`), so the null is exactly "another set of random images in
-  place of the concept".
+* :mod:`probes.design` -- set design: null pairs of random sets, CAV tasks and resamples, task seeds,
+  the minimum-size rule;
+* :mod:`probes.cav_rows` -- CAV penalty, fits, consensus and robustness directions, and the CAV rows
+  (estimators and the ``"shift"`` / ``"ubs"`` / ``"score"`` statistics);
+* :mod:`probes.rcv_rows` -- RCV fits and rows (Br, and its UBS fallback);
+* :mod:`probes.row_stats` -- one row's test, intervals, UBS and direction agreement.
 
-  The statistic (``statistic=``) is, per run, ``"shift"`` (default): the run's UBS times how far
-  the concept's mean activation lies from the counterexamples' mean along the vector, in units
-  of the layer's spread -- the first-order change of the class score between the two sides, in
-  UBS units; ``"ubs"``: the run's UBS (direction only); or ``"score"``: the TCAV sign-count score.
-  Why "shift": a unit vector forgets how different the two sides are, so a random pair whose
-  small, noisy mean difference happens to point along the class gradient weighs as much as a
-  concept that moves the activations far along it; where every example has the same gradient (a
-  layer followed only by pooling and a linear head) that noise decides the test. Keeping the
-  displacement restores the power there and the exchangeability under the null is untouched.
-  The choice of estimator and statistic, and the evidence, are in ``docs/validation.md``.
-
-  Why not Welch between concept runs and null runs, as the original TCAV code does: every
-  concept run shares the same concept set, so the set's own idiosyncrasy never enters the
-  run-to-run variance, and noise "concepts" come out significant far above the nominal rate.
-  ``compat="tcav"`` still runs that procedure, to reproduce published numbers.
-* continuous measures (RCVs): the full-data RCV gives R², fold angle, Br and UBS; its Br is
-  tested against the Br of ``n_random`` RCVs fitted on shuffled measures (same prediction test;
-  held-out R² is not clipped at 0, so the null keeps its spread); the RCVs of the five
-  cross-validation training folds (80 % subsamples) give the score's interval. Where every
-  example has the same gradient along the vector, Br is undefined (NaN): the row then tests the
-  RCV's UBS against the shuffled-measure RCVs' UBS, and ``test_statistic`` says so;
-* ``ubs`` is the UBS of the consensus vector (normalised mean of the concept CAVs, or the RCV),
-  with a bootstrap interval over class examples and ``ubs_p`` from sampled random directions;
-* ``direction_agreement`` / ``fragile``: the row's direction checked against the other estimator
-  families and CAVs on resampled concept images (fold RCVs for measures);
-* one multiple-comparison correction across every row computed together.
+:class:`Analysis` only runs the engine, keeps the caches (CAV vectors, and the whole outcome through
+:mod:`concepts.outcome_store`), shows progress, calls the core and assembles the table.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -58,40 +33,27 @@ import numpy as np
 import pandas as pd
 
 from probes.cache import ActivationCache
+from probes.cav_rows import (DEFAULT_CAV, N_RESAMPLES, ROBUSTNESS_METHODS, CAVFitter, cav_rows, choose_alpha,
+                             fit_cav_layer)
+from probes.design import AUTO_PARTNERS, cav_tasks, null_pairs, seed_for, stack_pool
 from probes.engine import Engine
-from probes.errors import InsufficientDataError
-from probes.linear import CAVTask, fit_cav_batch
+from probes.memory import Budget, memmap_allocator, parse_bytes
 from probes.progress import progress
+from probes.rcv_rows import fit_rcv, rcv_features, rcv_rows, use_pooling
+from probes.row_stats import COLUMNS, DEFAULT_STATISTIC, MIN_RESAMPLE_AGREEMENT, RowSettings
 from probes.sources import hash_array
-from probes.regression import RegressionProbe, pool_activations, shuffled_fits
-from probes.stats import adjust_pvalues, bootstrap_ci, bootstrap_diff_ci, prediction_test, student_t_pvalue
-from probes.streaming import ProjectionSpace, Projections, project_batches
-from probes.ubs import ubs_pvalue
+from probes.stats import adjust_pvalues
+from probes.streaming import ProjectionSpace, project_batches
 
 from .outcome_store import ENCODING_VERSION, decode_outcome, encode_outcome
 
-COLUMNS = [
-    "class", "layer", "concept", "kind", "score", "score_ci_low", "score_ci_high", "null_mean", "effect",
-    "effect_ci_low", "effect_ci_high", "p_value", "q_value", "significant", "vector_quality", "n_examples",
-    "n_random", "target", "seed", "zero_fraction", "d", "ubs", "ubs_ci_low", "ubs_ci_high", "ubs_p",
-    "r2_cv", "fold_angle_deg", "br", "test_statistic", "direction_agreement", "fragile",
-]
-
-#: Estimator families refitted to check each row's direction (``direction_agreement``): one of each kind
-#: (pattern, max-margin-like filter, least-squares filter). The SVMs are left out: in the validation study
-#: they point the same way as logistic regression in every case, at several times its cost.
-ROBUSTNESS_METHODS = ("mean", "logistic", "ridge")
-#: Bootstrap resamples of a concept's images refitted for the same check.
-N_RESAMPLES = 10
-#: A row is ``fragile`` when an alternative estimator reverses its direction, or when fewer than this
-#: share of the concept-image resamples agree with it.
-MIN_RESAMPLE_AGREEMENT = 0.8
-
-
-#: The CAV estimator used when none is named (chosen by the validation study, docs/validation.md).
-DEFAULT_CAV = "mean"
-#: The test statistic used when none is named (same study).
-DEFAULT_STATISTIC = "shift"
+# Re-exported: other modules, tests and notebooks import these from here.
+__all__ = ["COLUMNS", "ROBUSTNESS_METHODS", "N_RESAMPLES", "MIN_RESAMPLE_AGREEMENT", "DEFAULT_CAV",
+           "DEFAULT_STATISTIC", "AUTO_PARTNERS", "Options", "FolderConcept", "MeasureConcept", "ClassExamples",
+           "Outcome", "Analysis", "parse_bytes", "tcav_classifier", "summary_text"]
+_null_pairs = null_pairs
+_memmap_allocator = memmap_allocator
+_seed_for = seed_for
 
 
 @dataclass
@@ -186,128 +148,13 @@ class _LayerPlan:
         return self.spaces.setdefault(name, ProjectionSpace())
 
 
-def parse_bytes(value: int | float | str | None) -> float:
-    """A memory size in bytes from ``2_000_000``, ``"2GB"``, ``"512 MiB"`` or ``None`` (no limit: inf).
-
-    Example:
-        >>> parse_bytes("2GB"), parse_bytes("1.5 KiB"), parse_bytes(None)
-        (2000000000.0, 1536.0, inf)
-    """
-    if value is None:
-        return float("inf")
-    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-        if value < 0:
-            raise ValueError(f"memory_budget must be non-negative, got {value!r}.")
-        return float(value)
-    import re
-
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMgGtT]i?)?[bB]?\s*", str(value))
-    if not match:
-        raise ValueError(f"memory_budget must be a number of bytes or a size like '2GB' or '512MiB', not {value!r}.")
-    number, unit = float(match.group(1)), (match.group(2) or "").lower()
-    base = 1024 if unit.endswith("i") else 1000
-    power = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}[unit[:1]]
-    return number * base ** power
-
-
-def _memmap_allocator(directory: str | None = None):
-    """``allocate(kind, path, shape)`` for :meth:`Engine.run` that backs each array with a memory-mapped file
-    in ``directory`` (default: the system temporary directory). The file is unlinked at once: the mapping
-    keeps it alive exactly as long as the array, and nothing is left behind if the process dies."""
-    import os
-    import tempfile
-
-    def allocate(kind: str, path: str, shape: tuple) -> np.ndarray:
-        if int(np.prod(shape)) == 0:
-            return np.empty(shape, np.float32)
-        handle, name = tempfile.mkstemp(prefix="concepts-spill-", suffix=".f32", dir=directory)
-        try:
-            return np.memmap(name, dtype=np.float32, mode="w+", shape=shape)
-        finally:
-            os.close(handle)
-            os.unlink(name)
-
-    return allocate
-
-
-class _Budget:
-    """What is left of ``memory_budget`` for arrays that grow with the data (see :func:`concepts.score`)."""
-
-    def __init__(self, budget: int | str | None) -> None:
-        self.left = parse_bytes(budget)
-
-    def take(self, nbytes: float) -> bool:
-        """Reserve ``nbytes`` if they fit in what is left; False (nothing reserved) otherwise."""
-        if nbytes <= self.left:
-            self.left -= nbytes
-            return True
-        return False
-
-
-def _seed_for(*parts: Any) -> int:
-    """A task seed derived from what the task is, so the same pair gives the same CAV in any call."""
-    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:4], "little")
-
-
-def _flat(array: np.ndarray) -> np.ndarray:
-    return np.asarray(array).reshape(len(array), -1)
-
-
-def _use_pooling(pool: str | bool, shape: tuple) -> bool:
-    if pool == "auto":
-        return len(shape) >= 3  # (H, W, C) or deeper: convolutional feature maps
-    return bool(pool)
-
-
-AUTO_PARTNERS = 20
-
-
-def _null_pairs(n_sets: int, mode: str) -> list[tuple[int, int]]:
-    """Random-vs-random pairs, each unordered pair at most once.
-
-    ``"all"``: every pair (each set meets the other ``n_sets - 1``); ``"ring"``: each set against the
-    next (two partners each); ``"auto"``: every pair up to 21 sets, beyond that a circulant design
-    in which each set meets its ``AUTO_PARTNERS`` nearest neighbours around a circle, so the number
-    of fits grows linearly with ``n_sets`` while each set's mean still averages 20 comparisons.
-    """
-    if n_sets < 3:
-        raise InsufficientDataError(f"{n_sets} random sets: at least 3 are needed for a null distribution.")
-    if mode == "auto":
-        mode = "all" if n_sets <= AUTO_PARTNERS + 1 else "circulant"
-    if mode == "all":
-        return [(i, j) for i in range(n_sets) for j in range(i + 1, n_sets)]
-    if mode == "ring":
-        return [(i, (i + 1) % n_sets) for i in range(n_sets)]
-    if mode == "star":   # the original TCAV null: one fixed random set against each of the others
-        return [(0, j) for j in range(1, n_sets)]
-    if mode == "circulant":
-        return [(i, (i + k) % n_sets) for i in range(n_sets) for k in range(1, AUTO_PARTNERS // 2 + 1)]
-    raise ValueError(f"null_pairs must be 'auto', 'all' or 'ring', not {mode!r}.")
-
-
-def _set_means(values: np.ndarray, pairs: Sequence[tuple[int, int]], n_sets: int, flipped: np.ndarray) -> np.ndarray:
-    """Each random set's mean statistic against the other random sets it was paired with.
-
-    A pair (i, j) is fitted once, oriented towards i; ``flipped`` holds the statistic seen from j
-    (for the sign-count score ``1 - score - zeros``, for UBS ``-ubs``). These per-set means are the
-    null sample that a concept's mean statistic is compared with (see :meth:`Analysis._row`).
-    """
-    total = np.zeros(n_sets)
-    count = np.zeros(n_sets)
-    for (i, j), value, other in zip(pairs, values, flipped):
-        total[i] += value
-        total[j] += other
-        count[i] += 1
-        count[j] += 1
-    return total / np.maximum(count, 1)
-
 
 class Analysis:
     """Runs one analysis: engine passes, probes, sensitivities and statistics.
 
-    Example:
-        >>> outcome = Analysis(engine, options).run(class_sets, folder_concepts, [], random_sets)  # doctest: +SKIP
+    Examples
+    --------
+    >>> outcome = Analysis(engine, options).run(class_sets, folder_concepts, [], random_sets)  # doctest: +SKIP
     """
 
     def __init__(self, engine: Engine, options: Options, cache: ActivationCache | None = None,
@@ -330,7 +177,7 @@ class Analysis:
     def _activations(self, source: Any) -> dict[str, np.ndarray]:
         return self.engine.run(source).activations
 
-    def _project(self, example: ClassExamples, plans: dict[str, "_LayerPlan"], budget: "_Budget") -> dict:
+    def _project(self, example: ClassExamples, plans: dict[str, "_LayerPlan"], budget: Budget) -> dict:
         """Phase 2 for one class: its examples' gradients (and activations, for presence) projected on every
         vector of every layer's plan, batch by batch. Returns ``{layer: {space: Projections}}``.
 
@@ -373,7 +220,7 @@ class Analysis:
         width = sum(max(self.engine.layer_widths[layer], 0) for layer in self.engine.layers)
         if len(file_sets) != len(random_sets) or not same_binding:
             sizes = np.cumsum([0] + [len(s) for s in random_sets])
-            allocate = _memmap_allocator() if 4 * width * sizes[-1] > parse_bytes(self.options.memory_budget) \
+            allocate = memmap_allocator() if 4 * width * sizes[-1] > parse_bytes(self.options.memory_budget) \
                 else (lambda kind, path, shape: np.empty(shape, np.float32))
             per_set = [tick(self.engine.run(s, allocate=allocate).activations) for s in random_sets]
             rows = [np.arange(sizes[j], sizes[j + 1]) for j in range(len(random_sets))]
@@ -387,7 +234,7 @@ class Analysis:
         union = sorted({Path(f).resolve() for s in file_sets for f in s.files})
         pool = ImageSet(union, name="random pool", input_shape=first.input_shape, preprocess=first.preprocess)
         spill = 4 * width * len(pool) > parse_bytes(self.options.memory_budget)
-        acts = self.engine.run(pool, allocate=_memmap_allocator() if spill else None).activations
+        acts = self.engine.run(pool, allocate=memmap_allocator() if spill else None).activations
         position = {f: i for i, f in enumerate(union)}
         rows = [tick(np.array([position[Path(f).resolve()] for f in s.files])) for s in file_sets]
         return acts, rows
@@ -431,19 +278,28 @@ class Analysis:
         del concept_acts, random_acts, measure_acts
         # Phase 2: each class's examples through the gradient pass, keeping only projections on those vectors
         # (held in memory when the whole pass fits the memory budget, streamed batch by batch otherwise).
-        budget = _Budget(opts.memory_budget)
+        budget = Budget(opts.memory_budget)
         projections = {c.name: tick(self._project(c, plans, budget)) for c in classes}
         next(ticks, None)
 
         # Phase 3: the statistics, from the projections only.
+        settings = RowSettings(seed=opts.seed, n_boot=opts.n_boot, n_directions=opts.n_directions,
+                               statistic=opts.statistic, target=self.engine.target)
+        names = [c.name for c in folder_concepts]
         for layer in self.engine.layers:
-            ubs_nulls: dict[str, np.ndarray] = {}
+            ubs_nulls: dict[str, np.ndarray] = {}  # one UBS null per class and feature space, shared by its rows
             plan = plans[layer]
             if folder_concepts:
-                rows += self._cav_rows(layer, classes, plan, projections, folder_concepts, random_sets, runs,
-                                       ubs_nulls)
+                flat_proj = {c.name: projections[c.name][layer]["flat"] for c in classes}
+                for name in names:
+                    self._collect(layer, name, flat_proj, plan.cav["records"][name])
+                rows += cav_rows(settings, layer, plan.cav, flat_proj, names, len(random_sets), runs, ubs_nulls,
+                                 tcav_compat=opts.compat == "tcav")
             for measure in measure_concepts:
-                rows += self._rcv_rows(layer, classes, plan, projections, measure, runs, ubs_nulls)
+                fit = plan.rcv[measure.name]
+                proj = {c.name: projections[c.name][layer][fit["space"]] for c in classes}
+                self._collect(layer, measure.name, proj, fit["record"])
+                rows += rcv_rows(settings, layer, measure.name, fit, proj, runs, ubs_nulls, n_random=opts.n_random)
         table = pd.DataFrame(rows, columns=COLUMNS)
         if len(table):
             table["q_value"] = adjust_pvalues(table["p_value"].to_numpy(dtype=float), method=opts.correction)
@@ -503,39 +359,6 @@ class Analysis:
         self.cache.put_record(key, data, arrays, meta={"kind": "outcome"})
 
     # ---------------------------------------------------------------- CAVs
-    def _cav_tasks(self, folder_concepts: Sequence[FolderConcept], random_sets: Sequence[Any],
-                   offsets: dict[str, np.ndarray], layer: str,
-                   alpha: float) -> tuple[list[CAVTask], list[str], dict]:
-        """Concept-vs-random (or relative) tasks per concept, then the random-vs-random null tasks."""
-        opts = self.options
-        tasks: list[CAVTask] = []
-        keys: list[str] = []
-        index: dict[str, Any] = {}
-        fingerprint = self.engine.fingerprint
-        for concept in folder_concepts:
-            pos = offsets[f"c:{concept.name}"]
-            index[concept.name] = []
-            others = [o for o in folder_concepts if o.name != concept.name]
-            for j, random_set in enumerate(random_sets):
-                if opts.relative:
-                    neg = np.concatenate([offsets[f"c:{o.name}"] for o in others])
-                    ident = ("rel", self._key(concept.images), *[self._key(o.images) for o in others], j)
-                else:
-                    neg = offsets[f"r:{j}"]
-                    ident = ("cav", self._key(concept.images), self._key(random_set))
-                index[concept.name].append(len(tasks))
-                tasks.append(CAVTask(pos=pos, neg=neg, seed=_seed_for(opts.seed, *ident)))
-                keys.append(self._cav_key(fingerprint, layer, ident, alpha, self._method))
-        pairs = _null_pairs(len(random_sets), "star" if opts.compat == "tcav" else opts.null_pairs)
-        index["__null__"] = []
-        index["__pairs__"] = pairs
-        for i, j in pairs:
-            ident = ("cav", self._key(random_sets[i]), self._key(random_sets[j]))
-            index["__null__"].append(len(tasks))
-            tasks.append(CAVTask(pos=offsets[f"r:{i}"], neg=offsets[f"r:{j}"], seed=_seed_for(opts.seed, *ident)))
-            keys.append(self._cav_key(fingerprint, layer, ident, alpha, self._method))
-        return tasks, keys, index
-
     @property
     def _method(self) -> str:
         """The CAV estimator of the main runs: a batched family, or the user's classifier."""
@@ -547,328 +370,70 @@ class Analysis:
             return tcav_classifier()
         return self.options.classifier
 
-    def _cav_key(self, fingerprint: str, layer: str, ident: tuple, alpha: float, method: str) -> str:
+    def _cav_key(self, layer: str, ident: tuple, alpha: float, method: str) -> str:
+        """Cache key of one CAV: the model, the layer, what the task is, and every option that changes it."""
         opts = self.options
         classifier = repr(self._classifier) if method == "classifier" else ""
-        return ActivationCache.make_key("cav-v5", fingerprint, layer, *map(str, ident), str(opts.seed), classifier,
-                                        method, repr(float(opts.C)), repr(float(alpha)), str(opts.test_size),
-                                        str(opts.compat))
+        return ActivationCache.make_key("cav-v5", self.engine.fingerprint, layer, *map(str, ident), str(opts.seed),
+                                        classifier, method, repr(float(opts.C)), repr(float(alpha)),
+                                        str(opts.test_size), str(opts.compat))
 
-    def _alpha(self, pool: np.ndarray) -> float:
-        """The ridge penalty of the default CAV classifier for this layer.
-
-        ``alpha="auto"`` scales ``alpha_scale`` by the total variance of the random sets'
-        activations (the mean squared distance of an activation vector from their mean), so the same
-        setting regularises a 64-channel and a 14,400-unit layer alike. Only the random sets count,
-        so a random pair's CAV does not depend on which concepts share the call (and a cached one
-        stays valid). A number is used as it is (as in ``RidgeClassifier(alpha)``).
-        """
+    def _fitter(self) -> CAVFitter:
         opts = self.options
-        if opts.alpha != "auto":
-            if isinstance(opts.alpha, str) or not float(opts.alpha) > 0:
-                raise ValueError(f"alpha must be 'auto' or a positive number, not {opts.alpha!r}.")
-            return float(opts.alpha)
-        return max(opts.alpha_scale * _total_variance(pool), 1e-12)
+        return CAVFitter(method=self._method, C=opts.C, test_size=opts.test_size, classifier=self._classifier,
+                         centre=opts.compat != "tcav", cache=self.cache)
 
-    def _fit_cavs(self, pool: np.ndarray, tasks: list[CAVTask], keys: list[str], alpha: float,
-                  method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Fit the CAVs that are not cached yet, all in one batch; return vectors, accuracies and shifts
-        (how far each task's concept side lies from its counterexample side along the vector)."""
-        opts = self.options
-        d = pool.shape[1]
-        vectors = np.empty((len(tasks), d), dtype=np.float32)
-        accuracies = np.empty(len(tasks), dtype=np.float64)
-        shifts = np.empty(len(tasks), dtype=np.float64)
-        missing = []
-        for t, key in enumerate(keys):
-            stored = self.cache.get(key) if self.cache is not None else None
-            if stored is not None and stored.shape == (d + 2,):
-                vectors[t], accuracies[t], shifts[t] = stored[:d], stored[d], stored[d + 1]
-            else:
-                missing.append(t)
-        if missing:
-            custom = method == "classifier"
-            batch = fit_cav_batch(pool, [tasks[t] for t in missing], method="ridge" if custom else method,
-                                  alpha=alpha, C=opts.C, test_size=opts.test_size,
-                                  classifier=self._classifier if custom else None,
-                                  centre=opts.compat != "tcav", progress=False)
-            for row, t in enumerate(missing):
-                vectors[t] = batch.vectors[row]
-                # Rounded like the cached copy, so a cache hit reproduces a fresh fit exactly.
-                accuracies[t] = np.float32(batch.accuracies[row])
-                shifts[t] = np.float32(batch.shifts[row])
-                if self.cache is not None:
-                    self.cache.put(keys[t], np.append(batch.vectors[row], np.float32([batch.accuracies[row],
-                                                                                     batch.shifts[row]])),
-                                   meta={"kind": "cav"})
-        return vectors, accuracies, shifts
-
+    # ---------------------------------------------------------------- phase 1: concept vectors
     def _cav_fit(self, layer, folder_concepts, concept_acts, random_sets, random_acts, plan) -> dict[str, Any]:
-        """Phase 1 for the folder concepts of one layer: every CAV (concept runs and random-vs-random), the
-        alternative directions of the robustness check, and the consensus vectors; registers them in the
-        layer's flat projection space."""
+        """Phase 1 for the folder concepts of one layer (:func:`probes.cav_rows.fit_cav_layer`): every CAV,
+        the robustness directions and the consensus vectors, registered in the layer's flat space."""
         opts = self.options
-        blocks, offsets, start = [], {}, 0
-        for concept in folder_concepts:
-            block = _flat(concept_acts[concept.name][layer])
-            offsets[f"c:{concept.name}"] = np.arange(start, start + len(block))
-            blocks.append(block)
-            start += len(block)
         random_pool, random_rows = random_acts
-        random_start = start
-        blocks.append(_flat(random_pool[layer]))
-        for j, rows in enumerate(random_rows):
-            offsets[f"r:{j}"] = random_start + rows
-        pool = np.concatenate(blocks).astype(np.float32, copy=False)
-        del blocks
-        alpha = self._alpha(pool[random_start:])
-        tasks, keys, index = self._cav_tasks(folder_concepts, random_sets, offsets, layer, alpha)
+        pool, offsets, random_start = stack_pool([(c.name, concept_acts[c.name][layer]) for c in folder_concepts],
+                                                 random_pool[layer], random_rows)
+        alpha = choose_alpha(opts.alpha, opts.alpha_scale, pool[random_start:])
+        tasks, idents, index = cav_tasks([(c.name, self._key(c.images)) for c in folder_concepts],
+                                         [self._key(r) for r in random_sets], offsets, seed=opts.seed,
+                                         relative=opts.relative,
+                                         null_mode="star" if opts.compat == "tcav" else opts.null_pairs)
         self.cav_alphas[layer] = alpha
-        vectors, accuracies, shifts = self._fit_cavs(pool, tasks, keys, alpha, self._method)
-        # The layer's scale: the typical distance of a random activation from the random mean.
-        spread = float(np.sqrt(_total_variance(pool[random_start:]))) or 1.0
-        alternatives = self._alternative_directions(pool, tasks, keys, index, folder_concepts, alpha) \
-            if opts.robustness else {}
-        del pool
-        space = plan.space("flat")
-        fit = {"vectors": vectors, "accuracies": accuracies, "shifts": shifts, "index": index, "spread": spread,
-               "cols": space.add(vectors), "alt_cols": {}, "records": {}}
-        for concept in folder_concepts:
-            idx = index[concept.name]
-            if concept.name in alternatives:
-                fit["alt_cols"][concept.name] = (space.add(alternatives[concept.name]["alternatives"]),
-                                                 space.add(alternatives[concept.name]["resamples"]))
-            # Consensus vector: the normalised mean of the concept's CAVs (its directional derivatives and
-            # presence go to the per-example rows and the concept maps).
-            runs_ = np.asarray(vectors[idx], dtype=np.float64)
-            mean = runs_.mean(axis=0)
-            consensus = mean / (np.linalg.norm(mean) or 1.0)
-            self._vectors[(layer, concept.name)] = {"consensus": consensus.astype(np.float32),
-                                                    "pooled": np.array(False)}
-            # The row's per-example UBS ratios: the mean of the concept CAVs' ratios over the mean's norm.
-            mean_norm = float(np.linalg.norm(vectors[idx].astype(np.float64).mean(axis=0))) or 1.0
-            fit["records"][concept.name] = space.record(concept.name, consensus, run_cols=fit["cols"][idx],
-                                                        row_cols=fit["cols"][idx], row_scale=mean_norm)
+        keys = [self._cav_key(layer, ident, alpha, self._method) for ident in idents]
+        fit, consensus = fit_cav_layer(pool, random_start, tasks, keys, index, [c.name for c in folder_concepts],
+                                       alpha, self._fitter(), plan.space("flat"), seed=opts.seed,
+                                       robustness=opts.robustness, key_for=self._cav_key)
+        for name, vector in consensus.items():
+            self._vectors[(layer, name)] = {"consensus": vector, "pooled": np.array(False)}
         return fit
 
-    def _cav_rows(self, layer, classes, plan, projections, folder_concepts, random_sets, runs,
-                  ubs_nulls) -> list[dict[str, Any]]:
-        """Phase 3 for the folder concepts of one layer: one row per (class, concept) from the projections."""
-        opts = self.options
-        fit = plan.cav
-        index, accuracies, shifts, spread = fit["index"], fit["accuracies"], fit["shifts"], fit["spread"]
-        for concept in folder_concepts:
-            for example in classes:
-                self._per_example[(example.name, layer, concept.name)] = \
-                    projections[example.name][layer]["flat"].per_example(fit["records"][concept.name])
-        rows = []
-        for example in classes:
-            proj = projections[example.name][layer]["flat"]
-            summary = proj.summary.columns(fit["cols"])  # every CAV, null ones included
-            scores, zeros = summary.tcav_scores()
-            per_run_ubs = summary.ubs()
-            nul, pairs, n_sets = index["__null__"], index["__pairs__"], len(random_sets)
-            null = _set_means(scores[nul], pairs, n_sets, 1.0 - scores[nul] - zeros[nul])
-            null_ubs = _set_means(per_run_ubs[nul], pairs, n_sets, -per_run_ubs[nul])
-            # "shift": the UBS of each run scaled by how far its concept side moved along the vector (in
-            # units of the layer's spread), i.e. the first-order change of the class score between the two
-            # sides' mean activations. Seen from its other side a pair's vector flips but its shift does
-            # not (both the vector and the displacement flip), so its value flips.
-            per_run_shift = per_run_ubs * shifts / spread
-            null_shift = _set_means(per_run_shift[nul], pairs, n_sets, -per_run_shift[nul])
-            for concept in folder_concepts:
-                idx = index[concept.name]
-                consensus_ratios = proj.row_ratios(fit["records"][concept.name])
-                test_p = None
-                if opts.compat == "tcav":
-                    # The original procedure: Student's t-test between the concept runs' scores and
-                    # the scores of one fixed random set against each other random set.
-                    statistic, null_statistics, name = float(np.mean(scores[idx])), scores[nul], "tcav_ttest"
-                    test_p = student_t_pvalue(scores[idx], scores[nul])
-                elif opts.statistic == "ubs":
-                    statistic, null_statistics, name = float(np.mean(per_run_ubs[idx])), null_ubs, "ubs"
-                elif opts.statistic == "shift":
-                    statistic, null_statistics, name = float(np.mean(per_run_shift[idx])), null_shift, "shift"
-                else:
-                    statistic, null_statistics, name = float(np.mean(scores[idx])), null, "score"
-                row = self._row(example, layer, concept.name, "cav", proj, consensus_ratios, scores[idx],
-                                scores[nul] if opts.compat == "tcav" else null,
-                                quality=float(np.mean(accuracies[idx])), zero_fraction=float(zeros[idx].mean()),
-                                ubs_nulls=ubs_nulls, runs=runs, statistic=statistic,
-                                null_statistics=null_statistics, p_value=test_p)
-                row["test_statistic"] = name
-                alt = fit["alt_cols"].get(concept.name)
-                row.update(_agreement(row["ubs"], None if alt is None else
-                                      (proj.summary.columns(alt[0]).ubs(), proj.summary.columns(alt[1]).ubs())))
-                rows.append(row)
-                runs[(example.name, layer, concept.name)].update(ubs=per_run_ubs[idx], null_ubs=null_ubs,
-                                                                 shift=per_run_shift[idx], null_shift=null_shift)
-        return rows
-
-    def _alternative_directions(self, pool: np.ndarray, tasks: list[CAVTask], keys: list[str], index: dict,
-                                folder_concepts: Sequence[FolderConcept], alpha: float) -> dict[str, dict]:
-        """Directions a different analyst could have got, per concept, to check the row's sign against.
-
-        * every other batched estimator family, fitted on the same concept tasks: the normalised mean of
-          its CAVs (``alternatives``);
-        * ``N_RESAMPLES`` CAVs of the row's own estimator on bootstrap resamples of the concept's images,
-          each against one random set in turn (``resamples``).
-        """
-        opts = self.options
-        concept_tasks = [t for c in folder_concepts for t in index[c.name]]
-        others = [m for m in ROBUSTNESS_METHODS if m != self._method]
-        fitted = {}
-        for method in others:
-            method_keys = [self._cav_key(self.engine.fingerprint, "", ("alt", keys[t]), alpha, method)
-                           for t in concept_tasks]
-            vecs, _, _ = self._fit_cavs(pool, [tasks[t] for t in concept_tasks], method_keys, alpha, method)
-            fitted[method] = dict(zip(concept_tasks, vecs))
-        resample_tasks, resample_keys, owners = [], [], []
-        for concept in folder_concepts:
-            idx = index[concept.name]
-            rng = np.random.default_rng(_seed_for(opts.seed, "resample", concept.name))
-            pos = tasks[idx[0]].pos
-            for b in range(N_RESAMPLES):
-                drawn = np.sort(rng.choice(pos, size=len(pos), replace=True))
-                task = tasks[idx[b % len(idx)]]
-                resample_tasks.append(CAVTask(pos=drawn, neg=task.neg, seed=_seed_for(task.seed, "resample", b)))
-                resample_keys.append(self._cav_key(self.engine.fingerprint, "", ("resample", keys[idx[b % len(idx)]],
-                                                   hash_array(drawn)), alpha, self._method))
-                owners.append(concept.name)
-        resampled, _, _ = self._fit_cavs(pool, resample_tasks, resample_keys, alpha, self._method)
-        out = {}
-        for concept in folder_concepts:
-            idx = index[concept.name]
-            means = np.stack([np.mean([fitted[m][t] for t in idx], axis=0) for m in others]) if others else \
-                np.zeros((0, pool.shape[1]), np.float32)
-            mine = np.array([o == concept.name for o in owners])
-            out[concept.name] = {"alternatives": means.astype(np.float32), "names": others,
-                                 "resamples": resampled[mine]}
-        return out
-
-    # ---------------------------------------------------------------- RCVs
     def _rcv_fit(self, layer, measure, acts, scatter, plan) -> dict[str, Any]:
-        """Phase 1 for one measure in one layer: the RCV, its fold RCVs and the shuffled-measure RCVs,
-        registered in the layer's flat or pooled (channel) projection space."""
+        """Phase 1 for one measure in one layer (:func:`probes.rcv_rows.fit_rcv`), plus its scatter table."""
         opts = self.options
-        shape = self.engine.layer_shapes[layer]
-        pooled = _use_pooling(opts.pool, shape)
-        x = pool_activations(np.asarray(acts[layer])) if pooled else _flat(acts[layer])
-        x = np.asarray(x, dtype=np.float32)
-        y = np.asarray(measure.values, dtype=np.float64)
-        n = len(y)
-        if n < 10:
-            raise InsufficientDataError(
-                f"Measure {measure.name!r} has {n} usable images; a regression concept vector needs at least 10 "
-                "(5-fold cross-validation). Measure more images.")
-        probe = RegressionProbe(cv=5, random_state=opts.seed).fit(x, y)
-        # Concept runs: the RCVs of the five training folds (80 % subsamples, fitted anyway for the
-        # held-out R²). Null runs: RCVs on shuffled measures, which share every eigendecomposition.
-        concept_vectors = probe.fold_vectors_
-        null_r2, null_vectors = shuffled_fits(x, y, opts.n_random, cv=5,
-                                              random_state=_seed_for(opts.seed, "rcv-null", measure.name, layer))
+        pooled = use_pooling(opts.pool, self.engine.layer_shapes[layer])
+        x = rcv_features(acts[layer], pooled)
+        fit = fit_rcv(x, measure.values, plan.space("pooled" if pooled else "flat"), name=measure.name, layer=layer,
+                      n_random=opts.n_random, seed=opts.seed, pooled=pooled)
+        probe, y = fit["probe"], np.asarray(measure.values, dtype=np.float64)
         # Out-of-fold predictions, so the scatter shows what the held-out R² in its title measures.
-        files = [str(f) for f in getattr(measure.images, "files", range(n))]
+        files = [str(f) for f in getattr(measure.images, "files", range(len(y)))]
         scatter[(layer, measure.name)] = pd.DataFrame({"measure": y, "projection": probe.oof_predictions_,
                                                        "image": files})
         scatter[(layer, measure.name)].attrs["r2_cv"] = probe.r2_cv_
-        # The full-data RCV is the consensus, its fold RCVs the runs (as in the row's score).
         self._vectors[(layer, measure.name)] = {"consensus": np.asarray(probe.vector_, dtype=np.float32),
                                                 "pooled": np.array(bool(pooled))}
-        space = plan.space("pooled" if pooled else "flat")
-        fit = {"probe": probe, "null_r2": null_r2, "pooled": pooled, "space": "pooled" if pooled else "flat",
-               "concept_cols": space.add(concept_vectors), "null_cols": space.add(null_vectors),
-               "full_col": space.add(np.asarray(probe.vector_)[None, :])}
-        fit["record"] = space.record(measure.name, np.asarray(probe.vector_, dtype=np.float64),
-                                     run_cols=fit["concept_cols"], row_cols=fit["full_col"], row_scale=1.0)
         return fit
-
-    def _rcv_rows(self, layer, classes, plan, projections, measure, runs, ubs_nulls) -> list[dict[str, Any]]:
-        """Phase 3 for one measure in one layer: one row per class from the projections."""
-        opts = self.options
-        fit = plan.rcv[measure.name]
-        probe, null_r2, pooled = fit["probe"], fit["null_r2"], fit["pooled"]
-        for example in classes:
-            self._per_example[(example.name, layer, measure.name)] = \
-                projections[example.name][layer][fit["space"]].per_example(fit["record"])
-        rows = []
-        for example in classes:
-            proj = projections[example.name][layer][fit["space"]]
-            concept_summary = proj.summary.columns(fit["concept_cols"])
-            null_summary = proj.summary.columns(fit["null_cols"])
-            full_summary = proj.summary.columns(fit["full_col"])
-            br_null = null_r2 * null_summary.mean_over_std()
-            ratios = proj.row_ratios(fit["record"])
-            scores, zeros = concept_summary.tcav_scores()
-            null_scores, _ = null_summary.tcav_scores()
-            br = float(probe.r2_cv_ * full_summary.mean_over_std()[0])
-            statistic, null_statistics, name = br, br_null, "br"
-            if not np.isfinite(br) or np.isfinite(br_null).sum() < 3:
-                # Br is undefined where every example moves identically along the vector (a layer followed
-                # only by pooling and a linear head): test the RCV's UBS against the shuffled-measure RCVs'.
-                statistic, null_statistics, name = float(ratios.mean()), null_summary.ubs(), "ubs"
-            row = self._row(example, layer, measure.name, "rcv", proj, ratios, scores, null_scores,
-                            quality=float(probe.r2_cv_), zero_fraction=float(zeros.mean()), ubs_nulls=ubs_nulls,
-                            runs=runs, statistic=statistic, null_statistics=null_statistics, pooled=pooled)
-            row.update(r2_cv=float(probe.r2_cv_), fold_angle_deg=float(probe.fold_angle_deg_), br=br,
-                       test_statistic=name)
-            row.update(_agreement(row["ubs"], (np.zeros(0), concept_summary.ubs())))
-            runs[(example.name, layer, measure.name)].update(br=np.array([br]), null_br=br_null)
-            if name == "ubs":
-                runs[(example.name, layer, measure.name)].update(ubs=np.array([statistic]), null_ubs=null_statistics)
-            row["n_random"] = int(opts.n_random)
-            rows.append(row)
-        return rows
 
     # ---------------------------------------------------------------- per-example material
     def _reset_examples(self) -> None:
         self._vectors: dict[tuple[str, str], dict[str, np.ndarray]] = {}
         self._per_example: dict[tuple[str, str, str], dict[str, np.ndarray]] = {}
 
-    # ---------------------------------------------------------------- one row
-    def _row(self, example, layer, concept, kind, proj, ratios, scores, null_scores, *, quality, zero_fraction,
-             ubs_nulls, runs, statistic, null_statistics=None, pooled=False, p_value=None) -> dict[str, Any]:
-        """One table row. The test asks whether this concept's ``statistic`` (its mean UBS, TCAV score or
-        Br) is an outlier among the same statistic of null concepts (random sets, shuffled measures).
-        ``ratios`` are the per-example UBS ratios of the row's vector."""
-        opts = self.options
-        seed = _seed_for(opts.seed, "stats", example.name, layer, concept)
-        null_statistics = np.asarray(null_scores if null_statistics is None else null_statistics, dtype=float)
-        null_statistics = null_statistics[np.isfinite(null_statistics)]
-        p = np.nan  # undefined statistic (e.g. Br where S does not vary): no test, never significant
-        if p_value is not None:
-            p = p_value
-        elif np.isfinite(statistic) and null_statistics.size >= 3:
-            _, p = prediction_test(statistic, null_statistics)
-        score_lo, score_hi = bootstrap_ci(scores, n_boot=opts.n_boot, random_state=seed)
-        eff_lo, eff_hi = bootstrap_diff_ci(scores, null_scores, n_boot=opts.n_boot, random_state=seed + 1)
-        ubs, ubs_lo, ubs_hi, ubs_p = self._ubs(proj, ratios, ubs_nulls, f"{example.name}|{pooled}", seed)
-        runs[(example.name, layer, concept)] = {"scores": np.asarray(scores), "null_scores": np.asarray(null_scores)}
-        return {
-            "class": example.name, "layer": layer, "concept": concept, "kind": kind,
-            "score": float(np.mean(scores)), "score_ci_low": score_lo, "score_ci_high": score_hi,
-            "null_mean": float(np.mean(null_scores)), "effect": float(np.mean(scores) - np.mean(null_scores)),
-            "effect_ci_low": eff_lo, "effect_ci_high": eff_hi, "p_value": float(p), "q_value": np.nan,
-            "significant": False, "vector_quality": quality, "n_examples": int(proj.summary.n),
-            "n_random": int(len(scores)), "target": self.engine.target, "seed": opts.seed,
-            "zero_fraction": zero_fraction, "d": int(proj.d), "ubs": ubs, "ubs_ci_low": ubs_lo,
-            "ubs_ci_high": ubs_hi, "ubs_p": ubs_p, "r2_cv": np.nan, "fold_angle_deg": np.nan, "br": np.nan,
-            "test_statistic": opts.statistic, "direction_agreement": np.nan, "fragile": False,
-        }
-
-    def _ubs(self, proj: "Projections", ratios: np.ndarray, nulls: dict[str, np.ndarray], null_key: str,
-             seed: int) -> tuple[float, float, float, float]:
-        """UBS from per-example ratios, its bootstrap interval over examples, and its p-value."""
-        opts = self.options
-        if len(ratios) == 0:
-            return np.nan, np.nan, np.nan, np.nan
-        if null_key not in nulls:
-            nulls[null_key] = proj.unit.ubs_null(n_directions=opts.n_directions,
-                                                 random_state=_seed_for(opts.seed, "ubs", null_key))
-        lo, hi = bootstrap_ci(ratios, n_boot=opts.n_boot, random_state=seed + 2)
-        return float(ratios.mean()), lo, hi, float(ubs_pvalue(ratios.mean(), nulls[null_key]))
+    def _collect(self, layer: str, concept: str, projections: dict[str, Any], record: int) -> None:
+        """Keep each class's per-example numbers of a concept (concept maps, per-example rows)."""
+        for name, proj in projections.items():
+            self._per_example[(name, layer, concept)] = proj.per_example(record)
 
     # ---------------------------------------------------------------- provenance
+
     def _provenance(self, classes, folder_concepts, measure_concepts, random_sets) -> dict[str, Any]:
         import keras
         import sklearn
@@ -907,24 +472,6 @@ def tcav_classifier() -> Any:
     return SGDClassifier(alpha=0.01, max_iter=1000, tol=1e-3)
 
 
-def _agreement(row_ubs: float, directions: tuple[np.ndarray, np.ndarray] | None) -> dict[str, Any]:
-    """``direction_agreement`` and ``fragile`` of a row from the directions a different analyst could get.
-
-    ``directions`` holds the UBS, for the same class examples, of each alternative estimator's consensus
-    CAV and of each resampled direction (CAVs on resampled concept images, or the RCVs of the cross-
-    validation folds). The agreement is the share of them whose sign matches the row's ``ubs``. The row is
-    fragile when any alternative estimator reverses it, or when fewer than ``MIN_RESAMPLE_AGREEMENT`` of
-    the resamples agree.
-    """
-    if directions is None or not np.isfinite(row_ubs) or row_ubs == 0:
-        return {"direction_agreement": np.nan, "fragile": False}
-    sign = np.sign(row_ubs)
-    estimator_signs, resample_signs = (np.sign(np.asarray(u, dtype=float)) for u in directions)
-    agree = np.concatenate([estimator_signs, resample_signs]) == sign
-    resample_share = float(np.mean(resample_signs == sign)) if len(resample_signs) else 1.0
-    fragile = bool(np.any(estimator_signs != sign) or resample_share < MIN_RESAMPLE_AGREEMENT)
-    return {"direction_agreement": float(agree.mean()) if agree.size else np.nan, "fragile": fragile}
-
 
 def _example_labels(example: ClassExamples) -> list[str]:
     """One label per class example: its file path, or ``<class>[i]`` for in-memory images."""
@@ -933,18 +480,6 @@ def _example_labels(example: ClassExamples) -> list[str]:
         return [str(f) for f in files]
     return [f"{example.name}[{i}]" for i in range(len(example.images))]
 
-
-def _total_variance(x: np.ndarray, block: int = 1 << 22) -> float:
-    """Sum of the column variances of ``x`` (mean squared distance from the mean row), in float32
-    column blocks: a float64 copy of a wide pool costs more than the fits it scales."""
-    x = np.asarray(x, dtype=np.float32)
-    width = max(1, block // max(len(x), 1))
-    total = 0.0
-    for c0 in range(0, x.shape[1], width):
-        part = x[:, c0:c0 + width]
-        part = part - part.mean(axis=0)
-        total += float(np.vdot(part, part))
-    return total / max(len(x), 1)
 
 
 def summary_text(table: pd.DataFrame, *, max_rows: int = 20) -> str:

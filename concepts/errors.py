@@ -1,6 +1,15 @@
 """User-facing errors about data: folders, images, classes and concept measures.
 
 All derive from :class:`probes.errors.ToolkitError`; catch that to handle any toolkit error.
+
+Examples
+--------
+>>> from concepts.layout import resolve_class
+>>> try:
+...     resolve_class("benign", {"striped": 0, "other": 1}, 2)
+... except ToolkitError as exc:
+...     print(type(exc).__name__, isinstance(exc, KeyError))
+UnknownClassError True
 """
 from probes.errors import (CacheCorruptionWarning, InputShapeError, InsufficientDataError,  # noqa: F401
                            NotDifferentiableError, TargetError, ToolkitError, UnknownLayerError)

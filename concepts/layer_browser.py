@@ -121,24 +121,44 @@ def layers(model: Any, *, output: int | str | None = None, extra_inputs: Mapping
            suggested_only: bool = False) -> pd.DataFrame:
     """Every layer of ``model`` with its output shape, width, probe-ability and suggested probe points.
 
-    Args:
-        model: a Keras 3 model, or the path of one saved as ``.keras`` / ``.h5``.
-        output: the explained output of a multi-output model (name or index), as in ``concepts.score``;
-            default the first output. Layers that do not lead to it cannot be probed.
-        extra_inputs: as in ``concepts.score``; only needed to resolve shapes of multi-input models
-            (zeros are used otherwise).
-        suggested_only: keep only the suggested rows.
+    Parameters
+    ----------
+    model : keras.Model or str or os.PathLike
+        A Keras 3 model, or the path of one saved as ``.keras`` / ``.h5``.
+    output : int | str | None, default=None
+        The explained output of a multi-output model (name or index), as in ``concepts.score``;
+        default the first output. Layers that do not lead to it cannot be probed.
+    extra_inputs : Mapping[str, Any] | None, default=None
+        As in ``concepts.score``; only needed to resolve shapes of multi-input models
+        (zeros are used otherwise).
+    suggested_only : bool, default=False
+        Keep only the suggested rows.
 
-    Returns:
+    Returns
+    -------
+    pd.DataFrame
         A DataFrame, one row per layer in graph order, with columns ``path`` (what to pass as a
         layer), ``class``, ``output_shape``, ``width`` (units per example; -1 when unknown),
         ``probeable``, ``why_not``, ``suggested``, ``stage_end`` and ``depth`` (nesting level).
         See the module docstring for the suggestion rule.
 
-    Example:
-        >>> import concepts
-        >>> table = concepts.layers("model.keras")  # doctest: +SKIP
-        >>> table[table.stage_end][["path", "output_shape", "width"]]  # doctest: +SKIP
+    Examples
+    --------
+    The planted model of the doctests (``conv1`` → ``conv2`` → global pooling → ``head``):
+
+    >>> import concepts
+    >>> table = concepts.layers("model.keras")
+    >>> table[["path", "class", "probeable", "suggested"]]
+              path                   class  probeable  suggested
+    0  input_layer              InputLayer       True      False
+    1        conv1                  Conv2D       True      False
+    2        conv2                  Conv2D       True       True
+    3          gap  GlobalAveragePooling2D       True       True
+    4         head                   Dense       True      False
+    >>> table[table.stage_end][["path", "output_shape", "width"]]
+        path output_shape  width
+    2  conv2  (14, 14, 4)    784
+    3    gap          (4)      4
     """
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model)

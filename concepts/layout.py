@@ -39,9 +39,15 @@ class DataLayout:
     def from_root(cls, root: str | Path) -> "DataLayout":
         """Read the layout of a data folder.
 
-        Example:
-            >>> DataLayout.from_root("data").class_dirs  # doctest: +SKIP
-            {'benign': PosixPath('data/classes/benign'), 'malignant': ...}
+        Examples
+        --------
+        >>> layout = DataLayout.from_root("data")
+        >>> layout.class_dirs
+        {'other': PosixPath('data/classes/other'), 'striped': PosixPath('data/classes/striped')}
+        >>> sorted(layout.concept_dirs), layout.classes_txt
+        (['horizontal', 'vertical'], PosixPath('data/classes.txt'))
+        >>> layout.random_dir, layout.masks_dir
+        (PosixPath('data/random'), PosixPath('data/masks'))
         """
         root = Path(root)
         if not root.is_dir():
@@ -59,12 +65,19 @@ class DataLayout:
 
     @classmethod
     def beside_concept(cls, concept_dir: str | Path) -> "DataLayout":
-        """The layout of the data folder that holds ``concept_dir`` (``<root>/concepts/<name>``)."""
+        """The layout of the data folder that holds ``concept_dir`` (``<root>/concepts/<name>``).
+
+        Examples
+        --------
+        >>> DataLayout.beside_concept("data/concepts/horizontal").root
+        PosixPath('data')
+        >>> DataLayout.beside_concept("elsewhere/horizontal").root is None
+        True
+        """
         concept_dir = Path(concept_dir)
         if concept_dir.parent.name == "concepts":
             return cls.from_root(concept_dir.parent.parent)
         return cls(root=None)
-
 
     @classmethod
     def beside_images(cls, images: Iterable[str | Path]) -> "DataLayout":
@@ -74,9 +87,10 @@ class DataLayout:
         random pool) the way a concept folder does: the nearest ancestor of the first image that is
         named ``classes`` (or ``concepts``) gives the data folder above it.
 
-        Example:
-            >>> DataLayout.beside_images(["/nonexistent/x.png"]).root is None
-            True
+        Examples
+        --------
+        >>> DataLayout.beside_images(["/nonexistent/x.png"]).root is None
+        True
         """
         for image in images:
             for parent in Path(image).parents:
@@ -93,7 +107,13 @@ def _subfolders(folder: Path) -> dict[str, Path]:
 
 
 def read_class_names(path: str | Path) -> list[str]:
-    """Class names from a ``classes.txt`` (one per line, in output-index order; blank lines ignored)."""
+    """Class names from a ``classes.txt`` (one per line, in output-index order; blank lines ignored).
+
+    Examples
+    --------
+    >>> read_class_names("data/classes.txt")
+    ['striped', 'other']
+    """
     names = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
     names = [n for n in names if n and not n.startswith("#")]
     repeated = sorted({n for n in names if names.count(n) > 1})
@@ -114,9 +134,10 @@ def class_index_map(n_outputs: int, *, class_names: Sequence[str] | Mapping[str,
     ``classes.txt``, then folder names that are integers, then (with a warning) the sorted folder
     names when their number equals the number of outputs.
 
-    Example:
-        >>> class_index_map(2, class_names=["benign", "malignant"])
-        {'benign': 0, 'malignant': 1}
+    Examples
+    --------
+    >>> class_index_map(2, class_names=["benign", "malignant"])
+    {'benign': 0, 'malignant': 1}
     """
     if class_names is not None:
         mapping = dict(class_names) if isinstance(class_names, Mapping) else {
@@ -149,9 +170,10 @@ def class_index_map(n_outputs: int, *, class_names: Sequence[str] | Mapping[str,
 def resolve_class(name: str | int, mapping: Mapping[str, int], n_outputs: int) -> tuple[str, int]:
     """Turn a class name or output index into ``(name, index)``; unknown classes are an error.
 
-    Example:
-        >>> resolve_class("malignant", {"benign": 0, "malignant": 1}, 2)
-        ('malignant', 1)
+    Examples
+    --------
+    >>> resolve_class("malignant", {"benign": 0, "malignant": 1}, 2)
+    ('malignant', 1)
     """
     if isinstance(name, (int,)) and not isinstance(name, bool):
         if not 0 <= name < n_outputs:
@@ -168,5 +190,11 @@ def resolve_class(name: str | int, mapping: Mapping[str, int], n_outputs: int) -
 
 
 def has_images(folder: Path) -> bool:
-    """True when ``folder`` directly holds at least one image file."""
+    """True when ``folder`` directly holds at least one image file.
+
+    Examples
+    --------
+    >>> has_images(Path("data/concepts/horizontal")), has_images(Path("data/concepts"))
+    (True, False)
+    """
     return folder.is_dir() and bool(list_image_files(folder))

@@ -8,10 +8,11 @@ vanished or new file is named, so nobody silently explains a model with differen
 The JSON is deterministic apart from ``created``: keys and files are sorted, so that ``git diff``
 of two manifests shows exactly which files changed.
 
-Example:
-    >>> path = write_manifest("data", provenance={"source": "demo"})  # doctest: +SKIP
-    >>> print(check_manifest(path))  # doctest: +SKIP
-    Manifest data_manifests/data.json vs 'data': OK, all 120 files match.
+Examples
+--------
+>>> path = write_manifest("data", provenance={"source": "demo"})
+>>> print(check_manifest(path))
+Manifest data_manifests/data.json vs 'data': OK, all 133 files match.
 """
 from __future__ import annotations
 
@@ -46,9 +47,10 @@ def sha256_file(path: str | Path) -> str:
     The one implementation lives in :func:`probes.identity.sha256_file`; this name is kept for
     callers of the manifest API.
 
-    Example:
-        >>> sha256_file("data/classes.txt")  # doctest: +SKIP
-        'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'
+    Examples
+    --------
+    >>> sha256_file("data/classes.txt")  # the two lines "striped" and "other"
+    '70e11c1222ada075bd0abf6a3cb65882252cfaacdcd5a2b80aae9a9f4112717a'
     """
     return _sha256_file(path)
 
@@ -72,9 +74,10 @@ def set_of(relative_path: str | Path) -> str:
     between belong to the first two path components; any other file to its parent folder
     (``"."`` for files at the top, such as ``classes.txt``).
 
-    Example:
-        >>> set_of("concepts/striped/001.png"), set_of("classes.txt"), set_of("tiles/a/b/x.png")
-        ('concepts/striped', '.', 'tiles/a/b')
+    Examples
+    --------
+    >>> set_of("concepts/striped/001.png"), set_of("classes.txt"), set_of("tiles/a/b/x.png")
+    ('concepts/striped', '.', 'tiles/a/b')
     """
     rel = Path(relative_path)
     parts = rel.parts
@@ -119,32 +122,45 @@ def write_manifest(data_dir: str | Path, out: str | Path | None = None, *, name:
                    preprocessing: str | dict | None = None, provenance: dict | None = None) -> Path:
     """Record every file below ``data_dir`` with its SHA-256, size and set in a JSON manifest.
 
-    Args:
-        data_dir: the data folder (``classes/``, ``concepts/``, ``random/``, ``masks/``, ...).
-            Every regular, non-hidden file is recorded, images or not.
-        out: where to write; default ``data_manifests/<name>.json`` relative to the current
-            working directory. Parent folders are created.
-        name: the manifest's name; default the data folder's name.
-        preprocessing: how images are turned into model inputs (a string such as
-            ``"default_preprocess/v1"`` or a dict of settings), stored as given.
-        provenance: free-form facts about where the data came from (source package, version,
-            tiling rule, ...), stored as given; must be JSON-serialisable.
+    Parameters
+    ----------
+    data_dir : str | Path
+        The data folder (``classes/``, ``concepts/``, ``random/``, ``masks/``, ...).
+        Every regular, non-hidden file is recorded, images or not.
+    out : str | Path | None, default=None
+        Where to write; default ``data_manifests/<name>.json`` relative to the current
+        working directory. Parent folders are created.
+    name : str | None, default=None
+        The manifest's name; default the data folder's name.
+    preprocessing : str | dict | None, default=None
+        How images are turned into model inputs (a string such as
+        ``"default_preprocess/v1"`` or a dict of settings), stored as given.
+    provenance : dict | None, default=None
+        Free-form facts about where the data came from (source package, version,
+        tiling rule, ...), stored as given; must be JSON-serialisable.
 
-    Returns:
+    Returns
+    -------
+    Path
         The path of the manifest written.
 
-    Raises:
-        ConceptFolderError: ``data_dir`` is missing or not a folder.
+    Raises
+    ------
+    ConceptFolderError
+        ``data_dir`` is missing or not a folder.
 
+    Notes
+    -----
     The JSON holds ``format_version``, ``name``, ``created`` (UTC), ``root`` (``data_dir`` as
     given), ``preprocessing``, ``provenance``, ``n_files`` and ``files`` (sorted by path, each with
     ``path``, ``sha256``, ``size`` and ``set``). When the folder holds volumes (NIfTI files, DICOM
     series folders), ``volumes`` maps each one's relative path to its geometry (``size``,
     ``spacing`` in mm, ``origin``, ``direction``; ITK's x, y, z order).
 
-    Example:
-        >>> write_manifest("data", name="demo", provenance={"source": "concepts.demo"})  # doctest: +SKIP
-        PosixPath('data_manifests/demo.json')
+    Examples
+    --------
+    >>> write_manifest("data", name="demo", provenance={"source": "concepts.demo"})
+    PosixPath('data_manifests/demo.json')
     """
     folder = Path(data_dir)
     if not folder.is_dir():
@@ -195,13 +211,18 @@ def write_manifest(data_dir: str | Path, out: str | Path | None = None, *, name:
 def read_manifest(manifest: str | Path) -> dict:
     """Load and validate a manifest written by :func:`write_manifest`.
 
-    Raises:
-        ManifestError: the file is missing, not JSON, or lacks ``files`` entries with
-            ``path`` and ``sha256``.
+    Raises
+    ------
+    ManifestError
+        The file is missing, not JSON, or lacks ``files`` entries with
+        ``path`` and ``sha256``.
 
-    Example:
-        >>> read_manifest("data_manifests/demo.json")["n_files"]  # doctest: +SKIP
-        120
+    Examples
+    --------
+    >>> path = write_manifest("data", name="demo")
+    >>> manifest = read_manifest(path)
+    >>> manifest["n_files"], manifest["files"][0]["path"], manifest["files"][0]["set"]
+    (133, 'classes.txt', '.')
     """
     path = Path(manifest)
     if not path.is_file():
@@ -232,16 +253,28 @@ def read_manifest(manifest: str | Path) -> dict:
 class ManifestCheck:
     """Outcome of :func:`check_manifest`: which files changed, vanished or appeared.
 
-    Attributes:
-        changed: manifest paths whose bytes differ now (``reasons`` says how).
-        missing: manifest paths no longer on disk.
-        added: files on disk that the manifest does not list.
-        n_checked: number of manifest files found on disk and compared.
+    Attributes
+    ----------
+    changed : list[str]
+        Manifest paths whose bytes differ now (``reasons`` says how).
+    missing : list[str]
+        Manifest paths no longer on disk.
+    added : list[str]
+        Files on disk that the manifest does not list.
+    n_checked : int
+        Number of manifest files found on disk and compared.
+    reasons : dict[str, str]
+        How each changed file differs (size, or SHA-256 when the size is the same).
+    manifest : str
+        The manifest checked.
+    data_dir : str
+        The data folder checked.
 
-    Example:
-        >>> result = check_manifest("data_manifests/demo.json")  # doctest: +SKIP
-        >>> result.ok, result.changed  # doctest: +SKIP
-        (False, ['classes/benign/003.png'])
+    Examples
+    --------
+    >>> result = check_manifest(write_manifest("data", name="demo"))
+    >>> result.ok, result.changed, result.n_checked
+    (True, [], 133)
     """
 
     changed: list[str]
@@ -272,19 +305,35 @@ class ManifestCheck:
 def check_manifest(manifest: str | Path, data_dir: str | Path | None = None) -> ManifestCheck:
     """Compare a data folder with its manifest, file by file (size, then SHA-256).
 
-    Args:
-        manifest: the manifest JSON.
-        data_dir: the folder to check; default the manifest's ``root`` (a relative root is taken
-            relative to the current working directory).
+    Parameters
+    ----------
+    manifest : str | Path
+        The manifest JSON.
+    data_dir : str | Path | None, default=None
+        The folder to check; default the manifest's ``root`` (a relative root is taken
+        relative to the current working directory).
 
-    Raises:
-        ManifestError: the manifest is missing or invalid, or the data folder does not exist.
+    Raises
+    ------
+    ManifestError
+        The manifest is missing or invalid, or the data folder does not exist.
 
-    Example:
-        >>> result = check_manifest("data_manifests/demo.json", "data")  # doctest: +SKIP
-        >>> print(result)  # doctest: +SKIP
-        Manifest data_manifests/demo.json vs 'data': 1 changed, 0 missing, 0 added (120 present ...
-          changed: classes/benign/003.png (sha256 differs)
+    Examples
+    --------
+    A copy of the data folder, one of whose images is then edited in place:
+
+    >>> import shutil
+    >>> _ = shutil.copytree("data", "copy")
+    >>> path = write_manifest("copy", name="demo")
+    >>> with open("copy/classes/striped/s003.png", "r+b") as image:
+    ...     _ = image.seek(-20, 2)
+    ...     _ = image.write(bytes(4))
+    >>> result = check_manifest(path)
+    >>> print(result)
+    Manifest data_manifests/demo.json vs 'copy': 1 changed, 0 missing, 0 added (133 present files compared).
+      changed: classes/striped/s003.png (sha256 differs)
+    >>> result.ok
+    False
     """
     data = read_manifest(manifest)
     folder = Path(data_dir) if data_dir is not None else Path(str(data.get("root", "")))

@@ -7,11 +7,12 @@ Numeric and boolean columns travel as arrays, so values and dtypes come back bit
 columns travel as JSON lists. Anything that does not fit (an object that is neither text nor a
 number) raises :class:`TypeError`, and the caller simply does not cache that outcome.
 
-Example:
-    >>> table = pd.DataFrame({"concept": ["a", "b"], "score": [0.25, 0.75]})
-    >>> data, arrays = encode_frame(table, "t")
-    >>> decode_frame(data, arrays).equals(table)
-    True
+Examples
+--------
+>>> table = pd.DataFrame({"concept": ["a", "b"], "score": [0.25, 0.75]})
+>>> data, arrays = encode_frame(table, "t")
+>>> decode_frame(data, arrays).equals(table)
+True
 """
 from __future__ import annotations
 
@@ -46,12 +47,15 @@ def _plain(value: Any) -> Any:
 def encode_frame(frame: pd.DataFrame, prefix: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """``(description, arrays)`` of a DataFrame with text columns and numeric/bool columns.
 
-    Raises:
-        TypeError: a column holds objects that are neither text nor numbers, or a name is not text.
+    Raises
+    ------
+    TypeError
+        A column holds objects that are neither text nor numbers, or a name is not text.
 
-    Example:
-        >>> encode_frame(pd.DataFrame({"x": [1.0]}), "f")[0]["columns"]
-        [{'name': 'x', 'kind': 'array'}]
+    Examples
+    --------
+    >>> encode_frame(pd.DataFrame({"x": [1.0]}), "f")[0]["columns"]
+    [{'name': 'x', 'kind': 'array'}]
     """
     columns = []
     arrays: dict[str, np.ndarray] = {}
@@ -82,10 +86,11 @@ def encode_frame(frame: pd.DataFrame, prefix: str) -> tuple[dict[str, Any], dict
 def decode_frame(data: dict[str, Any], arrays: dict[str, np.ndarray], prefix: str = "t") -> pd.DataFrame:
     """The DataFrame that :func:`encode_frame` described (same values, dtypes, order and attrs).
 
-    Example:
-        >>> frame = pd.DataFrame({"ok": [True, False]})
-        >>> decode_frame(*encode_frame(frame, "p"), prefix="p").dtypes["ok"]
-        dtype('bool')
+    Examples
+    --------
+    >>> frame = pd.DataFrame({"ok": [True, False]})
+    >>> decode_frame(*encode_frame(frame, "p"), prefix="p").dtypes["ok"]
+    dtype('bool')
     """
     columns: dict[str, Any] = {}
     for j, column in enumerate(data["columns"]):
@@ -123,10 +128,11 @@ def encode_outcome(table: pd.DataFrame, runs: dict, scatter: dict, provenance: d
                    example_files: dict | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """``(description, arrays)`` of an analysis outcome; TypeError when part of it cannot be stored.
 
-    Example:
-        >>> data, arrays = encode_outcome(pd.DataFrame({"x": [1.0]}), {("c", "l", "k"): {"s": np.ones(2)}}, {}, {})
-        >>> sorted(arrays)
-        ['runs/0/s', 'table/0']
+    Examples
+    --------
+    >>> data, arrays = encode_outcome(pd.DataFrame({"x": [1.0]}), {("c", "l", "k"): {"s": np.ones(2)}}, {}, {})
+    >>> sorted(arrays)
+    ['runs/0/s', 'table/0']
     """
     table_data, arrays = encode_frame(table, "table")
     keyed = {"runs": runs, "vectors": vectors or {}, "per_example": per_example or {}}
@@ -146,13 +152,16 @@ def decode_outcome(data: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[
     """The fields of an outcome (``table``, ``runs``, ``scatter``, ``provenance``, ``vectors``,
     ``per_example``, ``example_files``) from its encoding.
 
-    Raises:
-        ValueError: the description was written by another encoding version.
+    Raises
+    ------
+    ValueError
+        The description was written by another encoding version.
 
-    Example:
-        >>> fields = decode_outcome(*encode_outcome(pd.DataFrame({"x": [1.0]}), {}, {}, {"seed": 0}))
-        >>> fields["provenance"]
-        {'seed': 0}
+    Examples
+    --------
+    >>> fields = decode_outcome(*encode_outcome(pd.DataFrame({"x": [1.0]}), {}, {}, {"seed": 0}))
+    >>> fields["provenance"]
+    {'seed': 0}
     """
     if not isinstance(data, dict) or data.get("encoding") != ENCODING_VERSION:
         raise ValueError(f"not an outcome of encoding {ENCODING_VERSION}")

@@ -10,10 +10,29 @@ default of the public API) one :class:`~concepts.errors.ImageReadError` lists ev
 its reason; with ``on_error="skip"`` they are left out with one warning, and the caller records
 them in the provenance and the report.
 
-Example:
-    >>> problems = screen({"concepts/striped": ["a.png", "b.png"]}, on_error="skip")  # doctest: +SKIP
-    >>> problems  # doctest: +SKIP
-    {'b.png': 'empty file (0 bytes)'}
+Examples
+--------
+A good image and an empty file, in one concept set:
+
+>>> good = "data/concepts/horizontal/h000.png"
+>>> open("empty.png", "wb").close()
+>>> try:
+...     screen({"concept 'horizontal'": [good, "empty.png"]})
+... except ImageReadError as exc:
+...     print(exc)
+1 image file(s) cannot be used:
+  empty.png: empty file (0 bytes) (in concept 'horizontal')
+Repair or remove them, or pass on_error='skip' to leave them out (they are then listed in the result's
+provenance and the report).
+>>> import warnings
+>>> with warnings.catch_warnings(record=True) as caught:
+...     warnings.simplefilter("always")
+...     problems = screen({"concept 'horizontal'": [good, "empty.png"]}, on_error="skip")
+>>> problems
+{'empty.png': 'empty file (0 bytes)'}
+>>> print(caught[0].message)
+Leaving out 1 image file(s) that cannot be used (on_error='skip'):
+  empty.png: empty file (0 bytes) (in concept 'horizontal')
 """
 from __future__ import annotations
 
@@ -94,9 +113,15 @@ def _volume_problem(path: Path) -> str | None:
 def image_problem(path: str | os.PathLike) -> str | None:
     """What makes ``path`` unusable as an image (missing, empty, truncated, undecodable, NaN), or None.
 
-    Example:
-        >>> image_problem("no/such/file.png")
-        'does not exist'
+    Examples
+    --------
+    >>> image_problem("no/such/file.png")
+    'does not exist'
+    >>> image_problem("data/classes/striped/s000.png") is None
+    True
+    >>> _ = Path("cut.png").write_bytes(Path("data/classes/striped/s000.png").read_bytes()[:100])
+    >>> image_problem("cut.png")
+    'truncated PNG (no IEND chunk at its end; decoding fails: ...)'
     """
     path = Path(path)
     try:
@@ -135,18 +160,25 @@ def image_problem(path: str | os.PathLike) -> str | None:
 def screen(sets: Mapping[str, Iterable[str | os.PathLike]], on_error: str = "raise") -> dict[str, str]:
     """Check every file of every named set; return ``{path: problem}`` of the bad ones.
 
-    Args:
-        sets: set name (e.g. ``"concept 'striped'"``) -> its files.
-        on_error: ``"raise"``: one :class:`ImageReadError` listing every bad file (grouped by set);
-            ``"skip"``: one warning, and the caller leaves the returned files out.
+    Parameters
+    ----------
+    sets : Mapping[str, Iterable[str | os.PathLike]]
+        Set name (e.g. ``"concept 'striped'"``) -> its files.
+    on_error : str, default='raise'
+        ``"raise"``: one :class:`ImageReadError` listing every bad file (grouped by set);
+        ``"skip"``: one warning, and the caller leaves the returned files out.
 
-    Raises:
-        ImageReadError: ``on_error="raise"`` and some file is bad.
-        ValueError: ``on_error`` is neither ``"raise"`` nor ``"skip"``.
+    Raises
+    ------
+    ImageReadError
+        ``on_error="raise"`` and some file is bad.
+    ValueError
+        ``on_error`` is neither ``"raise"`` nor ``"skip"``.
 
-    Example:
-        >>> screen({"empty": []})
-        {}
+    Examples
+    --------
+    >>> screen({"concept 'horizontal'": ["data/concepts/horizontal/h000.png"], "empty": []})
+    {}
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}.")

@@ -39,6 +39,8 @@ from typing import Callable
 
 import numpy as np
 
+from probes.random_state import as_generator
+
 __all__ = ["METHODS", "solve", "solve_ridge", "solve_mean", "solve_logistic", "solve_svm"]
 
 #: CAV estimator families solved in the dual (see the module docstring).
@@ -191,7 +193,7 @@ def solve_svm(k: np.ndarray, y: np.ndarray, *, C: float = 1.0, loss: str = "squa
     qii = np.where(qii > 0, qii, 1.0)
     a = np.zeros((p, n))
     qa = np.zeros((p, n))
-    rng = np.random.default_rng(random_state)
+    rng = as_generator(random_state)
     rows = np.arange(p)
     for _ in range(max_epochs):
         max_violation = np.zeros(p)

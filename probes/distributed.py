@@ -37,9 +37,10 @@ _ENGINES: dict[tuple, Any] = {}
 def shard_source(source: Any, start: int, stop: int) -> Any:
     """Examples ``start:stop`` of ``source`` as a source of the same kind (picklable, small).
 
-    Example:
-        >>> len(shard_source(InMemoryImages(np.zeros((10, 2, 2, 1))), 4, 8))
-        4
+    Examples
+    --------
+    >>> len(shard_source(InMemoryImages(np.zeros((10, 2, 2, 1))), 4, 8))
+    4
     """
     if hasattr(source, "subset"):
         return source.subset(range(start, stop))
@@ -52,10 +53,11 @@ def shard_source(source: Any, start: int, stop: int) -> Any:
 def model_payload(model: Any) -> dict[str, Any]:
     """What a worker needs to rebuild ``model``: its JSON config and weights.
 
-    Example:
-        >>> payload = model_payload(model)   # doctest: +SKIP
-        >>> sorted(payload)                  # doctest: +SKIP
-        ['config', 'weights']
+    Examples
+    --------
+    >>> payload = model_payload(model)   # doctest: +SKIP
+    >>> sorted(payload)                  # doctest: +SKIP
+    ['config', 'weights']
     """
     return {"config": model.to_json(), "weights": [np.asarray(w) for w in model.get_weights()]}
 
@@ -102,11 +104,12 @@ def project_on_cluster(client: Any, engine: Any, source: Any, class_index: int,
     Dask cluster: the examples are cut into shards (whole batches), each worker projects its shards, and
     the shards' projections are merged in order.
 
-    Example:
-        >>> from dask.distributed import Client                                    # doctest: +SKIP
-        >>> proj = project_on_cluster(Client(), engine, images, 0, spaces)         # doctest: +SKIP
-        >>> proj["conv2"]["flat"].summary.n == len(images)                         # doctest: +SKIP
-        True
+    Examples
+    --------
+    >>> from dask.distributed import Client                                    # doctest: +SKIP
+    >>> proj = project_on_cluster(Client(), engine, images, 0, spaces)         # doctest: +SKIP
+    >>> proj["conv2"]["flat"].summary.n == len(images)                         # doctest: +SKIP
+    True
     """
     if getattr(engine, "_extras", None):
         raise NotImplementedError(

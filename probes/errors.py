@@ -7,11 +7,28 @@ so that generic handlers keep working.
 
 
 class ToolkitError(Exception):
-    """Base class of every error the toolkit raises on bad input."""
+    """Base class of every error the toolkit raises on bad input.
+
+    Examples
+    --------
+    >>> try:
+    ...     raise InsufficientDataError("2 concept images; at least 3 are needed.")
+    ... except ToolkitError as exc:
+    ...     print(type(exc).__name__, isinstance(exc, ValueError), exc)
+    InsufficientDataError True 2 concept images; at least 3 are needed.
+    """
 
 
 class UnknownLayerError(ToolkitError, KeyError):
-    """A layer name or path that the model does not have."""
+    """A layer name or path that the model does not have.
+
+    Examples
+    --------
+    Unlike a plain ``KeyError``, the message is shown without quotes:
+
+    >>> print(UnknownLayerError("No layer 'conv9'; the model has conv1, conv2."))
+    No layer 'conv9'; the model has conv1, conv2.
+    """
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""

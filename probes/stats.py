@@ -6,12 +6,13 @@ CAVs (Kim et al., 2018). This module gives the pieces of that test, written to b
 their degenerate cases (constant score distributions are common: a class whose gradients all
 point one way gives scores of exactly 1.0) rather than returning NaN.
 
-Example:
-    >>> t, p = welch_test([0.9, 0.8, 0.85, 0.95], [0.5, 0.4, 0.6, 0.55])
-    >>> p < 0.01
-    True
-    >>> adjust_pvalues([0.01, 0.04, 0.03], method="holm").round(3).tolist()
-    [0.03, 0.06, 0.06]
+Examples
+--------
+>>> t, p = welch_test([0.9, 0.8, 0.85, 0.95], [0.5, 0.4, 0.6, 0.55])
+>>> p < 0.01
+True
+>>> adjust_pvalues([0.01, 0.04, 0.03], method="holm").round(3).tolist()
+[0.03, 0.06, 0.06]
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ import numpy as np
 import scipy.stats
 
 from probes.errors import InsufficientDataError, ToolkitError
+from probes.random_state import as_generator
+from probes.sizes import require_size
 
 __all__ = [
     "NonFiniteValuesError",
@@ -33,6 +36,7 @@ __all__ = [
     "bootstrap_ci",
     "bootstrap_diff_ci",
     "empirical_pvalue",
+    "monte_carlo_pvalue",
 ]
 
 #: Correction methods accepted by :func:`adjust_pvalues`.
@@ -45,12 +49,13 @@ _BOOT_ELEMENTS = 4_000_000
 class NonFiniteValuesError(ToolkitError, ValueError):
     """Data that should be finite numbers contains NaN or infinity.
 
-    Example:
-        >>> try:
-        ...     welch_test([1.0, float("nan")], [1.0, 2.0])
-        ... except NonFiniteValuesError:
-        ...     print("NaN rejected")
-        NaN rejected
+    Examples
+    --------
+    >>> try:
+    ...     welch_test([1.0, float("nan")], [1.0, 2.0])
+    ... except NonFiniteValuesError:
+    ...     print("NaN rejected")
+    NaN rejected
     """
 
 
@@ -58,8 +63,7 @@ def _sample(x: Any, name: str, minimum: int) -> np.ndarray:
     arr = np.asarray(x, dtype=np.float64).ravel()
     if not np.all(np.isfinite(arr)):
         raise NonFiniteValuesError(f"{name} contains NaN or infinite values; remove them first.")
-    if arr.size < minimum:
-        raise InsufficientDataError(f"{name} has {arr.size} value(s); at least {minimum} are needed.")
+    require_size(arr.size, minimum, f"{name} has {{n}} value(s); at least {{minimum}} are needed.")
     return arr
 
 
@@ -72,11 +76,12 @@ def welch_test(a: Any, b: Any) -> tuple[float, float]:
     but different gives ``(+-inf, 0.0)``. Fewer than 2 values in either sample raises
     :class:`~probes.errors.InsufficientDataError`; NaN raises :class:`NonFiniteValuesError`.
 
-    Example:
-        >>> welch_test([1.0, 1.0, 1.0], [1.0, 1.0])
-        (0.0, 1.0)
-        >>> welch_test([1.0, 1.0], [0.5, 0.5])
-        (inf, 0.0)
+    Examples
+    --------
+    >>> welch_test([1.0, 1.0, 1.0], [1.0, 1.0])
+    (0.0, 1.0)
+    >>> welch_test([1.0, 1.0], [0.5, 0.5])
+    (inf, 0.0)
     """
     a = _sample(a, "first sample", 2)
     b = _sample(b, "second sample", 2)
@@ -107,10 +112,11 @@ def prediction_test(observed: float, sample: Any) -> tuple[float, float]:
     statistic for null concepts. Degenerate cases as in :func:`welch_test`: a constant sample
     equal to ``observed`` gives ``(0.0, 1.0)``, different gives ``(+-inf, 0.0)``.
 
-    Example:
-        >>> t, p = prediction_test(0.9, [0.5, 0.45, 0.55, 0.52, 0.48])
-        >>> t > 0 and p < 0.01
-        True
+    Examples
+    --------
+    >>> t, p = prediction_test(0.9, [0.5, 0.45, 0.55, 0.52, 0.48])
+    >>> t > 0 and p < 0.01
+    True
     """
     x = _sample([observed], "observed value", 1)[0]
     null = _sample(sample, "null sample", 2)
@@ -132,9 +138,10 @@ def student_t_pvalue(a: Any, b: Any) -> float:
     independent draw, which they are not (all concept runs share one concept set), so it is
     anti-conservative; it is here to reproduce published numbers (``compat="tcav"``).
 
-    Example:
-        >>> round(student_t_pvalue([0.9, 0.8, 0.85], [0.5, 0.4, 0.6]), 4)
-        0.0056
+    Examples
+    --------
+    >>> round(student_t_pvalue([0.9, 0.8, 0.85], [0.5, 0.4, 0.6]), 4)
+    0.0056
     """
     a = _sample(a, "first sample", 2)
     b = _sample(b, "second sample", 2)
@@ -151,9 +158,10 @@ def adjust_pvalues(p: Any, method: str = "holm") -> np.ndarray:
     ``"bonferroni"``, ``"none"``. Adjusted values are monotone in the raw ones and capped at 1.
     NaN p-values stay NaN and do not count towards the number of tests m.
 
-    Example:
-        >>> adjust_pvalues([0.01, 0.02, 0.03, np.nan], method="bh").tolist()
-        [0.03, 0.03, 0.03, nan]
+    Examples
+    --------
+    >>> adjust_pvalues([0.01, 0.02, 0.03, np.nan], method="bh").tolist()
+    [0.03, 0.03, 0.03, nan]
     """
     key = str(method).lower()
     if key not in PVALUE_METHODS:
@@ -185,13 +193,6 @@ def adjust_pvalues(p: Any, method: str = "holm") -> np.ndarray:
         adj[order] = stepped
     flat[valid] = adj
     return arr
-
-
-def _rng(random_state: Any) -> np.random.Generator:
-    if isinstance(random_state, np.random.RandomState):
-        # Derive a Generator so that legacy RandomState objects (scikit-learn style) work too.
-        return np.random.default_rng(random_state.randint(0, 2**31 - 1))
-    return np.random.default_rng(random_state)
 
 
 def _check_level(level: float, n_boot: int) -> None:
@@ -235,14 +236,15 @@ def bootstrap_ci(x: Any, *, statistic: Callable[..., Any] = np.mean, n_boot: int
     (numpy reductions do) and once per resample otherwise. ``random_state`` is an int, ``None``,
     a ``numpy.random.Generator`` or a ``RandomState``.
 
-    Example:
-        >>> lo, hi = bootstrap_ci(np.arange(20.0), random_state=0)
-        >>> lo < 9.5 < hi
-        True
+    Examples
+    --------
+    >>> lo, hi = bootstrap_ci(np.arange(20.0), random_state=0)
+    >>> lo < 9.5 < hi
+    True
     """
     _check_level(level, n_boot)
     x = _sample(x, "x", 2)
-    return _interval(_replicates(x, statistic, int(n_boot), _rng(random_state)), float(level))
+    return _interval(_replicates(x, statistic, int(n_boot), as_generator(random_state)), float(level))
 
 
 def bootstrap_diff_ci(a: Any, b: Any, *, n_boot: int = 2000, level: float = 0.95,
@@ -252,39 +254,93 @@ def bootstrap_diff_ci(a: Any, b: Any, *, n_boot: int = 2000, level: float = 0.95
     The effect size of a TCAV test: mean concept score minus mean null score, the two samples
     being independent (different CAVs), so each is resampled independently.
 
-    Example:
-        >>> lo, hi = bootstrap_diff_ci([0.8, 0.9, 0.85, 0.95], [0.5, 0.45, 0.55, 0.5], random_state=0)
-        >>> 0.2 < lo < hi < 0.5
-        True
+    Examples
+    --------
+    >>> lo, hi = bootstrap_diff_ci([0.8, 0.9, 0.85, 0.95], [0.5, 0.45, 0.55, 0.5], random_state=0)
+    >>> 0.2 < lo < hi < 0.5
+    True
     """
     _check_level(level, n_boot)
     a = _sample(a, "first sample", 2)
     b = _sample(b, "second sample", 2)
-    rng = _rng(random_state)
+    rng = as_generator(random_state)
     diff = _replicates(a, np.mean, int(n_boot), rng) - _replicates(b, np.mean, int(n_boot), rng)
     return _interval(diff, float(level))
 
 
-def empirical_pvalue(observed: float, null: Any, two_sided: bool = True) -> float:
-    """Permutation-style p-value of ``observed`` against draws ``null`` from the null distribution.
+def monte_carlo_pvalue(observed: Any, null: Any, two_sided: bool = True) -> float | np.ndarray:
+    """Monte-Carlo p-value of ``observed`` against draws ``null`` of the null distribution: the only one in ``probes``.
 
-    Two-sided: ``(1 + #{|null| >= |observed|}) / (M + 1)`` (for nulls centred on 0, such as UBS
-    of random directions); one-sided: ``(1 + #{null >= observed}) / (M + 1)`` (upper tail).
-    The +1 counts the observed value as one of the draws, so p is never 0 and is valid at any M.
+    Two-sided: ``(1 + #{|null| >= |observed|}) / (M + 1)`` (for nulls centred on 0, such as the UBS
+    of random directions); one-sided: ``(1 + #{null >= observed}) / (M + 1)`` (upper tail). The +1
+    counts the observed value as one of the draws, so p is never 0 and is exactly valid at any M;
+    ties count as at least as extreme.
 
-    Example:
-        >>> empirical_pvalue(3.0, [0.5, -1.0, 4.0, -3.0])
-        0.6
-        >>> empirical_pvalue(10.0, np.zeros(99))
-        0.01
+    NaN rule: a NaN observation has p = NaN, and a null holding any NaN gives NaN for every
+    observation. Why NaN and not an error: the callers score rows whose statistic can be undefined
+    (a class whose examples all have a zero gradient has no UBS null), and such a row must say
+    "no test" (NaN, never significant) rather than stop the analysis; the result tables have always
+    used this rule for ``ubs_p``. An empty null raises :class:`~probes.errors.InsufficientDataError`.
+
+    Parameters
+    ----------
+    observed : float or array_like
+        The statistic(s) to test; an array gives an array of the same shape.
+    null : array_like
+        M draws of the statistic under the null (any shape; flattened).
+    two_sided : bool
+        Compare magnitudes (default) or the upper tail.
+
+    Returns
+    -------
+    float or numpy.ndarray
+        A float for a scalar ``observed``, else an array of its shape.
+
+    Examples
+    --------
+    >>> monte_carlo_pvalue(3.0, [0.5, -1.0, 4.0, -3.0])
+    0.6
+    >>> monte_carlo_pvalue(3.0, [0.5, -1.0, 4.0, -3.0], two_sided=False)
+    0.4
+    >>> monte_carlo_pvalue(1.0, [0.5, np.nan])
+    nan
     """
-    obs = float(observed)
-    if not np.isfinite(obs) and not np.isinf(obs):
-        raise NonFiniteValuesError("observed value is NaN.")
     draws = np.asarray(null, dtype=np.float64).ravel()
+    obs = np.asarray(observed, dtype=np.float64)
     if draws.size == 0:
         raise InsufficientDataError("the null distribution is empty; at least one draw is needed.")
     if np.any(np.isnan(draws)):
-        raise NonFiniteValuesError("the null distribution contains NaN values.")
-    extreme = np.abs(draws) >= abs(obs) if two_sided else draws >= obs
-    return float((1 + np.count_nonzero(extreme)) / (draws.size + 1))
+        p = np.full(obs.shape, np.nan)
+    else:
+        # Sorted once, so that testing many observations against a large null costs one search each;
+        # side="left" counts entries equal to the observation as at least as extreme.
+        if two_sided:
+            at_least = draws.size - np.searchsorted(np.sort(np.abs(draws)), np.abs(obs), side="left")
+        else:
+            at_least = draws.size - np.searchsorted(np.sort(draws), obs, side="left")
+        p = (1.0 + at_least) / (draws.size + 1.0)
+        p = np.where(np.isnan(obs), np.nan, p)
+    return float(p) if p.ndim == 0 else p
+
+
+def empirical_pvalue(observed: float, null: Any, two_sided: bool = True) -> float:
+    """Scalar form of :func:`monte_carlo_pvalue` (same formula, same NaN rule), kept for its name.
+
+    Parameters
+    ----------
+    observed : float
+    null : array_like
+    two_sided : bool
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> empirical_pvalue(3.0, [0.5, -1.0, 4.0, -3.0])
+    0.6
+    >>> empirical_pvalue(10.0, np.zeros(99))
+    0.01
+    """
+    return float(monte_carlo_pvalue(float(observed), null, two_sided))

@@ -16,11 +16,12 @@ Both merge (``a.merge(b)``), so shards computed on different machines combine in
 the whole set; merging in shard order gives the same numbers whatever machine computed each shard.
 Pure numpy: no TensorFlow, no ``concepts`` import.
 
-Example:
-    >>> s = ColumnSummary(1)
-    >>> s.update(np.array([[1.0], [-1.0], [0.0]]), np.array([1.0, 1.0, 1.0]), d=4)
-    >>> s.tcav_scores()[0].tolist(), s.tcav_scores()[1].tolist()
-    ([0.3333333333333333], [0.3333333333333333])
+Examples
+--------
+>>> s = ColumnSummary(1)
+>>> s.update(np.array([[1.0], [-1.0], [0.0]]), np.array([1.0, 1.0, 1.0]), d=4)
+>>> s.tcav_scores()[0].tolist(), s.tcav_scores()[1].tolist()
+([0.3333333333333333], [0.3333333333333333])
 """
 from __future__ import annotations
 
@@ -36,9 +37,10 @@ __all__ = ["ColumnSummary", "UnitGradientSum", "ProjectionSpace", "Projections",
 def row_norms(g: np.ndarray) -> np.ndarray:
     """‖g_i‖ of each row (float32 arithmetic, returned as float64): no float64 copy of the batch.
 
-    Example:
-        >>> row_norms(np.array([[3.0, 4.0], [0.0, 0.0]])).tolist()
-        [5.0, 0.0]
+    Examples
+    --------
+    >>> row_norms(np.array([[3.0, 4.0], [0.0, 0.0]])).tolist()
+    [5.0, 0.0]
     """
     g = np.asarray(g, dtype=np.float32)
     return np.sqrt(np.einsum("ij,ij->i", g, g)).astype(np.float64)
@@ -50,9 +52,10 @@ def mean_over_std(mean: np.ndarray, std: np.ndarray, mean_abs: np.ndarray) -> np
     Where every example moves identically along a vector (a layer followed only by pooling and a
     linear head) the ratio, hence Br, is undefined rather than huge.
 
-    Example:
-        >>> mean_over_std(np.array([1.0, 1.0]), np.array([2.0, 0.0]), np.array([1.0, 1.0])).tolist()
-        [0.5, nan]
+    Examples
+    --------
+    >>> mean_over_std(np.array([1.0, 1.0]), np.array([2.0, 0.0]), np.array([1.0, 1.0])).tolist()
+    [0.5, nan]
     """
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(std > 1e-6 * mean_abs, mean / std, np.nan)
@@ -61,15 +64,18 @@ def mean_over_std(mean: np.ndarray, std: np.ndarray, mean_abs: np.ndarray) -> np
 class ColumnSummary:
     """Running per-column statistics of a sensitivity matrix ``S`` (examples × vectors).
 
-    Args:
-        k: number of columns (vectors).
+    Parameters
+    ----------
+    k : int
+        Number of columns (vectors).
 
-    Example:
-        >>> s = ColumnSummary(2)
-        >>> s.update(np.array([[1.0, 2.0]]), np.array([1.0]), d=2)
-        >>> s.update(np.array([[3.0, 2.0]]), np.array([1.0]), d=2)
-        >>> s.mean.tolist(), s.std().tolist()
-        ([2.0, 2.0], [1.4142135623730951, 0.0])
+    Examples
+    --------
+    >>> s = ColumnSummary(2)
+    >>> s.update(np.array([[1.0, 2.0]]), np.array([1.0]), d=2)
+    >>> s.update(np.array([[3.0, 2.0]]), np.array([1.0]), d=2)
+    >>> s.mean.tolist(), s.std().tolist()
+    ([2.0, 2.0], [1.4142135623730951, 0.0])
     """
 
     def __init__(self, k: int) -> None:
@@ -162,10 +168,11 @@ class ColumnSummary:
 class UnitGradientSum:
     """``Σ_i g_i/‖g_i‖`` over examples with a non-zero gradient: what the UBS null needs.
 
-    Example:
-        >>> u = UnitGradientSum(2); u.update(np.array([[3.0, 4.0], [0.0, 0.0]]))
-        >>> u.total.tolist(), u.used
-        ([0.6, 0.8], 1)
+    Examples
+    --------
+    >>> u = UnitGradientSum(2); u.update(np.array([[3.0, 4.0], [0.0, 0.0]]))
+    >>> u.total.tolist(), u.used
+    ([0.6, 0.8], 1)
     """
 
     def __init__(self, d: int) -> None:
@@ -204,10 +211,11 @@ class ProjectionSpace:
     Built in phase 1 (:meth:`add` returns the columns a block of vectors gets, :meth:`record` declares a
     concept), then consumed by :class:`Projections` in phase 2.
 
-    Example:
-        >>> space = ProjectionSpace()
-        >>> space.add(np.eye(3)[:2]).tolist(), space.add(np.eye(3)[2:]).tolist()
-        ([0, 1], [2])
+    Examples
+    --------
+    >>> space = ProjectionSpace()
+    >>> space.add(np.eye(3)[:2]).tolist(), space.add(np.eye(3)[2:]).tolist()
+    ([0, 1], [2])
     """
 
     def __init__(self) -> None:
@@ -271,11 +279,12 @@ class Projections:
     :class:`UnitGradientSum`, and a few numbers per example for each recorded concept -- O(n · concepts)
     memory, never O(n · d).
 
-    Example:
-        >>> space = ProjectionSpace(); _ = space.add(np.eye(2))
-        >>> proj = Projections(space); proj.update(np.array([[1.0, -2.0]]), np.zeros((1, 2)))
-        >>> proj.summary.tcav_scores()[0].tolist()
-        [1.0, 0.0]
+    Examples
+    --------
+    >>> space = ProjectionSpace(); _ = space.add(np.eye(2))
+    >>> proj = Projections(space); proj.update(np.array([[1.0, -2.0]]), np.zeros((1, 2)))
+    >>> proj.summary.tcav_scores()[0].tolist()
+    [1.0, 0.0]
     """
 
     def __init__(self, space: ProjectionSpace) -> None:
@@ -364,11 +373,12 @@ def project_batches(batches, spaces: dict[str, dict[str, ProjectionSpace]]) -> d
     (``"flat"``: flattened features; ``"pooled"``: channels, activations averaged and gradients summed over
     positions, as :func:`probes.regression.pool_activations`/:func:`~probes.regression.pool_gradients`).
 
-    Example:
-        >>> space = ProjectionSpace(); _ = space.add(np.eye(2))
-        >>> out = project_batches([({"l": np.ones((3, 2))}, {"l": np.ones((3, 2))})], {"l": {"flat": space}})
-        >>> out["l"]["flat"].summary.n
-        3
+    Examples
+    --------
+    >>> space = ProjectionSpace(); _ = space.add(np.eye(2))
+    >>> out = project_batches([({"l": np.ones((3, 2))}, {"l": np.ones((3, 2))})], {"l": {"flat": space}})
+    >>> out["l"]["flat"].summary.n
+    3
     """
     from probes.regression import pool_activations, pool_gradients
 

@@ -40,6 +40,8 @@ import numpy as np
 from scipy.special import poch
 
 from probes.errors import InputShapeError
+from probes.random_state import as_generator
+from probes.stats import monte_carlo_pvalue
 
 __all__ = ["ubs_normaliser", "sample_directions", "ubs_scores", "ubs_null", "ubs_pvalue", "ubs_test",
            "UBSResult"]
@@ -58,23 +60,17 @@ def ubs_normaliser(d: int) -> float:
     of size ~d·log d cancels (relative error 2e-9 at d = 10^7, 1e-6 at 10^9); ``poch`` stays at
     machine precision for any width. ``c_d ≈ √(2/(πd)) (1 + 1/(4d))`` for large d.
 
-    Example:
-        >>> round(ubs_normaliser(2), 6) == round(2 / np.pi, 6)
-        True
-        >>> ubs_normaliser(10**7) > 0
-        True
+    Examples
+    --------
+    >>> round(ubs_normaliser(2), 6) == round(2 / np.pi, 6)
+    True
+    >>> ubs_normaliser(10**7) > 0
+    True
     """
     d = int(d)
     if d < 1:
         raise InputShapeError(f"the dimension must be a positive integer; got {d}.")
     return float(1.0 / (np.sqrt(np.pi) * poch(d / 2, 0.5)))
-
-
-def _generator(random_state) -> np.random.Generator:
-    # Accept the scikit-learn style seeds (None, int, RandomState) as well as numpy Generators.
-    if isinstance(random_state, np.random.RandomState):
-        return np.random.default_rng(random_state.randint(0, 2**31 - 1))
-    return np.random.default_rng(random_state)
 
 
 def _sample(rng: np.random.Generator, d: int, n: int) -> np.ndarray:
@@ -92,14 +88,15 @@ def sample_directions(d: int, n: int, random_state=None) -> np.ndarray:
     int, ``None``, a ``numpy.random.Generator`` or a ``RandomState``. The rows are drawn in order
     from one stream, so ``ubs_null(g, n, seed)`` scores exactly ``sample_directions(d, n, seed)``.
 
-    Example:
-        >>> u = sample_directions(5, 3, random_state=0)
-        >>> u.shape, bool(np.allclose(np.linalg.norm(u, axis=1), 1, atol=1e-6))
-        ((3, 5), True)
+    Examples
+    --------
+    >>> u = sample_directions(5, 3, random_state=0)
+    >>> u.shape, bool(np.allclose(np.linalg.norm(u, axis=1), 1, atol=1e-6))
+    ((3, 5), True)
     """
     if int(d) < 1 or int(n) < 0:
         raise InputShapeError(f"need d >= 1 and n >= 0; got d={d}, n={n}.")
-    return _sample(_generator(random_state), int(d), int(n))
+    return _sample(as_generator(random_state), int(d), int(n))
 
 
 def _mean_unit_gradient(gradients) -> tuple[np.ndarray, int]:
@@ -147,10 +144,11 @@ def ubs_scores(gradients, vectors) -> np.ndarray:
     normalised to unit length. Returns an array of shape ``(m,)``, all NaN when every gradient is
     zero.
 
-    Example:
-        >>> g = np.array([[1.0, 0.0], [2.0, 0.0]])
-        >>> ubs_scores(g, np.array([[1.0, 0.0], [0.0, 1.0]]))  # 1 / c_2 = π/2 along the gradient
-        array([1.57079633, 0.        ])
+    Examples
+    --------
+    >>> g = np.array([[1.0, 0.0], [2.0, 0.0]])
+    >>> ubs_scores(g, np.array([[1.0, 0.0], [0.0, 1.0]]))  # 1 / c_2 = π/2 along the gradient
+    array([1.57079633, 0.        ])
     """
     m_vec, _ = _mean_unit_gradient(gradients)
     return _scores_from_mean(m_vec, vectors)
@@ -171,10 +169,11 @@ def ubs_ratios(sensitivities: np.ndarray, gradient_norms: np.ndarray, d: int) ->
     undefined), so the result has one row per remaining example; its column means are the UBS of
     each vector, equal to :func:`ubs_scores` without a second pass over the gradients.
 
-    Example:
-        >>> g = np.array([[3.0, 4.0], [0.0, 0.0]]); v = np.array([[1.0, 0.0]])
-        >>> ubs_ratios(g @ v.T, np.linalg.norm(g, axis=1), 2).shape
-        (1, 1)
+    Examples
+    --------
+    >>> g = np.array([[3.0, 4.0], [0.0, 0.0]]); v = np.array([[1.0, 0.0]])
+    >>> ubs_ratios(g @ v.T, np.linalg.norm(g, axis=1), 2).shape
+    (1, 1)
     """
     sens = np.asarray(sensitivities, dtype=np.float64)
     norms = np.asarray(gradient_norms, dtype=np.float64)
@@ -198,11 +197,12 @@ def ubs_null(gradients, n_directions: int = 1000, random_state=None, chunk: int 
     width and any number of directions. The chunking does not change the values. Same seed, same
     directions as :func:`sample_directions`.
 
-    Example:
-        >>> g = np.random.default_rng(0).standard_normal((20, 64))
-        >>> null = ubs_null(g, 500, random_state=0)
-        >>> null.shape, bool(abs(null.mean()) < 0.1)
-        ((500,), True)
+    Examples
+    --------
+    >>> g = np.random.default_rng(0).standard_normal((20, 64))
+    >>> null = ubs_null(g, 500, random_state=0)
+    >>> null.shape, bool(abs(null.mean()) < 0.1)
+    ((500,), True)
     """
     if int(n_directions) < 1 or int(chunk) < 1:
         raise InputShapeError(f"n_directions and chunk must be positive; got {n_directions}, {chunk}.")
@@ -218,7 +218,7 @@ def _null_by_projection(m_vec: np.ndarray, used: int, n_directions: int, random_
     d = m_vec.shape[0]
     if used == 0:
         return np.full(n_directions, np.nan)
-    rng = _generator(random_state)
+    rng = as_generator(random_state)
     z = rng.standard_normal(n_directions)
     rest = rng.chisquare(d - 1, n_directions) if d > 1 else np.zeros(n_directions)
     component = z / np.sqrt(z * z + rest)
@@ -232,7 +232,7 @@ def _null_from_mean(m_vec: np.ndarray, used: int, n_directions: int, random_stat
     c_d = ubs_normaliser(d)
     chunk = max(1, min(chunk, _DIRECTION_CHUNK_BYTES // (4 * d)))
     m32 = m_vec.astype(np.float32)
-    rng = _generator(random_state)
+    rng = as_generator(random_state)
     out = np.empty(n_directions)
     for start in range(0, n_directions, chunk):
         size = min(chunk, n_directions - start)
@@ -242,29 +242,19 @@ def _null_from_mean(m_vec: np.ndarray, used: int, n_directions: int, random_stat
 
 
 def ubs_pvalue(observed, null) -> float | np.ndarray:
-    """Two-sided Monte-Carlo p-value ``(1 + #{|null| ≥ |observed|}) / (M + 1)``.
+    """Two-sided Monte-Carlo p-value ``(1 + #{|null| ≥ |observed|}) / (M + 1)`` of a UBS.
 
-    ``observed`` may be a scalar (returns a float) or an array (returns an array of the same
-    shape). The ``+1`` counts the observation itself, so p is never 0 and is exactly valid under the
-    null. NaN observations or a NaN null give NaN.
+    :func:`probes.stats.monte_carlo_pvalue` with ``two_sided=True``, so the same NaN rule: NaN
+    observations or a NaN null give NaN. ``observed`` may be a scalar (returns a float) or an array.
 
-    Example:
-        >>> ubs_pvalue(3.0, np.array([-4.0, 1.0, 2.0, 0.5]))
-        0.4
+    Examples
+    --------
+    >>> ubs_pvalue(3.0, np.array([-4.0, 1.0, 2.0, 0.5]))
+    0.4
     """
-    null = np.asarray(null, dtype=np.float64).ravel()
-    obs = np.asarray(observed, dtype=np.float64)
-    if null.size == 0:
+    if np.asarray(null).size == 0:
         raise InputShapeError("the null distribution is empty.")
-    if np.any(np.isnan(null)):
-        p = np.full(obs.shape, np.nan)
-    else:
-        sorted_abs = np.sort(np.abs(null))
-        # side="left": entries equal to |observed| count as at least as extreme.
-        at_least = null.size - np.searchsorted(sorted_abs, np.abs(obs), side="left")
-        p = (1.0 + at_least) / (null.size + 1.0)
-        p = np.where(np.isnan(obs), np.nan, p)
-    return float(p) if p.ndim == 0 else p
+    return monte_carlo_pvalue(observed, null, two_sided=True)
 
 
 @dataclass
@@ -275,10 +265,11 @@ class UBSResult:
     ``null`` (M,) UBS of the random directions; ``normaliser`` c_d; ``d`` layer width; ``n_used``
     examples with a non-zero gradient.
 
-    Example:
-        >>> r = UBSResult(np.zeros(1), np.ones(1), np.zeros(3), 0.5, 3, 10)
-        >>> r.d
-        3
+    Examples
+    --------
+    >>> r = UBSResult(np.zeros(1), np.ones(1), np.zeros(3), 0.5, 3, 10)
+    >>> r.d
+    3
     """
 
     scores: np.ndarray
@@ -292,12 +283,13 @@ class UBSResult:
 def ubs_test(gradients, vectors, n_directions: int = 1000, random_state=None) -> UBSResult:
     """UBS of every concept vector, its null distribution from random directions, and p-values.
 
-    Example:
-        >>> rng = np.random.default_rng(0)
-        >>> g = rng.standard_normal((30, 100)) + 0.5   # gradients share a direction (1, ..., 1)
-        >>> res = ubs_test(g, np.ones(100), n_directions=200, random_state=0)
-        >>> bool(res.scores[0] > 5), bool(res.p_values[0] == 1 / 201)
-        (True, True)
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> g = rng.standard_normal((30, 100)) + 0.5   # gradients share a direction (1, ..., 1)
+    >>> res = ubs_test(g, np.ones(100), n_directions=200, random_state=0)
+    >>> bool(res.scores[0] > 5), bool(res.p_values[0] == 1 / 201)
+    (True, True)
     """
     if int(n_directions) < 1:
         raise InputShapeError(f"n_directions must be positive; got {n_directions}.")

@@ -221,10 +221,20 @@ def test_empirical_pvalue() -> None:
     assert empirical_pvalue(np.inf, null) == pytest.approx(1 / 5)
     with pytest.raises(InsufficientDataError):
         empirical_pvalue(1.0, [])
-    with pytest.raises(NonFiniteValuesError):
-        empirical_pvalue(np.nan, null)
-    with pytest.raises(NonFiniteValuesError):
-        empirical_pvalue(1.0, [np.nan, 1.0])
+    # One NaN rule for every Monte-Carlo p-value (probes.stats.monte_carlo_pvalue): NaN in, NaN out.
+    assert np.isnan(empirical_pvalue(np.nan, null))
+    assert np.isnan(empirical_pvalue(1.0, [np.nan, 1.0]))
+
+
+def test_monte_carlo_pvalue_is_the_ubs_pvalue() -> None:
+    from probes.stats import monte_carlo_pvalue
+    from probes.ubs import ubs_pvalue
+
+    rng = np.random.default_rng(0)
+    null, obs = rng.normal(size=200), rng.normal(size=(3, 4)) * 2
+    assert np.array_equal(monte_carlo_pvalue(obs, null), ubs_pvalue(obs, null))
+    one_sided = monte_carlo_pvalue(obs, null, two_sided=False)
+    assert np.allclose(one_sided, [[(1 + np.sum(null >= o)) / 201 for o in r] for r in obs])
 
 
 def test_empirical_pvalue_is_uniform_under_the_null() -> None:

@@ -91,7 +91,7 @@ def test_projections_do_not_depend_on_the_batches():
 
 
 def test_memory_sizes_parse():
-    from concepts.analysis import parse_bytes
+    from probes.memory import parse_bytes
 
     assert parse_bytes("2GB") == 2e9 and parse_bytes("512 MiB") == 512 * 2**20 and parse_bytes(0) == 0
     assert parse_bytes(None) == float("inf")
@@ -100,9 +100,9 @@ def test_memory_sizes_parse():
 
 
 def test_memmap_spill_files_leave_nothing_behind(tmp_path):
-    from concepts.analysis import _memmap_allocator
+    from probes.memory import memmap_allocator
 
-    array = _memmap_allocator(str(tmp_path))("act", "conv", (10, 4))
+    array = memmap_allocator(str(tmp_path))("act", "conv", (10, 4))
     array[:] = 3.0
     assert isinstance(array, np.memmap) and float(array.sum()) == 120.0
     assert list(tmp_path.iterdir()) == []  # unlinked at once: the mapping keeps the data alive

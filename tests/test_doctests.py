@@ -1,0 +1,80 @@
+"""Docs that run: the rules for the ``>>>`` examples in the docstrings of concepts/ and probes/.
+
+``python -m pytest`` runs every example (setup.cfg: ``--doctest-modules``, testpaths ``concepts``
+and ``probes``; the names an example may use are set up in probes/conftest.py: ``np``, ``pd``,
+``concepts``, the planted ``model``, a ``data/`` folder and ``model.keras`` in a fresh working
+directory). An example that cannot run cheaply on a 2-core CI machine without GPU or network (a
+real pretrained backbone, a GPU, a Dask cluster, a big dataset, minutes of compute) keeps
+``# doctest: +SKIP``, and says why in a comment just before the directive on the same line, e.g.
+``model = keras.applications.DenseNet121()  # downloads ImageNet weights  # doctest: +SKIP``.
+
+Every other example must run and pass. ``SKIP_REASONS_PENDING`` lists the modules whose skipped
+examples have not been reviewed yet; it ends empty.
+"""
+from __future__ import annotations
+
+import configparser
+import re
+
+import pytest
+
+from test_docstring_style import ROOT, modules
+
+SKIP_DIRECTIVE = re.compile(r"#\s*doctest:\s*[^\n'\"]*\+SKIP")
+REASON = re.compile(r"#\s*(?!doctest:)\S[^#]*#\s*doctest:")
+
+# Modules whose skipped examples are not yet reviewed (run them, or give the reason). Empty it.
+SKIP_REASONS_PENDING = {
+    "concepts/__init__.py", "concepts/analysis.py", "concepts/cli.py", "concepts/comparison.py",
+    "concepts/demo/__init__.py", "concepts/demo/_common.py", "concepts/demo/histology.py",
+    "concepts/demo/model.py", "concepts/demo/model3d.py", "concepts/demo/mri.py", "concepts/demo/mri3d.py",
+    "concepts/demo/run.py", "concepts/explain_plots.py", "concepts/html.py", "concepts/imageio.py",
+    "concepts/measures.py", "concepts/per_example.py", "concepts/plots.py", "concepts/radiomics3d.py",
+    "concepts/ranking.py", "concepts/report_examples.py", "concepts/reporting.py", "concepts/scoring.py",
+    "concepts/sets.py", "concepts/volumes.py",
+    "probes/distributed.py", "probes/engine.py", "probes/identity.py", "probes/keras_graph.py",
+}
+
+
+def skipped_without_reason(source: str) -> list[str]:
+    """Source lines of examples that are skipped without a reason comment before the directive."""
+    bad = []
+    # Read as text, not imported: modules that need an optional extra are checked too.
+    for line in source.splitlines():
+        stripped = line.strip()
+        example = stripped.startswith((">>>", "..."))
+        if example and SKIP_DIRECTIVE.search(stripped) and not REASON.search(stripped):
+            bad.append(stripped)
+    return bad
+
+
+def test_reason_detector():
+    assert skipped_without_reason('    >>> f()  # doctest: +SKIP\n') == [">>> f()  # doctest: +SKIP"]
+    assert skipped_without_reason('    >>> f()  # needs a GPU  # doctest: +SKIP\n') == []
+    assert skipped_without_reason('    >>> f()  # doctest: +ELLIPSIS\n') == []
+
+
+@pytest.mark.parametrize("module", modules())
+def test_skipped_examples_say_why(module):
+    bad = skipped_without_reason((ROOT / module).read_text(encoding="utf-8"))
+    if module in SKIP_REASONS_PENDING:
+        if not bad:
+            pytest.fail(f"{module}: every skipped example has a reason: remove it from SKIP_REASONS_PENDING.")
+        pytest.skip("skipped examples not reviewed yet (SKIP_REASONS_PENDING)")
+    shown = "\n".join(f"  {line}" for line in bad)
+    assert not bad, (f"{module}: examples skipped without a reason. Make them run (probes/conftest.py "
+                     "provides a model and a data folder), or write the reason: "
+                     f"`>>> call()  # needs X  # doctest: +SKIP`.\n{shown}")
+
+
+def test_pending_list_names_existing_modules():
+    gone = sorted(SKIP_REASONS_PENDING - set(modules()))
+    assert not gone, f"SKIP_REASONS_PENDING names modules that do not exist (renamed or removed?): {gone}"
+
+
+def test_pytest_collects_the_doctests():
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    section = config["tool:pytest"]
+    assert "--doctest-modules" in section["addopts"].split()
+    assert {"tests", "concepts", "probes"} <= set(section["testpaths"].split())
