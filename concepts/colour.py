@@ -5,9 +5,10 @@ Both halves of the toolkit reduce an RGB image to one grey channel: :mod:`concep
 pyradiomics measures a colour image with ``channel="gray"``. They use this function, so the same
 image is the same grey image everywhere.
 
-Example:
-    >>> rgb_to_grey(np.array([[[255, 255, 255]]], dtype=np.uint8)).round(6).tolist()
-    [[255.0]]
+Examples
+--------
+>>> rgb_to_grey(np.array([[[255, 255, 255]]], dtype=np.uint8)).round(6).tolist()
+[[255.0]]
 """
 from __future__ import annotations
 

@@ -95,22 +95,29 @@ def default_preprocess(image: np.ndarray, input_shape: tuple) -> np.ndarray:
     Models without a channel axis (``input_shape == (H, W)``) get an ``(H, W)`` array: RGB images
     are converted to luminance, grayscale images are used as they are.
 
-    Args:
-        image: ``(H, W)`` or ``(H, W, C)`` array in its native dtype, as from
-            :func:`concepts.image_files.read_image`.
-        input_shape: the model's input shape without the batch dimension, e.g. ``(224, 224, 3)``.
+    Parameters
+    ----------
+    image
+        ``(H, W)`` or ``(H, W, C)`` array in its native dtype, as from
+        :func:`concepts.image_files.read_image`.
+    input_shape
+        the model's input shape without the batch dimension, e.g. ``(224, 224, 3)``.
 
-    Returns:
-        float32 array of shape ``input_shape`` (``None`` entries replaced by the image's sizes).
+    Returns
+    -------
+    float32 array of shape ``input_shape`` (``None`` entries replaced by the image's sizes).
 
-    Raises:
-        InputShapeError: the image's channels cannot be matched to the model's.
+    Raises
+    ------
+    InputShapeError
+        the image's channels cannot be matched to the model's.
 
-    Example:
-        >>> gray16 = np.full((32, 48), 65535, dtype=np.uint16)
-        >>> out = default_preprocess(gray16, (16, 16, 3))
-        >>> out.shape, out.dtype, float(out.max())
-        ((16, 16, 3), dtype('float32'), 1.0)
+    Examples
+    --------
+    >>> gray16 = np.full((32, 48), 65535, dtype=np.uint16)
+    >>> out = default_preprocess(gray16, (16, 16, 3))
+    >>> out.shape, out.dtype, float(out.max())
+    ((16, 16, 3), dtype('float32'), 1.0)
     """
     shape = _check_input_shape(input_shape)
     image = np.asarray(image)

@@ -32,7 +32,7 @@ NOT_YET_CONVERTED = {
     "concepts/__init__.py", "concepts/cli.py", "concepts/demo/__init__.py",
     "concepts/demo/_common.py", "concepts/demo/histology.py", "concepts/demo/model.py",
     "concepts/demo/model3d.py", "concepts/demo/mri.py", "concepts/demo/mri3d.py", "concepts/demo/run.py",
-    "concepts/html.py", "concepts/imageio.py", "concepts/measures.py", 
+    "concepts/html.py",
     "concepts/plots.py", "concepts/radiomics3d.py", "concepts/ranking.py", "concepts/reporting.py",
     "concepts/scoring.py", "concepts/sets.py", "concepts/validation.py", "concepts/volume_maps.py",
     "concepts/volumes.py",

@@ -31,42 +31,57 @@ def measure_table(images: ImagesLike, masks: PathLike | None = None,
                   client: Any = None) -> pd.DataFrame:
     """Every radiomics feature of every image: one row per image, one column per feature.
 
-    Args:
-        images: a folder (searched recursively) or a list of image files.
-        masks: None (the whole image is the region), or a folder that mirrors the images folder:
-            ``classes/a/x.png`` has its mask at ``masks/a/x.png`` or ``masks/a/x.tif`` (same
-            relative path and file stem, any image extension). Nonzero mask pixels are the region.
-            For a list of images, the longest trailing part of each image's path found under
-            ``masks`` is used. An image without a mask fails alone ("no mask found at ...").
-        params: None (:data:`DEFAULT_PARAMS`), a dict, or the path of a pyradiomics YAML file.
-        channel: how colour images become one grayscale channel: ``"gray"`` (ITU-R BT.601 luma,
-            :func:`concepts.colour.rgb_to_grey`, on the original value scale), ``"r"``/``"g"``/``"b"``
-            or an index, ``"hematoxylin"`` (colour deconvolution, rescaled to 0..255 with the fixed
-            :data:`HEMATOXYLIN_RANGE`), or a function (RGB(A) array -> 2D array). Grayscale images are used as they are;
-            16-bit images keep their values, so set ``binWidth`` accordingly (about 512-1024).
-        features: only these columns (full names, or ``"glcm_Contrast"`` for the original image).
-        n_jobs: worker processes (default: all cores; 1 computes in this process).
-        client: a ``dask.distributed.Client``: the images are measured on its workers instead (a Dask map
-            over images, a few per task), which must read the image and mask files at the same paths;
-            the cache is read and written here, failures are reported as locally, the table is the same.
-        cache_dir: the toolkit's store (one JSON entry per image, see :class:`probes.cache.Store`); None uses
-            $CONCEPTS_CACHE_DIR or ~/.cache/concepts-toolkit; False disables the cache. A cached
-            user channel function is identified by its source code, defaults and closure values.
-        progress: show a progress bar over images.
+    Parameters
+    ----------
+    images
+        a folder (searched recursively) or a list of image files.
+    masks
+        None (the whole image is the region), or a folder that mirrors the images folder:
+        ``classes/a/x.png`` has its mask at ``masks/a/x.png`` or ``masks/a/x.tif`` (same
+        relative path and file stem, any image extension). Nonzero mask pixels are the region.
+        For a list of images, the longest trailing part of each image's path found under
+        ``masks`` is used. An image without a mask fails alone ("no mask found at ...").
+    params
+        None (:data:`DEFAULT_PARAMS`), a dict, or the path of a pyradiomics YAML file.
+    channel
+        how colour images become one grayscale channel: ``"gray"`` (ITU-R BT.601 luma,
+        :func:`concepts.colour.rgb_to_grey`, on the original value scale), ``"r"``/``"g"``/``"b"``
+        or an index, ``"hematoxylin"`` (colour deconvolution, rescaled to 0..255 with the fixed
+        :data:`HEMATOXYLIN_RANGE`), or a function (RGB(A) array -> 2D array). Grayscale images are used as they are;
+        16-bit images keep their values, so set ``binWidth`` accordingly (about 512-1024).
+    features
+        only these columns (full names, or ``"glcm_Contrast"`` for the original image).
+    n_jobs
+        worker processes (default: all cores; 1 computes in this process).
+    client
+        a ``dask.distributed.Client``: the images are measured on its workers instead (a Dask map
+        over images, a few per task), which must read the image and mask files at the same paths;
+        the cache is read and written here, failures are reported as locally, the table is the same.
+    cache_dir
+        the toolkit's store (one JSON entry per image, see :class:`probes.cache.Store`); None uses
+        $CONCEPTS_CACHE_DIR or ~/.cache/concepts-toolkit; False disables the cache. A cached
+        user channel function is identified by its source code, defaults and closure values.
+    progress
+        show a progress bar over images.
 
-    Returns:
-        A DataFrame indexed by ``str(Path(image).resolve())`` with float feature values (NaN where
-        a value failed). ``attrs`` holds ``params``, ``pyradiomics_version``, ``channel`` and
-        ``failures`` (dicts ``{image, feature, reason}``; ``feature`` is None when the whole image
-        failed). One summary UserWarning reports failures.
+    Returns
+    -------
+    A DataFrame indexed by ``str(Path(image).resolve())`` with float feature values (NaN where
+    a value failed). ``attrs`` holds ``params``, ``pyradiomics_version``, ``channel`` and
+    ``failures`` (dicts ``{image, feature, reason}``; ``feature`` is None when the whole image
+    failed). One summary UserWarning reports failures.
 
-    Raises:
-        MeasureError: bad parameters, channel or feature names.
-        ConceptFolderError: a missing or empty images folder, or a missing masks folder.
+    Raises
+    ------
+    MeasureError
+        bad parameters, channel or feature names.
+    ConceptFolderError
+        a missing or empty images folder, or a missing masks folder.
 
-    Example:
-        >>> table = measure_table("data/classes", masks="data/masks")  # doctest: +SKIP
-        >>> table["original_glcm_Contrast"].describe()  # doctest: +SKIP
+    Examples
+    --------
+    >>> table = measure_table("data/classes", masks="data/masks")  # needs a folder of images  # doctest: +SKIP
+    >>> table["original_glcm_Contrast"].describe()  # the table above  # doctest: +SKIP
 
     Volumes (NIfTI files, DICOM series folders) are measured in 3D with their voxel spacing, with
     3D defaults and masks: see :mod:`concepts.radiomics3d`.
@@ -96,19 +111,26 @@ def _finite(values: pd.Series) -> pd.Series:
 class Measure:
     """A continuous concept measure: one float per image.
 
-    Attributes:
-        name: the measure's name (a feature name such as ``"original_glcm_Contrast"``).
-        values: ``pd.Series`` of finite floats indexed by ``str(Path(image).resolve())``; images whose
-            value failed are left out (and listed in ``failures``). Empty for a lazy measure until
-            :meth:`evaluate` is called.
-        failures: dicts ``{image, feature, reason}`` for the images left out.
-        description: how the values were obtained.
-        params: the pyradiomics parameters used (None for function measures).
+    Attributes
+    ----------
+    name
+        the measure's name (a feature name such as ``"original_glcm_Contrast"``).
+    values
+        ``pd.Series`` of finite floats indexed by ``str(Path(image).resolve())``; images whose
+        value failed are left out (and listed in ``failures``). Empty for a lazy measure until
+        :meth:`evaluate` is called.
+    failures
+        dicts ``{image, feature, reason}`` for the images left out.
+    description
+        how the values were obtained.
+    params
+        the pyradiomics parameters used (None for function measures).
 
-    Example:
-        >>> m = Measure("size", pd.Series({"/data/a.png": 1.0, "/data/b.png": 2.0}))
-        >>> m.values.tolist()
-        [1.0, 2.0]
+    Examples
+    --------
+    >>> m = Measure("size", pd.Series({"/data/a.png": 1.0, "/data/b.png": 2.0}))
+    >>> m.values.tolist()
+    [1.0, 2.0]
     """
 
     def __init__(self, name: str, values: pd.Series | Mapping[str, float] | None = None, *,
@@ -135,12 +157,15 @@ class Measure:
         New values and failures are added to :attr:`values` and :attr:`failures`; the returned
         Series holds the finite values of the requested images, in their order.
 
-        Raises:
-            MeasureError: none of the requested images has a valid value.
+        Raises
+        ------
+        MeasureError
+            none of the requested images has a valid value.
 
-        Example:
-            >>> m = measure(lambda img: float(img.mean()), name="mean_intensity")
-            >>> m.evaluate(["a.png", "b.png"])  # doctest: +SKIP
+        Examples
+        --------
+        >>> m = measure(lambda img: float(img.mean()), name="mean_intensity")
+        >>> m.evaluate(["a.png", "b.png"])  # needs the image files  # doctest: +SKIP
         """
         files, _ = _image_list(paths)
         keys = [str(p) for p in files]
@@ -187,13 +212,16 @@ def radiomics(feature: str, images: ImagesLike, masks: PathLike | None = None,
     image (see :func:`measure_table` for ``masks``, ``params``, ``channel``, ``client`` and the cache), so
     asking for a second feature later costs almost nothing.
 
-    Raises:
-        MeasureError: an unknown feature name (close matches are suggested), or no image with a
-            finite value.
+    Raises
+    ------
+    MeasureError
+        an unknown feature name (close matches are suggested), or no image with a
+        finite value.
 
-    Example:
-        >>> m = radiomics("glcm_Contrast", images="data/classes", masks="data/masks")  # doctest: +SKIP
-        >>> m.values.head()  # doctest: +SKIP
+    Examples
+    --------
+    >>> m = radiomics("glcm_Contrast", images="data/classes", masks="data/masks")  # needs a folder of images  # doctest: +SKIP
+    >>> m.values.head()  # the measure above  # doctest: +SKIP
 
     Volumes are measured in 3D (spacing-aware, 3D defaults): see :mod:`concepts.radiomics3d`.
     """
@@ -261,13 +289,16 @@ def measure(fn: Callable[[np.ndarray], float], name: str | None = None,
     class example images). An image on which ``fn`` raises or returns NaN/inf is left out and
     listed in ``failures`` (one summary warning).
 
-    Raises:
-        MeasureError: ``fn`` is not callable, or gives no finite value on any of ``images``.
+    Raises
+    ------
+    MeasureError
+        ``fn`` is not callable, or gives no finite value on any of ``images``.
 
-    Example:
-        >>> m = measure(lambda img: float(img.mean()), name="mean_intensity")
-        >>> m
-        Measure('mean_intensity', not evaluated yet; user function <lambda>)
+    Examples
+    --------
+    >>> m = measure(lambda img: float(img.mean()), name="mean_intensity")
+    >>> m
+    Measure('mean_intensity', not evaluated yet; user function <lambda>)
     """
     if not callable(fn):
         raise MeasureError(f"measure() needs a function image -> float, got {type(fn).__name__}.")

@@ -137,13 +137,16 @@ def _static_features(params: Mapping, *, include_deprecated: bool) -> tuple[str,
 def list_features(params: Mapping | PathLike | None = None) -> list[str]:
     """All feature names (``"original_glcm_Contrast"``, ...) that ``params`` computes.
 
-    Args:
-        params: None (:data:`DEFAULT_PARAMS`), a parameter dict, or the path of a YAML file.
+    Parameters
+    ----------
+    params
+        None (:data:`DEFAULT_PARAMS`), a parameter dict, or the path of a YAML file.
 
-    Example:
-        >>> names = list_features()
-        >>> "original_glcm_Contrast" in names and "original_shape2D_PixelSurface" in names
-        True
+    Examples
+    --------
+    >>> names = list_features()
+    >>> "original_glcm_Contrast" in names and "original_shape2D_PixelSurface" in names
+    True
     """
     return list(_features_for(_canonical(_load_params(params))))
 

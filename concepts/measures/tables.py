@@ -53,10 +53,11 @@ def _assemble_table(files: Sequence[Path], results: Mapping[str, tuple[dict, dic
     ``results[image] = (values, reasons, reason)``: a non-empty ``reason`` fails the whole image; each
     ``reasons[feature]`` fails one feature. Shared by the 2D and 3D (:mod:`concepts.radiomics3d`) tables.
 
-    Example:
-        >>> t, f = _assemble_table([Path("a.png")], {"a.png": ({"x": 1.0}, {}, "")}, ["x"], None)
-        >>> float(t.loc["a.png", "x"]), f
-        (1.0, [])
+    Examples
+    --------
+    >>> t, f = _assemble_table([Path("a.png")], {"a.png": ({"x": 1.0}, {}, "")}, ["x"], None)
+    >>> float(t.loc["a.png", "x"]), f
+    (1.0, [])
     """
     extra = [name for outcome in results.values() for name in outcome[0] if name not in columns]
     keep = list(features) if features is not None else columns + list(dict.fromkeys(extra))
