@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from .errors import ConceptFolderError, UnknownClassError
-from .imageio import list_image_files
+from .image_files import list_image_files
 
 
 @dataclass

@@ -32,30 +32,51 @@ from typing import Any, Callable
 
 import numpy as np
 
+from probes.keras_graph import is_graph_operation, single_input, tensor_origin
+
 __all__ = ["MAP_KINDS", "presence_maps", "influence_maps", "upsample", "MapContext", "result_concept_maps",
            "pointing_game", "receptive_geometry"]
 
 MAP_KINDS = ("presence", "influence")
 
 
-def _spatial(array: np.ndarray, what: str) -> np.ndarray:
-    array = np.asarray(array, dtype=np.float32)
-    if array.ndim != 4:
-        raise ValueError(f"{what} must have shape (n, H, W, C) (a 2D convolutional layer); got {array.shape}.")
-    return array
+def _project(fields: np.ndarray, vector: np.ndarray, what: str, n_spatial: int = 2) -> np.ndarray:
+    """``Σ_c fields[n, ..., c] · v[..., c]`` (flattened-layer vector) or ``· v[c]`` (channel vector).
 
-
-def _project(fields: np.ndarray, vector: np.ndarray, what: str) -> np.ndarray:
-    """``Σ_c fields[n, h, w, c] · v[h, w, c]`` (flattened-layer vector) or ``· v[c]`` (channel vector)."""
-    fields = _spatial(fields, what)
-    n, h, w, c = fields.shape
+    ``n_spatial`` is 2 for ``(n, H, W, C)`` layers and 3 for ``(n, D, H, W, C)`` layers
+    (:mod:`concepts.volume_maps`).
+    """
+    fields = np.asarray(fields, dtype=np.float32)
+    letters = "DHW"[-n_spatial:]
+    if fields.ndim != n_spatial + 2:
+        raise ValueError(f"{what} must have shape (n, {', '.join(letters)}, C) "
+                         f"(a {n_spatial}D convolutional layer); got {fields.shape}.")
+    spatial, c = fields.shape[1:-1], fields.shape[-1]
+    axes = letters.lower()
     v = np.asarray(vector, dtype=np.float32).ravel()
-    if v.size == h * w * c:
-        return np.einsum("nhwc,hwc->nhw", fields, v.reshape(h, w, c), optimize=True)
+    size = int(np.prod(spatial)) * c
+    if v.size == size:
+        return np.einsum(f"n{axes}c,{axes}c->n{axes}", fields, v.reshape(*spatial, c), optimize=True)
     if v.size == c:
-        return np.einsum("nhwc,c->nhw", fields, v, optimize=True)
-    raise ValueError(f"The concept vector has {v.size} entries, but the layer's {what} are {h}×{w}×{c}: a vector "
-                     f"must have H·W·C = {h * w * c} entries (a CAV) or C = {c} (a pooled RCV).")
+        return np.einsum(f"n{axes}c,c->n{axes}", fields, v, optimize=True)
+    dims = "×".join(str(x) for x in (*spatial, c))
+    raise ValueError(f"The concept vector has {v.size} entries, but the layer's {what} are {dims}: a vector "
+                     f"must have {'·'.join(letters)}·C = {size} entries (a CAV) or C = {c} (a pooled RCV).")
+
+
+def _layer_maps(engine: Any, source: Any, vector: np.ndarray, *, layer: str, kind: str,
+                class_index: int | None, resolution: str, n_spatial: int,
+                resize: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Presence or influence maps of one layer for ``source`` (2D and 3D): at the layer's resolution,
+    or brought to the input's by ``resize``."""
+    result = engine.run(source, class_index=class_index, layers=[layer])
+    if kind == "presence":
+        maps = _project(result.activations[layer], vector, "activations", n_spatial)
+    else:
+        maps = _project(result.gradients[layer], vector, "gradients", n_spatial)
+    if resolution == "layer":
+        return maps.astype(np.float32)
+    return resize(maps)
 
 
 def presence_maps(activations: np.ndarray, vector: np.ndarray) -> np.ndarray:
@@ -196,12 +217,12 @@ def receptive_geometry(model: Any, layer: str) -> tuple[tuple[float, float], tup
             break
         if kind not in _SPATIAL_LAYERS and kind not in _PASS_THROUGH:
             return None
-        nodes = getattr(op, "_inbound_nodes", [])
-        if len(nodes) != 1 or len(nodes[0].input_tensors) != 1:
+        tensor = single_input(op)
+        if tensor is None:
             return None
         chain.append(op)
-        parent = nodes[0].input_tensors[0]._keras_history.operation
-        if parent is None or getattr(parent, "_inbound_nodes", None) is None:
+        parent = tensor_origin(tensor)[0]
+        if parent is None or not is_graph_operation(parent):
             return None
         op = parent
     geometry = []
@@ -217,7 +238,7 @@ def receptive_geometry(model: Any, layer: str) -> tuple[tuple[float, float], tup
             step = _pair(config.get("strides") or kernel)[axis]
             dilation = _pair(config.get("dilation_rate", 1))[axis]
             span = (kernel - 1) * dilation + 1
-            n_in = op._inbound_nodes[0].input_tensors[0].shape[1 + axis]
+            n_in = single_input(op).shape[1 + axis]
             if n_in is None:
                 return None
             pad = 0
@@ -314,11 +335,7 @@ def result_concept_maps(outcome: Any, context: MapContext | None, images: Any, *
 
         return volume_concept_maps(engine, source, vector, layer=layer, kind=kind, class_index=class_index,
                                    resolution=resolution)
-    result = engine.run(source, class_index=class_index, layers=[layer])
-    if kind == "presence":
-        maps = presence_maps(result.activations[layer], vector)
-    else:
-        maps = influence_maps(result.gradients[layer], vector)
-    if resolution == "layer":
-        return maps.astype(np.float32)
-    return upsample(maps, tuple(engine.input_shape[:2]), receptive_geometry(engine.model, layer))
+    return _layer_maps(engine, source, vector, layer=layer, kind=kind, class_index=class_index,
+                       resolution=resolution, n_spatial=2,
+                       resize=lambda maps: upsample(maps, tuple(engine.input_shape[:2]),
+                                                    receptive_geometry(engine.model, layer)))

@@ -40,7 +40,7 @@ from probes.progress import progress as _progress
 
 from . import measures as _m
 from .errors import ConceptFolderError, ImageReadError, MeasureError
-from .imageio import list_image_files
+from .image_files import list_image_files
 from .volumes import (Geometry, check_mask_geometry, is_dicom_series, is_volume_path, read_volume,
                       series_sha256, volume_stem)
 
@@ -124,15 +124,7 @@ def _volume_list(images: Any) -> tuple[list[Path], Path | None]:
 
 def _find_mask(image: Path, images_root: Path | None, masks_root: Path) -> tuple[Path | None, str]:
     """The mask volume of ``image`` under ``masks_root`` (same relative path, any volume form), or a reason."""
-    tails: list[Path] = []
-    if images_root is not None:
-        try:
-            tails = [image.relative_to(images_root)]
-        except ValueError:
-            tails = []
-    if not tails:
-        parts = image.parts[1:] if image.is_absolute() else image.parts
-        tails = [Path(*parts[i:]) for i in range(len(parts))]  # longest first
+    tails = _m._mask_tails(image, images_root)
     for tail in tails:
         folder = masks_root / tail.parent
         if not folder.is_dir():

@@ -27,7 +27,7 @@ from .config import Config, uses_config
 from .errors import ConceptFolderError, MeasureError
 from .layout import DataLayout, class_index_map, resolve_class
 from .measures import Measure
-from .imageio import list_image_files
+from .image_files import list_image_files
 from .screening import screen
 from .renames import renamed
 from .sets import ImageSet, random_sets as draw_random_sets

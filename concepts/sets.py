@@ -18,30 +18,23 @@ Example:
 """
 from __future__ import annotations
 
-import os
-
-import functools
 import hashlib
-import inspect
+import os
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
 from probes.identity import file_sha256 as _file_sha256
-from probes.sources import hash_array
 
 from .errors import ConceptFolderError, ImageReadError, InputShapeError, InsufficientDataError
-from .imageio import IMAGE_EXTENSIONS, is_image_file, list_image_files, read_image
+from .image_files import IMAGE_EXTENSIONS, is_image_file, list_image_files, read_image
+# Preprocessing lives in concepts.preprocess; these names stay importable from concepts.sets.
+from .preprocess import (DEFAULT_PREPROCESS_ID, InputShape, Preprocess, _check_input_shape,  # noqa: F401
+                         default_preprocess, preprocess_identity)
 from .volumes import DEFAULT_VOLUME_PREPROCESS_ID, Volume, check_same_geometry, series_sha256, volume_preprocess
 
-#: Identity of :func:`default_preprocess` in content keys. Bump the version whenever its output changes,
-#: so that cached activations computed with the old behaviour are not reused.
-DEFAULT_PREPROCESS_ID = "default_preprocess/v1"
-
-Preprocess = Callable[[np.ndarray, tuple], np.ndarray]
-InputShape = tuple  # (H, W, C) or (H, W); H, W (and C) may be None
 
 def file_sha256(path: str | Path) -> str:
     """SHA-256 of a file's bytes, memoised per process until the file changes on disk.
@@ -56,198 +49,6 @@ def file_sha256(path: str | Path) -> str:
     if os.path.isdir(path):  # a DICOM series folder: its .dcm files' names and bytes
         return series_sha256(path)
     return _file_sha256(path)
-
-
-# --------------------------------------------------------------------------------------------------
-# Preprocessing
-# --------------------------------------------------------------------------------------------------
-
-def _check_input_shape(input_shape: Any) -> tuple:
-    """Normalise a model input shape to a tuple of rank 2 or 3 (images) or 4 (volumes, ``(D, H, W, C)``)
-    whose entries are positive ints or None."""
-    try:
-        shape = tuple(None if d is None else int(d) for d in input_shape)
-    except (TypeError, ValueError):
-        raise InputShapeError(
-            f"input_shape must be a tuple such as (224, 224, 3), got {input_shape!r}.") from None
-    # Keras reports model.input_shape with a leading batch dimension; accept it for convenience.
-    if len(shape) in (4, 5) and shape[0] is None:
-        shape = shape[1:]
-    if len(shape) not in (2, 3, 4) or any(d is not None and d < 1 for d in shape):
-        raise InputShapeError(
-            f"input_shape {input_shape!r} is not an image input shape: expected (H, W, C) or (H, W), or "
-            "(D, H, W, C) for volumes, without the batch dimension, e.g. model.input_shape[1:].")
-    return shape
-
-
-def _scale_to_unit(image: np.ndarray) -> np.ndarray:
-    """Scale by dtype to [0, 1] (signed integers to [-1, 1]); floats are left as they are."""
-    dtype = image.dtype
-    if dtype == np.bool_:
-        return image.astype(np.float32)
-    if np.issubdtype(dtype, np.integer):
-        return (image.astype(np.float64) / np.iinfo(dtype).max).astype(np.float32)
-    if np.issubdtype(dtype, np.floating):
-        return image.astype(np.float32)
-    raise InputShapeError(f"Cannot preprocess an image of dtype {dtype}; expected integers, bool or floats.")
-
-
-def _luminance(rgb: np.ndarray) -> np.ndarray:
-    """ITU-R BT.601 luma of an (H, W, 3) float image, as (H, W)."""
-    return (rgb[..., 0] * np.float32(0.299) + rgb[..., 1] * np.float32(0.587)
-            + rgb[..., 2] * np.float32(0.114)).astype(np.float32)
-
-
-def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize of an (H, W, C) float32 image, channel by channel on Pillow 'F' images.
-
-    Pillow's bilinear filter widens its support by the scale factor when shrinking, so shrinking
-    is antialiased (no moiré from skipped pixels); it is deterministic and keeps float values.
-    """
-    from PIL import Image
-
-    channels = [np.asarray(Image.fromarray(np.ascontiguousarray(image[..., c], dtype=np.float32))
-                           .resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
-                for c in range(image.shape[-1])]
-    return np.stack(channels, axis=-1)
-
-
-def default_preprocess(image: np.ndarray, input_shape: tuple) -> np.ndarray:
-    """Turn an image as read from disk into a float32 model input of shape ``input_shape``.
-
-    This is what :class:`ImageSet` does when no ``preprocess`` is given. The steps, in order:
-
-    1. **Scale to [0, 1] by dtype**: ``uint8`` is divided by 255, ``uint16`` by 65535, other
-       integer types by their dtype's maximum (so signed integers land in [-1, 1]), ``bool``
-       becomes 0/1, and floating-point images are left unchanged (assumed already scaled).
-       No per-image min-max normalisation is done: it would make a dark and a bright image equal.
-    2. **Drop an alpha channel**: a 4-channel (RGBA) image loses its 4th channel, unless the
-       model itself takes 4 channels.
-    3. **Match the channels** to the model's ``C``: a grayscale image is repeated into ``C``
-       channels; an RGB image becomes 1 channel by ITU-R BT.601 luminance
-       ``0.299 R + 0.587 G + 0.114 B``. Any other mismatch (e.g. a 2-channel image for a
-       3-channel model) raises :class:`InputShapeError`. A model whose ``C`` is ``None`` keeps the
-       image's channels (grayscale becomes 1 channel).
-    4. **Resize** to ``(H, W)`` with bilinear interpolation, antialiased when shrinking (Pillow,
-       per channel, in float32). The aspect ratio is not preserved (no cropping or padding).
-       An ``H`` or ``W`` of ``None`` (a model that accepts any size) keeps the image's size.
-
-    Models without a channel axis (``input_shape == (H, W)``) get an ``(H, W)`` array: RGB images
-    are converted to luminance, grayscale images are used as they are.
-
-    Args:
-        image: ``(H, W)`` or ``(H, W, C)`` array in its native dtype, as from
-            :func:`concepts.imageio.read_image`.
-        input_shape: the model's input shape without the batch dimension, e.g. ``(224, 224, 3)``.
-
-    Returns:
-        float32 array of shape ``input_shape`` (``None`` entries replaced by the image's sizes).
-
-    Raises:
-        InputShapeError: the image's channels cannot be matched to the model's.
-
-    Example:
-        >>> gray16 = np.full((32, 48), 65535, dtype=np.uint16)
-        >>> out = default_preprocess(gray16, (16, 16, 3))
-        >>> out.shape, out.dtype, float(out.max())
-        ((16, 16, 3), dtype('float32'), 1.0)
-    """
-    shape = _check_input_shape(input_shape)
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[-1] == 1:
-        image = image[..., 0]
-    if image.ndim not in (2, 3):
-        raise InputShapeError(f"Expected an image of shape (H, W) or (H, W, C), got shape {image.shape}.")
-    image = _scale_to_unit(image)
-
-    want_c = shape[2] if len(shape) == 3 else 1
-    if image.ndim == 3 and image.shape[-1] == 4 and want_c != 4:
-        image = image[..., :3]
-    if image.ndim == 2:
-        image = image[..., None]
-        if want_c is not None and want_c != 1:
-            image = np.repeat(image, want_c, axis=-1)
-    elif want_c is not None and image.shape[-1] != want_c:
-        if image.shape[-1] == 3 and want_c == 1:
-            image = _luminance(image)[..., None]
-        else:
-            raise InputShapeError(
-                f"Cannot turn a {image.shape[-1]}-channel image into the model's {want_c} channels: "
-                "the default preprocessing converts only grayscale <-> RGB and drops alpha. "
-                "Convert the images, or pass preprocess=... to ImageSet.")
-
-    height = shape[0] if shape[0] is not None else image.shape[0]
-    width = shape[1] if shape[1] is not None else image.shape[1]
-    if (height, width) != image.shape[:2]:
-        image = _resize(image, height, width)
-    if len(shape) == 2:
-        image = image[..., 0]
-    return np.ascontiguousarray(image, dtype=np.float32)
-
-
-def _token(value: Any, depth: int) -> str:
-    """A stable text token for a value bound into a preprocessing function (argument, closure cell)."""
-    if isinstance(value, np.ndarray):
-        return f"ndarray:{hash_array(value)}"
-    if callable(value) and not isinstance(value, type) and depth < 4:
-        return preprocess_identity(value, _depth=depth + 1)
-    return repr(value)
-
-
-def preprocess_identity(preprocess: Callable | None, *, _depth: int = 0) -> str:
-    """A string that identifies a preprocessing function in content keys (the activation cache key).
-
-    The default gives :data:`DEFAULT_PREPROCESS_ID`. A user function gives its module, qualified
-    name and the SHA-256 of its source code (``repr`` when the source is not available), plus its
-    default arguments and closure variables; a :func:`functools.partial` adds its bound arguments.
-    So editing the function's code or binding other arguments changes the key, and renaming a
-    module does too (a harmless cache miss).
-
-    Example:
-        >>> preprocess_identity(None)
-        'default_preprocess/v1'
-        >>> preprocess_identity(functools.partial(default_preprocess)) != preprocess_identity(None)
-        True
-    """
-    if preprocess is None or preprocess is default_preprocess:
-        return DEFAULT_PREPROCESS_ID
-    if isinstance(preprocess, functools.partial):
-        args = ",".join(_token(a, _depth) for a in preprocess.args)
-        kwargs = ",".join(f"{k}={_token(v, _depth)}" for k, v in sorted(preprocess.keywords.items()))
-        return f"partial({preprocess_identity(preprocess.func, _depth=_depth + 1)};{args};{kwargs})"
-    # Functions, builtins and methods name themselves; a callable object is named by its class.
-    func = preprocess if hasattr(preprocess, "__qualname__") else type(preprocess)
-    module = getattr(func, "__module__", None) or "?"
-    qualname = getattr(func, "__qualname__", None) or type(func).__name__
-    try:
-        source = inspect.getsource(func)
-        code = "src:" + hashlib.sha256(source.encode()).hexdigest()
-    except (OSError, TypeError):
-        # Builtins and functions defined in an interactive prompt have no source file.
-        code = "repr:" + repr(preprocess)
-    extras = []
-    raw = inspect.unwrap(preprocess) if inspect.isfunction(preprocess) else preprocess
-    if inspect.isfunction(raw):
-        # Same source with other defaults or closure values (a factory's inner function) must differ.
-        if raw.__defaults__:
-            extras.append("defaults=" + ",".join(_token(v, _depth) for v in raw.__defaults__))
-        if raw.__kwdefaults__:
-            extras.append("kwdefaults=" + ",".join(f"{k}={_token(v, _depth)}"
-                                                   for k, v in sorted(raw.__kwdefaults__.items())))
-        if raw.__closure__:
-            cells = []
-            for cell in raw.__closure__:
-                try:
-                    cells.append(_token(cell.cell_contents, _depth))
-                except ValueError:  # an empty cell
-                    cells.append("<empty>")
-            extras.append("closure=" + ",".join(cells))
-    elif not inspect.ismethod(preprocess):
-        # A callable object: its attributes configure it.
-        state = getattr(preprocess, "__dict__", None)
-        if state:
-            extras.append("state=" + ",".join(f"{k}={_token(v, _depth)}" for k, v in sorted(state.items())))
-    return ";".join([f"{module}.{qualname}", code, *extras])
 
 
 # --------------------------------------------------------------------------------------------------

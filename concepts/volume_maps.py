@@ -22,22 +22,15 @@ from typing import Any
 
 import numpy as np
 
+# One projection, one map pipeline and one interpolation for 2D and 3D layers.
+from .maps import _interpolation_matrix, _layer_maps, _project
+
 __all__ = ["axial_slices", "influence_maps3d", "plot_volume_map", "presence_maps3d", "upsample3d",
            "volume_concept_maps"]
 
 
 def _project3d(fields: np.ndarray, vector: np.ndarray, what: str) -> np.ndarray:
-    fields = np.asarray(fields, dtype=np.float32)
-    if fields.ndim != 5:
-        raise ValueError(f"{what} must have shape (n, D, H, W, C) (a 3D convolutional layer); got {fields.shape}.")
-    _, d, h, w, c = fields.shape
-    v = np.asarray(vector, dtype=np.float32).ravel()
-    if v.size == d * h * w * c:
-        return np.einsum("ndhwc,dhwc->ndhw", fields, v.reshape(d, h, w, c), optimize=True)
-    if v.size == c:
-        return np.einsum("ndhwc,c->ndhw", fields, v, optimize=True)
-    raise ValueError(f"The concept vector has {v.size} entries, but the layer's {what} are {d}×{h}×{w}×{c}: a "
-                     f"vector must have D·H·W·C = {d * h * w * c} entries (a CAV) or C = {c} (a pooled RCV).")
+    return _project(fields, vector, what, n_spatial=3)
 
 
 def presence_maps3d(activations: np.ndarray, vector: np.ndarray) -> np.ndarray:
@@ -67,8 +60,6 @@ def upsample3d(maps: np.ndarray, size: tuple[int, int, int]) -> np.ndarray:
         >>> upsample3d(np.array([[[[0.0, 1.0]]]]), (1, 1, 4))[0, 0, 0].tolist()
         [0.0, 0.25, 0.75, 1.0]
     """
-    from .maps import _interpolation_matrix
-
     maps = np.asarray(maps, dtype=np.float64)
     if maps.ndim != 4:
         raise ValueError(f"maps must have shape (n, d, h, w); got {maps.shape}.")
@@ -79,14 +70,9 @@ def upsample3d(maps: np.ndarray, size: tuple[int, int, int]) -> np.ndarray:
 def volume_concept_maps(engine: Any, source: Any, vector: np.ndarray, *, layer: str, kind: str,
                         class_index: int | None, resolution: str) -> np.ndarray:
     """Maps of one concept in one 3D layer for the volumes of ``source`` (used by ``ScoreResult.concept_maps``)."""
-    result = engine.run(source, class_index=class_index, layers=[layer])
-    if kind == "presence":
-        maps = presence_maps3d(result.activations[layer], vector)
-    else:
-        maps = influence_maps3d(result.gradients[layer], vector)
-    if resolution == "layer":
-        return maps.astype(np.float32)
-    return upsample3d(maps, tuple(int(s) for s in engine.input_shape[:3]))
+    return _layer_maps(engine, source, vector, layer=layer, kind=kind, class_index=class_index,
+                       resolution=resolution, n_spatial=3,
+                       resize=lambda maps: upsample3d(maps, tuple(int(s) for s in engine.input_shape[:3])))
 
 
 def axial_slices(volumes: np.ndarray, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,7 @@ holding the ``.dcm`` files of one volume. Both are read through SimpleITK into a
 a numpy array in SimpleITK's ``(z, y, x)`` axis order (which is a 3D model's ``(D, H, W)``) that
 also carries its :class:`Geometry` (size, spacing in mm, origin, direction; in ITK's ``(x, y, z)``
 order, as SimpleITK reports them). Concept folders, class folders and random pools may hold
-volumes exactly as they hold 2D images; :func:`concepts.imageio.read_image` returns a
+volumes exactly as they hold 2D images; :func:`concepts.image_files.read_image` returns a
 :class:`Volume` for them and :class:`concepts.sets.ImageSet` preprocesses them with
 :func:`volume_preprocess` unless told otherwise.
 

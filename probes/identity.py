@@ -8,6 +8,8 @@ what they identify changes, and never be guessed:
   file modified within :data:`RACY_SECONDS` of being hashed is not memoised at all (the "racy
   clean" rule of git): a same-size rewrite inside one timestamp tick would otherwise keep the
   old digest.
+* :func:`callable_identity` identifies user functions (source, defaults, closure values); the
+  one rule for preprocessing functions and measure channels alike.
 * :func:`model_identity` hashes a Keras model's config, every weight's bytes and the source
   code of its custom (non-Keras) layer classes. When the config cannot be obtained it returns
   ``None``: the caller must then not cache, rather than key on a guess.
@@ -174,6 +176,96 @@ def model_identity(model: Any) -> str | None:
     return digest.hexdigest()
 
 
+# --------------------------------------------------------------------------------------------------
+# Functions
+# --------------------------------------------------------------------------------------------------
+
+def _value_token(value: Any, depth: int) -> str:
+    """A stable text token for a value bound into a function (argument, default, closure cell)."""
+    if isinstance(value, np.ndarray):
+        from probes.sources import hash_array
+
+        return f"ndarray:{hash_array(value)}"
+    if callable(value) and not isinstance(value, type) and depth < 4:
+        return callable_identity(value, _depth=depth + 1)
+    return repr(value)
+
+
+def _function_code(func: Any) -> str:
+    """Source digest of a function or class; its bytecode when there is no source; else its repr."""
+    try:
+        return "src:" + hashlib.sha256(inspect.getsource(func).encode()).hexdigest()
+    except (OSError, TypeError):
+        code = getattr(func, "__code__", None)
+        if code is not None:  # e.g. defined at an interactive prompt: no source file
+            return "code:" + hashlib.sha256(code.co_code + repr(code.co_consts).encode()).hexdigest()
+        return "repr:" + repr(func)
+
+
+def callable_identity(fn: Any, *, _depth: int = 0) -> str:
+    """A string identifying a user function in cache keys (preprocessing, measure channels).
+
+    The one rule for every cache key that depends on user code: module and qualified name, the
+    SHA-256 of the source code (of the bytecode and constants when there is no source file, e.g.
+    at an interactive prompt; ``repr`` for builtins), default arguments, keyword defaults and
+    closure values (arrays by content, nested functions recursively); a
+    :func:`functools.partial` adds its bound arguments; a callable object is named by its class
+    and adds its attributes. Editing the code or binding other values changes the identity;
+    renaming a module does too (a harmless cache miss).
+
+    Parameters
+    ----------
+    fn : callable
+        The function, method, partial or callable object.
+
+    Returns
+    -------
+    str
+        The identity (not a digest: callers hash it into their keys).
+
+    Examples
+    --------
+    >>> def factory(k):
+    ...     return lambda x: x * k
+    >>> callable_identity(factory(1)) != callable_identity(factory(2))
+    True
+    >>> callable_identity(factory(1)) == callable_identity(factory(1))
+    True
+    """
+    if isinstance(fn, functools.partial):
+        args = ",".join(_value_token(a, _depth) for a in fn.args)
+        kwargs = ",".join(f"{k}={_value_token(v, _depth)}" for k, v in sorted(fn.keywords.items()))
+        return f"partial({callable_identity(fn.func, _depth=_depth + 1)};{args};{kwargs})"
+    # Functions, builtins and methods name themselves; a callable object is named by its class.
+    func = fn if hasattr(fn, "__qualname__") else type(fn)
+    module = getattr(func, "__module__", None) or "?"
+    qualname = getattr(func, "__qualname__", None) or type(func).__name__
+    extras = []
+    raw = inspect.unwrap(fn) if inspect.isfunction(fn) else fn
+    if inspect.isfunction(raw):
+        # Same source with other defaults or closure values (a factory's inner function) must differ.
+        if raw.__defaults__:
+            extras.append("defaults=" + ",".join(_value_token(v, _depth) for v in raw.__defaults__))
+        if raw.__kwdefaults__:
+            extras.append("kwdefaults=" + ",".join(f"{k}={_value_token(v, _depth)}"
+                                                   for k, v in sorted(raw.__kwdefaults__.items())))
+        if raw.__closure__:
+            cells = []
+            for cell in raw.__closure__:
+                try:
+                    cells.append(_value_token(cell.cell_contents, _depth))
+                except ValueError:  # an empty cell
+                    cells.append("<empty>")
+            extras.append("closure=" + ",".join(cells))
+    elif not inspect.ismethod(fn):
+        # A callable object: its attributes configure it.
+        state = getattr(fn, "__dict__", None)
+        if state:
+            extras.append("state=" + ",".join(f"{k}={_value_token(v, _depth)}"
+                                              for k, v in sorted(state.items())))
+    return ";".join([f"{module}.{qualname}", _function_code(func), *extras])
+
+
 def unidentified_fingerprint() -> str:
     """A fingerprint that matches nothing else, for a model whose identity cannot be established.
 
@@ -214,5 +306,6 @@ def package_version() -> str:
         return "unknown"
 
 
-__all__ = ["RACY_SECONDS", "UNIDENTIFIED_PREFIX", "file_sha256", "forget_files", "is_identified",
+__all__ = ["RACY_SECONDS", "UNIDENTIFIED_PREFIX", "callable_identity",
+           "file_sha256", "forget_files", "is_identified",
            "model_identity", "package_version", "sha256_file", "unidentified_fingerprint"]

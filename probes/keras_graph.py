@@ -14,10 +14,19 @@ from typing import Any, Callable
 
 from probes.errors import ToolkitError
 
-__all__ = ["ModelFileError", "UnsupportedModelError", "load_model", "graph_of", "nodes_by_operation",
-           "parent_operations",
-           "run_through_graph", "standardize_inputs", "tensor_origin", "takes_training_flag",
-           "is_model", "input_name", "graph_operations"]
+__all__ = ["KERAS_INTERNALS", "SUPPORTED_KERAS", "ModelFileError", "UnsupportedModelError", "load_model",
+           "graph_of", "nodes_by_operation", "parent_operations", "run_through_graph", "standardize_inputs",
+           "tensor_origin", "takes_training_flag", "is_model", "input_name", "graph_operations",
+           "single_input", "is_graph_operation", "keras_version_supported"]
+
+#: Keras versions this adapter supports, as in setup.cfg's ``keras>=3.0,<4``.
+SUPPORTED_KERAS = (">=3.0", "<4")
+
+#: The private Keras names read here (each exercised by tests/test_keras_adapter.py).
+KERAS_INTERNALS = ("keras.src.models.functional.Functional", "Sequential._functional",
+                   "Functional._nodes_by_depth", "Functional._run_through_graph",
+                   "Functional._standardize_inputs", "Layer._inbound_nodes", "Layer._call_context_args",
+                   "KerasTensor._keras_history")
 
 #: File suffixes Keras 3 loads with ``keras.models.load_model``.
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -176,3 +185,70 @@ def takes_training_flag(op: Any) -> bool:
         True
     """
     return "training" in getattr(op, "_call_context_args", ())
+
+
+def single_input(op: Any) -> Any | None:
+    """The one symbolic input tensor of a layer called exactly once on one tensor; None otherwise.
+
+    Examples
+    --------
+    >>> x = keras.Input((8, 8, 1)); y = keras.layers.Conv2D(2, 3, name="c")(x)   # doctest: +SKIP
+    >>> single_input(keras.Model(x, y).get_layer("c")) is x   # doctest: +SKIP
+    True
+    """
+    nodes = getattr(op, "_inbound_nodes", None) or []
+    if len(nodes) != 1 or len(nodes[0].input_tensors) != 1:
+        return None
+    return nodes[0].input_tensors[0]
+
+
+def is_graph_operation(op: Any) -> bool:
+    """Whether ``op`` is a layer of a symbolic graph (it records the calls that built the graph).
+
+    Examples
+    --------
+    >>> is_graph_operation(keras.layers.Dense(2))   # doctest: +SKIP
+    True
+    >>> is_graph_operation(object())
+    False
+    """
+    return getattr(op, "_inbound_nodes", None) is not None
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit()) if piece[:1].isdigit() else ""
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def keras_version_supported(version: str | None = None) -> bool:
+    """Whether a Keras version (default: the installed one) lies in :data:`SUPPORTED_KERAS`.
+
+    Parameters
+    ----------
+    version : str or None
+        A version such as ``"3.15.1"``; None reads ``keras.__version__``.
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> keras_version_supported("3.15.1"), keras_version_supported("4.0.0"), keras_version_supported("2.15")
+    (True, False, False)
+    """
+    found = _version_tuple(version if version is not None else _keras().__version__)
+    for spec in SUPPORTED_KERAS:
+        op = spec.rstrip("0123456789.")
+        bound = _version_tuple(spec[len(op):])
+        padded = found + (0,) * max(0, len(bound) - len(found))
+        ok = {">=": padded >= bound, "<": padded < bound, ">": padded > bound, "<=": padded <= bound,
+              "==": padded == bound}[op]
+        if not ok:
+            return False
+    return True

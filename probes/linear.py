@@ -7,10 +7,15 @@ random sets), with far fewer rows than features (n ~ 100, d ~ 10^4..10^5). The d
 exploits that: it computes the Gram matrix of the pool rows once and solves every probe in the
 dual, so the cost is two passes over the pool's columns whatever the number of probes.
 
+Why one module of about 600 lines: the batched dual solve, the split rules it must reproduce
+(:func:`split_task`) and the blockwise pool access are one algorithm; the scikit-learn wrapper lives
+in :mod:`probes.linear_probe`.
+
 Main entry points:
 
 * :class:`CAVTask` / :func:`fit_cav_batch` -- many CAVs on one pool in one call;
-* :class:`LinearProbe` -- a single CAV as a scikit-learn style estimator;
+* :class:`~probes.linear_probe.LinearProbe` -- a single CAV as a scikit-learn classifier
+  (``fit(X, y)``; also importable from here);
 * :func:`sensitivities` -- directional derivatives g(x) . v for every example and vector at once;
 * :func:`tcav_scores` -- fraction of positive sensitivities, with exact zeros reported apart.
 
@@ -31,10 +36,8 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import clone
 from sklearn.model_selection import train_test_split
-from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted
 
 from probes import cav_solvers
 from probes.errors import InputShapeError, InsufficientDataError, ToolkitError
@@ -47,7 +50,6 @@ __all__ = [
     "TaskSplit",
     "split_task",
     "fit_cav_batch",
-    "LinearProbe",
     "sensitivities",
     "tcav_scores",
     "PoolIndexError",
@@ -542,76 +544,6 @@ def _linear_parameters(est: Any, d: int) -> tuple[np.ndarray, float]:
 
 
 # --------------------------------------------------------------------------------------------
-# Single-probe estimator
-# --------------------------------------------------------------------------------------------
-
-class LinearProbe(BaseEstimator):
-    """One CAV as a scikit-learn style estimator (a thin wrapper around :func:`fit_cav_batch`).
-
-    Parameters:
-        classifier: ``None`` for the default dual ridge classifier, or a scikit-learn linear
-            classifier used as a template (see :func:`fit_cav_batch`).
-        alpha: ridge penalty of the default classifier.
-        test_size: fraction of the balanced rows held out for ``accuracy_``.
-        random_state: int seed of the balancing and split (and of the classifier); ``None`` or a
-            ``RandomState`` draws one, recorded in ``seed_``.
-
-    Attributes (after ``fit``): ``vector_`` (unit, float32, towards the concept), ``accuracy_``
-    (held-out), ``intercept_`` (scaled to ``vector_``), ``n_train_``, ``n_test_``,
-    ``n_features_in_``, ``seed_``.
-
-    Example:
-        >>> rng = np.random.default_rng(0)
-        >>> concept = rng.normal(size=(30, 50)) + np.eye(50)[0] * 4
-        >>> counter = rng.normal(size=(30, 50))
-        >>> probe = LinearProbe(random_state=0).fit(concept, counter)
-        >>> bool(probe.decision_function(concept).mean() > 0), probe.accuracy_ > 0.9
-        (True, True)
-    """
-
-    def __init__(self, classifier: Any = None, alpha: float = 1.0, test_size: float = 0.3,
-                 random_state: Any = None) -> None:
-        self.classifier = classifier
-        self.alpha = alpha
-        self.test_size = test_size
-        self.random_state = random_state
-
-    def fit(self, X_concept: np.ndarray, X_counter: np.ndarray) -> "LinearProbe":
-        """Fit the CAV separating ``X_concept`` (n1, d) from ``X_counter`` (n2, d); returns self."""
-        X_concept = _check_2d(X_concept, "X_concept")
-        X_counter = _check_2d(X_counter, "X_counter")
-        if X_concept.shape[1] != X_counter.shape[1]:
-            raise InputShapeError(f"X_concept has {X_concept.shape[1]} features but X_counter has "
-                                  f"{X_counter.shape[1]}.")
-        if isinstance(self.random_state, numbers.Integral) and not isinstance(self.random_state, bool):
-            seed = int(self.random_state)
-        else:
-            seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
-        n1 = len(X_concept)
-        pool = np.concatenate([X_concept, X_counter])
-        task = CAVTask(np.arange(n1), np.arange(n1, len(pool)), seed)
-        batch = fit_cav_batch(pool, [task], alpha=self.alpha, test_size=self.test_size,
-                              classifier=self.classifier)
-        self.vector_ = batch.vectors[0]
-        self.accuracy_ = float(batch.accuracies[0])
-        self.intercept_ = float(batch.intercepts[0])
-        self.n_train_ = int(batch.n_train[0])
-        self.n_test_ = int(batch.n_test[0])
-        self.n_features_in_ = int(pool.shape[1])
-        self.seed_ = seed
-        return self
-
-    def decision_function(self, X: np.ndarray) -> np.ndarray:
-        """Signed score ``X @ vector_ + intercept_``; positive means "concept"."""
-        check_is_fitted(self, "vector_")
-        X = _check_2d(X, "X")
-        if X.shape[1] != self.n_features_in_:
-            raise InputShapeError(f"X has {X.shape[1]} features; the probe was fitted on "
-                                  f"{self.n_features_in_}.")
-        return sensitivities(X, self.vector_) + self.intercept_
-
-
-# --------------------------------------------------------------------------------------------
 # Sensitivities and TCAV scores
 # --------------------------------------------------------------------------------------------
 
@@ -623,7 +555,7 @@ def sensitivities(gradients: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     ``(d,)`` vector (result ``(n,)``). Exactly-zero gradients give exactly-zero sensitivities.
 
     Example:
-        >>> sensitivities(np.array([[1.0, 0.0], [0.0, 0.0]]), np.array([[1.0, 0.0], [0.6, 0.8]]))
+        >>> sensitivities(np.array([[1.0, 0.0], [0.0, 0.0]]), np.array([[1.0, 0.0], [0.6, 0.8]])).round(6)
         array([[1. , 0.6],
                [0. , 0. ]])
     """
@@ -660,3 +592,12 @@ def tcav_scores(sens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if not np.all(np.isfinite(sens)):
         raise NonFiniteValuesError("sensitivities contain NaN or infinite values.")
     return np.mean(sens > 0, axis=0), np.mean(sens == 0, axis=0)
+
+
+def __getattr__(name: str) -> Any:
+    # LinearProbe lives in probes.linear_probe (imported lazily: it imports this module).
+    if name == "LinearProbe":
+        from probes.linear_probe import LinearProbe
+
+        return LinearProbe
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

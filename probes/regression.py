@@ -35,6 +35,10 @@ than silently guessing.
 
 For convolutional layers, :func:`pool_activations` and :func:`pool_gradients` apply global average
 pooling consistently to activations and to gradients.
+
+Why one module of about 560 lines: :class:`RegressionProbe` and :func:`shuffled_fits` must draw the
+same folds and reuse the same Gram matrix and spectra, so the estimator, its null and the chunked
+linear algebra they share stay together.
 """
 from __future__ import annotations
 
@@ -42,11 +46,13 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.model_selection import KFold
 from sklearn.utils import check_random_state
+from sklearn.utils.validation import column_or_1d
 
 from probes.errors import InputShapeError, InsufficientDataError
+from probes.estimator_input import check_features
 
 __all__ = ["RegressionProbe", "shuffled_r2", "pool_activations", "pool_gradients", "default_alphas"]
 
@@ -109,8 +115,8 @@ def _check_n(n: int, cv: int) -> None:
     needed = max(_MIN_EXAMPLES, cv)
     if n < needed:
         raise InsufficientDataError(
-            f"{n} example(s) given; a regression concept vector with {cv}-fold cross-validation needs "
-            f"at least {needed} (and far more, e.g. 30+, for a meaningful R²).")
+            f"{n} example(s) given (n_samples = {n}); a regression concept vector with {cv}-fold "
+            f"cross-validation needs at least {needed} (and far more, e.g. 30+, for a meaningful R²).")
 
 
 def _check_y_varies(y: np.ndarray) -> tuple[float, float]:
@@ -138,7 +144,9 @@ def _gram(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     K = np.zeros((n, n))
     bad_rows = np.zeros(n, dtype=bool)
     for cols in _column_chunks(n, d):
-        block = np.asarray(X[:, cols], dtype=np.float64)
+        # A copy: np.asarray would return a view of a float64 X, and centring it would change the
+        # caller's array (or fail on a read-only one).
+        block = np.array(X[:, cols], dtype=np.float64)
         finite = np.isfinite(block)
         if not finite.all():
             bad_rows |= ~finite.all(axis=1)
@@ -159,7 +167,7 @@ def _project(X: np.ndarray, mean: np.ndarray, A: np.ndarray) -> np.ndarray:
     n, d = X.shape
     out = np.empty((d, A.shape[1]))
     for cols in _column_chunks(n, d):
-        block = np.asarray(X[:, cols], dtype=np.float64)
+        block = np.array(X[:, cols], dtype=np.float64)   # a copy, as in _gram
         block -= mean[cols]
         out[cols] = block.T @ A
     return out
@@ -289,7 +297,7 @@ def _mean_pairwise_angle_deg(V: np.ndarray) -> float:
 # Public API
 # --------------------------------------------------------------------------------------------
 
-class RegressionProbe(BaseEstimator):
+class RegressionProbe(RegressorMixin, BaseEstimator):
     """Ridge regression of a continuous concept measure on layer activations (an RCV).
 
     Parameters
@@ -323,6 +331,11 @@ class RegressionProbe(BaseEstimator):
     y_mean_, y_scale_ : float — mean and standard deviation used to standardise ``y``.
     n_features_in_ : int.
 
+    A scikit-learn regressor (``RegressorMixin``): ``predict`` gives the measure in the units of
+    ``y`` and ``score(X, y)`` the R² of those predictions; pass held-out rows (the training R² is
+    not a quality). It works in a ``Pipeline`` and with ``cross_val_score``, and passes
+    ``check_estimator`` (``tests/test_estimator_checks.py``).
+
     Example:
         >>> rng = np.random.default_rng(0)
         >>> X = rng.standard_normal((60, 500)).astype("float32")
@@ -340,8 +353,15 @@ class RegressionProbe(BaseEstimator):
 
     def fit(self, X, y) -> "RegressionProbe":
         """Fit the RCV on activations ``X`` (n, d) and concept measures ``y`` (n,); returns ``self``."""
-        X = _as_2d(X)
+        X = check_features(self, X, reset=True)
         n, d = X.shape
+        if y is None:
+            raise InputShapeError("RegressionProbe.fit requires y to be passed, but the target y is None: "
+                                  "give one concept measure per example.")
+        try:
+            y = column_or_1d(y, warn=True)   # a (n, 1) column is accepted with a DataConversionWarning
+        except ValueError as exc:
+            raise InputShapeError(f"y must be 1-D (one concept measure per example): {exc}") from None
         y = _check_y(y, n)
         _check_n(n, self.cv)
         y_mean, y_scale = _check_y_varies(y)
@@ -410,30 +430,13 @@ class RegressionProbe(BaseEstimator):
             True
         """
         self._check_fitted()
-        X = _as_2d(X)
-        if X.shape[1] != self.n_features_in_:
-            raise InputShapeError(
-                f"X has {X.shape[1]} features but the probe was fitted on {self.n_features_in_}.")
+        X = check_features(self, X, reset=False, finite=True)
         out = np.empty(X.shape[0])
         # Row chunks: X @ coef_ would otherwise upcast a whole float32 memmap to float64 at once.
         step = max(1, _CHUNK_BYTES // (8 * max(X.shape[1], 1)))
         for i in range(0, X.shape[0], step):
             out[i:i + step] = np.asarray(X[i:i + step], dtype=np.float64) @ self.coef_
         return self.y_mean_ + self.y_scale_ * (out + self.intercept_)
-
-    def score(self, X, y) -> float:
-        """R² of :meth:`predict` on ``(X, y)``; pass held-out data (training R² is not a quality).
-
-        Example:
-            >>> rng = np.random.default_rng(2)
-            >>> X = rng.standard_normal((50, 20)); y = X[:, 1]
-            >>> p = RegressionProbe(random_state=0).fit(X[:40], y[:40])
-            >>> bool(p.score(X[40:], y[40:]) > 0.9)
-            True
-        """
-        X = _as_2d(X)
-        y = _check_y(y, X.shape[0])
-        return _r2(y, self.predict(X))
 
 
 def shuffled_fits(X, y, n_shuffles: int = 20, *, cv: int = 5, random_state=None,

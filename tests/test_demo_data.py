@@ -14,7 +14,7 @@ from PIL import Image
 from concepts.demo import CaseInfo, DemoDataError, build_case
 from concepts.demo._common import png_bytes, verify_case
 from concepts.demo.histology import H_THRESHOLD, hematoxylin, hematoxylin_eosin
-from concepts.imageio import list_image_files, read_image
+from concepts.image_files import list_image_files, read_image
 from concepts.manifests import check_manifest, read_manifest
 
 

@@ -32,7 +32,7 @@ NOT_YET_CONVERTED = {
     "concepts/demo/__init__.py",
     "concepts/demo/_common.py", "concepts/demo/histology.py", "concepts/demo/model.py",
     "concepts/demo/model3d.py", "concepts/demo/mri.py", "concepts/demo/mri3d.py", "concepts/demo/run.py",
-    "concepts/imageio.py", "concepts/measures.py", 
+    
     "concepts/radiomics3d.py",     "concepts/sets.py", "concepts/volume_maps.py",
     "concepts/volumes.py",
     "probes/cache.py", "probes/cav_solvers.py", "probes/engine.py",

@@ -9,9 +9,10 @@ from sklearn.svm import LinearSVC
 
 import probes.linear as linear
 from probes.errors import InputShapeError, InsufficientDataError, ToolkitError
-from probes.linear import (CAVBatch, CAVTask, DegenerateProbeWarning, LinearProbe,
+from probes.linear import (CAVBatch, CAVTask, DegenerateProbeWarning,
                            NotALinearClassifierError, PoolIndexError, fit_cav_batch,
                            sensitivities, split_task, tcav_scores)
+from probes.linear_probe import LinearProbe
 from probes.stats import NonFiniteValuesError
 
 
@@ -302,25 +303,79 @@ def test_constant_activations_give_zero_vector_with_warning() -> None:
 
 # ------------------------------------------------------------------ LinearProbe
 
+def _concept_labels(n_concept: int, n_counter: int) -> np.ndarray:
+    return np.r_[np.ones(n_concept, dtype=int), np.zeros(n_counter, dtype=int)]
+
+
 def test_linear_probe_estimator() -> None:
     pool, u = _planted_pool(seed=15, d=500)
     probe = LinearProbe(random_state=3)
-    assert probe.fit(pool[:50], pool[50:]) is probe
+    y = _concept_labels(50, 50)
+    assert probe.fit(pool, y) is probe
     batch = fit_cav_batch(pool, [CAVTask(np.arange(50), np.arange(50, 100), seed=3)])
-    np.testing.assert_array_equal(probe.vector_, batch.vectors[0])
+    np.testing.assert_array_equal(probe.cav_, batch.vectors[0])
+    assert probe.vector_ is probe.cav_ and probe.coef_.shape == (1, 500)
     assert probe.accuracy_ == batch.accuracies[0]
     assert probe.n_train_ == 70 and probe.n_test_ == 30 and probe.n_features_in_ == 500
     assert probe.seed_ == 3
+    assert probe.classes_.tolist() == [0, 1]
     dec = probe.decision_function(pool)
-    np.testing.assert_allclose(dec, pool.astype(np.float64) @ probe.vector_ + probe.intercept_,
+    np.testing.assert_allclose(dec, pool.astype(np.float64) @ probe.cav_ + probe.intercept_,
                                rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(probe.predict(pool), (dec > 0).astype(int))
+    assert probe.score(pool, y) == np.mean(probe.predict(pool) == y)
     assert probe.get_params()["alpha"] == 1.0
     with pytest.raises(InputShapeError):
         probe.decision_function(pool[:, :10])
     probe_lr = LinearProbe(classifier=LogisticRegression(max_iter=1000), random_state=0)
-    assert probe_lr.fit(pool[:50], pool[50:]).vector_ @ u > 0
-    unseeded = LinearProbe().fit(pool[:50], pool[50:])
+    assert probe_lr.fit(pool, y).cav_ @ u > 0
+    unseeded = LinearProbe().fit(pool, y)
     assert isinstance(unseeded.seed_, int)
+
+
+def test_linear_probe_labels_in_any_order_and_any_names() -> None:
+    pool, u = _planted_pool(seed=15, d=500)
+    order = np.random.default_rng(0).permutation(100)
+    labels = np.where(_concept_labels(50, 50) == 1, "concept", "another")[order]
+    probe = LinearProbe(random_state=3).fit(pool[order], labels)
+    # The larger label ("concept" > "another") is the concept: the CAV points towards it.
+    assert probe.classes_.tolist() == ["another", "concept"] and probe.cav_ @ u > 0
+    assert set(probe.predict(pool[:3])) <= {"another", "concept"}
+
+
+def test_linear_probe_two_array_call_is_deprecated_but_unchanged() -> None:
+    pool, _ = _planted_pool(seed=15, d=500)
+    new = LinearProbe(random_state=3).fit(pool, _concept_labels(50, 50))
+    with pytest.warns(FutureWarning, match=r"fit\(X, y\)"):
+        old = LinearProbe(random_state=3).fit(pool[:50], pool[50:])
+    with pytest.warns(FutureWarning):
+        keywords = LinearProbe(random_state=3).fit(X_concept=pool[:50], X_counter=pool[50:])
+    for probe in (old, keywords):
+        np.testing.assert_array_equal(probe.cav_, new.cav_)
+        assert probe.intercept_ == new.intercept_ and probe.accuracy_ == new.accuracy_
+        assert probe.classes_.tolist() == [0, 1]
+    with pytest.raises(TypeError):
+        LinearProbe().fit(pool, X_counter=pool)
+
+
+def test_linear_probe_in_a_pipeline_and_cross_validation() -> None:
+    from sklearn.model_selection import cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    pool, _ = _planted_pool(seed=15, d=200)
+    y = _concept_labels(50, 50)
+    scores = cross_val_score(make_pipeline(StandardScaler(), LinearProbe(random_state=0)), pool, y, cv=3)
+    assert scores.shape == (3,) and scores.mean() > 0.8
+
+
+def test_linear_probe_documented_limits() -> None:
+    # A CAV separates two classes, each of which needs rows on both sides of the held-out split.
+    pool, _ = _planted_pool(seed=15, d=20)
+    with pytest.raises(ValueError, match="Only binary classification"):
+        LinearProbe().fit(pool[:90], np.arange(90) % 3)
+    with pytest.raises(InsufficientDataError, match="at least 2"):
+        LinearProbe().fit(pool[:11], _concept_labels(1, 10))
 
 
 def test_linear_probe_unfitted() -> None:
@@ -381,3 +436,9 @@ def test_end_to_end_scores_from_planted_gradients() -> None:
     assert pos[0] == 1.0 and zero[0] == 0.0
     pos, _ = tcav_scores(sensitivities(rng.normal(size=(400, 1000)), batch.vectors))
     assert 0.4 < pos[0] < 0.6
+
+
+def test_linear_probe_still_importable_from_probes_linear() -> None:
+    from probes.linear import LinearProbe as old_home
+
+    assert old_home is LinearProbe

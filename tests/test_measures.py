@@ -297,7 +297,8 @@ def test_hematoxylin_channel_differs_from_gray(tmp_path):
     assert np.isfinite(h) and h != pytest.approx(g)
     row = hema.iloc[0]
     assert 0 <= row["original_firstorder_Minimum"] <= row["original_firstorder_Maximum"] <= 255
-    luminance = rgb.astype(float) @ np.array([0.2125, 0.7154, 0.0721])
+    # channel="gray" is BT.601 luma, the grey image concepts.sets gives single-channel models.
+    luminance = rgb.astype(float) @ np.array([0.299, 0.587, 0.114])
     assert g == pytest.approx(luminance.mean(), rel=1e-6)
     red = measure_table([tmp_path / "he.png"], channel="r", cache_dir=False, **_quiet())
     assert red.iloc[0]["original_firstorder_Mean"] == pytest.approx(rgb[..., 0].mean(), rel=1e-6)
@@ -378,7 +379,8 @@ def test_single_feature_failure_is_reported(dataset, monkeypatch):
             return {"diagnostics_Versions": "x", "original_glcm_Contrast": np.array(np.nan),
                     "original_glcm_Idm": np.array(np.inf), "original_firstorder_Mean": np.array(3.0)}
 
-    monkeypatch.setattr(measures, "_extractor", lambda params_json: FakeExtractor())
+    # _extract looks its extractor up in the adapter module, so that is where it is replaced.
+    monkeypatch.setattr(measures.pyradiomics_adapter, "_extractor", lambda params_json: FakeExtractor())
     values, reasons, error = measures._extract(np.zeros((4, 4)), np.ones((4, 4), np.uint8), "{}")
     assert error == "" and values == {"original_glcm_Contrast": None, "original_glcm_Idm": None,
                                       "original_firstorder_Mean": 3.0}

@@ -346,7 +346,7 @@ def test_nan_values_and_failing_measure_are_reported_and_left_out(model, data, f
             return float("nan")
         return mean_intensity(image)
 
-    from concepts.imageio import read_image
+    from concepts.image_files import read_image
 
     raising = {read_image(f).tobytes() for f in files if f.name in bad}
     nan_keys = {read_image(f).tobytes() for f in files if f.name in nan}

@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 
 import concepts  # noqa: E402
 from concepts.errors import ImageReadError, InputShapeError  # noqa: E402
-from concepts.imageio import list_image_files, read_image  # noqa: E402
+from concepts.image_files import list_image_files, read_image  # noqa: E402
 from concepts.sets import ImageSet, random_sets  # noqa: E402
 from concepts.volumes import (Geometry, Volume, VolumeGeometryError, check_mask_geometry,  # noqa: E402
                               model_spacing, read_volume, resample_to_shape, volume_preprocess,

@@ -12,7 +12,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -218,6 +218,39 @@ def reset_output(root: Path) -> None:
 def write_classes_txt(root: Path, class_names: Sequence[str]) -> None:
     """Write ``classes.txt`` (one class name per line, output-index order, ``\\n`` line ends)."""
     (root / "classes.txt").write_bytes(("\n".join(class_names) + "\n").encode("utf-8"))
+
+
+def emit_sets(emit: Callable[[str, list[str], bool], None], class_names: Sequence[str],
+              report: dict[str, list[str]], train: dict[str, list[str]], concepts: dict[str, list[str]],
+              random_pool: list[str]) -> None:
+    """Write every set of a case with the case's ``emit(folder, keys, with_mask)``, in the usual layout.
+
+    ``classes/<class>`` and the concept and random sets get masks; ``train/<class>`` does not.
+
+    Parameters
+    ----------
+    emit : callable
+        Writes the examples ``keys`` into ``folder`` (and their masks under ``masks/`` when asked).
+    class_names : sequence of str
+        The classes, in the model's output order.
+    report, train, concepts : dict
+        Example keys per class (report, training) and per concept.
+    random_pool : list of str
+        The keys of the random pool.
+
+    Examples
+    --------
+    >>> written = []
+    >>> emit_sets(lambda d, k, m: written.append((d, m)), ["a"], {"a": []}, {"a": []}, {"c": []}, [])
+    >>> written
+    [('classes/a', True), ('train/a', False), ('concepts/c', True), ('random', True)]
+    """
+    for c in class_names:
+        emit(f"classes/{c}", report[c], True)
+        emit(f"train/{c}", train[c], False)
+    for name, keys in concepts.items():
+        emit(f"concepts/{name}", keys, True)
+    emit("random", random_pool, True)
 
 
 def count_sets(root: Path, pattern: str = "*.png") -> dict[str, int]:

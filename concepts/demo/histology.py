@@ -27,8 +27,8 @@ import numpy as np
 
 from probes.identity import sha256_file
 
-from ._common import (CaseInfo, DemoDataError, check_size, count_sets, manifest_path, reset_output,
-                      take, write_classes_txt, write_png)
+from ._common import (CaseInfo, DemoDataError, check_size, count_sets, emit_sets, manifest_path,
+                      reset_output, take, write_classes_txt, write_png)
 
 SOURCE_FILE = Path(__file__).resolve().parent / "data" / "cmu_small_region.svs"
 SOURCE_SHA256 = "ed92d5a9f2e86df67640d6f92ce3e231419ce127131697fbbce42ad5e002c8a7"
@@ -253,12 +253,7 @@ def build(out_dir: str | Path, *, size: str = "full") -> CaseInfo:
             if with_mask:
                 write_png(root / "masks" / rel_dir / f"{key}.png", nuclei_mask(tile))
 
-    for c in CLASS_NAMES:
-        emit(f"classes/{c}", report[c], True)
-        emit(f"train/{c}", train[c], False)
-    for name, keys in concepts.items():
-        emit(f"concepts/{name}", keys, True)
-    emit("random", random_pool, True)
+    emit_sets(emit, CLASS_NAMES, report, train, concepts, random_pool)
 
     provenance = {
         "case": "histology",

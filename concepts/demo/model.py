@@ -31,8 +31,10 @@ from typing import Iterator
 
 import numpy as np
 
+from probes.cache import default_cache_dir  # the one cache-folder rule (re-exported here for callers)
+
 from ..errors import CacheCorruptionWarning, ConceptFolderError
-from ..imageio import list_image_files, read_image
+from ..image_files import list_image_files, read_image
 from ._common import CaseInfo
 
 ARCHITECTURE = "demo_cnn/v1"
@@ -41,17 +43,6 @@ LEARNING_RATE = 3e-3
 # Default epochs per case and size; sized so that training takes well under a minute on 2 CPU cores.
 DEFAULT_EPOCHS = {("histology", "full"): 10, ("histology", "small"): 4,
                   ("mri", "full"): 10, ("mri", "small"): 4, ("mri3d", "full"): 12, ("mri3d", "small"): 10}
-
-
-def default_cache_dir() -> Path:
-    """``$CONCEPTS_CACHE_DIR`` if set, else ``~/.cache/concepts-toolkit``.
-
-    Example:
-        >>> isinstance(default_cache_dir(), Path)
-        True
-    """
-    env = os.environ.get("CONCEPTS_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "concepts-toolkit"
 
 
 def build_cnn(input_shape: tuple[int, int, int], n_classes: int):

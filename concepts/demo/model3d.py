@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConceptFolderError
-from ..imageio import list_image_files
+from ..image_files import list_image_files
 
 ARCHITECTURE_3D = "demo_cnn3d/v1"
 

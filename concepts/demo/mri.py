@@ -28,8 +28,8 @@ import numpy as np
 
 from probes.identity import sha256_file
 
-from ._common import (CaseInfo, DemoDataError, check_size, count_sets, manifest_path, reset_output,
-                      take, write_classes_txt, write_png)
+from ._common import (CaseInfo, DemoDataError, check_size, count_sets, emit_sets, manifest_path,
+                      reset_output, take, write_classes_txt, write_png)
 
 PATCH = 32
 CENTRE = 16               # labels look at the central 16 x 16 of a patch
@@ -107,6 +107,121 @@ def _versions() -> dict[str, str]:
     return {"numpy": np.__version__, "nilearn": nilearn.__version__, "nibabel": nibabel.__version__}
 
 
+def tissue_class(g: int, w: int, full_c: int, min_tissue: float, margin: float) -> str | None:
+    """The class of a patch from its centre's summed GM and WM probabilities (None: too mixed or no tissue).
+
+    Shared with the 3D case (:mod:`concepts.demo.mri3d`), which uses its own thresholds.
+
+    Examples
+    --------
+    >>> tissue_class(200, 20, 255, 0.5, 0.2), tissue_class(100, 100, 255, 0.5, 0.2)
+    ('grey_matter', None)
+    """
+    if g + w < min_tissue * full_c:
+        return None
+    if g - w > margin * full_c:
+        return "grey_matter"
+    if w - g > margin * full_c:
+        return "white_matter"
+    return None
+
+
+class PatchIndex:
+    """The candidate patches (2D) or cubes (3D) of an MRI case: role, position, centre sums, class.
+
+    Examples
+    --------
+    >>> index = PatchIndex(full_c=255, min_tissue=0.5, margin=0.2)
+    >>> index.add("p", "train", (0, 0, 0), (200, 20, 0))
+    >>> index.by_role["train"], index.label
+    (['p'], {'p': 'grey_matter'})
+    """
+
+    def __init__(self, full_c: int, min_tissue: float, margin: float) -> None:
+        self.full_c, self.min_tissue, self.margin = full_c, min_tissue, margin
+        self.by_role: dict[str, list[str]] = {"train": [], "report": [], "concepts": [], "random": []}
+        self.where: dict[str, tuple[int, int, int]] = {}
+        self.label: dict[str, str] = {}
+        self.centre_sum: dict[str, tuple[int, int, int]] = {}
+
+    def add(self, key: str, role: str, where: tuple[int, int, int], sums: tuple[int, int, int]) -> None:
+        """Record a patch with its (GM, WM, CSF) centre sums; labelled when its tissue is clear."""
+        self.where[key], self.centre_sum[key] = where, sums
+        self.by_role[role].append(key)
+        tissue = tissue_class(sums[0], sums[1], self.full_c, self.min_tissue, self.margin)
+        if tissue is not None:
+            self.label[key] = tissue
+
+
+def select_sets(index: PatchIndex, sizes: dict, *, seed: str,
+                thresholds: tuple[float, float, float], csf_size: int, unit: str
+                ) -> tuple[dict[str, list[str]], list[str], dict[str, list[str]], dict[str, list[str]]]:
+    """Seeded, disjoint choice of the concept, random, report and training patches (2D and 3D cases).
+
+    The order of the draws is part of the data (each draw removes its patches from the later ones),
+    so it must not change: concepts (GM, WM, CSF), random pool, report per class, training per class.
+
+    Parameters
+    ----------
+    index : PatchIndex
+        The candidate patches, their roles, centre sums and classes.
+    sizes : dict
+        Set sizes (``"concept"``, ``"random"``, ``"report"``, ``"train"``; None: every patch).
+    seed : str
+        The case's seed prefix.
+    thresholds : tuple of float
+        Minimum mean GM, WM and CSF probability of the three concepts.
+    csf_size : int
+        Size of the CSF concept set.
+    unit : str
+        What a patch is called in the error message ("patches", "cubes").
+
+    Returns
+    -------
+    tuple
+        ``(concepts, random_pool, report, train)``.
+
+    Raises
+    ------
+    DemoDataError
+        A set cannot be filled: the template is not the expected one.
+
+    Examples
+    --------
+    >>> sizes = {"concept": 1, "random": 1, "report": 1, "train": None}
+    >>> select_sets(PatchIndex(255, 0.5, 0.2), sizes, seed="s", thresholds=(0.5, 0.5, 0.5),
+    ...             csf_size=1, unit="patches")  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    DemoDataError: Only 0 patches for 'grey_matter_like', need 1: ...
+    """
+    gm_min, wm_min, csf_min = thresholds
+    by_role, centre_sum, label, full_c = index.by_role, index.centre_sum, index.label, index.full_c
+    used: set[str] = set()
+    pool_c = by_role["concepts"]
+    concepts = {
+        "grey_matter_like": take([k for k in pool_c if centre_sum[k][0] >= gm_min * full_c],
+                                 sizes["concept"], seed + "gm", used),
+        "white_matter_like": take([k for k in pool_c if centre_sum[k][1] >= wm_min * full_c],
+                                  sizes["concept"], seed + "wm", used),
+        "csf_like": take([k for k in pool_c if centre_sum[k][2] >= csf_min * full_c],
+                         csf_size, seed + "csf", used),
+    }
+    random_pool = take(by_role["random"], sizes["random"], seed + "random", used)
+    report = {c: take([k for k in by_role["report"] if label.get(k) == c], sizes["report"],
+                      seed + "report" + c, used) for c in CLASS_NAMES}
+    train = {}
+    for c in CLASS_NAMES:
+        pool = [k for k in by_role["train"] if label.get(k) == c]
+        train[c] = take(pool, sizes["train"] or len(pool), seed + "train" + c, used)
+    for name, chosen in [*concepts.items(), *report.items(), ("random", random_pool)]:
+        want = (csf_size if name == "csf_like" else sizes["concept"] if name in concepts
+                else sizes["random"] if name == "random" else sizes["report"])
+        if len(chosen) < want:
+            raise DemoDataError(f"Only {len(chosen)} {unit} for {name!r}, need {want}: the nilearn template "
+                                "is not the expected MNI152 2009 version.")
+    return concepts, random_pool, report, train
+
+
 def build(out_dir: str | Path, *, size: str = "full") -> CaseInfo:
     """Build the MRI case into ``out_dir`` (classes/, concepts/, random/, masks/, train/).
 
@@ -123,10 +238,7 @@ def build(out_dir: str | Path, *, size: str = "full") -> CaseInfo:
     nx, ny, nz = t1.shape
     full_c = 255 * CENTRE * CENTRE   # integer sum of a probability of 1 over the centre
 
-    by_role: dict[str, list[str]] = {"train": [], "report": [], "concepts": [], "random": []}
-    where: dict[str, tuple[int, int, int]] = {}
-    label: dict[str, str] = {}
-    centre_sum: dict[str, tuple[int, int, int]] = {}
+    index = PatchIndex(full_c, MIN_TISSUE, MARGIN)
     for z in range(nz):
         role = ROLES[(z // SLAB) % len(ROLES)]
         stride = 8 if role == "concepts" else 16
@@ -136,38 +248,12 @@ def build(out_dir: str | Path, *, size: str = "full") -> CaseInfo:
                     continue
                 c = np.s_[x + (PATCH - CENTRE) // 2:x + (PATCH + CENTRE) // 2,
                           y + (PATCH - CENTRE) // 2:y + (PATCH + CENTRE) // 2, z]
-                g, w, f = int(gm[c].sum()), int(wm[c].sum()), int(csf[c].sum())
-                key = f"z{z:03d}_x{x:03d}_y{y:03d}"
-                where[key], centre_sum[key] = (x, y, z), (g, w, f)
-                by_role[role].append(key)
-                if g + w >= MIN_TISSUE * full_c:
-                    if g - w > MARGIN * full_c:
-                        label[key] = "grey_matter"
-                    elif w - g > MARGIN * full_c:
-                        label[key] = "white_matter"
-
-    used: set[str] = set()
-    pool_c = by_role["concepts"]
-    concepts = {
-        "grey_matter_like": take([k for k in pool_c if centre_sum[k][0] >= GM_CONCEPT * full_c],
-                                 sizes["concept"], SEED + "gm", used),
-        "white_matter_like": take([k for k in pool_c if centre_sum[k][1] >= WM_CONCEPT * full_c],
-                                  sizes["concept"], SEED + "wm", used),
-        "csf_like": take([k for k in pool_c if centre_sum[k][2] >= CSF_CONCEPT * full_c],
-                         sizes["concept"], SEED + "csf", used),
-    }
-    random_pool = take(by_role["random"], sizes["random"], SEED + "random", used)
-    report = {c: take([k for k in by_role["report"] if label.get(k) == c], sizes["report"],
-                      SEED + "report" + c, used) for c in CLASS_NAMES}
-    train = {}
-    for c in CLASS_NAMES:
-        pool = [k for k in by_role["train"] if label.get(k) == c]
-        train[c] = take(pool, sizes["train"] or len(pool), SEED + "train" + c, used)
-    for name, chosen in [*concepts.items(), *report.items(), ("random", random_pool)]:
-        want = sizes["concept"] if name in concepts else sizes["random"] if name == "random" else sizes["report"]
-        if len(chosen) < want:
-            raise DemoDataError(f"Only {len(chosen)} patches for {name!r}, need {want}: the nilearn template "
-                                "is not the expected MNI152 2009 version.")
+                index.add(f"z{z:03d}_x{x:03d}_y{y:03d}", role, (x, y, z),
+                          (int(gm[c].sum()), int(wm[c].sum()), int(csf[c].sum())))
+    where = index.where
+    concepts, random_pool, report, train = select_sets(index, sizes, seed=SEED, csf_size=sizes["concept"],
+                                                       thresholds=(GM_CONCEPT, WM_CONCEPT, CSF_CONCEPT),
+                                                       unit="patches")
 
     reset_output(root)
     write_classes_txt(root, CLASS_NAMES)
@@ -181,12 +267,7 @@ def build(out_dir: str | Path, *, size: str = "full") -> CaseInfo:
                 write_png(root / "masks" / rel_dir / f"{key}.png",
                           np.where(_patch(gm8, x, y, z) >= MASK_GM, 255, 0).astype(np.uint8))
 
-    for c in CLASS_NAMES:
-        emit(f"classes/{c}", report[c], True)
-        emit(f"train/{c}", train[c], False)
-    for name, keys in concepts.items():
-        emit(f"concepts/{name}", keys, True)
-    emit("random", random_pool, True)
+    emit_sets(emit, CLASS_NAMES, report, train, concepts, random_pool)
 
     import nilearn
 

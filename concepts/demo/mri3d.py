@@ -36,10 +36,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import (CaseInfo, DemoDataError, check_size, count_sets, manifest_path, reset_output,
-                      stable_order, take, write_classes_txt, write_nifti)
+from probes.identity import sha256_file
+
+from ._common import (CaseInfo, check_size, count_sets, emit_sets, manifest_path, reset_output,
+                      stable_order, write_classes_txt, write_nifti)
 from ..volumes import volume_preprocess
-from .mri import _SOURCES, _versions, load_volumes
+from .mri import _SOURCES, PatchIndex, _versions, load_volumes, select_sets
 
 PATCH = 16                # cube edge in voxels (1 mm)
 MODEL_INPUT = 8           # the demo CNN sees each cube resampled to 8^3 voxels (2 mm)
@@ -110,10 +112,7 @@ def build(out_dir: str | Path, *, size: str = "full") -> CaseInfo:
 
     block_keys = {f"b{bx:03d}_{by:03d}_{bz:03d}": (bx, by, bz) for bx, by, bz in _blocks(t1.shape)}
     block_role = {k: ROLES[i % len(ROLES)] for i, k in enumerate(stable_order(block_keys, SEED + "blocks"))}
-    by_role: dict[str, list[str]] = {"train": [], "report": [], "concepts": [], "random": []}
-    where: dict[str, tuple[int, int, int]] = {}
-    label: dict[str, str] = {}
-    centre_sum: dict[str, tuple[int, int, int]] = {}
+    index = PatchIndex(full_c, MIN_TISSUE, MARGIN)
     lo, hi = (PATCH - CENTRE) // 2, (PATCH + CENTRE) // 2
     for block, (bx, by, bz) in block_keys.items():
         for x in range(bx, bx + BLOCK - PATCH + 1, STRIDE):
@@ -123,39 +122,12 @@ def build(out_dir: str | Path, *, size: str = "full") -> CaseInfo:
                     if brain[cube].sum() < MIN_BRAIN * PATCH ** 3:
                         continue
                     c = np.s_[x + lo:x + hi, y + lo:y + hi, z + lo:z + hi]
-                    g, w, f = int(gm[c].sum()), int(wm[c].sum()), int(csf[c].sum())
-                    key = f"x{x:03d}_y{y:03d}_z{z:03d}"
-                    where[key], centre_sum[key] = (x, y, z), (g, w, f)
-                    by_role[block_role[block]].append(key)
-                    if g + w >= MIN_TISSUE * full_c:
-                        if g - w > MARGIN * full_c:
-                            label[key] = "grey_matter"
-                        elif w - g > MARGIN * full_c:
-                            label[key] = "white_matter"
-
-    used: set[str] = set()
-    pool_c = by_role["concepts"]
-    concepts = {
-        "grey_matter_like": take([k for k in pool_c if centre_sum[k][0] >= GM_CONCEPT * full_c],
-                                 sizes["concept"], SEED + "gm", used),
-        "white_matter_like": take([k for k in pool_c if centre_sum[k][1] >= WM_CONCEPT * full_c],
-                                  sizes["concept"], SEED + "wm", used),
-        "csf_like": take([k for k in pool_c if centre_sum[k][2] >= CSF_CONCEPT * full_c],
-                         sizes["csf"], SEED + "csf", used),
-    }
-    random_pool = take(by_role["random"], sizes["random"], SEED + "random", used)
-    report = {c: take([k for k in by_role["report"] if label.get(k) == c], sizes["report"],
-                      SEED + "report" + c, used) for c in CLASS_NAMES}
-    train = {}
-    for c in CLASS_NAMES:
-        pool = [k for k in by_role["train"] if label.get(k) == c]
-        train[c] = take(pool, sizes["train"] or len(pool), SEED + "train" + c, used)
-    for name, chosen in [*concepts.items(), *report.items(), ("random", random_pool)]:
-        want = (sizes["csf"] if name == "csf_like" else sizes["concept"] if name in concepts
-                else sizes["random"] if name == "random" else sizes["report"])
-        if len(chosen) < want:
-            raise DemoDataError(f"Only {len(chosen)} cubes for {name!r}, need {want}: the nilearn template "
-                                "is not the expected MNI152 2009 version.")
+                    index.add(f"x{x:03d}_y{y:03d}_z{z:03d}", block_role[block], (x, y, z),
+                              (int(gm[c].sum()), int(wm[c].sum()), int(csf[c].sum())))
+    where = index.where
+    concepts, random_pool, report, train = select_sets(index, sizes, seed=SEED, csf_size=sizes["csf"],
+                                                       thresholds=(GM_CONCEPT, WM_CONCEPT, CSF_CONCEPT),
+                                                       unit="cubes")
 
     reset_output(root)
     write_classes_txt(root, CLASS_NAMES)
@@ -172,12 +144,7 @@ def build(out_dir: str | Path, *, size: str = "full") -> CaseInfo:
                 write_nifti(root / "masks" / rel_dir / f"{key}.nii",
                             (gm8[cube] >= MASK_GM).astype(np.uint8), local)
 
-    for c in CLASS_NAMES:
-        emit(f"classes/{c}", report[c], True)
-        emit(f"train/{c}", train[c], False)
-    for name, keys in concepts.items():
-        emit(f"concepts/{name}", keys, True)
-    emit("random", random_pool, True)
+    emit_sets(emit, CLASS_NAMES, report, train, concepts, random_pool)
 
     data_dir = Path(nilearn.__file__).parent / "datasets" / "data"
     provenance = {
@@ -194,7 +161,7 @@ def build(out_dir: str | Path, *, size: str = "full") -> CaseInfo:
         "source_loaders": {k: f"nilearn.datasets.{loader}(resolution=1)" for k, (loader, _) in _SOURCES.items()},
         "source_description": "MNI ICBM152 2009 nonlinear symmetric (a) T1 template, GM/WM probability maps "
                               "and brain mask; an average of many adult brains, not one patient",
-        "source_sha256": {k: hashlib.sha256((data_dir / f).read_bytes()).hexdigest()
+        "source_sha256": {k: sha256_file(data_dir / f)
                           for k, (_, f) in _SOURCES.items() if f and (data_dir / f).is_file()},
         "decoded_source_sha256": hashlib.sha256(b"".join(vol[k].tobytes() for k in sorted(vol))).hexdigest(),
         "source_shape": list(t1.shape),

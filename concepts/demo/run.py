@@ -60,7 +60,7 @@ def random_control(table: pd.DataFrame) -> tuple[bool, str]:
 
 def control_concepts(root: Path, n_sets: int, size: int, seed: int, preprocess: Any = None) -> list[Any]:
     """Concepts made of random-pool images: they must not come out significant."""
-    from ..imageio import list_image_files
+    from ..image_files import list_image_files
     from ..sets import ImageSet
 
     pool = list_image_files(root / "random")

@@ -25,9 +25,10 @@ def is_image_file(path: str | Path) -> bool:
 def list_image_files(folder: str | Path, recursive: bool = False) -> list[Path]:
     """The image files in ``folder``, sorted by name (so orders and hashes are reproducible).
 
-    Example:
-        >>> list_image_files("data/concepts/striped")  # doctest: +SKIP
-        [PosixPath('data/concepts/striped/001.png'), ...]
+    Examples
+    --------
+    >>> list_image_files("data/concepts/striped")  # needs a folder of images  # doctest: +SKIP
+    [PosixPath('data/concepts/striped/001.png'), ...]
     """
     folder = Path(folder)
     pattern = "**/*" if recursive else "*"
@@ -45,12 +46,15 @@ def read_image(path: str | Path) -> np.ndarray:
     NIfTI files and DICOM series folders are read as a :class:`concepts.volumes.Volume` (a
     ``(z, y, x)`` array that carries its geometry), see :func:`concepts.volumes.read_volume`.
 
-    Raises:
-        ImageReadError: the file is missing, not an image, or damaged; the message names it.
+    Raises
+    ------
+    ImageReadError
+        the file is missing, not an image, or damaged; the message names it.
 
-    Example:
-        >>> read_image("tile.png").shape  # doctest: +SKIP
-        (64, 64, 3)
+    Examples
+    --------
+    >>> read_image("tile.png").shape  # needs the image file  # doctest: +SKIP
+    (64, 64, 3)
     """
     path = Path(path)
     if is_volume_path(path):
