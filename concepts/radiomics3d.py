@@ -16,10 +16,11 @@ lie on its image's voxel grid: a mask of another geometry is an error naming bot
 other failures stay local (an empty or constant region, an unreadable volume: NaN and an entry in
 ``failures``), work is spread over processes, and results are cached on the bytes of image and mask.
 
-Example:
-    >>> table = volume_table("data/classes", masks="data/masks", features=["shape_VoxelVolume"])  # doctest: +SKIP
-    >>> table.iloc[0, 0]  # mm³  # doctest: +SKIP
-    4188.79
+Examples
+--------
+>>> table = volume_table("data/classes", masks="data/masks", features=["shape_VoxelVolume"])  # doctest: +SKIP
+>>> table.iloc[0, 0]  # mm³  # doctest: +SKIP
+4188.79
 """
 from __future__ import annotations
 
@@ -76,12 +77,15 @@ _CACHE_FORMAT = "concepts-radiomics3d/v1"
 def is_volume_input(images: Any) -> bool:
     """True when ``images`` (a folder, a file or a list) holds volumes rather than 2D images.
 
-    Raises:
-        ConceptFolderError: a folder mixes volumes and 2D images (one of each is named).
+    Raises
+    ------
+    ConceptFolderError
+        A folder mixes volumes and 2D images (one of each is named).
 
-    Example:
-        >>> is_volume_input(["a.nii.gz", "b.nii.gz"]), is_volume_input(["a.png"])
-        (True, False)
+    Examples
+    --------
+    >>> is_volume_input(["a.nii.gz", "b.nii.gz"]), is_volume_input(["a.png"])
+    (True, False)
     """
     if isinstance(images, (str, os.PathLike)):
         path = Path(images)
@@ -182,10 +186,11 @@ def _features_for(params_json: str) -> tuple[str, ...]:
 def list_volume_features(params: Mapping | os.PathLike | str | None = None) -> list[str]:
     """All feature names (``"original_shape_VoxelVolume"``, ...) that ``params`` computes on volumes.
 
-    Example:
-        >>> names = list_volume_features()
-        >>> "original_shape_VoxelVolume" in names and "original_glcm_Contrast" in names
-        True
+    Examples
+    --------
+    >>> names = list_volume_features()
+    >>> "original_shape_VoxelVolume" in names and "original_glcm_Contrast" in names
+    True
     """
     return list(_features_for(_m._canonical(_load_params(params))))
 
@@ -348,28 +353,43 @@ def volume_table(images: Any, masks: Any = None, params: Mapping | os.PathLike |
     except that ``params=None`` means :data:`DEFAULT_PARAMS_3D` and there is no ``channel`` (volumes
     are scalar).
 
-    Args:
-        images: a folder (searched recursively), a volume, or a list of volumes (NIfTI files, DICOM
-            series folders).
-        masks: None (the whole volume), or a folder mirroring the images folder with one mask volume
-            per image (same relative path and stem; ``.nii.gz``, ``.nii`` or a DICOM series folder).
-        params: None, a dict, or the path of a pyradiomics YAML file.
-        features: only these columns (``"shape_VoxelVolume"`` means ``"original_shape_VoxelVolume"``).
-        n_jobs: worker processes (default all cores; 1 computes here).
-        cache_dir: cache root (None: $CONCEPTS_CACHE_DIR or ~/.cache/concepts-toolkit; False: no cache).
-        progress: show a progress bar over volumes.
+    Parameters
+    ----------
+    images : Any
+        A folder (searched recursively), a volume, or a list of volumes (NIfTI files, DICOM
+        series folders).
+    masks : Any, default=None
+        None (the whole volume), or a folder mirroring the images folder with one mask volume
+        per image (same relative path and stem; ``.nii.gz``, ``.nii`` or a DICOM series folder).
+    params : Mapping | os.PathLike | str | None, default=None
+        None, a dict, or the path of a pyradiomics YAML file.
+    features : Sequence[str] | None, default=None
+        Only these columns (``"shape_VoxelVolume"`` means ``"original_shape_VoxelVolume"``).
+    n_jobs : int | None, default=None
+        Worker processes (default all cores; 1 computes here).
+    cache_dir : Any, default=None
+        Cache root (None: $CONCEPTS_CACHE_DIR or ~/.cache/concepts-toolkit; False: no cache).
+    progress : bool, default=True
+        Show a progress bar over volumes.
 
-    Returns:
+    Returns
+    -------
+    pd.DataFrame
         A DataFrame indexed by the resolved volume paths; ``attrs`` as for :func:`concepts.measure_table`
         (``params``, ``pyradiomics_version``, ``failures``) plus ``dimensions=3``.
 
-    Raises:
-        VolumeGeometryError: a mask's geometry differs from its image's (both files named).
-        MeasureError: bad parameters or feature names.
-        ConceptFolderError: a missing folder, or one without volumes.
+    Raises
+    ------
+    VolumeGeometryError
+        A mask's geometry differs from its image's (both files named).
+    MeasureError
+        Bad parameters or feature names.
+    ConceptFolderError
+        A missing folder, or one without volumes.
 
-    Example:
-        >>> t = volume_table("data/classes", masks="data/masks", features=["shape_VoxelVolume"])  # doctest: +SKIP
+    Examples
+    --------
+    >>> t = volume_table("data/classes", masks="data/masks", features=["shape_VoxelVolume"])  # doctest: +SKIP
     """
     loaded = _load_params(params)
     selected = _resolve_features(features, loaded) if features is not None else None
@@ -382,11 +402,14 @@ def volume_radiomics(feature: str, images: Any, masks: Any = None,
                      cache_dir: Any = None, progress: bool = True) -> "_m.Measure":
     """A pyradiomics feature of volumes as a concept measure (what :func:`concepts.radiomics` returns for volumes).
 
-    Raises:
-        MeasureError: an unknown feature name, or no volume with a finite value.
+    Raises
+    ------
+    MeasureError
+        An unknown feature name, or no volume with a finite value.
 
-    Example:
-        >>> m = volume_radiomics("shape_VoxelVolume", "data/classes", masks="data/masks")  # doctest: +SKIP
+    Examples
+    --------
+    >>> m = volume_radiomics("shape_VoxelVolume", "data/classes", masks="data/masks")  # doctest: +SKIP
     """
     loaded = _load_params(params)
     name = _resolve_features([feature], loaded)[0]

@@ -11,10 +11,11 @@ holds either one subfolder per set or one pool of images.
 Sets may hold volumes (NIfTI files, DICOM series folders) for 3D models with input ``(D, H, W, C)``;
 they are preprocessed by :func:`concepts.volumes.volume_preprocess` unless ``preprocess`` is given.
 
-Example:
-    >>> striped = ImageSet.from_folder("data/concepts/striped", input_shape=(224, 224, 3))  # doctest: +SKIP
-    >>> next(striped.batches(32)).shape  # doctest: +SKIP
-    (32, 224, 224, 3)
+Examples
+--------
+>>> striped = ImageSet.from_folder("data/concepts/striped", input_shape=(224, 224, 3))  # doctest: +SKIP
+>>> next(striped.batches(32)).shape  # doctest: +SKIP
+(32, 224, 224, 3)
 """
 from __future__ import annotations
 
@@ -42,9 +43,10 @@ def file_sha256(path: str | Path) -> str:
     See :func:`probes.identity.file_sha256` (the one implementation): the memo is keyed on
     path, size, mtime_ns, inode and ctime, and a freshly modified file is always re-hashed.
 
-    Example:
-        >>> file_sha256("data/concepts/striped/001.png")  # doctest: +SKIP
-        '9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08'
+    Examples
+    --------
+    >>> file_sha256("data/concepts/striped/001.png")  # doctest: +SKIP
+    '9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08'
     """
     if os.path.isdir(path):  # a DICOM series folder: its .dcm files' names and bytes
         return series_sha256(path)
@@ -99,29 +101,35 @@ class ImageSet:
     :attr:`content_key`. Reading needs the model's input shape: pass ``input_shape`` or call
     :meth:`bind` (the toolkit binds sets to the model for you).
 
-    Args:
-        files: image paths, in the order batches are produced.
-        name: a label for reports; default the files' common folder name.
-        input_shape: the model's input shape without the batch dimension, ``(H, W, C)`` or
-            ``(H, W)``; ``H``/``W`` may be ``None`` for models that accept any size.
-        preprocess: ``preprocess(image, input_shape) -> array`` applied to each image as read
-            (native dtype: uint8, uint16, ...). It **replaces** :func:`default_preprocess`
-            entirely, so scale and resize yourself or call the default first, e.g. for a
-            ``keras.applications`` model that expects 0..255 input::
+    Parameters
+    ----------
+    files : Sequence[str | Path]
+        Image paths, in the order batches are produced.
+    name : str | None, default=None
+        A label for reports; default the files' common folder name.
+    input_shape : tuple | None, default=None
+        The model's input shape without the batch dimension, ``(H, W, C)`` or
+        ``(H, W)``; ``H``/``W`` may be ``None`` for models that accept any size.
+    preprocess : Preprocess | None, default=None
+        ``preprocess(image, input_shape) -> array`` applied to each image as read
+        (native dtype: uint8, uint16, ...). It **replaces** :func:`default_preprocess`
+        entirely, so scale and resize yourself or call the default first, e.g. for a
+        ``keras.applications`` model that expects 0..255 input::
 
-                from keras.applications.resnet50 import preprocess_input
+            from keras.applications.resnet50 import preprocess_input
 
-                def resnet_preprocess(image, input_shape):
-                    x = default_preprocess(image, input_shape)   # [0, 1], channels, size
-                    return preprocess_input(x * 255.0)           # caffe-style BGR, mean-centred
+            def resnet_preprocess(image, input_shape):
+                x = default_preprocess(image, input_shape)   # [0, 1], channels, size
+                return preprocess_input(x * 255.0)           # caffe-style BGR, mean-centred
 
-            Define it in a module (not a lambda in a notebook) so its source identifies it in
-            the activation cache (see :func:`preprocess_identity`).
+        Define it in a module (not a lambda in a notebook) so its source identifies it in
+        the activation cache (see :func:`preprocess_identity`).
 
-    Example:
-        >>> s = ImageSet(["a.png", "b.png"], name="striped", input_shape=(64, 64, 3))
-        >>> len(s), s.name, s.input_shape
-        (2, 'striped', (64, 64, 3))
+    Examples
+    --------
+    >>> s = ImageSet(["a.png", "b.png"], name="striped", input_shape=(64, 64, 3))
+    >>> len(s), s.name, s.input_shape
+    (2, 'striped', (64, 64, 3))
     """
 
     def __init__(self, files: Sequence[str | Path], *, name: str | None = None,
@@ -146,13 +154,16 @@ class ImageSet:
                     preprocess: Preprocess | None = None, recursive: bool = False) -> "ImageSet":
         """All image files of ``folder`` (sorted by path), named after the folder.
 
-        Raises:
-            ConceptFolderError: the folder is missing, not a folder, or holds no image file; the
-                message says what was found and how to fix it.
+        Raises
+        ------
+        ConceptFolderError
+            The folder is missing, not a folder, or holds no image file; the
+            message says what was found and how to fix it.
 
-        Example:
-            >>> ImageSet.from_folder("data/concepts/striped")  # doctest: +SKIP
-            ImageSet('striped', n=50, input_shape=None, preprocess=default_preprocess/v1)
+        Examples
+        --------
+        >>> ImageSet.from_folder("data/concepts/striped")  # doctest: +SKIP
+        ImageSet('striped', n=50, input_shape=None, preprocess=default_preprocess/v1)
         """
         folder = Path(folder)
         problem = _describe_folder_problem(folder, recursive)
@@ -173,18 +184,20 @@ class ImageSet:
     def bind(self, input_shape: tuple) -> "ImageSet":
         """A copy bound to a model's input shape ``(H, W, C)`` or ``(H, W)`` (no batch dimension).
 
-        Example:
-            >>> ImageSet(["a.png"]).bind((224, 224, 3)).input_shape
-            (224, 224, 3)
+        Examples
+        --------
+        >>> ImageSet(["a.png"]).bind((224, 224, 3)).input_shape
+        (224, 224, 3)
         """
         return self._copy(input_shape=input_shape)
 
     def subset(self, indices: Iterable[int], name: str | None = None) -> "ImageSet":
         """The files at ``indices`` (in that order), with the same binding and preprocessing.
 
-        Example:
-            >>> ImageSet(["a.png", "b.png", "c.png"]).subset([2, 0]).files
-            [PosixPath('c.png'), PosixPath('a.png')]
+        Examples
+        --------
+        >>> ImageSet(["a.png", "b.png", "c.png"]).subset([2, 0]).files
+        [PosixPath('c.png'), PosixPath('a.png')]
         """
         return self._copy(files=[self.files[int(i)] for i in indices],
                           name=name if name is not None else f"{self.name}_subset")
@@ -195,14 +208,18 @@ class ImageSet:
 
         All sets must share input shape and preprocessing, which the result keeps.
 
-        Raises:
-            InputShapeError: the sets are bound to different shapes or preprocess differently.
-            InsufficientDataError: ``sets`` is empty.
+        Raises
+        ------
+        InputShapeError
+            The sets are bound to different shapes or preprocess differently.
+        InsufficientDataError
+            ``sets`` is empty.
 
-        Example:
-            >>> both = ImageSet.concat([ImageSet(["a.png"]), ImageSet(["b.png"])], name="a+b")
-            >>> len(both)
-            2
+        Examples
+        --------
+        >>> both = ImageSet.concat([ImageSet(["a.png"]), ImageSet(["b.png"])], name="a+b")
+        >>> len(both)
+        2
         """
         sets = list(sets)
         if not sets:
@@ -275,15 +292,19 @@ class ImageSet:
     def batches(self, batch_size: int) -> Iterator[np.ndarray]:
         """Yield float32 batches of shape ``(b, *input_shape)``, reading only one batch of files at a time.
 
-        Raises:
-            InputShapeError: the set is not bound, or a preprocessed image has the wrong shape
-                (the message names the file).
-            ImageReadError: a file cannot be read (the message names it).
+        Raises
+        ------
+        InputShapeError
+            The set is not bound, or a preprocessed image has the wrong shape
+            (the message names the file).
+        ImageReadError
+            A file cannot be read (the message names it).
 
-        Example:
-            >>> striped = ImageSet.from_folder("concepts/striped", input_shape=(64, 64, 3))  # doctest: +SKIP
-            >>> [batch.shape for batch in striped.batches(16)][0]  # doctest: +SKIP
-            (16, 64, 64, 3)
+        Examples
+        --------
+        >>> striped = ImageSet.from_folder("concepts/striped", input_shape=(64, 64, 3))  # doctest: +SKIP
+        >>> [batch.shape for batch in striped.batches(16)][0]  # doctest: +SKIP
+        (16, 64, 64, 3)
         """
         shape = self._require_shape("reading its images")
         if int(batch_size) < 1:
@@ -321,10 +342,11 @@ class ImageSet:
     def load_all(self, batch_size: int = 64) -> np.ndarray:
         """All images as one float32 array ``(n, *input_shape)`` (for small sets; memory grows with n).
 
-        Example:
-            >>> striped = ImageSet.from_folder("concepts/striped", input_shape=(64, 64, 3))  # doctest: +SKIP
-            >>> striped.load_all().shape  # doctest: +SKIP
-            (50, 64, 64, 3)
+        Examples
+        --------
+        >>> striped = ImageSet.from_folder("concepts/striped", input_shape=(64, 64, 3))  # doctest: +SKIP
+        >>> striped.load_all().shape  # doctest: +SKIP
+        (50, 64, 64, 3)
         """
         shape = self._require_shape("loading its images")
         batches = list(self.batches(batch_size))
@@ -340,10 +362,11 @@ class ImageSet:
         preprocessing or another input shape give a different one. File hashes are memoised per
         process on (path, size, mtime), so repeated calls cost one ``stat`` per file.
 
-        Example:
-            >>> s = ImageSet.from_folder("data/concepts/striped", input_shape=(64, 64, 3))  # doctest: +SKIP
-            >>> s.content_key == s.subset(range(len(s))).content_key  # doctest: +SKIP
-            True
+        Examples
+        --------
+        >>> s = ImageSet.from_folder("data/concepts/striped", input_shape=(64, 64, 3))  # doctest: +SKIP
+        >>> s.content_key == s.subset(range(len(s))).content_key  # doctest: +SKIP
+        True
         """
         shape = self._require_shape("its content key")
         digest = hashlib.sha256()
@@ -394,22 +417,32 @@ def random_sets(source: str | Path | Sequence[ImageSet], n_sets: int, set_size: 
     The same seed gives the same sets; set ``i`` depends only on ``seed`` and ``i``, so raising
     ``n_sets`` keeps the earlier sets unchanged. With whole subfolder sets the seed plays no role.
 
-    Args:
-        n_sets: how many sets (the TCAV test's number of random runs).
-        set_size: images per set, usually the concept set's size; ``None`` only for subfolder sets.
-        seed: seed of the subsampling.
-        input_shape, preprocess: passed to every :class:`ImageSet` (for a list of ImageSets,
-            ``input_shape`` rebinds them and ``preprocess`` replaces theirs when given).
-        exclude: files to leave out, e.g. the concept's own images when they share a pool.
+    Parameters
+    ----------
+    n_sets : int
+        How many sets (the TCAV test's number of random runs).
+    set_size : int | None
+        Images per set, usually the concept set's size; ``None`` only for subfolder sets.
+    seed : int, default=0
+        Seed of the subsampling.
+    input_shape, preprocess : tuple | None
+        Passed to every :class:`ImageSet` (for a list of ImageSets,
+        ``input_shape`` rebinds them and ``preprocess`` replaces theirs when given).
+    exclude : Iterable[str | Path], default=()
+        Files to leave out, e.g. the concept's own images when they share a pool.
 
-    Raises:
-        ConceptFolderError: the folder is missing, holds no image, or mixes a pool with set subfolders.
-        InsufficientDataError: fewer sets than ``n_sets``, or a set/pool smaller than ``set_size``.
+    Raises
+    ------
+    ConceptFolderError
+        The folder is missing, holds no image, or mixes a pool with set subfolders.
+    InsufficientDataError
+        Fewer sets than ``n_sets``, or a set/pool smaller than ``set_size``.
 
-    Example:
-        >>> sets = random_sets("data/random", n_sets=20, set_size=50, seed=0)  # doctest: +SKIP
-        >>> [s.name for s in sets[:2]], len(sets[0])  # doctest: +SKIP
-        (['random_000', 'random_001'], 50)
+    Examples
+    --------
+    >>> sets = random_sets("data/random", n_sets=20, set_size=50, seed=0)  # doctest: +SKIP
+    >>> [s.name for s in sets[:2]], len(sets[0])  # doctest: +SKIP
+    (['random_000', 'random_001'], 50)
     """
     if int(n_sets) < 1:
         raise InsufficientDataError(f"n_sets must be at least 1, got {n_sets}.")

@@ -11,10 +11,11 @@ three orthogonal slices (:func:`plot_volume_map`).
 :meth:`concepts.scoring.ScoreResult.concept_maps` comes here for layers with ``(D, H, W, C)``
 activations, so the call is the same as in 2D.
 
-Example:
-    >>> maps = presence_maps3d(np.ones((1, 2, 2, 2, 3)), np.ones(3))
-    >>> upsample3d(maps, (4, 4, 4)).shape
-    (1, 4, 4, 4)
+Examples
+--------
+>>> maps = presence_maps3d(np.ones((1, 2, 2, 2, 3)), np.ones(3))
+>>> upsample3d(maps, (4, 4, 4)).shape
+(1, 4, 4, 4)
 """
 from __future__ import annotations
 
@@ -36,9 +37,10 @@ def _project3d(fields: np.ndarray, vector: np.ndarray, what: str) -> np.ndarray:
 def presence_maps3d(activations: np.ndarray, vector: np.ndarray) -> np.ndarray:
     """``(n, D', H', W')`` presence maps: activations projected on the concept vector at each position.
 
-    Example:
-        >>> presence_maps3d(np.ones((1, 1, 1, 2, 2)), np.array([1.0, -1.0]))[0].tolist()
-        [[[0.0, 0.0]]]
+    Examples
+    --------
+    >>> presence_maps3d(np.ones((1, 1, 1, 2, 2)), np.array([1.0, -1.0]))[0].tolist()
+    [[[0.0, 0.0]]]
     """
     return _project3d(activations, vector, "activations")
 
@@ -46,9 +48,10 @@ def presence_maps3d(activations: np.ndarray, vector: np.ndarray) -> np.ndarray:
 def influence_maps3d(gradients: np.ndarray, vector: np.ndarray) -> np.ndarray:
     """``(n, D', H', W')`` influence maps; their sum over positions is each volume's directional derivative.
 
-    Example:
-        >>> float(influence_maps3d(np.full((1, 2, 2, 2, 1), 0.5), np.ones(1)).sum())
-        4.0
+    Examples
+    --------
+    >>> float(influence_maps3d(np.full((1, 2, 2, 2, 1), 0.5), np.ones(1)).sum())
+    4.0
     """
     return _project3d(gradients, vector, "gradients")
 
@@ -56,9 +59,10 @@ def influence_maps3d(gradients: np.ndarray, vector: np.ndarray) -> np.ndarray:
 def upsample3d(maps: np.ndarray, size: tuple[int, int, int]) -> np.ndarray:
     """Trilinear upsampling (half-voxel centres, clamped edges) of ``(n, d, h, w)`` maps to ``size``.
 
-    Example:
-        >>> upsample3d(np.array([[[[0.0, 1.0]]]]), (1, 1, 4))[0, 0, 0].tolist()
-        [0.0, 0.25, 0.75, 1.0]
+    Examples
+    --------
+    >>> upsample3d(np.array([[[[0.0, 1.0]]]]), (1, 1, 4))[0, 0, 0].tolist()
+    [0.0, 0.25, 0.75, 1.0]
     """
     maps = np.asarray(maps, dtype=np.float64)
     if maps.ndim != 4:
@@ -80,11 +84,12 @@ def axial_slices(volumes: np.ndarray, maps: np.ndarray) -> tuple[np.ndarray, np.
 
     Lets 2D displays (the report's most/least driven examples) show volumes.
 
-    Example:
-        >>> maps = np.zeros((1, 3, 2, 2)); maps[0, 2, 1, 1] = 5.0
-        >>> images, slices = axial_slices(np.arange(12.0).reshape(1, 3, 2, 2, 1), maps)
-        >>> images.shape, float(slices[0].max())
-        ((1, 2, 2, 1), 5.0)
+    Examples
+    --------
+    >>> maps = np.zeros((1, 3, 2, 2)); maps[0, 2, 1, 1] = 5.0
+    >>> images, slices = axial_slices(np.arange(12.0).reshape(1, 3, 2, 2, 1), maps)
+    >>> images.shape, float(slices[0].max())
+    ((1, 2, 2, 1), 5.0)
     """
     volumes, maps = np.asarray(volumes), np.asarray(maps)
     depth = [int(np.unravel_index(int(np.argmax(np.abs(m))), m.shape)[0]) for m in maps]
@@ -96,19 +101,27 @@ def plot_volume_map(volume: np.ndarray, heat: np.ndarray, *, title: str | None =
                     at: tuple[int, int, int] | None = None):
     """Three orthogonal slices (axial, coronal, sagittal) of a volume with its concept map overlaid.
 
-    Args:
-        volume: ``(D, H, W)`` or ``(D, H, W, C)`` model input (channel 0 is shown).
-        heat: ``(D, H, W)`` map at the input resolution (``ScoreResult.concept_maps(...)[i]``).
-        title: figure title.
-        at: the voxel ``(d, h, w)`` the slices pass through; default the map's largest absolute value.
+    Parameters
+    ----------
+    volume : np.ndarray
+        ``(D, H, W)`` or ``(D, H, W, C)`` model input (channel 0 is shown).
+    heat : np.ndarray
+        ``(D, H, W)`` map at the input resolution (``ScoreResult.concept_maps(...)[i]``).
+    title : str | None, default=None
+        Figure title.
+    at : tuple[int, int, int] | None, default=None
+        The voxel ``(d, h, w)`` the slices pass through; default the map's largest absolute value.
 
-    Returns:
+    Returns
+    -------
+    matplotlib.figure.Figure
         A matplotlib figure; the map is drawn with a diverging colour scale centred at 0.
 
-    Example:
-        >>> fig = plot_volume_map(np.zeros((4, 4, 4)), np.ones((4, 4, 4)))
-        >>> len(fig.axes) >= 3
-        True
+    Examples
+    --------
+    >>> fig = plot_volume_map(np.zeros((4, 4, 4)), np.ones((4, 4, 4)))
+    >>> len(fig.axes) >= 3
+    True
     """
     import matplotlib.pyplot as plt
     from matplotlib.colors import TwoSlopeNorm

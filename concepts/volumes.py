@@ -12,12 +12,13 @@ volumes exactly as they hold 2D images; :func:`concepts.image_files.read_image` 
 Every problem with a volume is raised from here (:func:`read_volume`, :func:`check_mask_geometry`,
 :func:`check_same_geometry`) with the file named, so that one place decides what a bad volume does.
 
-Example:
-    >>> vol = read_volume("data/concepts/lesion/case01.nii.gz")  # doctest: +SKIP
-    >>> vol.shape, vol.geometry.spacing  # doctest: +SKIP
-    ((40, 64, 64), (0.7, 0.7, 2.5))
-    >>> volume_preprocess(vol, (32, 32, 32, 1)).shape  # doctest: +SKIP
-    (32, 32, 32, 1)
+Examples
+--------
+>>> vol = read_volume("data/concepts/lesion/case01.nii.gz")  # doctest: +SKIP
+>>> vol.shape, vol.geometry.spacing  # doctest: +SKIP
+((40, 64, 64), (0.7, 0.7, 2.5))
+>>> volume_preprocess(vol, (32, 32, 32, 1)).shape  # doctest: +SKIP
+(32, 32, 32, 1)
 """
 from __future__ import annotations
 
@@ -60,16 +61,22 @@ class VolumeGeometryError(ToolkitError, ValueError):
 class Geometry:
     """Where a volume's voxels lie in space, in ITK's ``(x, y, z)`` order.
 
-    Attributes:
-        size: voxels along x, y, z (the array's shape reversed).
-        spacing: voxel size in mm along x, y, z.
-        origin: physical position (mm) of the first voxel's centre.
-        direction: the 3x3 direction cosines, row-major (9 numbers).
+    Attributes
+    ----------
+    size : tuple[int, ...]
+        Voxels along x, y, z (the array's shape reversed).
+    spacing : tuple[float, ...]
+        Voxel size in mm along x, y, z.
+    origin : tuple[float, ...]
+        Physical position (mm) of the first voxel's centre.
+    direction : tuple[float, ...]
+        The 3x3 direction cosines, row-major (9 numbers).
 
-    Example:
-        >>> g = Geometry((4, 4, 2), (1.0, 1.0, 2.5), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
-        >>> g.voxel_volume_mm3
-        2.5
+    Examples
+    --------
+    >>> g = Geometry((4, 4, 2), (1.0, 1.0, 2.5), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    >>> g.voxel_volume_mm3
+    2.5
     """
 
     size: tuple[int, ...]
@@ -127,16 +134,21 @@ class Volume(np.ndarray):
     them. Intensities are as SimpleITK returns them: CT in Hounsfield units (DICOM rescale slope and
     intercept applied), NIfTI with its scaling applied.
 
-    Attributes:
-        geometry: the :class:`Geometry` (x, y, z order).
-        path: the NIfTI file or DICOM series folder it came from (None when built in memory).
-        modality: the DICOM ``Modality`` tag (``"CT"``, ``"MR"``, ...), None for NIfTI.
+    Attributes
+    ----------
+    geometry : Geometry | None
+        The :class:`Geometry` (x, y, z order).
+    path : Path | None
+        The NIfTI file or DICOM series folder it came from (None when built in memory).
+    modality : str | None
+        The DICOM ``Modality`` tag (``"CT"``, ``"MR"``, ...), None for NIfTI.
 
-    Example:
-        >>> g = Geometry((3, 2, 1), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
-        >>> v = Volume(np.zeros((1, 2, 3), np.int16), g)
-        >>> v.shape, v.spacing
-        ((1, 2, 3), (1.0, 1.0, 1.0))
+    Examples
+    --------
+    >>> g = Geometry((3, 2, 1), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    >>> v = Volume(np.zeros((1, 2, 3), np.int16), g)
+    >>> v.shape, v.spacing
+    ((1, 2, 3), (1.0, 1.0, 1.0))
     """
 
     geometry: Geometry | None
@@ -185,9 +197,10 @@ def _rebuild_volume(array: np.ndarray, geometry: Geometry | None, path: Path | N
 def is_volume_file(path: str | Path) -> bool:
     """True for a (non-hidden) file name ending in ``.nii`` or ``.nii.gz``.
 
-    Example:
-        >>> is_volume_file("case01.nii.gz"), is_volume_file("tile.png")
-        (True, False)
+    Examples
+    --------
+    >>> is_volume_file("case01.nii.gz"), is_volume_file("tile.png")
+    (True, False)
     """
     name = Path(path).name
     return not name.startswith(".") and name.lower().endswith(NIFTI_SUFFIXES)
@@ -201,9 +214,10 @@ def _dicom_files(folder: Path) -> list[Path]:
 def is_dicom_series(path: str | Path) -> bool:
     """True for a (non-hidden) folder that directly holds at least one ``.dcm`` file.
 
-    Example:
-        >>> is_dicom_series("data/classes/tumour/case01")  # doctest: +SKIP
-        True
+    Examples
+    --------
+    >>> is_dicom_series("data/classes/tumour/case01")  # doctest: +SKIP
+    True
     """
     path = Path(path)
     if path.name.startswith(".") or not path.is_dir():
@@ -217,9 +231,10 @@ def is_dicom_series(path: str | Path) -> bool:
 def is_volume_path(path: str | Path) -> bool:
     """True for a NIfTI file name or an existing DICOM series folder.
 
-    Example:
-        >>> is_volume_path("brain.nii")
-        True
+    Examples
+    --------
+    >>> is_volume_path("brain.nii")
+    True
     """
     return is_volume_file(path) or is_dicom_series(path)
 
@@ -227,9 +242,10 @@ def is_volume_path(path: str | Path) -> bool:
 def volume_stem(path: str | Path) -> str:
     """The name without ``.nii.gz`` / ``.nii`` (a DICOM series folder keeps its name); masks match on it.
 
-    Example:
-        >>> volume_stem("a/case01.nii.gz"), volume_stem("a/case02")
-        ('case01', 'case02')
+    Examples
+    --------
+    >>> volume_stem("a/case01.nii.gz"), volume_stem("a/case02")
+    ('case01', 'case02')
     """
     name = Path(path).name
     for suffix in NIFTI_SUFFIXES:
@@ -246,9 +262,10 @@ def series_sha256(folder: str | Path) -> str:
 
     Memoised per process on the files' (name, size, mtime), so a changed slice changes the hash.
 
-    Example:
-        >>> series_sha256("data/classes/tumour/case01")  # doctest: +SKIP
-        '3b1f...'
+    Examples
+    --------
+    >>> series_sha256("data/classes/tumour/case01")  # doctest: +SKIP
+    '3b1f...'
     """
     from .manifests import sha256_file
 
@@ -331,15 +348,18 @@ def read_volume(path: str | Path) -> Volume:
 
     A 4D NIfTI whose 4th dimension has size 1 is read as 3D.
 
-    Raises:
-        ImageReadError: the path is missing or not a volume; a file is damaged (named); the volume
-            is 4D (time series), 2D, or has several components per voxel (RGB); a DICOM folder holds
-            several series or stray files.
+    Raises
+    ------
+    ImageReadError
+        The path is missing or not a volume; a file is damaged (named); the volume
+        is 4D (time series), 2D, or has several components per voxel (RGB); a DICOM folder holds
+        several series or stray files.
 
-    Example:
-        >>> vol = read_volume("data/classes/tumour/case01")  # doctest: +SKIP
-        >>> vol.modality, vol.geometry.spacing  # doctest: +SKIP
-        ('CT', (0.78, 0.78, 2.5))
+    Examples
+    --------
+    >>> vol = read_volume("data/classes/tumour/case01")  # doctest: +SKIP
+    >>> vol.modality, vol.geometry.spacing  # doctest: +SKIP
+    ('CT', (0.78, 0.78, 2.5))
     """
     import SimpleITK as sitk
 
@@ -380,9 +400,10 @@ def write_volume(array: np.ndarray, path: str | Path, *, spacing: Sequence[float
                  direction: Sequence[float] = (1, 0, 0, 0, 1, 0, 0, 0, 1)) -> Path:
     """Write a ``(z, y, x)`` array as NIfTI (``.nii``/``.nii.gz``) with the given geometry (x, y, z order).
 
-    Example:
-        >>> write_volume(np.zeros((4, 5, 6), np.int16), "/tmp/v.nii.gz", spacing=(0.5, 0.5, 2.0))  # doctest: +SKIP
-        PosixPath('/tmp/v.nii.gz')
+    Examples
+    --------
+    >>> write_volume(np.zeros((4, 5, 6), np.int16), "/tmp/v.nii.gz", spacing=(0.5, 0.5, 2.0))  # doctest: +SKIP
+    PosixPath('/tmp/v.nii.gz')
     """
     import SimpleITK as sitk
 
@@ -409,9 +430,10 @@ def write_dicom_series(array: np.ndarray, folder: str | Path, *, spacing: Sequen
     (0020|0032), orientation (0020|0037) and instance number; no patient data and no time stamps,
     so the same call writes the same bytes. Use an int16 array for CT in Hounsfield units.
 
-    Example:
-        >>> write_dicom_series(np.zeros((4, 8, 8), np.int16), "/tmp/series", spacing=(0.7, 0.7, 2.5))  # doctest: +SKIP
-        PosixPath('/tmp/series')
+    Examples
+    --------
+    >>> write_dicom_series(np.zeros((4, 8, 8), np.int16), "/tmp/series", spacing=(0.7, 0.7, 2.5))  # doctest: +SKIP
+    PosixPath('/tmp/series')
     """
     import SimpleITK as sitk
 
@@ -446,11 +468,14 @@ def write_dicom_series(array: np.ndarray, folder: str | Path, *, spacing: Sequen
 def check_mask_geometry(image: Volume, mask: Volume) -> None:
     """Raise unless a mask has its image's size, spacing, origin and direction (small float tolerance).
 
-    Raises:
-        VolumeGeometryError: naming both files and what differs.
+    Raises
+    ------
+    VolumeGeometryError
+        Naming both files and what differs.
 
-    Example:
-        >>> check_mask_geometry(read_volume("img.nii.gz"), read_volume("mask.nii.gz"))  # doctest: +SKIP
+    Examples
+    --------
+    >>> check_mask_geometry(read_volume("img.nii.gz"), read_volume("mask.nii.gz"))  # doctest: +SKIP
     """
     if image.geometry is None or mask.geometry is None:
         return
@@ -468,8 +493,10 @@ def check_same_geometry(reference: tuple[Path, Geometry], volume: Volume, set_na
     The default preprocessing resamples every volume to the model's input shape, so volumes of one
     set that differ in size or spacing would be shown to the model at different physical scales.
 
-    Raises:
-        VolumeGeometryError: naming both files and what differs.
+    Raises
+    ------
+    VolumeGeometryError
+        Naming both files and what differs.
     """
     ref_path, ref = reference
     diff = volume.geometry.differences(ref, origin=False) if volume.geometry is not None else []
@@ -503,9 +530,10 @@ def resample_to_shape(volume: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     an axis that shrinks by a factor ``f`` is first smoothed with a Gaussian of sigma ``(f - 1) / 2``
     voxels so that thin structures do not alias. The new spacing is ``spacing * old / new`` per axis.
 
-    Example:
-        >>> resample_to_shape(np.ones((8, 8, 8), np.float32), (4, 4, 4)).shape
-        (4, 4, 4)
+    Examples
+    --------
+    >>> resample_to_shape(np.ones((8, 8, 8), np.float32), (4, 4, 4)).shape
+    (4, 4, 4)
     """
     from scipy import ndimage
 
@@ -537,9 +565,10 @@ def resolve_modality(volume: np.ndarray, modality: str = "auto") -> str:
     """``"ct"``, ``"mri"`` or ``"fixed"`` for ``modality`` ``"auto"``, ``"ct"``, ``"mri"`` or ``"fixed"``
     (see :func:`volume_preprocess`).
 
-    Example:
-        >>> resolve_modality(np.full((2, 2, 2), -1000.0)), resolve_modality(np.zeros((2, 2, 2)))
-        ('ct', 'mri')
+    Examples
+    --------
+    >>> resolve_modality(np.full((2, 2, 2), -1000.0)), resolve_modality(np.zeros((2, 2, 2)))
+    ('ct', 'mri')
     """
     wanted = str(modality).lower()
     if wanted in ("ct", "mri", "fixed"):
@@ -586,24 +615,35 @@ def volume_preprocess(volume: np.ndarray, input_shape: tuple, *, modality: str =
     Replace it like the 2D default, e.g. a soft-tissue window:
     ``ImageSet(..., preprocess=functools.partial(volume_preprocess, modality="ct", window=(-160, 240)))``.
 
-    Args:
-        volume: a :class:`Volume` (or any ``(z, y, x)`` array) as :func:`read_volume` returns it.
-        input_shape: the model input without the batch dimension, ``(D, H, W, C)``.
-        modality: ``"auto"``, ``"ct"``, ``"mri"`` or ``"fixed"``.
-        window: the CT Hounsfield window (low, high), or the fixed intensity range.
-        percentiles: the MRI normalisation percentiles (low, high).
+    Parameters
+    ----------
+    volume : np.ndarray
+        A :class:`Volume` (or any ``(z, y, x)`` array) as :func:`read_volume` returns it.
+    input_shape : tuple
+        The model input without the batch dimension, ``(D, H, W, C)``.
+    modality : str, default='auto'
+        ``"auto"``, ``"ct"``, ``"mri"`` or ``"fixed"``.
+    window : Sequence[float], default=CT_WINDOW
+        The CT Hounsfield window (low, high), or the fixed intensity range.
+    percentiles : Sequence[float], default=MRI_PERCENTILES
+        The MRI normalisation percentiles (low, high).
 
-    Returns:
-        float32 array of shape ``input_shape`` (``None`` entries replaced by the volume's sizes).
+    Returns
+    -------
+    np.ndarray
+        Float32 array of shape ``input_shape`` (``None`` entries replaced by the volume's sizes).
 
-    Raises:
-        InputShapeError: the model input is not 3D, or the array is not a 3D volume.
+    Raises
+    ------
+    InputShapeError
+        The model input is not 3D, or the array is not a 3D volume.
 
-    Example:
-        >>> ct = np.full((10, 12, 12), -1000, np.int16); ct[2:8, 3:9, 3:9] = 400
-        >>> x = volume_preprocess(ct, (10, 12, 12, 1))   # same size: intensities only
-        >>> x.shape, float(x.min()), float(x.max())
-        ((10, 12, 12, 1), 0.0, 1.0)
+    Examples
+    --------
+    >>> ct = np.full((10, 12, 12), -1000, np.int16); ct[2:8, 3:9, 3:9] = 400
+    >>> x = volume_preprocess(ct, (10, 12, 12, 1))   # same size: intensities only
+    >>> x.shape, float(x.min()), float(x.max())
+    ((10, 12, 12, 1), 0.0, 1.0)
     """
     shape = _check_volume_shape(input_shape)
     data = np.asarray(volume)
@@ -624,10 +664,11 @@ def volume_preprocess(volume: np.ndarray, input_shape: tuple, *, modality: str =
 def model_spacing(geometry: Geometry, input_shape: tuple) -> tuple[float, ...]:
     """The voxel spacing (mm, x/y/z) a volume has after :func:`volume_preprocess` to ``input_shape``.
 
-    Example:
-        >>> g = Geometry((64, 64, 20), (0.5, 0.5, 2.0), (0, 0, 0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
-        >>> model_spacing(g, (10, 32, 32, 1))
-        (1.0, 1.0, 4.0)
+    Examples
+    --------
+    >>> g = Geometry((64, 64, 20), (0.5, 0.5, 2.0), (0, 0, 0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    >>> model_spacing(g, (10, 32, 32, 1))
+    (1.0, 1.0, 4.0)
     """
     shape = _check_volume_shape(input_shape)
     dhw = [s if s is not None else n for s, n in zip(shape[:3], reversed(geometry.size))]
@@ -662,9 +703,10 @@ def geometry_records(data_dir: str | Path, relative_paths: Sequence[str]) -> dic
     :meth:`Geometry.to_dict` (size, spacing, origin, direction in ITK's x, y, z order), or
     ``{"error": ...}`` for a volume that cannot be read (the manifest still records its bytes).
 
-    Example:
-        >>> geometry_records("data", ["classes/a/case01.nii.gz"])  # doctest: +SKIP
-        {'classes/a/case01.nii.gz': {'size': [64, 64, 20], 'spacing': [0.7, 0.7, 2.5], ...}}
+    Examples
+    --------
+    >>> geometry_records("data", ["classes/a/case01.nii.gz"])  # doctest: +SKIP
+    {'classes/a/case01.nii.gz': {'size': [64, 64, 20], 'spacing': [0.7, 0.7, 2.5], ...}}
     """
     root = Path(data_dir)
     targets: dict[str, Path] = {}

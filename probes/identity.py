@@ -14,12 +14,13 @@ what they identify changes, and never be guessed:
   code of its custom (non-Keras) layer classes. When the config cannot be obtained it returns
   ``None``: the caller must then not cache, rather than key on a guess.
 
-Example:
-    >>> import tempfile, os
-    >>> path = os.path.join(tempfile.mkdtemp(), "a.txt")
-    >>> _ = open(path, "w").write("hello")
-    >>> file_sha256(path)[:16]
-    '2cf24dba5fb0a30e'
+Examples
+--------
+>>> import tempfile, os
+>>> path = os.path.join(tempfile.mkdtemp(), "a.txt")
+>>> _ = open(path, "w").write("hello")
+>>> file_sha256(path)[:16]
+'2cf24dba5fb0a30e'
 """
 from __future__ import annotations
 
@@ -48,9 +49,10 @@ _MEMO_LOCK = threading.Lock()
 def sha256_file(path: str | os.PathLike) -> str:
     """SHA-256 hex digest of a file's bytes, read in 1 MiB chunks (never memoised).
 
-    Example:
-        >>> sha256_file(__file__) == sha256_file(__file__)
-        True
+    Examples
+    --------
+    >>> sha256_file(__file__) == sha256_file(__file__)
+    True
     """
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -70,12 +72,15 @@ def file_sha256(path: str | os.PathLike) -> str:
     :data:`RACY_SECONDS` is hashed again on every call, since its timestamps cannot yet prove
     that it was not rewritten in place.
 
-    Raises:
-        OSError: the file cannot be read (``FileNotFoundError``, ``PermissionError``, ...).
+    Raises
+    ------
+    OSError
+        The file cannot be read (``FileNotFoundError``, ``PermissionError``, ...).
 
-    Example:
-        >>> file_sha256(__file__) == sha256_file(__file__)
-        True
+    Examples
+    --------
+    >>> file_sha256(__file__) == sha256_file(__file__)
+    True
     """
     stat = os.stat(path)
     key = _stat_key(path, stat)
@@ -95,8 +100,9 @@ def file_sha256(path: str | os.PathLike) -> str:
 def forget_files() -> None:
     """Drop every memoised file hash (tests; or after bulk changes on a file system with coarse clocks).
 
-    Example:
-        >>> forget_files()
+    Examples
+    --------
+    >>> forget_files()
     """
     with _MEMO_LOCK:
         _MEMO.clear()
@@ -148,15 +154,18 @@ def model_identity(model: Any) -> str | None:
     and bytes pin the parameters, and the source code of every class not defined by Keras
     (custom layers, a subclassed model) pins what ``call`` does, which no config records.
 
-    Returns:
+    Returns
+    -------
+    str | None
         The hex digest, or ``None`` when ``get_config`` fails or returns something that is not
         JSON-serialisable (the caller should then compute without caching).
 
-    Example:
-        >>> import keras  # doctest: +SKIP
-        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])  # doctest: +SKIP
-        >>> model_identity(model) == model_identity(model)  # doctest: +SKIP
-        True
+    Examples
+    --------
+    >>> import keras  # doctest: +SKIP
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])  # doctest: +SKIP
+    >>> model_identity(model) == model_identity(model)  # doctest: +SKIP
+    True
     """
     try:
         config = json.dumps(model.get_config(), sort_keys=True, default=repr)
@@ -269,10 +278,11 @@ def callable_identity(fn: Any, *, _depth: int = 0) -> str:
 def unidentified_fingerprint() -> str:
     """A fingerprint that matches nothing else, for a model whose identity cannot be established.
 
-    Example:
-        >>> a, b = unidentified_fingerprint(), unidentified_fingerprint()
-        >>> a != b and is_identified(a) is False
-        True
+    Examples
+    --------
+    >>> a, b = unidentified_fingerprint(), unidentified_fingerprint()
+    >>> a != b and is_identified(a) is False
+    True
     """
     return UNIDENTIFIED_PREFIX + os.urandom(16).hex()
 
@@ -280,9 +290,10 @@ def unidentified_fingerprint() -> str:
 def is_identified(fingerprint: str) -> bool:
     """False for a fingerprint from :func:`unidentified_fingerprint` (results must not be cached).
 
-    Example:
-        >>> is_identified("ab" * 32)
-        True
+    Examples
+    --------
+    >>> is_identified("ab" * 32)
+    True
     """
     return not str(fingerprint).startswith(UNIDENTIFIED_PREFIX)
 
@@ -294,9 +305,10 @@ def package_version() -> str:
     It enters every cache key, so an upgrade never reuses results computed by older code. Looked
     up once per process (the metadata scan costs about a millisecond, and every key needs it).
 
-    Example:
-        >>> isinstance(package_version(), str)
-        True
+    Examples
+    --------
+    >>> isinstance(package_version(), str)
+    True
     """
     try:
         from importlib.metadata import version

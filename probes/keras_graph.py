@@ -50,8 +50,9 @@ def _keras() -> Any:
 def load_model(path: str | os.PathLike) -> Any:
     """Load a saved Keras model (``.keras`` or legacy ``.h5``) for inference, without compiling.
 
-    Example:
-        >>> model = load_model("model.keras")   # doctest: +SKIP
+    Examples
+    --------
+    >>> model = load_model("model.keras")   # doctest: +SKIP
     """
     path = Path(path)
     if not path.exists():
@@ -75,9 +76,10 @@ def load_model(path: str | os.PathLike) -> Any:
 def is_model(op: Any) -> bool:
     """True for a (possibly nested) keras.Model.
 
-    Example:
-        >>> is_model(keras.layers.Dense(2))   # doctest: +SKIP
-        False
+    Examples
+    --------
+    >>> is_model(keras.layers.Dense(2))   # doctest: +SKIP
+    False
     """
     return isinstance(op, _keras().Model)
 
@@ -85,8 +87,9 @@ def is_model(op: Any) -> bool:
 def graph_of(model: Any) -> Any | None:
     """The Functional graph behind ``model`` (None when it is a subclassed model).
 
-    Example:
-        >>> graph_of(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])).inputs  # doctest: +SKIP
+    Examples
+    --------
+    >>> graph_of(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])).inputs  # doctest: +SKIP
     """
     keras = _keras()
     from keras.src.models.functional import Functional
@@ -107,9 +110,10 @@ def graph_of(model: Any) -> Any | None:
 def nodes_by_operation(graph: Any) -> dict[int, list]:
     """The graph's nodes (calls) grouped by ``id`` of the layer that made them.
 
-    Example:
-        >>> len(nodes_by_operation(model)[id(model.get_layer("shared"))])   # doctest: +SKIP
-        2
+    Examples
+    --------
+    >>> len(nodes_by_operation(model)[id(model.get_layer("shared"))])   # doctest: +SKIP
+    2
     """
     nodes: dict[int, list] = {}
     for depth_nodes in graph._nodes_by_depth.values():
@@ -122,8 +126,9 @@ def nodes_by_operation(graph: Any) -> dict[int, list]:
 def graph_operations(graph: Any) -> list:
     """Every operation of the graph in order: its layers and the bare ops (``x + y``) between them.
 
-    Example:
-        >>> [op.name for op in graph_operations(convnext)][:3]   # doctest: +SKIP
+    Examples
+    --------
+    >>> [op.name for op in graph_operations(convnext)][:3]   # doctest: +SKIP
     """
     return list(getattr(graph, "operations", graph.layers))
 
@@ -131,9 +136,10 @@ def graph_operations(graph: Any) -> list:
 def parent_operations(node: Any) -> list:
     """The layers whose outputs a node consumes.
 
-    Example:
-        >>> [op.name for op in parent_operations(node)]   # doctest: +SKIP
-        ['stem', 'b2']
+    Examples
+    --------
+    >>> [op.name for op in parent_operations(node)]   # doctest: +SKIP
+    ['stem', 'b2']
     """
     return [parent.operation for parent in node.parent_nodes]
 
@@ -141,8 +147,9 @@ def parent_operations(node: Any) -> list:
 def run_through_graph(graph: Any, inputs: Any, operation_fn: Callable[[Any], Callable]) -> Any:
     """Run ``graph`` on ``inputs``, calling ``operation_fn(layer)(*args, **kwargs)`` for each layer.
 
-    Example:
-        >>> run_through_graph(model, x, lambda op: op)   # the plain forward pass  # doctest: +SKIP
+    Examples
+    --------
+    >>> run_through_graph(model, x, lambda op: op)   # the plain forward pass  # doctest: +SKIP
     """
     return graph._run_through_graph(inputs, operation_fn=operation_fn)
 
@@ -150,8 +157,9 @@ def run_through_graph(graph: Any, inputs: Any, operation_fn: Callable[[Any], Cal
 def standardize_inputs(graph: Any, inputs: Any) -> list:
     """The graph's inputs as a flat list in ``graph.inputs`` order.
 
-    Example:
-        >>> standardize_inputs(model, {"image": x, "clinical": c})   # doctest: +SKIP
+    Examples
+    --------
+    >>> standardize_inputs(model, {"image": x, "clinical": c})   # doctest: +SKIP
     """
     return graph._standardize_inputs(inputs)
 
@@ -159,9 +167,10 @@ def standardize_inputs(graph: Any, inputs: Any) -> list:
 def tensor_origin(tensor: Any) -> tuple[Any, int]:
     """The layer that produced a symbolic tensor, and which of its outputs the tensor is.
 
-    Example:
-        >>> tensor_origin(model.outputs[0])[0].name   # doctest: +SKIP
-        'head'
+    Examples
+    --------
+    >>> tensor_origin(model.outputs[0])[0].name   # doctest: +SKIP
+    'head'
     """
     history = tensor._keras_history
     return history.operation, int(history.tensor_index)
@@ -170,9 +179,10 @@ def tensor_origin(tensor: Any) -> tuple[Any, int]:
 def input_name(tensor: Any) -> str:
     """Name of the Input layer behind a symbolic input tensor.
 
-    Example:
-        >>> [input_name(t) for t in model.inputs]   # doctest: +SKIP
-        ['image', 'clinical']
+    Examples
+    --------
+    >>> [input_name(t) for t in model.inputs]   # doctest: +SKIP
+    ['image', 'clinical']
     """
     return tensor_origin(tensor)[0].name
 
@@ -180,9 +190,10 @@ def input_name(tensor: Any) -> str:
 def takes_training_flag(op: Any) -> bool:
     """Whether a layer's call() accepts ``training=`` (dropout, batch norm, augmentation...).
 
-    Example:
-        >>> takes_training_flag(keras.layers.Dropout(0.5))   # doctest: +SKIP
-        True
+    Examples
+    --------
+    >>> takes_training_flag(keras.layers.Dropout(0.5))   # doctest: +SKIP
+    True
     """
     return "training" in getattr(op, "_call_context_args", ())
 

@@ -68,9 +68,10 @@ def default_alphas(trace_over_n: float) -> np.ndarray:
     matrix), so the grid follows the scale of the layer: multiplying every activation by 10 moves
     the chosen penalty by 100 and leaves the fitted direction unchanged.
 
-    Example:
-        >>> default_alphas(2.0)[[0, -1]]
-        array([2.e-04, 2.e+03])
+    Examples
+    --------
+    >>> default_alphas(2.0)[[0, -1]]
+    array([2.e-04, 2.e+03])
     """
     scale = float(trace_over_n) if trace_over_n > 0 else 1.0
     return scale * np.logspace(-4, 3, 15)
@@ -336,14 +337,15 @@ class RegressionProbe(RegressorMixin, BaseEstimator):
     not a quality). It works in a ``Pipeline`` and with ``cross_val_score``, and passes
     ``check_estimator`` (``tests/test_estimator_checks.py``).
 
-    Example:
-        >>> rng = np.random.default_rng(0)
-        >>> X = rng.standard_normal((60, 500)).astype("float32")
-        >>> w = rng.standard_normal(500)
-        >>> y = X @ w + 0.1 * rng.standard_normal(60)
-        >>> probe = RegressionProbe(random_state=0).fit(X, y)
-        >>> probe.vector_.shape, bool(probe.vector_ @ w > 0)
-        ((500,), True)
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((60, 500)).astype("float32")
+    >>> w = rng.standard_normal(500)
+    >>> y = X @ w + 0.1 * rng.standard_normal(60)
+    >>> probe = RegressionProbe(random_state=0).fit(X, y)
+    >>> probe.vector_.shape, bool(probe.vector_ @ w > 0)
+    ((500,), True)
     """
 
     def __init__(self, alphas: Sequence[float] | None = None, cv: int = 5, random_state=None):
@@ -422,12 +424,13 @@ class RegressionProbe(RegressorMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         """Predicted concept measure, in the original units of ``y``, for activations ``X`` (m, d).
 
-        Example:
-            >>> rng = np.random.default_rng(1)
-            >>> X = rng.standard_normal((40, 30)); y = 3 * X[:, 0] + 5
-            >>> p = RegressionProbe(random_state=0).fit(X, y)
-            >>> bool(np.corrcoef(p.predict(X), y)[0, 1] > 0.99)
-            True
+        Examples
+        --------
+        >>> rng = np.random.default_rng(1)
+        >>> X = rng.standard_normal((40, 30)); y = 3 * X[:, 0] + 5
+        >>> p = RegressionProbe(random_state=0).fit(X, y)
+        >>> bool(np.corrcoef(p.predict(X), y)[0, 1] > 0.99)
+        True
         """
         self._check_fitted()
         X = check_features(self, X, reset=False, finite=True)
@@ -450,15 +453,18 @@ def shuffled_fits(X, y, n_shuffles: int = 20, *, cv: int = 5, random_state=None,
     permutation, so each shuffle costs ``O(cv · n²)`` and all vectors come from one more pass
     over ``X``. The R² values should be close to 0 (slightly negative on average).
 
-    Returns:
+    Returns
+    -------
+    tuple[np.ndarray, np.ndarray]
         ``(r2, vectors)``: held-out R² per shuffle ``(n_shuffles,)`` and unit RCVs ``(n_shuffles, d)``.
 
-    Example:
-        >>> rng = np.random.default_rng(0)
-        >>> X = rng.standard_normal((50, 300)); y = X[:, 0]
-        >>> r2, vectors = shuffled_fits(X, y, n_shuffles=10, random_state=0)
-        >>> vectors.shape, bool(abs(r2.mean()) < 0.2)
-        ((10, 300), True)
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((50, 300)); y = X[:, 0]
+    >>> r2, vectors = shuffled_fits(X, y, n_shuffles=10, random_state=0)
+    >>> vectors.shape, bool(abs(r2.mean()) < 0.2)
+    ((10, 300), True)
     """
     X = _as_2d(X)
     n = X.shape[0]
@@ -490,12 +496,13 @@ def shuffled_r2(X, y, n_shuffles: int = 20, *, cv: int = 5, random_state=None,
                 alphas: Sequence[float] | None = None) -> np.ndarray:
     """Held-out R² of regressions on randomly permuted concept measures (see :func:`shuffled_fits`).
 
-    Example:
-        >>> rng = np.random.default_rng(0)
-        >>> X = rng.standard_normal((50, 300)); y = X[:, 0]
-        >>> null = shuffled_r2(X, y, n_shuffles=10, random_state=0)
-        >>> null.shape, bool(abs(null.mean()) < 0.2)
-        ((10,), True)
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((50, 300)); y = X[:, 0]
+    >>> null = shuffled_r2(X, y, n_shuffles=10, random_state=0)
+    >>> null.shape, bool(abs(null.mean()) < 0.2)
+    ((10,), True)
     """
     return shuffled_fits(X, y, n_shuffles, cv=cv, random_state=random_state, alphas=alphas)[0]
 
@@ -507,9 +514,10 @@ def pool_activations(acts: np.ndarray) -> np.ndarray:
     2020 Concept Attribution paper's remedy for very wide convolutional layers: the regression then
     sees C features instead of H·W·C. Gradients must be pooled with :func:`pool_gradients`.
 
-    Example:
-        >>> pool_activations(np.ones((2, 4, 4, 3))).shape
-        (2, 3)
+    Examples
+    --------
+    >>> pool_activations(np.ones((2, 4, 4, 3))).shape
+    (2, 3)
     """
     return _reduce_spatial(acts, "activations", np.mean)
 
@@ -524,9 +532,10 @@ def pool_gradients(grads: np.ndarray) -> np.ndarray:
     scale differs from a mean (by H·W), but scale matters when sensitivities are compared or
     combined across layers. 2-D input ``(n, d)`` is returned unchanged.
 
-    Example:
-        >>> pool_gradients(np.ones((2, 4, 4, 3)))[0]
-        array([16., 16., 16.])
+    Examples
+    --------
+    >>> pool_gradients(np.ones((2, 4, 4, 3)))[0]
+    array([16., 16., 16.])
     """
     return _reduce_spatial(grads, "gradients", np.sum)
 

@@ -29,15 +29,8 @@ GOOGLE_HEADER = re.compile(
 
 # Modules not converted yet (relative to the repository root). Empty it, do not grow it.
 NOT_YET_CONVERTED = {
-    "concepts/demo/__init__.py",
-    "concepts/demo/_common.py", "concepts/demo/histology.py", "concepts/demo/model.py",
-    "concepts/demo/model3d.py", "concepts/demo/mri.py", "concepts/demo/mri3d.py", "concepts/demo/run.py",
-    
-    "concepts/radiomics3d.py",     "concepts/sets.py", "concepts/volume_maps.py",
-    "concepts/volumes.py",
-    "probes/cache.py", "probes/cav_solvers.py", "probes/engine.py",
-    "probes/identity.py", "probes/keras_graph.py", "probes/linear.py", "probes/progress.py",
-    "probes/regression.py", "probes/sources.py", 
+    "probes/cache.py", "probes/cav_solvers.py", "probes/engine.py", "probes/linear.py", "probes/progress.py",
+    "probes/sources.py",
 }
 
 

@@ -17,11 +17,12 @@ committed manifest in ``data_manifests/`` (SHA-256 of every file):
 
 No label was annotated by an expert: see :attr:`CaseInfo.label_rule` for how each was derived.
 
-Example:
-    >>> from concepts.demo import build_case
-    >>> info = build_case("histology", "demo_data/histology", size="small")  # doctest: +SKIP
-    >>> info.ground_truth_concept, info.ground_truth_class, info.expected_sign  # doctest: +SKIP
-    ('nuclei_dense', 'high_cellularity', 1)
+Examples
+--------
+>>> from concepts.demo import build_case
+>>> info = build_case("histology", "demo_data/histology", size="small")  # doctest: +SKIP
+>>> info.ground_truth_concept, info.ground_truth_class, info.expected_sign  # doctest: +SKIP
+('nuclei_dense', 'high_cellularity', 1)
 """
 from __future__ import annotations
 
@@ -41,9 +42,10 @@ def default_out_dir(case: str, size: str = "full") -> Path:
     """Where ``build_case`` writes by default: ``demo_output/<case>`` (``<case>_small`` for small),
     relative to the current working directory.
 
-    Example:
-        >>> default_out_dir("mri", "small").as_posix()
-        'demo_output/mri_small'
+    Examples
+    --------
+    >>> default_out_dir("mri", "small").as_posix()
+    'demo_output/mri_small'
     """
     return Path("demo_output") / (case if size == "full" else f"{case}_{size}")
 
@@ -52,26 +54,36 @@ def build_case(case: str = "histology", out_dir: str | Path | None = None, *, si
                verify: bool = True) -> CaseInfo:
     """Build a demo case into ``out_dir`` and (by default) verify it against its committed manifest.
 
-    Args:
-        case: ``"histology"`` (H&E tiles, default), ``"mri"`` (MNI152 T1 patches) or ``"mri3d"``
-            (MNI152 T1 cubes as NIfTI volumes).
-        out_dir: the data folder to write; default :func:`default_out_dir`. The builder's own
-            subfolders (classes/, concepts/, random/, masks/, train/) are emptied first.
-        size: ``"full"`` for the demo, ``"small"`` (about half as many images) for tests.
-        verify: compare every file with ``data_manifests/demo_<case>[_small].json``.
+    Parameters
+    ----------
+    case : str, default='histology'
+        ``"histology"`` (H&E tiles, default), ``"mri"`` (MNI152 T1 patches) or ``"mri3d"``
+        (MNI152 T1 cubes as NIfTI volumes).
+    out_dir : str | Path | None, default=None
+        The data folder to write; default :func:`default_out_dir`. The builder's own
+        subfolders (classes/, concepts/, random/, masks/, train/) are emptied first.
+    size : str, default='full'
+        ``"full"`` for the demo, ``"small"`` (about half as many images) for tests.
+    verify : bool, default=True
+        Compare every file with ``data_manifests/demo_<case>[_small].json``.
 
-    Returns:
+    Returns
+    -------
+    CaseInfo
         A :class:`CaseInfo` describing classes, concepts, the ground truth, the label rule and
         provenance.
 
-    Raises:
-        DemoDataError: unknown case or size, missing source, or (``verify=True``) output that
-            differs from the manifest; the message names the differing files.
+    Raises
+    ------
+    DemoDataError
+        Unknown case or size, missing source, or (``verify=True``) output that
+        differs from the manifest; the message names the differing files.
 
-    Example:
-        >>> info = build_case("mri", "demo_data/mri", size="small")  # doctest: +SKIP
-        >>> info.class_names  # doctest: +SKIP
-        ['white_matter', 'grey_matter']
+    Examples
+    --------
+    >>> info = build_case("mri", "demo_data/mri", size="small")  # doctest: +SKIP
+    >>> info.class_names  # doctest: +SKIP
+    ['white_matter', 'grey_matter']
     """
     check_size(size)
     if case == "histology":
@@ -95,10 +107,11 @@ def write_case_manifest(case: str, size: str = "full", out: str | Path | None = 
     the builder's provenance (source package and version, source file and hashes, tiling, label
     rule, thresholds, seeds, library versions). Commit it together with the builder change.
 
-    Example:
-        >>> for case in CASES:  # doctest: +SKIP
-        ...     for size in ("full", "small"):
-        ...         write_case_manifest(case, size)
+    Examples
+    --------
+    >>> for case in CASES:  # doctest: +SKIP
+    ...     for size in ("full", "small"):
+    ...         write_case_manifest(case, size)
     """
     from ..manifests import write_manifest
 

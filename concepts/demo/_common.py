@@ -34,30 +34,47 @@ class DemoDataError(ToolkitError, ValueError):
 class CaseInfo:
     """What a built demo case holds and how to explain a model of it.
 
-    Attributes:
-        root: the data folder (``classes/``, ``concepts/``, ``random/``, ``masks/``, ``train/``).
-        case: ``"histology"`` or ``"mri"``.
-        size: ``"full"`` or ``"small"``.
-        class_names: class names in the model's output-index order (also in ``classes.txt``).
-        concept_names: the folder concepts under ``concepts/``.
-        ground_truth_concept: the concept the labels were derived from.
-        ground_truth_class: the class that concept should push the model towards.
-        expected_sign: +1 when the ground-truth concept should raise ``ground_truth_class``.
-        label_rule: how the labels were derived from the data, in one or two sentences.
-        measures: suggestions for continuous (radiomics) concept measures: ``channel``,
-            ``mask_dir``, ``features`` (pyradiomics names) and a ``note``.
-        manifest: the committed manifest this build was (or can be) verified against.
-        provenance: source package, version, file, tiling, thresholds and seeds.
-        counts: number of images per set (``"classes/high_cellularity"`` -> 150, ...).
-        train_dir: folder of the CNN training examples (``train/<class>/``), disjoint from
-            ``classes/``, which serve as the held-out test set.
-        preprocess: the case's ``preprocess(image, input_shape)`` for the toolkit, or None for the
-            default (the model is trained on, and explained with, the same one).
+    Attributes
+    ----------
+    root : Path
+        The data folder (``classes/``, ``concepts/``, ``random/``, ``masks/``, ``train/``).
+    case : str
+        ``"histology"`` or ``"mri"``.
+    size : str
+        ``"full"`` or ``"small"``.
+    class_names : list[str]
+        Class names in the model's output-index order (also in ``classes.txt``).
+    concept_names : list[str]
+        The folder concepts under ``concepts/``.
+    ground_truth_concept : str
+        The concept the labels were derived from.
+    ground_truth_class : str
+        The class that concept should push the model towards.
+    expected_sign : int
+        +1 when the ground-truth concept should raise ``ground_truth_class``.
+    label_rule : str
+        How the labels were derived from the data, in one or two sentences.
+    measures : dict
+        Suggestions for continuous (radiomics) concept measures: ``channel``,
+        ``mask_dir``, ``features`` (pyradiomics names) and a ``note``.
+    manifest : Path
+        The committed manifest this build was (or can be) verified against.
+    provenance : dict
+        Source package, version, file, tiling, thresholds and seeds.
+    counts : dict[str, int]
+        Number of images per set (``"classes/high_cellularity"`` -> 150, ...).
+    train_dir : Path | None
+        Folder of the CNN training examples (``train/<class>/``), disjoint from
+        ``classes/``, which serve as the held-out test set.
+    preprocess : Any
+        The case's ``preprocess(image, input_shape)`` for the toolkit, or None for the
+        default (the model is trained on, and explained with, the same one).
 
-    Example:
-        >>> info = build_case("histology", "demo_data")  # doctest: +SKIP
-        >>> info.class_names, info.ground_truth_concept  # doctest: +SKIP
-        (['low_cellularity', 'high_cellularity'], 'nuclei_dense')
+    Examples
+    --------
+    >>> info = build_case("histology", "demo_data")  # doctest: +SKIP
+    >>> info.class_names, info.ground_truth_concept  # doctest: +SKIP
+    (['low_cellularity', 'high_cellularity'], 'nuclei_dense')
     """
 
     root: Path
@@ -85,9 +102,10 @@ class CaseInfo:
 def manifest_path(case: str, size: str) -> Path:
     """The committed manifest of a case and size: ``data_manifests/demo_<case>[_small].json``.
 
-    Example:
-        >>> manifest_path("mri", "small").name
-        'demo_mri_small.json'
+    Examples
+    --------
+    >>> manifest_path("mri", "small").name
+    'demo_mri_small.json'
     """
     suffix = "" if size == "full" else f"_{size}"
     return MANIFEST_DIR / f"demo_{case}{suffix}.json"
@@ -113,9 +131,10 @@ def png_bytes(image: np.ndarray) -> bytes:
     zlib's), so compressed PNGs could not be verified by SHA-256 across machines; stored blocks
     can. No time stamp or other metadata is written. Any PNG reader (Pillow included) reads them.
 
-    Example:
-        >>> png_bytes(np.zeros((2, 2), np.uint8))[:8]
-        b'\\x89PNG\\r\\n\\x1a\\n'
+    Examples
+    --------
+    >>> png_bytes(np.zeros((2, 2), np.uint8))[:8]
+    b'\\x89PNG\\r\\n\\x1a\\n'
     """
     image = np.ascontiguousarray(image)
     if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
@@ -151,9 +170,10 @@ def nifti_bytes(volume: np.ndarray, affine: np.ndarray) -> bytes:
     no description, no time stamp, no compression (gzip output depends on the zlib build, see
     :func:`png_bytes`). SimpleITK, nibabel and every NIfTI reader read it.
 
-    Example:
-        >>> len(nifti_bytes(np.zeros((2, 3, 4), np.uint8), np.eye(4)))
-        376
+    Examples
+    --------
+    >>> len(nifti_bytes(np.zeros((2, 3, 4), np.uint8), np.eye(4)))
+    376
     """
     volume = np.asarray(volume)
     if volume.dtype != np.uint8 or volume.ndim != 3:
@@ -189,9 +209,10 @@ def stable_order(keys: Iterable[str], salt: str) -> list[str]:
     The order is by SHA-256 of ``salt + key``: unlike ``numpy.random`` shuffles, whose algorithms
     may change between numpy versions, this can never change, so the demo's splits stay fixed.
 
-    Example:
-        >>> stable_order(["a", "b", "c"], "seed0") == stable_order(["c", "b", "a"], "seed0")
-        True
+    Examples
+    --------
+    >>> stable_order(["a", "b", "c"], "seed0") == stable_order(["c", "b", "a"], "seed0")
+    True
     """
     return sorted(keys, key=lambda k: hashlib.sha256(f"{salt}|{k}".encode()).hexdigest())
 
@@ -267,11 +288,14 @@ def count_sets(root: Path, pattern: str = "*.png") -> dict[str, int]:
 def verify_case(info: CaseInfo) -> None:
     """Check a built case against its committed manifest; raise :class:`DemoDataError` naming files.
 
-    Raises:
-        DemoDataError: the manifest is missing, or files changed, vanished or appeared.
+    Raises
+    ------
+    DemoDataError
+        The manifest is missing, or files changed, vanished or appeared.
 
-    Example:
-        >>> verify_case(build_case("mri", "demo_mri", verify=False))  # doctest: +SKIP
+    Examples
+    --------
+    >>> verify_case(build_case("mri", "demo_mri", verify=False))  # doctest: +SKIP
     """
     from ..manifests import check_manifest, read_manifest
 

@@ -13,10 +13,11 @@ those in the bottom third ``low_cellularity``; the middle third is discarded so 
 clean. The concept ``nuclei_dense`` (tiles with a very high nuclear fraction) is therefore the
 ground truth: a model that learnt the labels must be pushed towards ``high_cellularity`` by it.
 
-Example:
-    >>> info = build("demo_data/histology", size="small")  # doctest: +SKIP
-    >>> info.counts["classes/high_cellularity"]  # doctest: +SKIP
-    75
+Examples
+--------
+>>> info = build("demo_data/histology", size="small")  # doctest: +SKIP
+>>> info.counts["classes/high_cellularity"]  # doctest: +SKIP
+75
 """
 from __future__ import annotations
 
@@ -86,10 +87,11 @@ _LUTS: np.ndarray | None = None
 def hematoxylin_eosin(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Hematoxylin and eosin optical densities of an 8-bit RGB image, as rgb2hed computes them.
 
-    Example:
-        >>> h, e = hematoxylin_eosin(np.full((2, 2, 3), 255, np.uint8))
-        >>> float(h.max()), float(e.max())
-        (0.0, 0.0)
+    Examples
+    --------
+    >>> h, e = hematoxylin_eosin(np.full((2, 2, 3), 255, np.uint8))
+    >>> float(h.max()), float(e.max())
+    (0.0, 0.0)
     """
     global _LUTS
     if _LUTS is None:
@@ -105,9 +107,10 @@ def hematoxylin_eosin(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def hematoxylin(image: np.ndarray) -> np.ndarray:
     """The hematoxylin (nuclei) optical density of an 8-bit RGB image; the channel for radiomics.
 
-    Example:
-        >>> hematoxylin(np.full((4, 4, 3), 255, np.uint8)).shape
-        (4, 4)
+    Examples
+    --------
+    >>> hematoxylin(np.full((4, 4, 3), 255, np.uint8)).shape
+    (4, 4)
     """
     return hematoxylin_eosin(image)[0]
 
@@ -115,9 +118,10 @@ def hematoxylin(image: np.ndarray) -> np.ndarray:
 def nuclei_mask(image: np.ndarray) -> np.ndarray:
     """Binary 0/255 nuclei mask of an 8-bit RGB tile: hematoxylin OD above :data:`H_THRESHOLD`.
 
-    Example:
-        >>> nuclei_mask(np.full((4, 4, 3), 255, np.uint8)).max()
-        np.uint8(0)
+    Examples
+    --------
+    >>> nuclei_mask(np.full((4, 4, 3), 255, np.uint8)).max()
+    np.uint8(0)
     """
     return np.where(hematoxylin(image) > H_THRESHOLD, 255, 0).astype(np.uint8)
 
@@ -125,12 +129,15 @@ def nuclei_mask(image: np.ndarray) -> np.ndarray:
 def read_source(path: str | Path = SOURCE_FILE) -> np.ndarray:
     """Level 0 of the source slide region as an (H, W, 3) uint8 array (tifffile + imagecodecs).
 
-    Raises:
-        DemoDataError: the file is missing or cannot be decoded (imagecodecs not installed).
+    Raises
+    ------
+    DemoDataError
+        The file is missing or cannot be decoded (imagecodecs not installed).
 
-    Example:
-        >>> read_source().shape  # doctest: +SKIP
-        (2967, 2220, 3)
+    Examples
+    --------
+    >>> read_source().shape  # doctest: +SKIP
+    (2967, 2220, 3)
     """
     path = Path(path)
     if not path.is_file():
@@ -168,9 +175,10 @@ def tile_statistics(image: np.ndarray) -> dict[str, np.ndarray]:
     """Per-tile pixel counts (integers, so thresholds on them are exact): ``nuclear``, ``eosin``,
     ``glass``, ``ink``, each of shape (rows, cols), out of TILE*TILE pixels.
 
-    Example:
-        >>> tile_statistics(read_source())["nuclear"].shape  # doctest: +SKIP
-        (92, 69)
+    Examples
+    --------
+    >>> tile_statistics(read_source())["nuclear"].shape  # doctest: +SKIP
+    (92, 69)
     """
     h, e = hematoxylin_eosin(image)
     rgb = image.astype(np.int16)
@@ -194,9 +202,10 @@ def build(out_dir: str | Path, *, size: str = "full") -> CaseInfo:
     Returns the :class:`CaseInfo`; verification against the manifest is done by
     :func:`concepts.demo.build_case`.
 
-    Example:
-        >>> build("demo_data/histology", size="small").class_names  # doctest: +SKIP
-        ['low_cellularity', 'high_cellularity']
+    Examples
+    --------
+    >>> build("demo_data/histology", size="small").class_names  # doctest: +SKIP
+    ['low_cellularity', 'high_cellularity']
     """
     check_size(size)
     sizes = SIZES[size]

@@ -10,12 +10,13 @@ Inputs are the images scaled to [0, 1] exactly as :func:`concepts.sets.default_p
 so the toolkit's default loading feeds the model correctly. The model is trained on ``train/``
 and its held-out accuracy measured on ``classes/`` (the report's examples, never trained on).
 
-Example:
-    >>> from concepts.demo import build_case
-    >>> from concepts.demo.model import demo_model
-    >>> model, metrics = demo_model(build_case("histology", size="small"))  # doctest: +SKIP
-    >>> metrics["test_accuracy"] > 0.85  # doctest: +SKIP
-    True
+Examples
+--------
+>>> from concepts.demo import build_case
+>>> from concepts.demo.model import demo_model
+>>> model, metrics = demo_model(build_case("histology", size="small"))  # doctest: +SKIP
+>>> metrics["test_accuracy"] > 0.85  # doctest: +SKIP
+True
 """
 from __future__ import annotations
 
@@ -48,9 +49,10 @@ DEFAULT_EPOCHS = {("histology", "full"): 10, ("histology", "small"): 4,
 def build_cnn(input_shape: tuple[int, int, int], n_classes: int):
     """The untrained demo CNN (see the module docstring for the architecture).
 
-    Example:
-        >>> build_cnn((32, 32, 3), 2).get_layer("conv1").filters  # doctest: +SKIP
-        16
+    Examples
+    --------
+    >>> build_cnn((32, 32, 3), 2).get_layer("conv1").filters  # doctest: +SKIP
+    16
     """
     import keras
     from keras import layers
@@ -71,9 +73,10 @@ def load_split(folder: Path, class_names: list[str], channels: int) -> tuple[np.
 
     Uses :func:`concepts.sets.default_preprocess`, the same conversion the toolkit applies.
 
-    Example:
-        >>> x, y, files = load_split(Path("demo_output/histology/train"),  # doctest: +SKIP
-        ...                          ["low_cellularity", "high_cellularity"], 3)
+    Examples
+    --------
+    >>> x, y, files = load_split(Path("demo_output/histology/train"),  # doctest: +SKIP
+    ...                          ["low_cellularity", "high_cellularity"], 3)
     """
     from ..sets import default_preprocess
 
@@ -139,26 +142,35 @@ def demo_model(case_info: CaseInfo, *, cache_dir: str | Path | None = None, seed
                epochs: int | None = None, progress: bool = True):
     """The trained demo CNN of a built case: loaded from the cache, or trained (seeded) and cached.
 
-    Args:
-        case_info: what :func:`concepts.demo.build_case` returned.
-        cache_dir: cache root; default :func:`default_cache_dir`. The model is stored as
-            ``<cache_dir>/demo/<case>_<size>/<key>/model.keras`` with ``metrics.json``, where
-            ``key`` hashes the training and test files' bytes and the training configuration
-            (architecture, epochs, seed, batch size, learning rate, Keras version).
-        seed: seed for ``keras.utils.set_random_seed`` (weights and shuffling).
-        epochs: training epochs; default per case and size (:data:`DEFAULT_EPOCHS`).
-        progress: print one line per few epochs and the held-out accuracy to stderr.
+    Parameters
+    ----------
+    case_info : CaseInfo
+        What :func:`concepts.demo.build_case` returned.
+    cache_dir : str | Path | None, default=None
+        Cache root; default :func:`default_cache_dir`. The model is stored as
+        ``<cache_dir>/demo/<case>_<size>/<key>/model.keras`` with ``metrics.json``, where
+        ``key`` hashes the training and test files' bytes and the training configuration
+        (architecture, epochs, seed, batch size, learning rate, Keras version).
+    seed : int, default=0
+        Seed for ``keras.utils.set_random_seed`` (weights and shuffling).
+    epochs : int | None, default=None
+        Training epochs; default per case and size (:data:`DEFAULT_EPOCHS`).
+    progress : bool, default=True
+        Print one line per few epochs and the held-out accuracy to stderr.
 
-    Returns:
+    Returns
+    -------
+    tuple[keras.Model, dict]
         ``(model, metrics)``: a compiled-free Keras model (softmax output, layers ``conv1``,
         ``conv2``, ``conv3``, ``logits``) and a dict with ``train_accuracy``, ``test_accuracy``
         (on ``classes/``, never trained on), ``n_train``, ``n_test``, ``epochs``, ``seed``,
         ``train_seconds``, ``from_cache``, ``model_path`` and ``config``.
 
-    Example:
-        >>> model, metrics = demo_model(info, cache_dir="/tmp/cache")  # doctest: +SKIP
-        >>> print(f"held-out accuracy {metrics['test_accuracy']:.3f}")  # doctest: +SKIP
-        held-out accuracy 0.947
+    Examples
+    --------
+    >>> model, metrics = demo_model(info, cache_dir="/tmp/cache")  # doctest: +SKIP
+    >>> print(f"held-out accuracy {metrics['test_accuracy']:.3f}")  # doctest: +SKIP
+    held-out accuracy 0.947
     """
     import keras
 

@@ -12,9 +12,10 @@ Volumes are read and preprocessed as the report will read them: through
 CPU cores and was no more accurate. :func:`concepts.demo.model.demo_model` trains and
 caches it like the 2D model.
 
-Example:
-    >>> build_cnn3d((8, 8, 8, 1), 2).get_layer("conv2").filters  # doctest: +SKIP
-    16
+Examples
+--------
+>>> build_cnn3d((8, 8, 8, 1), 2).get_layer("conv2").filters  # doctest: +SKIP
+16
 """
 from __future__ import annotations
 
@@ -32,9 +33,10 @@ ARCHITECTURE_3D = "demo_cnn3d/v1"
 def build_cnn3d(input_shape: tuple[int, int, int, int], n_classes: int):
     """The untrained 3D demo CNN (see the module docstring).
 
-    Example:
-        >>> build_cnn3d((8, 8, 8, 1), 2).output_shape  # doctest: +SKIP
-        (None, 2)
+    Examples
+    --------
+    >>> build_cnn3d((8, 8, 8, 1), 2).output_shape  # doctest: +SKIP
+    (None, 2)
     """
     import keras
     from keras import layers
@@ -56,9 +58,10 @@ def load_split3d(folder: Path, class_names: list[str], input_shape: tuple[int, i
 
     ``preprocess`` is the case's (None: the toolkit's default), exactly as the report will apply it.
 
-    Example:
-        >>> x, y, files = load_split3d(Path("demo_output/mri3d/train"), ["white_matter", "grey_matter"],  # doctest: +SKIP
-        ...                            (8, 8, 8, 1))
+    Examples
+    --------
+    >>> x, y, files = load_split3d(Path("demo_output/mri3d/train"), ["white_matter", "grey_matter"],  # doctest: +SKIP
+    ...                            (8, 8, 8, 1))
     """
     from ..sets import ImageSet
 

@@ -14,10 +14,11 @@ mean grey-matter probability over its central 16 x 16 exceeds the white-matter o
 Axial slices are grouped into slabs of :data:`SLAB` slices which take turns as training, report
 (held-out), concept and random slabs, so that no slice serves two roles.
 
-Example:
-    >>> info = build("demo_data/mri", size="small")  # doctest: +SKIP
-    >>> info.class_names  # doctest: +SKIP
-    ['white_matter', 'grey_matter']
+Examples
+--------
+>>> info = build("demo_data/mri", size="small")  # doctest: +SKIP
+>>> info.class_names  # doctest: +SKIP
+['white_matter', 'grey_matter']
 """
 from __future__ import annotations
 
@@ -73,12 +74,15 @@ def load_volumes() -> dict[str, np.ndarray]:
     nilearn returns them scaled to [0, 1] from 8-bit files; rounding ``x * 255`` restores the
     stored integers exactly, so all later thresholds are integer comparisons.
 
-    Raises:
-        DemoDataError: nilearn is missing or the templates cannot be loaded.
+    Raises
+    ------
+    DemoDataError
+        Nilearn is missing or the templates cannot be loaded.
 
-    Example:
-        >>> load_volumes()["t1"].shape  # doctest: +SKIP
-        (197, 233, 189)
+    Examples
+    --------
+    >>> load_volumes()["t1"].shape  # doctest: +SKIP
+    (197, 233, 189)
     """
     try:
         from nilearn import datasets
@@ -225,9 +229,10 @@ def select_sets(index: PatchIndex, sizes: dict, *, seed: str,
 def build(out_dir: str | Path, *, size: str = "full") -> CaseInfo:
     """Build the MRI case into ``out_dir`` (classes/, concepts/, random/, masks/, train/).
 
-    Example:
-        >>> build("demo_data/mri", size="small").concept_names  # doctest: +SKIP
-        ['grey_matter_like', 'white_matter_like', 'csf_like']
+    Examples
+    --------
+    >>> build("demo_data/mri", size="small").concept_names  # doctest: +SKIP
+    ['grey_matter_like', 'white_matter_like', 'csf_like']
     """
     check_size(size)
     sizes = SIZES[size]

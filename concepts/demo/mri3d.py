@@ -23,10 +23,11 @@ No voxel serves two roles: the template is cut into 32 mm blocks, each block has
 report, concept or random) chosen by a seeded SHA-256 ordering, and the cubes of a block (stride
 8 mm) stay inside it.
 
-Example:
-    >>> info = build("demo_data/mri3d", size="small")  # doctest: +SKIP
-    >>> info.class_names, info.provenance["dimensions"]  # doctest: +SKIP
-    (['white_matter', 'grey_matter'], 3)
+Examples
+--------
+>>> info = build("demo_data/mri3d", size="small")  # doctest: +SKIP
+>>> info.class_names, info.provenance["dimensions"]  # doctest: +SKIP
+(['white_matter', 'grey_matter'], 3)
 """
 from __future__ import annotations
 
@@ -93,9 +94,10 @@ def _blocks(shape: tuple[int, int, int]) -> list[tuple[int, int, int]]:
 def build(out_dir: str | Path, *, size: str = "full") -> CaseInfo:
     """Build the volumetric MRI case into ``out_dir`` (classes/, concepts/, random/, masks/, train/).
 
-    Example:
-        >>> build("demo_data/mri3d", size="small").concept_names  # doctest: +SKIP
-        ['grey_matter_like', 'white_matter_like', 'csf_like']
+    Examples
+    --------
+    >>> build("demo_data/mri3d", size="small").concept_names  # doctest: +SKIP
+    ['grey_matter_like', 'white_matter_like', 'csf_like']
     """
     import nilearn
     from nilearn import datasets

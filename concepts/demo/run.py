@@ -4,10 +4,11 @@ The demo validates itself: the concept the labels were derived from must come ou
 with the expected sign in at least one layer, two concepts drawn at random from the random pool
 must not come out significant anywhere, and the report's first sentence says whether both held.
 
-Example:
-    >>> from concepts.demo.run import run_demo
-    >>> run_demo("histology", "demo_output", size="small")  # doctest: +SKIP
-    PosixPath('demo_output/report.html')
+Examples
+--------
+>>> from concepts.demo.run import run_demo
+>>> run_demo("histology", "demo_output", size="small")  # doctest: +SKIP
+PosixPath('demo_output/report.html')
 """
 from __future__ import annotations
 
@@ -25,8 +26,9 @@ LAYERS = ["conv1", "conv2", "conv3"]
 def verdict(table: pd.DataFrame, concept: str, cls: str, expected_sign: int) -> tuple[bool, str]:
     """Whether the ground-truth concept is significant with the expected sign, as one sentence.
 
-    Example:
-        >>> ok, sentence = verdict(table, "nuclei_dense", "high_cellularity", +1)  # doctest: +SKIP
+    Examples
+    --------
+    >>> ok, sentence = verdict(table, "nuclei_dense", "high_cellularity", +1)  # doctest: +SKIP
     """
     rows = table[(table["concept"] == concept) & (table["class"] == cls)]
     direction = "raises" if expected_sign > 0 else "lowers"
@@ -46,8 +48,9 @@ CONTROL_PREFIX = "random_control_"
 def random_control(table: pd.DataFrame) -> tuple[bool, str]:
     """Whether the random-concept controls stayed non-significant, as one sentence.
 
-    Example:
-        >>> ok, sentence = random_control(table)  # doctest: +SKIP
+    Examples
+    --------
+    >>> ok, sentence = random_control(table)  # doctest: +SKIP
     """
     rows = table[table["concept"].str.startswith(CONTROL_PREFIX)]
     if rows.empty:
