@@ -148,13 +148,14 @@ def layers(model: Any, *, output: int | str | None = None, extra_inputs: Mapping
 
     >>> import concepts
     >>> table = concepts.layers("model.keras")
-    >>> table[["path", "class", "probeable", "suggested"]]
-              path                   class  probeable  suggested
-    0  input_layer              InputLayer       True      False
-    1        conv1                  Conv2D       True      False
-    2        conv2                  Conv2D       True       True
-    3          gap  GlobalAveragePooling2D       True       True
-    4         head                   Dense       True      False
+    >>> table.loc[0, "class"]  # the input layer's name depends on how many Inputs Keras has made
+    'InputLayer'
+    >>> table[["path", "class", "probeable", "suggested"]].iloc[1:]
+        path                   class  probeable  suggested
+    1  conv1                  Conv2D       True      False
+    2  conv2                  Conv2D       True       True
+    3    gap  GlobalAveragePooling2D       True       True
+    4   head                   Dense       True      False
     >>> table[table.stage_end][["path", "output_shape", "width"]]
         path output_shape  width
     2  conv2  (14, 14, 4)    784
