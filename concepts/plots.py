@@ -37,6 +37,7 @@ from matplotlib.ticker import MaxNLocator
 
 from probes.errors import UnknownLayerError
 
+from .colour import rgb_to_grey
 from .renames import renamed
 
 __all__ = [
@@ -198,8 +199,7 @@ def _fmt(spec: ValueSpec, v: float) -> str:
 
 
 def _luminance(rgba: Sequence[float]) -> float:
-    r, g, b = rgba[:3]
-    return 0.299 * r + 0.587 * g + 0.114 * b
+    return float(rgb_to_grey(np.asarray(rgba, dtype=float)))
 
 
 # --------------------------------------------------------------------------- heatmap
