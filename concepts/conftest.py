@@ -6,6 +6,9 @@ See probes/conftest.py for the names every example may use (``np``, ``pd``, ``mo
 * ``concepts``: the package;
 * ``result``: ``concepts.score(model, "conv2", "data/concepts/horizontal")``;
 * ``report``: ``concepts.report(model, ["conv1", "conv2"], data="data")``;
+* ``comparison``: ``concepts.compare({"planted": model, "nested": build_model(nested=True)}, ...)``
+  over ``conv1``/``conv2`` (``backbone/conv1``/``backbone/conv2`` in the nested copy, the same
+  weights inside a functional ``backbone``), ``data="data"``;
 * ``data3d/``: the 3D synthetic data of ``tests/synthetic3d.py::make_data`` (16³ NIfTI volumes,
   spacing (1, 1, 2) mm: ``classes/layered`` and ``classes/other``, 8 each, ``classes.txt``,
   ``concepts/z_layers`` and ``concepts/x_layers``, 8 each, ``random/`` 30 volumes, and
@@ -14,7 +17,7 @@ See probes/conftest.py for the names every example may use (``np``, ``pd``, ``mo
 * ``model3d``: the planted Conv3D model of ``tests/synthetic3d.py`` (input (16, 16, 16, 1), layers
   ``conv1``, ``conv2``, ``pool``, ``gap``, ``head``).
 
-``result`` and ``report`` are computed once per session, only when an example that runs uses the
+``result``, ``report`` and ``comparison`` are computed once per session, only when an example that runs uses the
 name without assigning it. They go through the session's activation cache, so an example that
 calls ``concepts.score`` or ``concepts.report`` with these arguments itself costs next to nothing
 after the first one.
@@ -44,6 +47,14 @@ def _report(model):
     import concepts
 
     return concepts.report(model, ["conv1", "conv2"], data="data")
+
+
+def _comparison(model):
+    import concepts
+    from synthetic import build_model
+
+    layers = {"planted": ["conv1", "conv2"], "nested": ["backbone/conv1", "backbone/conv2"]}
+    return concepts.compare({"planted": model, "nested": build_model(nested=True)}, layers=layers, data="data")
 
 
 def _data3d(root):
@@ -86,7 +97,7 @@ def _concepts_namespace(request, doctest_namespace, doctest_assets, _doctest_env
         os.symlink(_data3d(doctest_assets.root), tmp_path / "data3d", target_is_directory=True)
     if needs("model3d", sources):
         doctest_namespace["model3d"] = _model3d()
-    for name, build in (("result", _result), ("report", _report)):
+    for name, build in (("result", _result), ("report", _report), ("comparison", _comparison)):
         if needs(name, sources):
             if name not in _SHARED:
                 _SHARED[name] = build(doctest_assets.model)
