@@ -10,11 +10,16 @@ fast; TensorFlow is loaded on first use.
 Examples
 --------
 >>> import keras, concepts
->>> model = keras.models.load_model("model.keras")  # doctest: +SKIP
->>> result = concepts.score(model, "conv2", "data/concepts/striped")  # doctest: +SKIP
->>> result.to_frame()  # doctest: +SKIP
->>> settings = concepts.Config(n_random=50)  # one reusable setting for score, report, rank_measures
->>> concepts.report(model, ["conv1", "conv2"], data="data", config=settings)  # doctest: +SKIP
+>>> model = keras.models.load_model("model.keras")
+>>> result = concepts.score(model, "conv2", "data/concepts/horizontal")
+>>> result.to_frame()[["class", "layer", "concept", "score", "significant"]]
+     class  layer     concept  score  significant
+0    other  conv2  horizontal    0.0         True
+1  striped  conv2  horizontal    1.0         True
+>>> settings = concepts.Config(n_random=20, progress=False)  # one reusable setting for score, report, ...
+>>> rep = concepts.report(model, ["conv1", "conv2"], data="data", config=settings)
+>>> len(rep.to_frame())  # 2 classes x 2 layers x 2 concepts
+8
 """
 from __future__ import annotations
 

@@ -428,7 +428,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Examples
     --------
-    >>> main(["manifest", "--help"])  # doctest: +SKIP
+    >>> main(["manifest", "data", "--out", "manifest.json"])
+    manifest written: manifest.json
+    0
+    >>> main(["manifest", "--check", "manifest.json"])
+    Manifest manifest.json vs 'data': OK, all 133 files match.
+    0
+    >>> main(["layers", "model.keras", "--suggested"])
+     path                  class output_shape  width probeable why_not suggested stage_end
+    conv2                 Conv2D  (14, 14, 4)    784       yes                 *     stage
+      gap GlobalAveragePooling2D          (4)      4       yes                 *     stage
+    <BLANKLINE>
+    2 layers; 2 suggested (*), stage ends marked 'stage'. Pass a path to --layers (concepts report) or to ...
+    0
     """
     parser = _parser()
     args = parser.parse_args(argv)

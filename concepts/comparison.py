@@ -61,8 +61,10 @@ def relative_depths(engine: Engine) -> dict[str, float]:
 
     Examples
     --------
-    >>> relative_depths(Engine(model, ["conv1", "conv3"]))  # doctest: +SKIP
-    {'conv1': 0.0, 'conv3': 0.57}
+    >>> relative_depths(Engine(model, ["conv1", "conv2"]))
+    {'conv1': 0.0, 'conv2': 0.33}
+    >>> relative_depths(Engine(nested_model, ["backbone/conv1", "backbone/conv2"]))
+    {'backbone/conv1': 0.0, 'backbone/conv2': 0.33}
     """
     import keras
 
@@ -146,7 +148,9 @@ def consistency_table(frame: pd.DataFrame, outcomes: Mapping[str, Outcome], *, n
 
     Examples
     --------
-    >>> consistency, differences = consistency_table(comparison.to_frame(), comparison.outcomes)  # doctest: +SKIP
+    >>> consistency, differences = consistency_table(comparison.to_frame(), comparison.outcomes)
+    >>> consistency.shape, differences.shape  # 2 models x 2 classes x 2 concepts; nested vs planted
+    ((8, 13), (4, 14))
     """
     models = list(outcomes)
     rows, diffs = [], []
@@ -209,10 +213,16 @@ class Comparison(HtmlPage):
 
     Examples
     --------
-    >>> cmp = concepts.compare({"baseline": a, "candidate": b}, layers={"baseline": ["c1", "c2"],
-    ...                        "candidate": ["b1", "b2", "b3"]}, data="data")  # doctest: +SKIP
-    >>> cmp.consistency()  # doctest: +SKIP
-    >>> cmp.save("comparison/")  # doctest: +SKIP
+    >>> cmp = concepts.compare({"planted": model, "nested": nested_model},
+    ...                        layers={"planted": ["conv1", "conv2"],
+    ...                                "nested": ["backbone/conv1", "backbone/conv2"]}, data="data")
+    >>> cmp.consistency()[["model", "class", "concept", "n_significant_layers", "profile"]].head(2)
+         model  class     concept  n_significant_layers                    profile
+    0  planted  other  horizontal                     2  conv1:-19.12 conv2:-27.06
+    1  planted  other    vertical                     2  conv1:+16.48 conv2:+25.81
+    >>> page = cmp.to_html("comparison/compare.html", figures={})  # save("comparison/") adds CSVs and figures
+    >>> page.startswith("<!DOCTYPE html>")
+    True
     """
 
     def __init__(self, results: Mapping[str, ScoreResult], depths: Mapping[str, Mapping[str, float]], *,
@@ -425,9 +435,18 @@ def compare(models: Mapping[str, Any], layers: Mapping[str, Sequence[str]] | Seq
 
     Examples
     --------
-    >>> cmp = concepts.compare({"baseline": a, "candidate": b}, layers=["conv1", "conv2"], data="data")  # doctest: +SKIP
-    >>> cmp.to_frame().groupby("model")["significant"].sum()  # doctest: +SKIP
-    >>> concepts.compare({"a": a, "b": b}, ["conv1"], data="data", config=concepts.Config(n_random=50))  # doctest: +SKIP
+    >>> cmp = concepts.compare({"planted": model, "nested": nested_model},
+    ...                        layers={"planted": ["conv1", "conv2"],
+    ...                                "nested": ["backbone/conv1", "backbone/conv2"]}, data="data")
+    >>> cmp.to_frame().groupby("model", sort=False)["significant"].sum()
+    model
+    planted    8
+    nested     8
+    Name: significant, dtype: int64
+    >>> settings = concepts.Config(correction="bh")
+    >>> same = concepts.compare({"a": model, "b": model}, ["conv2"], data="data", config=settings)
+    >>> float(same.differences()["ubs_mean_diff"].abs().max())  # one model under two names: no difference
+    0.0
     """
     from .reporting import concept_list_for
 

@@ -6,6 +6,10 @@ See probes/conftest.py for the names every example may use (``np``, ``pd``, ``mo
 * ``concepts``: the package;
 * ``result``: ``concepts.score(model, "conv2", "data/concepts/horizontal")``;
 * ``report``: ``concepts.report(model, ["conv1", "conv2"], data="data")``;
+* ``nested_model``: the planted model with its convolutions inside a functional ``backbone``
+  (``build_model(nested=True)``: the same weights; layer paths ``backbone/conv1``, ``backbone/conv2``);
+* ``comparison``: ``concepts.compare({"planted": model, "nested": nested_model}, layers={"planted":
+  ["conv1", "conv2"], "nested": ["backbone/conv1", "backbone/conv2"]}, data="data")``;
 * ``data3d/``: the 3D synthetic data of ``tests/synthetic3d.py::make_data`` (16³ NIfTI volumes,
   spacing (1, 1, 2) mm: ``classes/layered`` and ``classes/other``, 8 each, ``classes.txt``,
   ``concepts/z_layers`` and ``concepts/x_layers``, 8 each, ``random/`` 30 volumes, and
@@ -14,10 +18,10 @@ See probes/conftest.py for the names every example may use (``np``, ``pd``, ``mo
 * ``model3d``: the planted Conv3D model of ``tests/synthetic3d.py`` (input (16, 16, 16, 1), layers
   ``conv1``, ``conv2``, ``pool``, ``gap``, ``head``).
 
-``result`` and ``report`` are computed once per session, only when an example that runs uses the
-name without assigning it. They go through the session's activation cache, so an example that
-calls ``concepts.score`` or ``concepts.report`` with these arguments itself costs next to nothing
-after the first one.
+``nested_model``, ``result``, ``report`` and ``comparison`` are computed once per session, only when
+an example that runs uses the name without assigning it. They go through the session's activation
+cache, so an example that calls ``concepts.score``, ``concepts.report`` or ``concepts.compare`` with
+these arguments (and these model objects) itself costs next to nothing after the first one.
 """
 from __future__ import annotations
 
@@ -44,6 +48,29 @@ def _report(model):
     import concepts
 
     return concepts.report(model, ["conv1", "conv2"], data="data")
+
+
+def _nested_model(model):
+    import keras
+    from synthetic import build_model
+
+    keras.utils.set_random_seed(0)
+    return build_model(nested=True)
+
+
+def _comparison(model):
+    import concepts
+
+    # The one nested model object of the session: a rebuilt one would not hit the activation cache.
+    nested = _shared("nested_model", _nested_model, model)
+    layers = {"planted": ["conv1", "conv2"], "nested": ["backbone/conv1", "backbone/conv2"]}
+    return concepts.compare({"planted": model, "nested": nested}, layers=layers, data="data")
+
+
+def _shared(name, build, model):
+    if name not in _SHARED:
+        _SHARED[name] = build(model)
+    return _SHARED[name]
 
 
 def _data3d(root):
@@ -86,8 +113,7 @@ def _concepts_namespace(request, doctest_namespace, doctest_assets, _doctest_env
         os.symlink(_data3d(doctest_assets.root), tmp_path / "data3d", target_is_directory=True)
     if needs("model3d", sources):
         doctest_namespace["model3d"] = _model3d()
-    for name, build in (("result", _result), ("report", _report)):
+    for name, build in (("nested_model", _nested_model), ("result", _result), ("report", _report),
+                        ("comparison", _comparison)):
         if needs(name, sources):
-            if name not in _SHARED:
-                _SHARED[name] = build(doctest_assets.model)
-            doctest_namespace[name] = _SHARED[name]
+            doctest_namespace[name] = _shared(name, build, doctest_assets.model)

@@ -168,7 +168,9 @@ def plot_comparison_heatmaps(frame: pd.DataFrame, *, value: str = "ubs", class_n
 
     Examples
     --------
-    >>> fig = plot_comparison_heatmaps(comparison.to_frame())  # doctest: +SKIP
+    >>> fig = plot_comparison_heatmaps(comparison.to_frame(), class_name="striped")
+    >>> [ax.get_title() for ax in fig.axes][:2]  # one panel per model
+    ['planted', 'nested']
     """
     models = ordered_unique(frame["model"])
     class_name = class_name if class_name is not None else ordered_unique(frame["class"])[0]
@@ -239,7 +241,9 @@ def plot_comparison_profiles(frame: pd.DataFrame, *, value: str = "ubs", class_n
 
     Examples
     --------
-    >>> fig = plot_comparison_profiles(comparison.to_frame())  # doctest: +SKIP
+    >>> fig = plot_comparison_profiles(comparison.to_frame(), class_name="striped")
+    >>> [ax.get_title() for ax in fig.axes][:2]  # one panel per concept
+    ['horizontal', 'vertical']
     """
     class_name = class_name if class_name is not None else ordered_unique(frame["class"])[0]
     sub = frame[frame["class"] == class_name]

@@ -47,8 +47,12 @@ def per_example_frame(outcome: Any) -> pd.DataFrame:
 
     Examples
     --------
-    >>> frame = per_example_frame(result._outcome)  # doctest: +SKIP
-    >>> frame.groupby(["class", "layer", "concept"])["positive_share"].mean()  # the TCAV scores  # doctest: +SKIP
+    >>> frame = per_example_frame(result._outcome)
+    >>> frame.groupby(["class", "layer", "concept"])["positive_share"].mean()  # the TCAV scores
+    class    layer  concept
+    other    conv2  horizontal    0.0
+    striped  conv2  horizontal    1.0
+    Name: positive_share, dtype: float64
     """
     table = outcome.table
     if not outcome.per_example and len(table):
@@ -97,7 +101,13 @@ def driven_examples(frame: pd.DataFrame, *, class_name: str, concept: str, layer
 
     Examples
     --------
-    >>> driven_examples(result.per_example(), class_name="tumour", concept="nuclei", layer="conv2")  # doctest: +SKIP
+    >>> rows = driven_examples(result.per_example(), class_name="striped", concept="horizontal",
+    ...                        layer="conv2", n=3)
+    >>> rows[["class", "concept", "drive"]]  # the planted model: the same drive for every striped image
+          class     concept     drive
+    18  striped  horizontal  0.440717
+    17  striped  horizontal  0.440717
+    13  striped  horizontal  0.440717
     """
     if which not in ("most", "least"):
         raise ValueError(f"which must be 'most' or 'least', not {which!r}.")

@@ -29,8 +29,11 @@ def measures_from_table(table: pd.DataFrame, columns: Sequence[str] | None = Non
 
     Examples
     --------
-    >>> table = concepts.measure_table("data/classes")  # doctest: +SKIP
-    >>> measures_from_table(table, ["original_firstorder_Mean"])  # doctest: +SKIP
+    >>> table = concepts.measure_table("data/classes", masks="data/masks", n_jobs=1, progress=False)
+    >>> table.shape  # 24 class images, every default pyradiomics feature
+    (24, 102)
+    >>> measures_from_table(table, ["original_firstorder_Mean"])
+    [Measure('original_firstorder_Mean', 24 images; measure table column original_firstorder_Mean)]
     """
     columns = list(table.columns) if columns is None else list(columns)
     unknown = [c for c in columns if c not in table.columns]
@@ -65,8 +68,15 @@ class Ranking(Report):
 
     Examples
     --------
-    >>> ranking = concepts.rank_measures(model, ["conv1", "conv2"], table)  # doctest: +SKIP
-    >>> ranking.to_frame().query("rank == 1")[["class", "layer", "concept", "r2_cv"]]  # doctest: +SKIP
+    >>> table = concepts.measure_table("data/classes", masks="data/masks", n_jobs=1, progress=False,
+    ...                                features=["firstorder_Mean", "glcm_Contrast"])
+    >>> ranking = concepts.rank_measures(model, ["conv1", "conv2"], table)
+    >>> ranking.to_frame().query("rank == 1")[["class", "layer", "concept"]]
+         class  layer                 concept
+    0    other  conv1  original_glcm_Contrast
+    2    other  conv2  original_glcm_Contrast
+    4  striped  conv1  original_glcm_Contrast
+    6  striped  conv2  original_glcm_Contrast
     """
 
     def __init__(self, report: Report, ranked: pd.DataFrame) -> None:
@@ -141,8 +151,13 @@ def rank_measures(model: Any, layers: str | Sequence[str], table: pd.DataFrame, 
 
     Examples
     --------
-    >>> table = concepts.measure_table("data/classes", masks="data/masks")  # doctest: +SKIP
-    >>> concepts.rank_measures(model, ["conv1", "conv2"], table).to_frame().head()  # doctest: +SKIP
+    >>> table = concepts.measure_table("data/classes", masks="data/masks", n_jobs=1, progress=False,
+    ...                                features=["firstorder_Mean", "glcm_Contrast"])
+    >>> ranked = concepts.rank_measures(model, ["conv1", "conv2"], table).to_frame()
+    >>> ranked[["class", "layer", "concept", "kind", "rank"]].head(2)
+       class  layer                   concept kind  rank
+    0  other  conv1    original_glcm_Contrast  rcv     1
+    1  other  conv1  original_firstorder_Mean  rcv     2
     """
     from .reporting import report
     from .scoring import _as_layers

@@ -26,8 +26,8 @@ def driven_rows(result: Any, *, limit: int = 6) -> list[tuple[str, str, str]]:
 
     Examples
     --------
-    >>> driven_rows(report)  # doctest: +SKIP
-    [('high_cellularity', 'nuclei_dense', 'conv2')]
+    >>> driven_rows(report, limit=2)
+    [('other', 'horizontal', 'conv2'), ('striped', 'horizontal', 'conv2')]
     """
     table = result.to_frame()
     context = getattr(result, "_context", None)
@@ -71,7 +71,9 @@ def driven_example_figures(result: Any, *, n: int = 4, limit: int = 6) -> dict[s
 
     Examples
     --------
-    >>> figures = driven_example_figures(report, n=3)  # doctest: +SKIP
+    >>> figures = driven_example_figures(report, n=3, limit=1)
+    >>> list(figures)  # caption -> Figure
+    ["Class 'other': the examples most (top) and least (bottom) driven by concept 'horizontal' in ..."]
     """
     from .explain_plots import plot_driven_examples
 
@@ -121,7 +123,9 @@ def driven_examples_html(result: Any, *, n: int = 4, limit: int = 6) -> str:
 
     Examples
     --------
-    >>> fragment = driven_examples_html(report)  # doctest: +SKIP
+    >>> fragment = driven_examples_html(report, limit=1)
+    >>> fragment.splitlines()[0]
+    '<h3>horizontal · conv2 · class other</h3>'
     """
     pairs = _pairs(result, n, limit)
     if not pairs:
@@ -143,7 +147,9 @@ def driven_examples_text(result: Any, *, n: int = 3, limit: int = 6) -> list[str
 
     Examples
     --------
-    >>> print("\\n".join(driven_examples_text(report)))  # doctest: +SKIP
+    >>> print("\\n".join(driven_examples_text(report, n=2, limit=2)))
+    horizontal in conv2, class other: most driven o009.png (-0.44), o005.png (-0.44); least driven ...
+    horizontal in conv2, class striped: most driven s006.png (+0.44), s005.png (+0.44); least driven ...
     """
     lines = []
     for (cls, concept, layer), most, least in _pairs(result, n, limit):

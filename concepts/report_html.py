@@ -413,11 +413,15 @@ def render_html(table: pd.DataFrame, *, title: str, figures: Mapping[str, Figure
 
     Examples
     --------
-    >>> page = render_html(report.to_frame(), title="Demo report",                # doctest: +SKIP
+    >>> from concepts.plots import plot_heatmap
+    >>> page = render_html(report.to_frame(), title="Demo report",
     ...                    figures={"UBS by layer": plot_heatmap(report.to_frame())},
     ...                    provenance={"model": {"sha256": "ab12..."}, "seed": 0},
     ...                    headline="PASS: the planted concept was found")
-    >>> write_html("out/report.html", page)                                        # doctest: +SKIP
+    >>> page.startswith("<!DOCTYPE html>"), "PASS: the planted concept was found" in page
+    (True, True)
+    >>> write_html("out/report.html", page).is_file()
+    True
     """
     figures = figures or {}
     findings = summarize_findings(table, significance=significance, limit=_MAX_FINDINGS_ON_PAGE)
@@ -477,8 +481,9 @@ def write_html(path: str | os.PathLike, html: str) -> Path:
 
     Examples
     --------
-    >>> write_html("/tmp/report_demo/report.html", "<!DOCTYPE html><p>hi</p>")  # doctest: +SKIP
-    PosixPath('/tmp/report_demo/report.html')
+    >>> path = write_html("report_demo/report.html", "<!DOCTYPE html><p>hi</p>")
+    >>> path.as_posix(), path.read_text(encoding="utf-8")
+    ('report_demo/report.html', '<!DOCTYPE html><p>hi</p>')
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -503,9 +508,9 @@ class HtmlPage:
 
     Examples
     --------
-    >>> written = report.save("out/")  # doctest: +SKIP
-    >>> written["html"]  # doctest: +SKIP
-    PosixPath('out/report.html')
+    >>> page = report.to_html("out/report.html", figures={})  # save("out/") adds the CSV, JSON and figures
+    >>> Path("out/report.html").read_text(encoding="utf-8") == page
+    True
     """
 
     _page_name = "report"

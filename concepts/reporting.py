@@ -27,9 +27,14 @@ class Report(ScoreResult, HtmlPage):
 
     Examples
     --------
-    >>> rep = concepts.report(model, ["conv1", "conv2"], data="data")  # doctest: +SKIP
-    >>> rep.plot_heatmap(value="ubs")  # doctest: +SKIP
-    >>> rep.save("out/")  # writes report.html, report.csv and the figures  # doctest: +SKIP
+    >>> rep = concepts.report(model, ["conv1", "conv2"], data="data")
+    >>> fig = rep.plot_heatmap(value="ubs")
+    >>> len(fig.axes)  # one panel per layer, and the colour bar
+    3
+    >>> small = concepts.report(model, "conv2", "data/concepts/horizontal", classes=["striped"], data="data")
+    >>> written = small.save("out/")  # writes report.html, report.csv, provenance.json and the figures
+    >>> sorted(path.name for path in written.values())
+    ['figure_01.png', 'figure_02.png', 'figure_03.png', 'provenance.json', 'report.csv', 'report.html']
     """
 
     def __init__(self, outcome: Outcome, *, sanity: dict[str, Any] | None = None, headline: str | None = None,
@@ -215,9 +220,17 @@ def report(model: Any, layers: str | Sequence[str], concepts: Any = None, classe
 
     Examples
     --------
-    >>> rep = concepts.report(model, ["conv1", "conv2", "conv3"], data="data", sanity=True)  # doctest: +SKIP
-    >>> rep.save("report/")  # doctest: +SKIP
-    >>> concepts.report(model, "conv2", data="data", config=concepts.Config(n_random=50))  # doctest: +SKIP
+    >>> rep = concepts.report(model, ["conv1", "conv2"], data="data")
+    >>> rep.to_frame()[["class", "layer", "concept", "score", "significant"]].head(3)
+         class  layer     concept  score  significant
+    0    other  conv1  horizontal    0.0         True
+    1    other  conv1    vertical    1.0         True
+    2  striped  conv1  horizontal    1.0         True
+    >>> checked = concepts.report(model, "conv2", data="data",
+    ...                           sanity=True)  # reruns on random weights: seconds  # doctest: +SKIP
+    >>> bh = concepts.report(model, "conv2", data="data", config=concepts.Config(correction="bh"))
+    >>> repr(bh).splitlines()[0]
+    "<Report: target logit: ... (softmax bypassed), 20 random runs, bh correction, seed 0>"
     """
     assert config is not None  # resolved by @uses_config from the keywords above
     layers = _as_layers(layers)

@@ -44,8 +44,11 @@ class ScoreResult:
 
     Examples
     --------
-    >>> result = concepts.score(model, "conv2", "data/concepts/striped")  # doctest: +SKIP
-    >>> result.to_frame()[["class", "score", "p_value", "significant"]]  # doctest: +SKIP
+    >>> result = concepts.score(model, "conv2", "data/concepts/horizontal")
+    >>> result.to_frame()[["class", "concept", "score", "significant"]]
+         class     concept  score  significant
+    0    other  horizontal    0.0         True
+    1  striped  horizontal    1.0         True
     """
 
     def __init__(self, outcome: Outcome, context: Any = None) -> None:
@@ -162,8 +165,9 @@ class ScoreResult:
 
         Examples
         --------
-        >>> maps = result.concept_maps("tumour", concept="nuclei", layer="conv2")  # doctest: +SKIP
-        >>> maps.shape  # (n examples, input height, input width)  # doctest: +SKIP
+        >>> maps = result.concept_maps("striped", concept="horizontal", layer="conv2")
+        >>> maps.shape  # (n examples, input height, input width)
+        (12, 16, 16)
         """
         from .maps import result_concept_maps
 
@@ -180,7 +184,9 @@ class ScoreResult:
 
         Examples
         --------
-        >>> result.plot_concept_maps("tumour", concept="nuclei", layer="conv2")  # doctest: +SKIP
+        >>> fig = result.plot_concept_maps("striped", concept="horizontal", layer="conv2", n=4)
+        >>> len(fig.axes)  # 4 panels and the colour bar
+        5
         """
         from .explain_plots import plot_concept_maps
 
@@ -221,8 +227,13 @@ class ScoreResult:
 
         Examples
         --------
-        >>> rows = result.per_example()  # doctest: +SKIP
-        >>> rows.sort_values("drive").tail(5)[["image", "sensitivity", "presence"]]  # doctest: +SKIP
+        >>> rows = result.per_example()
+        >>> rows.shape  # 24 class images x 1 layer x 1 concept
+        (24, 12)
+        >>> rows.sort_values("drive").tail(2)[["image", "class", "positive_share"]]
+                                    image    class  positive_share
+        22  data/classes/striped/s010.png  striped             1.0
+        23  data/classes/striped/s011.png  striped             1.0
         """
         from .per_example import per_example_frame
 
@@ -234,7 +245,8 @@ class ScoreResult:
 
         Examples
         --------
-        >>> result.driven_examples("tumour", "nuclei", "conv2", n=3)  # doctest: +SKIP
+        >>> result.driven_examples("striped", "horizontal", "conv2", n=3)["class"].tolist()
+        ['striped', 'striped', 'striped']
         """
         from .per_example import driven_examples
 
@@ -657,12 +669,23 @@ def score(model: Any, layer: str | Sequence[str] | None = None, concept: Concept
     Examples
     --------
     >>> import keras, concepts
-    >>> model = keras.models.load_model("model.keras")  # doctest: +SKIP
-    >>> result = concepts.score(model, "conv2", "data/concepts/striped")  # doctest: +SKIP
-    >>> print(result)  # doctest: +SKIP
-    >>> fast = concepts.Config(n_random=6, progress=False)
-    >>> concepts.score(model, ["conv1", "conv2"], concepts=["data/concepts/a", "data/concepts/b"],
-    ...                config=fast)  # doctest: +SKIP
+    >>> model = keras.models.load_model("model.keras")
+    >>> result = concepts.score(model, "conv2", "data/concepts/horizontal")
+    >>> print(result)
+    <ScoreResult: target logit: pre-softmax output of layer 'head' (softmax bypassed), 20 random runs, holm
+    correction, seed 0>
+    2 of 2 (class, layer, concept) results significant after correction
+      class layer    concept kind  score  null_mean   ubs  q_value  significant
+      other conv2 horizontal  cav      0        0.5 -27.1 ...         True
+    striped conv2 horizontal  cav      1        0.5  27.1 ...         True
+    >>> quiet = concepts.Config(progress=False)
+    >>> both = concepts.score(model, ["conv1", "conv2"], concepts=["data/concepts/horizontal", "data/concepts/vertical"],
+    ...                       config=quiet)
+    >>> both.to_frame().groupby("layer")["significant"].sum()
+    layer
+    conv1    4
+    conv2    4
+    Name: significant, dtype: int64
     """
     assert config is not None  # resolved by @uses_config from the keywords above
     analysis, inputs = prepare(model, _as_layers(layer, layers), _as_concept_list(concept) + _as_concept_list(concepts),

@@ -25,13 +25,10 @@ REASON = re.compile(r"#\s*(?!doctest:)\S[^#]*#\s*doctest:")
 
 # Modules whose skipped examples are not yet reviewed (run them, or give the reason). Empty it.
 SKIP_REASONS_PENDING = {
-    "concepts/__init__.py", "concepts/analysis.py", "concepts/cli.py", "concepts/comparison.py",
-    "concepts/demo/__init__.py", "concepts/demo/_common.py", "concepts/demo/histology.py",
-    "concepts/demo/model.py", "concepts/demo/model3d.py", "concepts/demo/mri.py", "concepts/demo/mri3d.py",
-    "concepts/demo/run.py", "concepts/explain_plots.py", "concepts/report_html.py", 
-    "concepts/per_example.py", "concepts/plots.py", "concepts/radiomics3d.py",
-    "concepts/ranking.py", "concepts/report_examples.py", "concepts/reporting.py", "concepts/scoring.py",
-    "concepts/sets.py", "concepts/volumes.py",
+    "concepts/analysis.py", "concepts/demo/__init__.py", "concepts/demo/_common.py",
+    "concepts/demo/histology.py", "concepts/demo/model.py", "concepts/demo/model3d.py",
+    "concepts/demo/mri.py", "concepts/demo/mri3d.py", "concepts/demo/run.py",
+    "concepts/radiomics3d.py", "concepts/sets.py", "concepts/volumes.py",
     "probes/distributed.py", "probes/engine.py", "probes/identity.py", "probes/keras_graph.py",
 }
 
