@@ -30,7 +30,7 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "score": "concepts.scoring",
-    "ScoreResult": "concepts.scoring",
+    "ScoreResult": "concepts.score_result",
     "report": "concepts.reporting",
     "layers": "concepts.layer_browser",
     "Report": "concepts.reporting",
