@@ -69,7 +69,7 @@ class ScoreResult:
 
     def plot_rcv_scatter(self, concept: str, layer: str):
         """Measure vs RCV projection with the fitted line and the held-out R²."""
-        from .plots import plot_rcv_scatter
+        from .row_plots import plot_rcv_scatter
 
         if (layer, concept) not in self.scatter:
             known = sorted({c for _, c in self.scatter})
@@ -84,7 +84,7 @@ class ScoreResult:
         mean), ``"ubs"`` (per-run UBS), ``"score"`` (TCAV sign-count scores) or ``"br"`` (an RCV's Br
         vs shuffled measures); default: what the row's p-value was computed from (``test_statistic``).
         """
-        from .plots import plot_null_distribution
+        from .row_plots import plot_null_distribution
 
         key = (class_name, layer, concept)
         if key not in self.runs:
