@@ -29,7 +29,7 @@ SKIP_REASONS_PENDING = {
     "concepts/demo/histology.py", "concepts/demo/model.py", "concepts/demo/model3d.py",
     "concepts/demo/mri.py", "concepts/demo/mri3d.py", "concepts/demo/run.py",
     "concepts/radiomics3d.py", "concepts/volumes.py",
-    "probes/distributed.py", "probes/engine.py", "probes/identity.py", "probes/keras_graph.py",
+    "probes/engine.py",
 }
 
 
