@@ -493,7 +493,8 @@ def check_mask_geometry(image: Volume, mask: Volume) -> None:
     >>> check_mask_geometry(image, read_volume(coarse))
     Traceback (most recent call last):
     ...
-    concepts.volumes.VolumeGeometryError: Mask 'coarse.nii.gz' does not match its image 'img.nii.gz': spacing (1, 1, 3) vs (1, 1, 2) mm ...
+    concepts.volumes.VolumeGeometryError: Mask 'coarse.nii.gz' does not match its image 'img.nii.gz':
+    spacing (1, 1, 3) vs (1, 1, 2) mm ...
     """
     if image.geometry is None or mask.geometry is None:
         return

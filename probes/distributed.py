@@ -113,7 +113,7 @@ def project_on_cluster(client: Any, engine: Any, source: Any, class_index: int,
     Examples
     --------
     >>> from dask.distributed import Client     # the optional [distributed] extra  # doctest: +SKIP
-    >>> proj = project_on_cluster(Client(), engine, images, 0, spaces)  # starts a Dask cluster  # doctest: +SKIP
+    >>> proj = project_on_cluster(Client(), engine, images, 0, spaces)  # a Dask cluster  # doctest: +SKIP
     >>> proj["conv2"]["flat"].summary.n == len(images)         # after the cluster run above  # doctest: +SKIP
     True
     """
