@@ -28,7 +28,6 @@ SKIP_REASONS_PENDING = {
     "concepts/analysis.py", "concepts/demo/__init__.py", "concepts/demo/_common.py",
     "concepts/demo/histology.py", "concepts/demo/model.py", "concepts/demo/model3d.py",
     "concepts/demo/mri.py", "concepts/demo/mri3d.py", "concepts/demo/run.py",
-    "concepts/radiomics3d.py",
     "probes/engine.py",
 }
 
