@@ -20,7 +20,7 @@ No label was annotated by an expert: see :attr:`CaseInfo.label_rule` for how eac
 Examples
 --------
 >>> from concepts.demo import build_case
->>> info = build_case("histology", "demo_data/histology", size="small")  # 1-4 s  # doctest: +SKIP
+>>> info = build_case("histology", "demo_data/histology", size="small")  # builds: 1-4 s  # doctest: +SKIP
 >>> info.ground_truth_concept, info.ground_truth_class, info.expected_sign  # of that case  # doctest: +SKIP
 ('nuclei_dense', 'high_cellularity', 1)
 """
