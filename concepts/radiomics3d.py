@@ -18,9 +18,10 @@ other failures stay local (an empty or constant region, an unreadable volume: Na
 
 Examples
 --------
->>> table = volume_table("data/classes", masks="data/masks", features=["shape_VoxelVolume"])  # doctest: +SKIP
->>> table.iloc[0, 0]  # mm³  # doctest: +SKIP
-4188.79
+>>> table = volume_table("data3d/classes", masks="data3d/masks", features=["shape_VoxelVolume"],
+...                      n_jobs=1, progress=False)
+>>> table.shape, float(table.iloc[0, 0])  # mm³: the 8×8×8-voxel cube of each mask, voxels of 1×1×2 mm
+((16, 1), 1024.0)
 """
 from __future__ import annotations
 
@@ -389,7 +390,10 @@ def volume_table(images: Any, masks: Any = None, params: Mapping | os.PathLike |
 
     Examples
     --------
-    >>> t = volume_table("data/classes", masks="data/masks", features=["shape_VoxelVolume"])  # doctest: +SKIP
+    >>> t = volume_table("data3d/classes", masks="data3d/masks",
+    ...                  features=["shape_VoxelVolume", "firstorder_Mean"], n_jobs=1, progress=False)
+    >>> list(t.columns), len(t), t.attrs["dimensions"], t.attrs["failures"]
+    (['original_shape_VoxelVolume', 'original_firstorder_Mean'], 16, 3, [])
     """
     loaded = _load_params(params)
     selected = _resolve_features(features, loaded) if features is not None else None
@@ -409,7 +413,10 @@ def volume_radiomics(feature: str, images: Any, masks: Any = None,
 
     Examples
     --------
-    >>> m = volume_radiomics("shape_VoxelVolume", "data/classes", masks="data/masks")  # doctest: +SKIP
+    >>> m = volume_radiomics("shape_VoxelVolume", "data3d/classes", masks="data3d/masks",
+    ...                      n_jobs=1, progress=False)
+    >>> m.name, len(m.values), float(m.values.iloc[0])
+    ('original_shape_VoxelVolume', 16, 1024.0)
     """
     loaded = _load_params(params)
     name = _resolve_features([feature], loaded)[0]

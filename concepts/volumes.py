@@ -14,11 +14,12 @@ Every problem with a volume is raised from here (:func:`read_volume`, :func:`che
 
 Examples
 --------
->>> vol = read_volume("data/concepts/lesion/case01.nii.gz")  # doctest: +SKIP
->>> vol.shape, vol.geometry.spacing  # doctest: +SKIP
-((40, 64, 64), (0.7, 0.7, 2.5))
->>> volume_preprocess(vol, (32, 32, 32, 1)).shape  # doctest: +SKIP
-(32, 32, 32, 1)
+>>> path = write_volume(np.zeros((10, 24, 24), np.int16), "case01.nii.gz", spacing=(0.7, 0.7, 2.5))
+>>> vol = read_volume(path)
+>>> vol.shape, vol.geometry.spacing
+((10, 24, 24), (0.7, 0.7, 2.5))
+>>> volume_preprocess(vol, (16, 16, 16, 1)).shape
+(16, 16, 16, 1)
 """
 from __future__ import annotations
 
@@ -213,8 +214,9 @@ def is_dicom_series(path: str | Path) -> bool:
 
     Examples
     --------
-    >>> is_dicom_series("data/classes/tumour/case01")  # doctest: +SKIP
-    True
+    >>> series = write_dicom_series(np.zeros((3, 8, 8), np.int16), "case01")
+    >>> is_dicom_series(series), is_dicom_series("data")
+    (True, False)
     """
     path = Path(path)
     if path.name.startswith(".") or not path.is_dir():
@@ -261,8 +263,13 @@ def series_sha256(folder: str | Path) -> str:
 
     Examples
     --------
-    >>> series_sha256("data/classes/tumour/case01")  # doctest: +SKIP
-    '3b1f...'
+    >>> series = write_dicom_series(np.zeros((3, 8, 8), np.int16), "case01")
+    >>> key = series_sha256(series)
+    >>> len(key), key == series_sha256(series)
+    (64, True)
+    >>> _ = write_dicom_series(np.ones((3, 8, 8), np.int16), "case01")   # new pixel values
+    >>> series_sha256(series) == key
+    False
     """
     from .manifests import sha256_file
 
@@ -354,9 +361,12 @@ def read_volume(path: str | Path) -> Volume:
 
     Examples
     --------
-    >>> vol = read_volume("data/classes/tumour/case01")  # doctest: +SKIP
-    >>> vol.modality, vol.geometry.spacing  # doctest: +SKIP
-    ('CT', (0.78, 0.78, 2.5))
+    >>> series = write_dicom_series(np.zeros((4, 8, 8), np.int16), "case01", spacing=(0.78, 0.78, 2.5))
+    >>> vol = read_volume(series)
+    >>> vol.shape, vol.modality, vol.geometry.spacing
+    ((4, 8, 8), 'CT', (0.78, 0.78, 2.5))
+    >>> read_volume("data3d/classes/layered/l000.nii.gz").geometry.spacing
+    (1.0, 1.0, 2.0)
     """
     import SimpleITK as sitk
 
@@ -399,8 +409,10 @@ def write_volume(array: np.ndarray, path: str | Path, *, spacing: Sequence[float
 
     Examples
     --------
-    >>> write_volume(np.zeros((4, 5, 6), np.int16), "/tmp/v.nii.gz", spacing=(0.5, 0.5, 2.0))  # doctest: +SKIP
-    PosixPath('/tmp/v.nii.gz')
+    >>> write_volume(np.zeros((4, 5, 6), np.int16), "out/v.nii.gz", spacing=(0.5, 0.5, 2.0))
+    PosixPath('out/v.nii.gz')
+    >>> read_volume("out/v.nii.gz").geometry.size   # x, y, z
+    (6, 5, 4)
     """
     import SimpleITK as sitk
 
@@ -429,8 +441,10 @@ def write_dicom_series(array: np.ndarray, folder: str | Path, *, spacing: Sequen
 
     Examples
     --------
-    >>> write_dicom_series(np.zeros((4, 8, 8), np.int16), "/tmp/series", spacing=(0.7, 0.7, 2.5))  # doctest: +SKIP
-    PosixPath('/tmp/series')
+    >>> write_dicom_series(np.zeros((4, 8, 8), np.int16), "series", spacing=(0.7, 0.7, 2.5))
+    PosixPath('series')
+    >>> sorted(p.name for p in Path("series").iterdir())
+    ['slice_0000.dcm', 'slice_0001.dcm', 'slice_0002.dcm', 'slice_0003.dcm']
     """
     import SimpleITK as sitk
 
@@ -472,7 +486,15 @@ def check_mask_geometry(image: Volume, mask: Volume) -> None:
 
     Examples
     --------
-    >>> check_mask_geometry(read_volume("img.nii.gz"), read_volume("mask.nii.gz"))  # doctest: +SKIP
+    >>> image = read_volume(write_volume(np.zeros((4, 8, 8), np.int16), "img.nii.gz", spacing=(1, 1, 2)))
+    >>> check_mask_geometry(image, read_volume(write_volume(np.ones((4, 8, 8), np.uint8), "mask.nii.gz",
+    ...                                                     spacing=(1, 1, 2))))   # same grid: passes
+    >>> coarse = write_volume(np.ones((4, 8, 8), np.uint8), "coarse.nii.gz", spacing=(1, 1, 3))
+    >>> check_mask_geometry(image, read_volume(coarse))
+    Traceback (most recent call last):
+    ...
+    concepts.volumes.VolumeGeometryError: Mask 'coarse.nii.gz' does not match its image 'img.nii.gz':
+    spacing (1, 1, 3) vs (1, 1, 2) mm ...
     """
     if image.geometry is None or mask.geometry is None:
         return
@@ -549,8 +571,9 @@ def geometry_records(data_dir: str | Path, relative_paths: Sequence[str]) -> dic
 
     Examples
     --------
-    >>> geometry_records("data", ["classes/a/case01.nii.gz"])  # doctest: +SKIP
-    {'classes/a/case01.nii.gz': {'size': [64, 64, 20], 'spacing': [0.7, 0.7, 2.5], ...}}
+    >>> records = geometry_records("data3d", ["classes/layered/l000.nii.gz", "classes.txt"])
+    >>> list(records), records["classes/layered/l000.nii.gz"]["spacing"]
+    (['classes/layered/l000.nii.gz'], [1.0, 1.0, 2.0])
     """
     root = Path(data_dir)
     targets: dict[str, Path] = {}

@@ -55,9 +55,15 @@ def model_payload(model: Any) -> dict[str, Any]:
 
     Examples
     --------
-    >>> payload = model_payload(model)   # doctest: +SKIP
-    >>> sorted(payload)                  # doctest: +SKIP
-    ['config', 'weights']
+    >>> payload = model_payload(model)
+    >>> sorted(payload), len(payload["weights"]) == len(model.weights)
+    (['config', 'weights'], True)
+    >>> import keras
+    >>> rebuilt = keras.models.model_from_json(payload["config"])   # what a worker does
+    >>> rebuilt.set_weights(payload["weights"])
+    >>> x = np.ones((1, 16, 16, 1), np.float32)
+    >>> np.allclose(np.asarray(rebuilt(x)), np.asarray(model(x)))
+    True
     """
     return {"config": model.to_json(), "weights": [np.asarray(w) for w in model.get_weights()]}
 
@@ -106,9 +112,9 @@ def project_on_cluster(client: Any, engine: Any, source: Any, class_index: int,
 
     Examples
     --------
-    >>> from dask.distributed import Client                                    # doctest: +SKIP
-    >>> proj = project_on_cluster(Client(), engine, images, 0, spaces)         # doctest: +SKIP
-    >>> proj["conv2"]["flat"].summary.n == len(images)                         # doctest: +SKIP
+    >>> from dask.distributed import Client     # the optional [distributed] extra  # doctest: +SKIP
+    >>> proj = project_on_cluster(Client(), engine, images, 0, spaces)  # a Dask cluster  # doctest: +SKIP
+    >>> proj["conv2"]["flat"].summary.n == len(images)         # after the cluster run above  # doctest: +SKIP
     True
     """
     if getattr(engine, "_extras", None):

@@ -162,9 +162,15 @@ def model_identity(model: Any) -> str | None:
 
     Examples
     --------
-    >>> import keras  # doctest: +SKIP
-    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])  # doctest: +SKIP
-    >>> model_identity(model) == model_identity(model)  # doctest: +SKIP
+    >>> import keras
+    >>> a = keras.Sequential([keras.Input((4,), name="x"), keras.layers.Dense(2, name="d")], name="m")
+    >>> len(model_identity(a)), model_identity(a) == model_identity(a)
+    (64, True)
+    >>> b = keras.models.clone_model(a)   # the same config, freshly initialised weights
+    >>> model_identity(b) == model_identity(a)
+    False
+    >>> b.set_weights(a.get_weights())
+    >>> model_identity(b) == model_identity(a)
     True
     """
     try:

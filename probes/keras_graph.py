@@ -52,7 +52,12 @@ def load_model(path: str | os.PathLike) -> Any:
 
     Examples
     --------
-    >>> model = load_model("model.keras")   # doctest: +SKIP
+    >>> [layer.name for layer in load_model("model.keras").layers][1:]   # after its input layer
+    ['conv1', 'conv2', 'gap', 'head']
+    >>> load_model("missing.keras")
+    Traceback (most recent call last):
+    ...
+    probes.keras_graph.ModelFileError: Model file 'missing.keras' does not exist. ...
     """
     path = Path(path)
     if not path.exists():
@@ -78,8 +83,9 @@ def is_model(op: Any) -> bool:
 
     Examples
     --------
-    >>> is_model(keras.layers.Dense(2))   # doctest: +SKIP
-    False
+    >>> import keras
+    >>> is_model(keras.layers.Dense(2)), is_model(model)
+    (False, True)
     """
     return isinstance(op, _keras().Model)
 
@@ -89,7 +95,10 @@ def graph_of(model: Any) -> Any | None:
 
     Examples
     --------
-    >>> graph_of(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])).inputs  # doctest: +SKIP
+    >>> import keras
+    >>> sequential = keras.Sequential([keras.Input((4,), name="x"), keras.layers.Dense(2, name="d")])
+    >>> [op.name for op in graph_operations(graph_of(sequential))], graph_of(model) is model
+    (['x', 'd'], True)
     """
     keras = _keras()
     from keras.src.models.functional import Functional
@@ -112,7 +121,11 @@ def nodes_by_operation(graph: Any) -> dict[int, list]:
 
     Examples
     --------
-    >>> len(nodes_by_operation(model)[id(model.get_layer("shared"))])   # doctest: +SKIP
+    >>> import keras
+    >>> shared = keras.layers.Dense(2, name="shared")   # called twice: two nodes
+    >>> a, b = keras.Input((3,), name="a"), keras.Input((3,), name="b")
+    >>> siamese = keras.Model([a, b], keras.layers.Add()([shared(a), shared(b)]))
+    >>> len(nodes_by_operation(siamese)[id(shared)])
     2
     """
     nodes: dict[int, list] = {}
@@ -128,7 +141,8 @@ def graph_operations(graph: Any) -> list:
 
     Examples
     --------
-    >>> [op.name for op in graph_operations(convnext)][:3]   # doctest: +SKIP
+    >>> [op.name for op in graph_operations(model)][1:]   # after its input layer
+    ['conv1', 'conv2', 'gap', 'head']
     """
     return list(getattr(graph, "operations", graph.layers))
 
@@ -138,7 +152,13 @@ def parent_operations(node: Any) -> list:
 
     Examples
     --------
-    >>> [op.name for op in parent_operations(node)]   # doctest: +SKIP
+    >>> import keras
+    >>> x = keras.Input((4,), name="x")
+    >>> stem = keras.layers.Dense(3, name="stem")(x)
+    >>> b2 = keras.layers.Dense(3, name="b2")(stem)
+    >>> residual = keras.Model(x, keras.layers.Add(name="add")([stem, b2]))
+    >>> node, = nodes_by_operation(residual)[id(residual.get_layer("add"))]
+    >>> [op.name for op in parent_operations(node)]
     ['stem', 'b2']
     """
     return [parent.operation for parent in node.parent_nodes]
@@ -149,7 +169,10 @@ def run_through_graph(graph: Any, inputs: Any, operation_fn: Callable[[Any], Cal
 
     Examples
     --------
-    >>> run_through_graph(model, x, lambda op: op)   # the plain forward pass  # doctest: +SKIP
+    >>> x = np.ones((2, 16, 16, 1), np.float32)
+    >>> out = run_through_graph(model, x, lambda op: op)   # the plain forward pass
+    >>> np.allclose(np.asarray(out), np.asarray(model(x)))
+    True
     """
     return graph._run_through_graph(inputs, operation_fn=operation_fn)
 
@@ -159,7 +182,13 @@ def standardize_inputs(graph: Any, inputs: Any) -> list:
 
     Examples
     --------
-    >>> standardize_inputs(model, {"image": x, "clinical": c})   # doctest: +SKIP
+    >>> import keras
+    >>> image, clinical = keras.Input((4,), name="image"), keras.Input((2,), name="clinical")
+    >>> fused = keras.layers.Concatenate()([image, clinical])
+    >>> two_inputs = keras.Model([image, clinical], keras.layers.Dense(1)(fused))
+    >>> batch = standardize_inputs(two_inputs, {"clinical": np.zeros((5, 2)), "image": np.ones((5, 4))})
+    >>> [tuple(t.shape) for t in batch]   # a list in the model's input order
+    [(5, 4), (5, 2)]
     """
     return graph._standardize_inputs(inputs)
 
@@ -169,8 +198,9 @@ def tensor_origin(tensor: Any) -> tuple[Any, int]:
 
     Examples
     --------
-    >>> tensor_origin(model.outputs[0])[0].name   # doctest: +SKIP
-    'head'
+    >>> op, index = tensor_origin(model.outputs[0])
+    >>> op.name, index
+    ('head', 0)
     """
     history = tensor._keras_history
     return history.operation, int(history.tensor_index)
@@ -181,7 +211,11 @@ def input_name(tensor: Any) -> str:
 
     Examples
     --------
-    >>> [input_name(t) for t in model.inputs]   # doctest: +SKIP
+    >>> import keras
+    >>> image, clinical = keras.Input((4,), name="image"), keras.Input((2,), name="clinical")
+    >>> fused = keras.layers.Concatenate()([image, clinical])
+    >>> two_inputs = keras.Model([image, clinical], keras.layers.Dense(1)(fused))
+    >>> [input_name(t) for t in two_inputs.inputs]
     ['image', 'clinical']
     """
     return tensor_origin(tensor)[0].name
@@ -192,8 +226,9 @@ def takes_training_flag(op: Any) -> bool:
 
     Examples
     --------
-    >>> takes_training_flag(keras.layers.Dropout(0.5))   # doctest: +SKIP
-    True
+    >>> import keras
+    >>> takes_training_flag(keras.layers.Dropout(0.5)), takes_training_flag(object())
+    (True, False)
     """
     return "training" in getattr(op, "_call_context_args", ())
 
@@ -203,8 +238,9 @@ def single_input(op: Any) -> Any | None:
 
     Examples
     --------
-    >>> x = keras.Input((8, 8, 1)); y = keras.layers.Conv2D(2, 3, name="c")(x)   # doctest: +SKIP
-    >>> single_input(keras.Model(x, y).get_layer("c")) is x   # doctest: +SKIP
+    >>> import keras
+    >>> x = keras.Input((8, 8, 1)); y = keras.layers.Conv2D(2, 3, name="c")(x)
+    >>> single_input(keras.Model(x, y).get_layer("c")) is x
     True
     """
     nodes = getattr(op, "_inbound_nodes", None) or []
@@ -218,7 +254,8 @@ def is_graph_operation(op: Any) -> bool:
 
     Examples
     --------
-    >>> is_graph_operation(keras.layers.Dense(2))   # doctest: +SKIP
+    >>> import keras
+    >>> is_graph_operation(keras.layers.Dense(2))
     True
     >>> is_graph_operation(object())
     False

@@ -25,11 +25,7 @@ REASON = re.compile(r"#\s*(?!doctest:)\S[^#]*#\s*doctest:")
 
 # Modules whose skipped examples are not yet reviewed (run them, or give the reason). Empty it.
 SKIP_REASONS_PENDING = {
-    "concepts/analysis.py", "concepts/demo/__init__.py", "concepts/demo/_common.py",
-    "concepts/demo/histology.py", "concepts/demo/model.py", "concepts/demo/model3d.py",
-    "concepts/demo/mri.py", "concepts/demo/mri3d.py", "concepts/demo/run.py",
-    "concepts/radiomics3d.py", "concepts/sets.py", "concepts/volumes.py",
-    "probes/distributed.py", "probes/engine.py", "probes/identity.py", "probes/keras_graph.py",
+    "concepts/analysis.py", "probes/engine.py",
 }
 
 

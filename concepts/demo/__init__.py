@@ -20,8 +20,8 @@ No label was annotated by an expert: see :attr:`CaseInfo.label_rule` for how eac
 Examples
 --------
 >>> from concepts.demo import build_case
->>> info = build_case("histology", "demo_data/histology", size="small")  # doctest: +SKIP
->>> info.ground_truth_concept, info.ground_truth_class, info.expected_sign  # doctest: +SKIP
+>>> info = build_case("histology", "demo_data/histology", size="small")  # builds: 1-4 s  # doctest: +SKIP
+>>> info.ground_truth_concept, info.ground_truth_class, info.expected_sign  # of that case  # doctest: +SKIP
 ('nuclei_dense', 'high_cellularity', 1)
 """
 from __future__ import annotations
@@ -81,8 +81,8 @@ def build_case(case: str = "histology", out_dir: str | Path | None = None, *, si
 
     Examples
     --------
-    >>> info = build_case("mri", "demo_data/mri", size="small")  # doctest: +SKIP
-    >>> info.class_names  # doctest: +SKIP
+    >>> info = build_case("mri", "demo_data/mri", size="small")  # builds a case (1-4 s)  # doctest: +SKIP
+    >>> info.class_names  # of that case  # doctest: +SKIP
     ['white_matter', 'grey_matter']
     """
     check_size(size)
@@ -109,7 +109,7 @@ def write_case_manifest(case: str, size: str = "full", out: str | Path | None = 
 
     Examples
     --------
-    >>> for case in CASES:  # doctest: +SKIP
+    >>> for case in CASES:  # builds all six cases (about a minute)  # doctest: +SKIP
     ...     for size in ("full", "small"):
     ...         write_case_manifest(case, size)
     """

@@ -72,8 +72,8 @@ class CaseInfo:
 
     Examples
     --------
-    >>> info = build_case("histology", "demo_data")  # doctest: +SKIP
-    >>> info.class_names, info.ground_truth_concept  # doctest: +SKIP
+    >>> info = build_case("histology", "demo_data")  # builds a case (1-4 s)  # doctest: +SKIP
+    >>> info.class_names, info.ground_truth_concept  # of that case  # doctest: +SKIP
     (['low_cellularity', 'high_cellularity'], 'nuclei_dense')
     """
 
@@ -295,7 +295,7 @@ def verify_case(info: CaseInfo) -> None:
 
     Examples
     --------
-    >>> verify_case(build_case("mri", "demo_mri", verify=False))  # doctest: +SKIP
+    >>> verify_case(build_case("mri", "demo_mri", verify=False))  # builds a case (1-4 s)  # doctest: +SKIP
     """
     from ..manifests import check_manifest, read_manifest
 

@@ -16,8 +16,8 @@ Axial slices are grouped into slabs of :data:`SLAB` slices which take turns as t
 
 Examples
 --------
->>> info = build("demo_data/mri", size="small")  # doctest: +SKIP
->>> info.class_names  # doctest: +SKIP
+>>> info = build("demo_data/mri", size="small")  # builds a case (1-4 s)  # doctest: +SKIP
+>>> info.class_names  # of that case  # doctest: +SKIP
 ['white_matter', 'grey_matter']
 """
 from __future__ import annotations
@@ -81,7 +81,7 @@ def load_volumes() -> dict[str, np.ndarray]:
 
     Examples
     --------
-    >>> load_volumes()["t1"].shape  # doctest: +SKIP
+    >>> load_volumes()["t1"].shape  # reads four 1 mm MNI templates via nilearn (~3 s)  # doctest: +SKIP
     (197, 233, 189)
     """
     try:
@@ -231,7 +231,7 @@ def build(out_dir: str | Path, *, size: str = "full") -> CaseInfo:
 
     Examples
     --------
-    >>> build("demo_data/mri", size="small").concept_names  # doctest: +SKIP
+    >>> build("demo_data/mri", size="small").concept_names  # builds a case (1-4 s)  # doctest: +SKIP
     ['grey_matter_like', 'white_matter_like', 'csf_like']
     """
     check_size(size)

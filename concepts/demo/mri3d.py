@@ -25,8 +25,8 @@ report, concept or random) chosen by a seeded SHA-256 ordering, and the cubes of
 
 Examples
 --------
->>> info = build("demo_data/mri3d", size="small")  # doctest: +SKIP
->>> info.class_names, info.provenance["dimensions"]  # doctest: +SKIP
+>>> info = build("demo_data/mri3d", size="small")  # builds a case (1-4 s)  # doctest: +SKIP
+>>> info.class_names, info.provenance["dimensions"]  # of that case  # doctest: +SKIP
 (['white_matter', 'grey_matter'], 3)
 """
 from __future__ import annotations
@@ -96,7 +96,7 @@ def build(out_dir: str | Path, *, size: str = "full") -> CaseInfo:
 
     Examples
     --------
-    >>> build("demo_data/mri3d", size="small").concept_names  # doctest: +SKIP
+    >>> build("demo_data/mri3d", size="small").concept_names  # builds a case (1-4 s)  # doctest: +SKIP
     ['grey_matter_like', 'white_matter_like', 'csf_like']
     """
     import nilearn

@@ -7,7 +7,7 @@ must not come out significant anywhere, and the report's first sentence says whe
 Examples
 --------
 >>> from concepts.demo.run import run_demo
->>> run_demo("histology", "demo_output", size="small")  # doctest: +SKIP
+>>> run_demo("histology", "demo_output", size="small")  # builds, trains, reports (minutes)  # doctest: +SKIP
 PosixPath('demo_output/report.html')
 """
 from __future__ import annotations
@@ -28,7 +28,14 @@ def verdict(table: pd.DataFrame, concept: str, cls: str, expected_sign: int) -> 
 
     Examples
     --------
-    >>> ok, sentence = verdict(table, "nuclei_dense", "high_cellularity", +1)  # doctest: +SKIP
+    >>> table = pd.DataFrame({"concept": ["nuclei_dense", "nuclei_dense"], "class": ["high_cellularity"] * 2,
+    ...                       "layer": ["conv1", "conv2"], "score": [0.55, 0.9], "ubs": [0.1, 0.4],
+    ...                       "significant": [False, True]})
+    >>> verdict(table, "nuclei_dense", "high_cellularity", +1)
+    (True, "PASS: the ground-truth concept 'nuclei_dense' significantly raises the score of class
+    'high_cellularity' in layer(s) conv2, as the label rule says it must.")
+    >>> verdict(table, "nuclei_dense", "high_cellularity", -1)[0]
+    False
     """
     rows = table[(table["concept"] == concept) & (table["class"] == cls)]
     direction = "raises" if expected_sign > 0 else "lowers"
@@ -50,7 +57,11 @@ def random_control(table: pd.DataFrame) -> tuple[bool, str]:
 
     Examples
     --------
-    >>> ok, sentence = random_control(table)  # doctest: +SKIP
+    >>> table = pd.DataFrame({"concept": ["random_control_1", "random_control_2", "nuclei_dense"],
+    ...                       "significant": [False, False, True]})
+    >>> random_control(table)
+    (True, 'Random-concept control: 0 of 2 rows of concepts drawn at random from the random pool are
+    significant after correction, as they should not be.')
     """
     rows = table[table["concept"].str.startswith(CONTROL_PREFIX)]
     if rows.empty:
