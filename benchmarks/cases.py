@@ -519,7 +519,7 @@ def plan(mode: str) -> list[dict[str, Any]]:
         ]
     cases.append({"name": "reference", "group": "reference", "kind": "scenarios", "model": REF_MODEL_ISSUE13,
                   "layers": layers3, "data": REF_DATA, "n_random": 20, "null_pairs": "auto", "reps": 3 if full else 1,
-                  "profile": True,
+                  "profile": full,
                   "description": "issue-13 reference work: 3-conv CNN on 64×64 inputs (conv1/conv2/conv3 hold "
                                  "65,536 / 32,768 / 8,192 activations), 2 classes × 50 examples, 3 concept folders "
                                  "of 50 images, 20 random sets of 50 distinct images, library defaults (n_random=20, "
