@@ -24,15 +24,16 @@ caller recomputes it. With a size cap (``max_bytes`` or ``$CONCEPTS_CACHE_MAX``,
 the least recently used entries are evicted after each write. Folders the store creates are
 private to the user (mode 0700).
 
-Writes leave the caller's critical path: :meth:`Store.put` and :meth:`Store.put_record` hand the
-entry (a private read-only copy of its arrays) to one background writer thread per process and
-return; a read of a key still pending (from any store on the same folder) waits for the writer
+Array writes leave the caller's critical path: :meth:`Store.put` hands the entry (a private
+read-only copy of the array) to one background writer thread per process and
+returns; a read of a key still pending (from any store on the same folder) waits for the writer
 and reads the disk, as every maintenance call (:meth:`Store.entries`, ``info``, ``verify``, ``sweep``,
 ``clear``, ``entry_path``) and :meth:`Store.flush` do. Pending writes are
 finished at interpreter exit; a write that failed is reported on the next call of the store (an
 unwritable folder as the usual one-time warning, anything else re-raised). Child processes
 (multiprocessing, Dask workers) and stores with a size cap write synchronously, as does
-everything with ``$CONCEPTS_CACHE_SYNC=1``.
+everything with ``$CONCEPTS_CACHE_SYNC=1``; records (:meth:`Store.put_record`: small JSON
+entries such as radiomics features) are always written before the call returns.
 
 Example:
     >>> store = Store()                       # in memory; Store("/path") on disk
@@ -514,13 +515,12 @@ class Store:
             handle.write(buffer.getbuffer())
 
         self._surface()
-        if _WRITER.enabled():
-            arrays = {k: _frozen(v) for k, v in arrays.items()}
+        # Records (radiomics features, outcomes) are small and callers read them back from disk
+        # right after a call: written synchronously, only array entries go to the background.
         writers: dict[str, Any] = {_RECORD: lambda handle: handle.write(text.encode("utf-8"))}
         if arrays:  # a record without arrays (e.g. radiomics features) is one small JSON file
             writers[_ARRAYS] = write_npz
-        self._write(key, "record", {"arrays": sorted(arrays)}, meta, writers,
-                    memory=({"kind": "record", "data": text}, arrays))
+        self._write(key, "record", {"arrays": sorted(arrays)}, meta, writers)
 
     # -- maintenance ------------------------------------------------------------------------
     def entries(self) -> Iterator[Path]:
