@@ -24,6 +24,8 @@ import hashlib
 import json
 import math
 import os
+import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -47,6 +49,12 @@ TARGETS = ("logit", "log_prob", "prob")
 
 # Bumped whenever what the engine computes for a given key changes meaning.
 _ENGINE_VERSION = "engine-v1"
+
+#: Traced step functions shared by every engine of this process on the same model object:
+#: a user's second ``concepts.score`` call on a model does not trace its graph again. Bounded
+#: (a traced function keeps its model alive); the oldest entry goes first.
+_SHARED_STEPS_MAX = 16
+_shared_steps: dict[tuple, tuple[Any, Any, set]] = {}
 
 _SOFTMAX_NAMES = {"softmax", "softmax_v2", "log_softmax"}
 _SIGMOID_NAMES = {"sigmoid"}
@@ -434,6 +442,23 @@ class _ExtraInputs:
         return digest.hexdigest()
 
 
+_shared_lock = threading.Lock()
+
+
+class _StepTwin:
+    """What a traced step function needs of its engine (graph walk and target), without the rest."""
+
+    _walk = None  # bound below to Engine's methods, which use only the attributes copied here
+    _target_tensor = None
+
+    def __init__(self, engine: "Engine") -> None:
+        self._graph = engine._graph
+        self._final_path = engine._final_path
+        self._final_mode = engine._final_mode
+        self._squash = engine._squash
+        self.target = engine.target
+
+
 class Engine:
     """Batched activations and target gradients for the layers of a Keras model.
 
@@ -498,6 +523,7 @@ class Engine:
         self.progress = bool(progress)
         self.n_batches_run = 0
         self._steps: dict[tuple, Any] = {}
+        self._step_nones: dict[tuple, set] = {}
         self._none_grads: set[str] = set()
         if cache is None:
             cache = ActivationCache(None)
@@ -716,11 +742,33 @@ class Engine:
         key = (act_layers, grad_layers, want_outputs)
         if key in self._steps:
             return self._steps[key]
+        # Everything the traced graph depends on: the model object (weights are read live), what
+        # is explained (target, output, squash) and the input signature.
+        # (Shape probing during __init__ runs before the fingerprint exists: not shared.)
+        fingerprint = getattr(self, "fingerprint", None)
+        shared_key = (id(self.model), fingerprint, self.target, self.output_index, self._image_position,
+                      self.input_shape, tuple((n, tuple(self._extras.shapes[n]), str(self._extras.dtypes[n]))
+                                              for n in self._extras.names), key)
+        with _shared_lock:
+            found = _shared_steps.get(shared_key) if fingerprint is not None else None
+            if found is not None and found[0]() is not self.model:
+                del _shared_steps[shared_key]   # another model now has that id
+                found = None
+        if found is not None:
+            self._steps[key], self._step_nones[key] = found[1], found[2]
+            self._none_grads |= found[2]
+            return found[1]
         import tensorflow as tf
 
         wanted = set(act_layers) | set(grad_layers)
         grad_set = set(grad_layers)
-        none_grads = self._none_grads
+        # Layers without a gradient are noted at trace time, in a set of this step function's own
+        # (engines sharing it read it after each call, see _batch_results).
+        none_grads: set[str] = set()
+        self._step_nones[key] = none_grads
+        # The traced function closes over a twin holding only what the walk needs, not over this
+        # engine (whose cache may hold a lot of arrays and must be freed with it).
+        twin = _StepTwin(self)
 
         keras = _keras()
         n_inputs = len(self._graph.inputs)
@@ -732,12 +780,12 @@ class Engine:
             inputs.insert(position, x)
             with tf.GradientTape(watch_accessed_variables=False, persistent=False) as tape:
                 rec = _Recorder(wanted, tape.watch if grad_layers else None, grad_set)
-                output = self._walk(self._graph, inputs if n_inputs > 1 else x, "", rec)
-                if len(self._graph.outputs) > 1:
+                output = twin._walk(twin._graph, inputs if n_inputs > 1 else x, "", rec)
+                if len(twin._graph.outputs) > 1:
                     output = keras.tree.flatten(output)[output_index]
                 result: dict[str, Any] = {"act": {}, "grad": {}}
                 if grad_layers or want_outputs:
-                    target = self._target_tensor(rec, output)
+                    target = twin._target_tensor(rec, output)
                 if grad_layers:
                     objective = tf.reduce_sum(tf.gather(target, class_index, axis=1))
             for path in act_layers:
@@ -762,6 +810,16 @@ class Engine:
                  for n in self._extras.names]
         fn = tf.function(step, input_signature=spec)
         self._steps[key] = fn
+        if fingerprint is None:
+            return fn
+        try:
+            model_ref = weakref.ref(self.model)
+        except TypeError:
+            return fn
+        with _shared_lock:
+            _shared_steps[shared_key] = (model_ref, fn, none_grads)
+            while len(_shared_steps) > _SHARED_STEPS_MAX:
+                del _shared_steps[next(iter(_shared_steps))]
         return fn
 
     def _check_class_index(self, class_index: Any) -> int:
@@ -812,6 +870,7 @@ class Engine:
                     "batches() disagree.")
             result = step(batch, ci, *self._extras.batch(extra_rows, start, b))
             self.n_batches_run += 1
+            self._none_grads |= self._step_nones.get((act_layers, grad_layers, want_outputs), set())
             if self._none_grads & set(grad_layers):
                 bad = sorted(self._none_grads & set(grad_layers))
                 raise NotDifferentiableError(
@@ -1040,3 +1099,8 @@ def randomize_weights(model: Any, seed: int = 0) -> Any:
     if not copy.built:
         copy.build((None, *tuple(_graph_of(model).inputs[0].shape[1:])))
     return copy
+
+
+_StepTwin._walk = Engine._walk
+_StepTwin._call_layer = staticmethod(Engine._call_layer)
+_StepTwin._target_tensor = Engine._target_tensor

@@ -372,6 +372,9 @@ def test_cache_hits_extra_layer_and_corruption(tmp_path, images):
     assert sorted(cache.puts) == [("conv1", "grad"), ("conv2", "grad")]
 
     # A damaged file is detected, removed and recomputed to the same values.
+    from probes.cache import flush_writes
+
+    flush_writes()  # the background writer has put every entry on disk
     for npy in tmp_path.rglob("*.npy"):
         data = bytearray(npy.read_bytes())
         data[-3] ^= 0xFF
@@ -432,3 +435,33 @@ def test_randomize_weights(images):
     nested_random = randomize_weights(_nested_conv_model(), seed=0)
     assert "backbone/conv2" in Engine(nested_random, ["backbone/conv2"],
                                       progress=False).available_layers
+
+
+def test_engines_on_one_model_share_traced_steps(x6):
+    """A second engine on the same model (a user's second call) reuses the traced step functions:
+    same results, and what the first trace learnt (a layer without gradient) still raises."""
+    import gc
+    import weakref
+
+    import probes.engine as engine_mod
+
+    model = _linear_head("dense_softmax")
+    first = Engine(model, ["feat"], progress=False)
+    src = InMemoryImages(x6)
+    g1 = first.gradients(src, 1)["feat"]
+    second = Engine(model, ["feat"], progress=False)
+    g2 = second.gradients(src, 1)["feat"]
+    assert np.array_equal(g1, g2)
+    assert set(second._steps.values()) <= set(first._steps.values())  # shared, not traced again
+    # The shared function does not keep the first engine (and its cache) alive.
+    ref = weakref.ref(first)
+    del first
+    gc.collect()
+    assert ref() is None
+    # Gradient-free layers found by the first engine's trace are reported to the second one too.
+    Engine(model, ["head"], progress=False).activations(src)
+    with pytest.raises(NotDifferentiableError, match="'head'"):
+        Engine(model, ["head"], progress=False).gradients(src, 0)
+    with pytest.raises(NotDifferentiableError, match="'head'"):
+        Engine(model, ["head"], progress=False).gradients(src, 0)
+    assert len(engine_mod._shared_steps) <= engine_mod._SHARED_STEPS_MAX
