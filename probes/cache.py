@@ -35,12 +35,13 @@ unwritable folder as the usual one-time warning, anything else re-raised). Child
 everything with ``$CONCEPTS_CACHE_SYNC=1``; records (:meth:`Store.put_record`: small JSON
 entries such as radiomics features) are always written before the call returns.
 
-Example:
-    >>> store = Store()                       # in memory; Store("/path") on disk
-    >>> key = Store.make_key("model", "layer", "act")
-    >>> store.put(key, np.arange(3.0))
-    >>> store.get(key)
-    array([0., 1., 2.])
+Examples
+--------
+>>> store = Store()                       # in memory; Store("/path") on disk
+>>> key = Store.make_key("model", "layer", "act")
+>>> store.put(key, np.arange(3.0))
+>>> store.get(key)
+array([0., 1., 2.])
 """
 from __future__ import annotations
 
@@ -89,9 +90,10 @@ _TRASH_PREFIX = ".trash-"
 def default_cache_dir() -> Path:
     """Directory used for the on-disk store: ``$CONCEPTS_CACHE_DIR`` or ``~/.cache/concepts-toolkit``.
 
-    Example:
-        >>> isinstance(default_cache_dir(), Path)
-        True
+    Examples
+    --------
+    >>> isinstance(default_cache_dir(), Path)
+    True
     """
     env = os.environ.get("CONCEPTS_CACHE_DIR")
     if env:
@@ -106,12 +108,15 @@ _UNITS = {"": 1, "B": 1, "K": 10 ** 3, "KB": 10 ** 3, "M": 10 ** 6, "MB": 10 ** 
 def parse_size(text: str | int | float | None, *, what: str = "size") -> int | None:
     """Bytes from ``"2GB"``, ``"500 MB"``, ``"1.5GiB"`` or a number; ``None``/``""``/``"none"`` mean no cap.
 
-    Raises:
-        ValueError: the text is not a size; the message names ``what`` and shows valid examples.
+    Raises
+    ------
+    ValueError
+        The text is not a size; the message names ``what`` and shows valid examples.
 
-    Example:
-        >>> parse_size("2GB"), parse_size("1.5 KiB"), parse_size(None)
-        (2000000000, 1536, None)
+    Examples
+    --------
+    >>> parse_size("2GB"), parse_size("1.5 KiB"), parse_size(None)
+    (2000000000, 1536, None)
     """
     if text is None:
         return None
@@ -131,10 +136,11 @@ def parse_size(text: str | int | float | None, *, what: str = "size") -> int | N
 def max_bytes_from_env() -> int | None:
     """The size cap from ``$CONCEPTS_CACHE_MAX`` (None: no cap).
 
-    Example:
-        >>> os.environ.pop("CONCEPTS_CACHE_MAX", None) and None
-        >>> max_bytes_from_env() is None
-        True
+    Examples
+    --------
+    >>> os.environ.pop("CONCEPTS_CACHE_MAX", None) and None
+    >>> max_bytes_from_env() is None
+    True
     """
     return parse_size(os.environ.get("CONCEPTS_CACHE_MAX"), what="CONCEPTS_CACHE_MAX")
 
@@ -142,10 +148,11 @@ def max_bytes_from_env() -> int | None:
 def make_private_dir(path: str | os.PathLike) -> None:
     """Create ``path`` and any missing parents with mode 0700 (existing folders keep their mode).
 
-    Example:
-        >>> import tempfile; root = Path(tempfile.mkdtemp())
-        >>> make_private_dir(root / "a" / "b"); oct((root / "a").stat().st_mode & 0o777)
-        '0o700'
+    Examples
+    --------
+    >>> import tempfile; root = Path(tempfile.mkdtemp())
+    >>> make_private_dir(root / "a" / "b"); oct((root / "a").stat().st_mode & 0o777)
+    '0o700'
     """
     path = Path(path)
     missing = []
@@ -308,8 +315,9 @@ atexit.register(_WRITER.flush)
 def flush_writes() -> None:
     """Wait until every cache entry put in this process is on disk.
 
-    Example:
-        >>> flush_writes()
+    Examples
+    --------
+    >>> flush_writes()
     """
     _WRITER.flush()
 
@@ -317,23 +325,29 @@ def flush_writes() -> None:
 class Store:
     """Content-addressed store, on disk or (``directory=None``) in memory only.
 
-    Args:
-        directory: the store's root folder (created private on first write), or ``None`` for a
-            store that lives in memory as long as this object.
-        max_bytes: size cap (bytes, or a text such as ``"2GB"``); least recently used entries are
-            evicted beyond it. Default: ``$CONCEPTS_CACHE_MAX``, else no cap.
+    Parameters
+    ----------
+    directory : str | os.PathLike | None, default=None
+        The store's root folder (created private on first write), or ``None`` for a
+        store that lives in memory as long as this object.
+    max_bytes : int | str | None, default=None
+        Size cap (bytes, or a text such as ``"2GB"``); least recently used entries are
+        evicted beyond it. Default: ``$CONCEPTS_CACHE_MAX``, else no cap.
 
+    Notes
+    -----
     Arrays returned by :meth:`get` are read-only (large ones are memory-mapped); copy them before
     modifying.
 
-    Example:
-        >>> store = Store()
-        >>> key = Store.make_key("model", "layer", "act")
-        >>> store.put(key, np.arange(3.0))
-        >>> store.get(key)
-        array([0., 1., 2.])
-        >>> key in store
-        True
+    Examples
+    --------
+    >>> store = Store()
+    >>> key = Store.make_key("model", "layer", "act")
+    >>> store.put(key, np.arange(3.0))
+    >>> store.get(key)
+    array([0., 1., 2.])
+    >>> key in store
+    True
     """
 
     def __init__(self, directory: str | os.PathLike | None = None,
@@ -357,9 +371,10 @@ class Store:
         Each part is length-prefixed, so ``("ab", "c")`` and ``("a", "bc")`` cannot collide.
         Non-string parts (e.g. a class index) are converted with ``str``.
 
-        Example:
-            >>> Store.make_key("ab", "c") != Store.make_key("a", "bc")
-            True
+        Examples
+        --------
+        >>> Store.make_key("ab", "c") != Store.make_key("a", "bc")
+        True
         """
         digest = hashlib.sha256()
         digest.update(f"store-v{FORMAT_VERSION};package={package_version()};n={len(parts)};".encode())
@@ -380,9 +395,10 @@ class Store:
     def entry_path(self, key: str) -> Path:
         """The folder of entry ``key`` (whether or not it exists).
 
-        Example:
-            >>> Store("/tmp/s").entry_path("ab" * 32).parent.name
-            'ab'
+        Examples
+        --------
+        >>> Store("/tmp/s").entry_path("ab" * 32).parent.name
+        'ab'
         """
         if self.directory is None:
             raise ValueError("An in-memory store has no folders.")
@@ -397,8 +413,9 @@ class Store:
     def flush(self) -> None:
         """Wait for the background writer; report a failed write (see the module docstring).
 
-        Example:
-            >>> Store().flush()
+        Examples
+        --------
+        >>> Store().flush()
         """
         _WRITER.flush()
         self._surface()
@@ -425,9 +442,10 @@ class Store:
     def get(self, key: str) -> np.ndarray | None:
         """The stored array, or ``None`` on a miss or a damaged entry (which is reported and removed).
 
-        Example:
-            >>> Store().get(Store.make_key("nothing")) is None
-            True
+        Examples
+        --------
+        >>> Store().get(Store.make_key("nothing")) is None
+        True
         """
         self._check_key(key)
         if self.directory is None:
@@ -442,9 +460,10 @@ class Store:
     def put(self, key: str, array: np.ndarray, meta: dict | None = None) -> None:
         """Store ``array`` under ``key`` (atomically on disk); ``meta`` is kept in the entry's record.
 
-        Example:
-            >>> store = Store()
-            >>> store.put(Store.make_key("k"), np.zeros(2), {"layer": "conv1"})
+        Examples
+        --------
+        >>> store = Store()
+        >>> store.put(Store.make_key("k"), np.zeros(2), {"layer": "conv1"})
         """
         self._check_key(key)
         array = _check_arrays({_ARRAY: array})[_ARRAY]
@@ -469,11 +488,12 @@ class Store:
     def get_record(self, key: str) -> tuple[Any, dict[str, np.ndarray]] | None:
         """``(data, arrays)`` stored by :meth:`put_record`, or ``None`` (miss or damaged entry).
 
-        Example:
-            >>> store = Store(); key = Store.make_key("r")
-            >>> store.put_record(key, {"a": 1}, {"x": np.ones(2)})
-            >>> store.get_record(key)[0]
-            {'a': 1}
+        Examples
+        --------
+        >>> store = Store(); key = Store.make_key("r")
+        >>> store.put_record(key, {"a": 1}, {"x": np.ones(2)})
+        >>> store.get_record(key)[0]
+        {'a': 1}
         """
         self._check_key(key)
         if self.directory is None:
@@ -494,12 +514,16 @@ class Store:
                    meta: dict | None = None) -> None:
         """Store JSON-serialisable ``data`` and named ``arrays`` as one entry (atomically on disk).
 
-        Raises:
-            TypeError: ``data`` is not JSON-serialisable (NaN and infinities are allowed).
-            ValueError: an array has dtype object.
+        Raises
+        ------
+        TypeError
+            ``data`` is not JSON-serialisable (NaN and infinities are allowed).
+        ValueError
+            An array has dtype object.
 
-        Example:
-            >>> Store().put_record(Store.make_key("r"), {"rows": [1, 2]}, {"v": np.zeros(3)})
+        Examples
+        --------
+        >>> Store().put_record(Store.make_key("r"), {"rows": [1, 2]}, {"v": np.zeros(3)})
         """
         self._check_key(key)
         arrays = _check_arrays(arrays or {})
@@ -526,9 +550,10 @@ class Store:
     def entries(self) -> Iterator[Path]:
         """Folders of the entries on disk (complete ones only; temporary folders are skipped).
 
-        Example:
-            >>> list(Store().entries())
-            []
+        Examples
+        --------
+        >>> list(Store().entries())
+        []
         """
         _WRITER.flush()
         if self.directory is None or not self.directory.is_dir():
@@ -543,9 +568,10 @@ class Store:
     def info(self) -> dict[str, Any]:
         """Location, number of entries, bytes used, bytes per kind and the size cap.
 
-        Example:
-            >>> Store().info()["entries"]
-            0
+        Examples
+        --------
+        >>> Store().info()["entries"]
+        0
         """
         kinds: dict[str, int] = {}
         total = 0
@@ -571,9 +597,10 @@ class Store:
 
         Damaged entries are removed unless ``remove=False``; nothing else is touched.
 
-        Example:
-            >>> Store().verify()
-            []
+        Examples
+        --------
+        >>> Store().verify()
+        []
         """
         self.sweep()
         problems = []
@@ -593,9 +620,10 @@ class Store:
 
         They are never visible as entries; this only gives their space back.
 
-        Example:
-            >>> Store().sweep()
-            0
+        Examples
+        --------
+        >>> Store().sweep()
+        0
         """
         _WRITER.flush()
         if self.directory is None or not self.directory.is_dir():
@@ -618,8 +646,9 @@ class Store:
     def clear(self) -> None:
         """Remove every entry (only folders and files this store writes are touched).
 
-        Example:
-            >>> store = Store(); store.clear()
+        Examples
+        --------
+        >>> store = Store(); store.clear()
         """
         _WRITER.flush()
         self._memory.clear()

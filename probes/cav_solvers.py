@@ -23,15 +23,16 @@ dual coefficients ``(P, n)`` and intercepts ``(P,)`` such that the decision func
   penalised intercept (``sklearn.svm.LinearSVC(C=C, loss=...)``, ``intercept_scaling=1``), by
   batched dual coordinate descent (Hsieh et al., ICML 2008), the algorithm liblinear uses.
 
-Example:
-    >>> rng = np.random.default_rng(0)
-    >>> x = rng.normal(size=(20, 50)); x[:10, 0] += 3.0
-    >>> y = np.r_[np.ones(10), -np.ones(10)]
-    >>> k = (x @ x.T)[None]
-    >>> beta, b = solve("logistic", k, y[None], C=1.0)
-    >>> w = beta[0] @ x
-    >>> bool(w[0] > np.abs(w[1:]).max())
-    True
+Examples
+--------
+>>> rng = np.random.default_rng(0)
+>>> x = rng.normal(size=(20, 50)); x[:10, 0] += 3.0
+>>> y = np.r_[np.ones(10), -np.ones(10)]
+>>> k = (x @ x.T)[None]
+>>> beta, b = solve("logistic", k, y[None], C=1.0)
+>>> w = beta[0] @ x
+>>> bool(w[0] > np.abs(w[1:]).max())
+True
 """
 from __future__ import annotations
 
@@ -57,11 +58,12 @@ def _centre(k: np.ndarray) -> np.ndarray:
 def solve_ridge(k: np.ndarray, y: np.ndarray, *, alpha: float) -> tuple[np.ndarray, np.ndarray]:
     """Ridge least squares: ``min ||Xw + b - y||^2 + alpha ||w||^2`` (intercept unpenalised).
 
-    Example:
-        >>> k = np.eye(4)[None] * 2.0; y = np.array([[1.0, 1.0, -1.0, -1.0]])
-        >>> beta, b = solve_ridge(k, y, alpha=2.0)
-        >>> beta.round(3).tolist(), b.round(3).tolist()
-        [[[0.25, 0.25, -0.25, -0.25]], [0.0]]
+    Examples
+    --------
+    >>> k = np.eye(4)[None] * 2.0; y = np.array([[1.0, 1.0, -1.0, -1.0]])
+    >>> beta, b = solve_ridge(k, y, alpha=2.0)
+    >>> beta.round(3).tolist(), b.round(3).tolist()
+    ([[0.25, 0.25, -0.25, -0.25]], [0.0])
     """
     p, n, _ = k.shape
     k_c = _centre(k)
@@ -81,10 +83,11 @@ def solve_ridge(k: np.ndarray, y: np.ndarray, *, alpha: float) -> tuple[np.ndarr
 def solve_mean(k: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Difference of class means, ``w = mean(x | +) - mean(x | -)``, boundary at the midpoint.
 
-    Example:
-        >>> beta, b = solve_mean(np.zeros((1, 4, 4)), np.array([[1.0, 1.0, -1.0, -1.0]]))
-        >>> beta.tolist()
-        [[0.5, 0.5, -0.5, -0.5]]
+    Examples
+    --------
+    >>> beta, b = solve_mean(np.zeros((1, 4, 4)), np.array([[1.0, 1.0, -1.0, -1.0]]))
+    >>> beta.tolist()
+    [[0.5, 0.5, -0.5, -0.5]]
     """
     pos = y > 0
     beta = np.where(pos, 1.0 / pos.sum(axis=1, keepdims=True), -1.0 / (~pos).sum(axis=1, keepdims=True))
@@ -109,12 +112,13 @@ def solve_logistic(k: np.ndarray, y: np.ndarray, *, C: float = 1.0, max_iter: in
     1^T r]``, which stays well posed when ``K`` is singular. Every task takes its own
     backtracking step length, so the objective decreases monotonically for each.
 
-    Example:
-        >>> rng = np.random.default_rng(1)
-        >>> x = rng.normal(size=(12, 5)); y = np.sign(x[:, 0] + 0.1)
-        >>> beta, b = solve_logistic((x @ x.T)[None], y[None], C=1.0)
-        >>> bool(np.corrcoef(beta[0] @ x, np.eye(5)[0])[0, 1] > 0.5)
-        True
+    Examples
+    --------
+    >>> rng = np.random.default_rng(1)
+    >>> x = rng.normal(size=(12, 5)); y = np.sign(x[:, 0] + 0.1)
+    >>> beta, b = solve_logistic((x @ x.T)[None], y[None], C=1.0)
+    >>> bool(np.corrcoef(beta[0] @ x, np.eye(5)[0])[0, 1] > 0.5)
+    True
     """
     p, n, _ = k.shape
     a = np.zeros((p, n))
@@ -176,11 +180,12 @@ def solve_svm(k: np.ndarray, y: np.ndarray, *, C: float = 1.0, loss: str = "squa
     works on the double-centred Gram matrix), so the penalised intercept does no harm; the result
     is returned in the coordinates of ``k`` like every solver's.
 
-    Example:
-        >>> x = np.array([[2.0, 0.0], [1.5, 0.5], [-2.0, 0.0], [-1.0, -0.5]]); y = np.array([1.0, 1, -1, -1])
-        >>> beta, b = solve_svm((x @ x.T)[None], y[None], C=10.0)
-        >>> bool((np.sign(beta[0] @ x @ x.T + b[0]) == y).all())
-        True
+    Examples
+    --------
+    >>> x = np.array([[2.0, 0.0], [1.5, 0.5], [-2.0, 0.0], [-1.0, -0.5]]); y = np.array([1.0, 1, -1, -1])
+    >>> beta, b = solve_svm((x @ x.T)[None], y[None], C=10.0)
+    >>> bool((np.sign(beta[0] @ x @ x.T + b[0]) == y).all())
+    True
     """
     if loss not in ("hinge", "squared_hinge"):
         raise ValueError(f"loss must be 'hinge' or 'squared_hinge', not {loss!r}.")
@@ -222,10 +227,11 @@ def solve(method: str, k: np.ndarray, y: np.ndarray, *, alpha: float = 1.0, C: f
           random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Dispatch to the solver of ``method`` (one of :data:`METHODS`); see the module docstring.
 
-    Example:
-        >>> beta, b = solve("mean", np.zeros((1, 2, 2)), np.array([[1.0, -1.0]]))
-        >>> beta.tolist()
-        [[1.0, -1.0]]
+    Examples
+    --------
+    >>> beta, b = solve("mean", np.zeros((1, 2, 2)), np.array([[1.0, -1.0]]))
+    >>> beta.tolist()
+    [[1.0, -1.0]]
     """
     solvers: dict[str, Callable[[], tuple[np.ndarray, np.ndarray]]] = {
         "ridge": lambda: solve_ridge(k, y, alpha=alpha),

@@ -109,9 +109,7 @@ def _write_masks(root: Path) -> None:
 
 # Examples known to fail, owned by someone else: strict xfail, so CI stays green and the entry has
 # to go once the example is fixed. Keys are doctest names (``module.function``). Empty it.
-KNOWN_FAILING = {
-    "probes.cav_solvers.solve_ridge": "the expected output lacks the tuple's parentheses",
-}
+KNOWN_FAILING: dict[str, str] = {}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -78,10 +78,11 @@ class EngineResult:
     given) holds d target[class_index] / d activation per example, same shape. Arrays are float32
     and read-only.
 
-    Example:
-        >>> r = EngineResult({"feat": np.zeros((2, 5), "float32")}, None, "logit", None)
-        >>> r.activations["feat"].shape
-        (2, 5)
+    Examples
+    --------
+    >>> r = EngineResult({"feat": np.zeros((2, 5), "float32")}, None, "logit", None)
+    >>> r.activations["feat"].shape
+    (2, 5)
     """
 
     activations: dict[str, np.ndarray]
@@ -146,9 +147,10 @@ def _index_layers(graph: Any, prefix: str, out: dict[str, _LayerInfo], calls: in
 def output_names(model: Any) -> list[str]:
     """Names of a model's outputs, in order: the name of the layer that produces each.
 
-    Example:
-        >>> output_names(model)   # doctest: +SKIP
-        ['diagnosis', 'grade']
+    Examples
+    --------
+    >>> output_names(model)   # doctest: +SKIP
+    ['diagnosis', 'grade']
     """
     origins = [tensor_origin(t) for t in _graph_of(model).outputs]
     plain = [op.name for op, _ in origins]
@@ -462,34 +464,46 @@ class _StepTwin:
 class Engine:
     """Batched activations and target gradients for the layers of a Keras model.
 
-    Args:
-        model: a built Keras 3 Sequential or Functional model (nested models at any depth
-            allowed), or the path of one saved as ``.keras`` or legacy ``.h5``.
-        layers: layer names or ``"outer/inner"`` paths into nested models.
-        target: ``"logit"`` (pre-softmax, default), ``"log_prob"`` or ``"prob"``.
-        batch_size: examples per forward/backward pass.
-        cache: an :class:`ActivationCache`, a directory for one, or None for a private in-memory
-            cache that lives as long as the engine.
-        progress: show a progress bar over batches.
-        output: which output to explain, by name (the layer producing it) or index; needed when
-            the model has several outputs. The softmax/sigmoid bypass applies to that output.
-        extra_inputs: values for every model input other than the images, by input name. Each value
-            is either one array of the input's per-example shape (the same for every example,
-            e.g. a reference clinical vector) or per-example values: a mapping (or a pandas
-            Series/DataFrame indexed) by image file path, or by the name of an in-memory image
-            set with one row per image.
+    Parameters
+    ----------
+    model : Any
+        A built Keras 3 Sequential or Functional model (nested models at any depth
+        allowed), or the path of one saved as ``.keras`` or legacy ``.h5``.
+    layers : Sequence[str]
+        Layer names or ``"outer/inner"`` paths into nested models.
+    target : str, default='logit'
+        ``"logit"`` (pre-softmax, default), ``"log_prob"`` or ``"prob"``.
+    batch_size : int, default=32
+        Examples per forward/backward pass.
+    cache : ActivationCache | str | Path | None, default=None
+        An :class:`ActivationCache`, a directory for one, or None for a private in-memory
+        cache that lives as long as the engine.
+    progress : bool, default=True
+        Show a progress bar over batches.
+    output : int | str | None, default=None
+        Which output to explain, by name (the layer producing it) or index; needed when
+        the model has several outputs. The softmax/sigmoid bypass applies to that output.
+    extra_inputs : Mapping[str, Any] | None, default=None
+        Values for every model input other than the images, by input name. Each value
+        is either one array of the input's per-example shape (the same for every example,
+        e.g. a reference clinical vector) or per-example values: a mapping (or a pandas
+        Series/DataFrame indexed) by image file path, or by the name of an in-memory image
+        set with one row per image.
 
+    Notes
+    -----
     The model fingerprint is computed once, at construction: build a new engine after changing
     the model's weights.
 
-    Example:
-        >>> import keras
-        >>> inp = keras.Input((6,)); feat = keras.layers.Dense(5, name="feat")(inp)
-        >>> model = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(feat))
-        >>> eng = Engine(model, ["feat"], progress=False)
-        >>> src = InMemoryImages(np.random.rand(4, 6))            # doctest: +SKIP
-        >>> eng.run(src, class_index=1).gradients["feat"].shape   # doctest: +SKIP
-        (4, 5)
+    Examples
+    --------
+    >>> import keras
+    >>> inp = keras.Input((6,)); feat = keras.layers.Dense(5, name="feat")(inp)
+    >>> model = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(feat))
+    >>> eng = Engine(model, ["feat"], progress=False)
+    >>> src = InMemoryImages(np.random.rand(4, 6))            # doctest: +SKIP
+    >>> eng.run(src, class_index=1).gradients["feat"].shape   # doctest: +SKIP
+    (4, 5)
     """
 
     def __init__(self, model: Any, layers: Sequence[str], *, target: str = "logit",
@@ -940,9 +954,10 @@ class Engine:
         this is how :func:`concepts.score` keeps memory flat over any number of class examples (it
         keeps only the projections of each batch). ``activations=False`` yields ``{}`` for them.
 
-        Example:
-            >>> for acts, grads in engine.stream(InMemoryImages(x), class_index=0):  # doctest: +SKIP
-            ...     s = grads["conv2"].reshape(len(grads["conv2"]), -1) @ v   # projections of this batch
+        Examples
+        --------
+        >>> for acts, grads in engine.stream(InMemoryImages(x), class_index=0):  # doctest: +SKIP
+        ...     s = grads["conv2"].reshape(len(grads["conv2"]), -1) @ v   # projections of this batch
         """
         paths = self._paths_with_shapes(layers)
         ci = self._check_class_index(class_index)
@@ -978,10 +993,11 @@ class Engine:
         ``allocate(kind, path, shape)``, when given, makes the arrays that computed outputs are
         written into (e.g. memory-mapped files for a set larger than RAM).
 
-        Example:
-            >>> res = engine.run(InMemoryImages(x), class_index=0)   # doctest: +SKIP
-            >>> res.gradients["conv2"].shape == res.activations["conv2"].shape  # doctest: +SKIP
-            True
+        Examples
+        --------
+        >>> res = engine.run(InMemoryImages(x), class_index=0)   # doctest: +SKIP
+        >>> res.gradients["conv2"].shape == res.activations["conv2"].shape  # doctest: +SKIP
+        True
         """
         paths = self._paths_with_shapes(layers)
         ci = None if class_index is None else self._check_class_index(class_index)
@@ -1031,9 +1047,10 @@ class Engine:
                     ) -> dict[str, np.ndarray]:
         """Activations of the engine's layers (or ``layers``) for every example of ``source``.
 
-        Example:
-            >>> engine.activations(InMemoryImages(x))["conv1"].shape  # doctest: +SKIP
-            (10, 8, 8, 4)
+        Examples
+        --------
+        >>> engine.activations(InMemoryImages(x))["conv1"].shape  # doctest: +SKIP
+        (10, 8, 8, 4)
         """
         return self.run(source, None, layers).activations
 
@@ -1041,9 +1058,10 @@ class Engine:
                   layers: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Gradients of the target of ``class_index`` w.r.t. each layer, per example.
 
-        Example:
-            >>> engine.gradients(InMemoryImages(x), 1)["feat"].shape  # doctest: +SKIP
-            (10, 5)
+        Examples
+        --------
+        >>> engine.gradients(InMemoryImages(x), 1)["feat"].shape  # doctest: +SKIP
+        (10, 5)
         """
         if class_index is None:
             raise TargetError("gradients() needs a class_index; use activations() otherwise.")
@@ -1055,9 +1073,10 @@ class Engine:
         """Target values (e.g. logits) for every class and example, shape ``(n, n_outputs)``;
         not cached.
 
-        Example:
-            >>> engine.outputs(InMemoryImages(x)).shape  # doctest: +SKIP
-            (10, 3)
+        Examples
+        --------
+        >>> engine.outputs(InMemoryImages(x)).shape  # doctest: +SKIP
+        (10, 3)
         """
         return self._pass(source, (), (), 0, want_outputs=True)["out"]
 
@@ -1069,8 +1088,9 @@ def randomize_weights(model: Any, seed: int = 0) -> Any:
     layer's own initialisers are re-run with a distinct seed derived from ``seed``, so the result
     is reproducible and no two layers share values.
 
-    Example:
-        >>> random_model = randomize_weights(model, seed=1)   # doctest: +SKIP
+    Examples
+    --------
+    >>> random_model = randomize_weights(model, seed=1)   # doctest: +SKIP
     """
     keras = _keras()
     if not isinstance(model, keras.Model) or _graph_of(model) is None:

@@ -11,13 +11,14 @@ The caller promises not to change a pool in place inside the block (the memo key
 object, not on its bytes: hashing a wide pool costs as much as a third of the product itself).
 Outside the block nothing is kept.
 
-Example:
-    >>> pool = np.random.default_rng(0).random((6, 4), dtype=np.float32)
-    >>> with reuse_gram():
-    ...     a = centred_gram(pool, np.arange(6), slice(None), [(0, 4)])
-    ...     b = centred_gram(pool, np.arange(6), slice(None), [(0, 4)])
-    >>> a[0] is b[0]
-    True
+Examples
+--------
+>>> pool = np.random.default_rng(0).random((6, 4), dtype=np.float32)
+>>> with reuse_gram():
+...     a = centred_gram(pool, np.arange(6), slice(None), [(0, 4)])
+...     b = centred_gram(pool, np.arange(6), slice(None), [(0, 4)])
+>>> a[0] is b[0]
+True
 """
 from __future__ import annotations
 
@@ -81,9 +82,10 @@ def reuse_gram() -> Iterator[None]:
 
     Nested blocks share the outer block's memo; leaving the outermost block frees it.
 
-    Example:
-        >>> with reuse_gram():
-        ...     pass
+    Examples
+    --------
+    >>> with reuse_gram():
+    ...     pass
     """
     outer = getattr(_state, "memo", None)
     if outer is None:
@@ -158,9 +160,10 @@ def read_block(pool: np.ndarray, rows: np.ndarray | slice, c0: int, c1: int,
     Fancy indexing already returns a fresh array: it is converted only when its dtype or layout
     differ (one copy, not two); a slice of rows is a view and is always copied.
 
-    Example:
-        >>> read_block(np.arange(12, dtype=np.float32).reshape(3, 4), np.array([0, 2]), 1, 3).tolist()
-        [[1.0, 2.0], [9.0, 10.0]]
+    Examples
+    --------
+    >>> read_block(np.arange(12, dtype=np.float32).reshape(3, 4), np.array([0, 2]), 1, 3).tolist()
+    [[1.0, 2.0], [9.0, 10.0]]
     """
     block = pool[rows, c0:c1]
     if isinstance(rows, slice) or np.may_share_memory(block, pool):

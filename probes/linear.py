@@ -19,13 +19,14 @@ Main entry points:
 * :func:`sensitivities` -- directional derivatives g(x) . v for every example and vector at once;
 * :func:`tcav_scores` -- fraction of positive sensitivities, with exact zeros reported apart.
 
-Example:
-    >>> rng = np.random.default_rng(0)
-    >>> pool = rng.normal(size=(40, 300)).astype("float32")
-    >>> pool[:20, 0] += 5.0                     # rows 0..19 carry the concept along feature 0
-    >>> batch = fit_cav_batch(pool, [CAVTask(np.arange(20), np.arange(20, 40), seed=0)])
-    >>> bool(batch.vectors[0, 0] > 0.5), float(batch.accuracies[0])
-    (True, 1.0)
+Examples
+--------
+>>> rng = np.random.default_rng(0)
+>>> pool = rng.normal(size=(40, 300)).astype("float32")
+>>> pool[:20, 0] += 5.0                     # rows 0..19 carry the concept along feature 0
+>>> batch = fit_cav_batch(pool, [CAVTask(np.arange(20), np.arange(20, 40), seed=0)])
+>>> bool(batch.vectors[0, 0] > 0.5), float(batch.accuracies[0])
+(True, 1.0)
 """
 from __future__ import annotations
 
@@ -65,40 +66,43 @@ _BLOCK_BYTES = 64 * 2**20
 class PoolIndexError(ToolkitError, IndexError):
     """A task refers to a row that the activation pool does not have.
 
-    Example:
-        >>> try:
-        ...     fit_cav_batch(np.zeros((4, 3)), [CAVTask(np.arange(2), np.arange(2, 5), seed=0)])
-        ... except PoolIndexError as exc:
-        ...     print(exc)
-        task 0: counterexample (neg) index 4 is out of range for a pool of 4 rows.
+    Examples
+    --------
+    >>> try:
+    ...     fit_cav_batch(np.zeros((4, 3)), [CAVTask(np.arange(2), np.arange(2, 5), seed=0)])
+    ... except PoolIndexError as exc:
+    ...     print(exc)
+    task 0: counterexample (neg) index 4 is out of range for a pool of 4 rows.
     """
 
 
 class NotALinearClassifierError(ToolkitError, TypeError):
     """The classifier given for CAVs is not a scikit-learn linear classifier with ``coef_``.
 
-    Example:
-        >>> from sklearn.tree import DecisionTreeClassifier
-        >>> pool = np.random.default_rng(0).normal(size=(20, 5))
-        >>> task = CAVTask(np.arange(10), np.arange(10, 20), seed=0)
-        >>> try:
-        ...     fit_cav_batch(pool, [task], classifier=DecisionTreeClassifier())
-        ... except NotALinearClassifierError:
-        ...     print("rejected")
-        rejected
+    Examples
+    --------
+    >>> from sklearn.tree import DecisionTreeClassifier
+    >>> pool = np.random.default_rng(0).normal(size=(20, 5))
+    >>> task = CAVTask(np.arange(10), np.arange(10, 20), seed=0)
+    >>> try:
+    ...     fit_cav_batch(pool, [task], classifier=DecisionTreeClassifier())
+    ... except NotALinearClassifierError:
+    ...     print("rejected")
+    rejected
     """
 
 
 class DegenerateProbeWarning(UserWarning):
     """A probe's weight vector is zero (e.g. identical activations), so it has no direction.
 
-    Example:
-        >>> import warnings
-        >>> with warnings.catch_warnings(record=True) as caught:
-        ...     warnings.simplefilter("always")
-        ...     _ = fit_cav_batch(np.ones((8, 3)), [CAVTask(np.arange(4), np.arange(4, 8), seed=0)])
-        >>> caught[0].category.__name__
-        'DegenerateProbeWarning'
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     _ = fit_cav_batch(np.ones((8, 3)), [CAVTask(np.arange(4), np.arange(4, 8), seed=0)])
+    >>> caught[0].category.__name__
+    'DegenerateProbeWarning'
     """
 
 
@@ -110,9 +114,10 @@ class CAVTask:
     whatever batch it is fitted in (random-vs-random CAVs can be reused across calls).
     ``seed`` must lie in ``[0, 2**32)`` (the range scikit-learn accepts).
 
-    Example:
-        >>> CAVTask(pos=np.arange(50), neg=np.arange(50, 100), seed=7).seed
-        7
+    Examples
+    --------
+    >>> CAVTask(pos=np.arange(50), neg=np.arange(50, 100), seed=7).seed
+    7
     """
 
     pos: np.ndarray
@@ -124,23 +129,31 @@ class CAVTask:
 class CAVBatch:
     """The CAVs fitted by :func:`fit_cav_batch`, one row per task, in task order.
 
-    Attributes:
-        vectors: ``(P, d)`` float32 unit vectors, oriented so that a positive projection means
-            "concept" (all zeros for a degenerate probe, see :class:`DegenerateProbeWarning`).
-        accuracies: ``(P,)`` accuracy on the held-out test split.
-        intercepts: ``(P,)`` intercepts scaled to the unit vectors: ``x @ vectors[p] +
-            intercepts[p]`` is the classifier's decision function divided by ``||w||``.
-        n_train: ``(P,)`` number of training rows (both sides, after balancing).
-        n_test: ``(P,)`` number of held-out rows.
-        shifts: ``(P,)`` how far the concept side's mean lies from the counterexample side's mean
-            along the unit vector, ``vectors[p] . (mean(pool[pos]) - mean(pool[neg]))`` over the
-            task's balanced rows (training and held-out); 0 for a degenerate probe.
+    Attributes
+    ----------
+    vectors : np.ndarray
+        ``(P, d)`` float32 unit vectors, oriented so that a positive projection means
+        "concept" (all zeros for a degenerate probe, see :class:`DegenerateProbeWarning`).
+    accuracies : np.ndarray
+        ``(P,)`` accuracy on the held-out test split.
+    intercepts : np.ndarray
+        ``(P,)`` intercepts scaled to the unit vectors: ``x @ vectors[p] +
+        intercepts[p]`` is the classifier's decision function divided by ``||w||``.
+    n_train : np.ndarray
+        ``(P,)`` number of training rows (both sides, after balancing).
+    n_test : np.ndarray
+        ``(P,)`` number of held-out rows.
+    shifts : np.ndarray | None
+        ``(P,)`` how far the concept side's mean lies from the counterexample side's mean
+        along the unit vector, ``vectors[p] . (mean(pool[pos]) - mean(pool[neg]))`` over the
+        task's balanced rows (training and held-out); 0 for a degenerate probe.
 
-    Example:
-        >>> b = CAVBatch(np.eye(2, dtype="float32"), np.ones(2), np.zeros(2),
-        ...              np.array([70, 70]), np.array([30, 30]))
-        >>> len(b)
-        2
+    Examples
+    --------
+    >>> b = CAVBatch(np.eye(2, dtype="float32"), np.ones(2), np.zeros(2),
+    ...              np.array([70, 70]), np.array([30, 30]))
+    >>> len(b)
+    2
     """
 
     vectors: np.ndarray
@@ -157,10 +170,11 @@ class CAVBatch:
 class TaskSplit(NamedTuple):
     """Pool rows and labels (+1 concept, -1 counterexample) of a task's train and test splits.
 
-    Example:
-        >>> s = split_task(CAVTask(np.arange(5), np.arange(5, 10), seed=0))
-        >>> sorted(set(s.y_test.tolist()))
-        [-1.0, 1.0]
+    Examples
+    --------
+    >>> s = split_task(CAVTask(np.arange(5), np.arange(5, 10), seed=0))
+    >>> sorted(set(s.y_test.tolist()))
+    [-1.0, 1.0]
     """
 
     train: np.ndarray
@@ -245,10 +259,11 @@ def split_task(task: CAVTask, *, test_size: float = 0.3, n_rows: int | None = No
     Raises :class:`~probes.errors.InsufficientDataError` when a side has fewer than 2 rows or
     when the split would leave the train or the test part without both classes.
 
-    Example:
-        >>> s = split_task(CAVTask(np.arange(10), np.arange(10, 30), seed=0), test_size=0.3)
-        >>> len(s.train), len(s.test), int((s.y_train > 0).sum())
-        (14, 6, 7)
+    Examples
+    --------
+    >>> s = split_task(CAVTask(np.arange(10), np.arange(10, 30), seed=0), test_size=0.3)
+    >>> len(s.train), len(s.test), int((s.y_train > 0).sum())
+    (14, 6, 7)
     """
     test_size = _check_test_size(test_size)
     seed = _check_seed(task.seed, where)
@@ -323,36 +338,54 @@ def fit_cav_batch(pool: np.ndarray, tasks: Sequence[CAVTask], *, method: str = "
     their mean (the intercept is shifted back; this only matters for liblinear, which penalises
     the intercept), and its ``coef_`` read. One fit per task, so much slower.
 
-    Args:
-        pool: ``(N, d)`` activations (float32, possibly a ``np.memmap``; read blockwise).
-        tasks: the CAVs to fit; rows are indices into ``pool``.
-        test_size: fraction of the balanced rows held out for the accuracy.
-        method: the batched estimator family (:data:`probes.cav_solvers.METHODS`).
-        alpha: ridge penalty of ``method="ridge"``.
-        C: inverse regularisation strength of ``"logistic"`` and the SVMs (scikit-learn's ``C``).
-        classifier: ``None`` for a batched solver, or a scikit-learn linear classifier (template).
-        centre: fit a ``classifier`` on training rows centred on their mean (default; see above).
-            ``False`` feeds the raw rows, as the original TCAV code did.
-        progress: show a progress bar.
+    Parameters
+    ----------
+    pool : np.ndarray
+        ``(N, d)`` activations (float32, possibly a ``np.memmap``; read blockwise).
+    tasks : Sequence[CAVTask]
+        The CAVs to fit; rows are indices into ``pool``.
+    test_size : float, default=0.3
+        Fraction of the balanced rows held out for the accuracy.
+    method : str, default='ridge'
+        The batched estimator family (:data:`probes.cav_solvers.METHODS`).
+    alpha : float, default=1.0
+        Ridge penalty of ``method="ridge"``.
+    C : float, default=1.0
+        Inverse regularisation strength of ``"logistic"`` and the SVMs (scikit-learn's ``C``).
+    classifier : Any, default=None
+        ``None`` for a batched solver, or a scikit-learn linear classifier (template).
+    centre : bool, default=True
+        Fit a ``classifier`` on training rows centred on their mean (default; see above).
+        ``False`` feeds the raw rows, as the original TCAV code did.
+    progress : bool, default=False
+        Show a progress bar.
 
-    Returns:
+    Returns
+    -------
+    CAVBatch
         :class:`CAVBatch`, one row per task in task order: unit vectors oriented towards the
         concept, held-out accuracies, intercepts (scaled to the unit vectors) and split sizes.
 
-    Raises:
-        InsufficientDataError: a side has too few rows for balancing and a stratified split.
-        PoolIndexError: a task refers to a row outside the pool.
-        NotALinearClassifierError: ``classifier`` has no ``coef_`` after fitting.
-        NonFiniteValuesError: the used rows contain NaN or infinity.
+    Raises
+    ------
+    InsufficientDataError
+        A side has too few rows for balancing and a stratified split.
+    PoolIndexError
+        A task refers to a row outside the pool.
+    NotALinearClassifierError
+        ``classifier`` has no ``coef_`` after fitting.
+    NonFiniteValuesError
+        The used rows contain NaN or infinity.
 
-    Example:
-        >>> rng = np.random.default_rng(1)
-        >>> pool = rng.normal(size=(60, 500)).astype("float32")
-        >>> tasks = [CAVTask(np.arange(20), np.arange(20, 40), seed=0),
-        ...          CAVTask(np.arange(20, 40), np.arange(40, 60), seed=1)]
-        >>> batch = fit_cav_batch(pool, tasks)
-        >>> batch.vectors.shape, np.allclose(np.linalg.norm(batch.vectors, axis=1), 1)
-        ((2, 500), True)
+    Examples
+    --------
+    >>> rng = np.random.default_rng(1)
+    >>> pool = rng.normal(size=(60, 500)).astype("float32")
+    >>> tasks = [CAVTask(np.arange(20), np.arange(20, 40), seed=0),
+    ...          CAVTask(np.arange(20, 40), np.arange(40, 60), seed=1)]
+    >>> batch = fit_cav_batch(pool, tasks)
+    >>> batch.vectors.shape, np.allclose(np.linalg.norm(batch.vectors, axis=1), 1)
+    ((2, 500), True)
     """
     pool = _check_2d(pool, "pool")
     tasks = list(tasks)
@@ -552,10 +585,11 @@ def sensitivities(gradients: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     read in bounded pieces). ``vectors`` may be ``(P, d)`` (result ``(n, P)``) or a single
     ``(d,)`` vector (result ``(n,)``). Exactly-zero gradients give exactly-zero sensitivities.
 
-    Example:
-        >>> sensitivities(np.array([[1.0, 0.0], [0.0, 0.0]]), np.array([[1.0, 0.0], [0.6, 0.8]])).round(6)
-        array([[1. , 0.6],
-               [0. , 0. ]])
+    Examples
+    --------
+    >>> sensitivities(np.array([[1.0, 0.0], [0.0, 0.0]]), np.array([[1.0, 0.0], [0.6, 0.8]])).round(6)
+    array([[1. , 0.6],
+           [0. , 0. ]])
     """
     gradients = _check_2d(gradients, "gradients")
     single = np.ndim(vectors) == 1
@@ -578,10 +612,11 @@ def tcav_scores(sens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     gradients) are *not* counted as positive; their fraction is returned so that they can be
     seen rather than silently biasing the score.
 
-    Example:
-        >>> pos, zero = tcav_scores(np.array([[1.0, -1.0], [0.0, 2.0], [3.0, 0.0], [-1.0, 4.0]]))
-        >>> pos.tolist(), zero.tolist()
-        ([0.5, 0.5], [0.25, 0.25])
+    Examples
+    --------
+    >>> pos, zero = tcav_scores(np.array([[1.0, -1.0], [0.0, 2.0], [3.0, 0.0], [-1.0, 4.0]]))
+    >>> pos.tolist(), zero.tolist()
+    ([0.5, 0.5], [0.25, 0.25])
     """
     sens = np.asarray(sens)
     if sens.ndim == 0 or sens.shape[0] == 0:

@@ -10,9 +10,10 @@ def progress(iterable: Iterable[T], *, enabled: bool = True, desc: str | None = 
              total: int | None = None, unit: str = "it") -> Iterator[T] | Iterable[T]:
     """Wrap ``iterable`` in a notebook-aware tqdm bar, or return it unchanged when disabled.
 
-    Example:
-        >>> for batch in progress(range(3), enabled=False):
-        ...     pass
+    Examples
+    --------
+    >>> for batch in progress(range(3), enabled=False):
+    ...     pass
     """
     if not enabled:
         return iterable

@@ -31,9 +31,10 @@ class ArraySource(Protocol):
 def hash_array(array: np.ndarray) -> str:
     """SHA-256 of an array's dtype, shape and bytes.
 
-    Example:
-        >>> hash_array(np.zeros(3)) == hash_array(np.zeros(3))
-        True
+    Examples
+    --------
+    >>> hash_array(np.zeros(3)) == hash_array(np.zeros(3))
+    True
     """
     array = np.ascontiguousarray(array)
     digest = hashlib.sha256()
@@ -46,10 +47,11 @@ def hash_array(array: np.ndarray) -> str:
 class InMemoryImages:
     """An :class:`ArraySource` over an array that is already in memory.
 
-    Example:
-        >>> src = InMemoryImages(np.zeros((4, 8, 8, 1), "float32"))
-        >>> [b.shape for b in src.batches(3)]
-        [(3, 8, 8, 1), (1, 8, 8, 1)]
+    Examples
+    --------
+    >>> src = InMemoryImages(np.zeros((4, 8, 8, 1), "float32"))
+    >>> [b.shape for b in src.batches(3)]
+    [(3, 8, 8, 1), (1, 8, 8, 1)]
     """
 
     def __init__(self, images: np.ndarray, name: str = "images") -> None:
