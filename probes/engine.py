@@ -16,10 +16,15 @@ inference). Models with several outputs explain one (``output=``); models with s
 take the non-image ones from ``extra_inputs=``. Layers compute in their own dtype (a
 ``mixed_float16`` model runs in float16), but the target is cast to float32 before it is
 differentiated and every activation and gradient is returned as float32.
+
+Where the parts live: :mod:`probes.model_outputs` (which output, how to reach its logits),
+:mod:`probes.layer_index` (layer paths and their checks), :mod:`probes.extra_inputs` (non-image
+inputs), :mod:`probes.traced_steps` (the traced batch step, shared between engines) and
+:mod:`probes.weights` (model fingerprint, randomised copies). Their names that callers used from
+here stay importable from here.
 """
 from __future__ import annotations
 
-import difflib
 import hashlib
 import math
 import os
@@ -33,9 +38,9 @@ from probes.cache import ActivationCache
 from probes.errors import (InputShapeError, NotDifferentiableError, TargetError, ToolkitError,  # noqa: F401
                            UnknownLayerError)
 from probes.extra_inputs import _ExtraInputs
-from probes.keras_graph import UnsupportedModelError, graph_of as _graph_of, input_name, is_model as _is_model
+from probes.keras_graph import UnsupportedModelError, graph_of as _graph_of, input_name, is_model as _is_model  # noqa: F401
 from probes.keras_graph import load_model
-from probes.layer_index import _index_layers, _LayerInfo, _Recorder, _shape_fits  # noqa: F401
+from probes.layer_index import _index_layers, _LayerInfo, _Recorder, _shape_fits, resolve_layers  # noqa: F401
 # Re-exported: these names were defined here before the split, and callers import them from here.
 from probes.model_outputs import (_LINEAR_LAYER_TYPES, _LINEAR_NAMES, _SIGMOID_NAMES,  # noqa: F401
                                   _SOFTMAX_NAMES, TARGETS, _activation_name, _classify_activation, _classify_final,
@@ -216,52 +221,7 @@ class Engine:
                                self._squash, self._final_op)
 
     def _resolve(self, layers: Sequence[str] | str) -> list[str]:
-        if isinstance(layers, str):
-            layers = [layers]
-        resolved: list[str] = []
-        for name in layers:
-            if not isinstance(name, str) or name not in self._index:
-                raise UnknownLayerError(self._unknown_layer_message(name))
-            info = self._index[name]
-            if info.n_calls > 1:
-                where = ("" if info.shared_by == name else
-                         f" because it sits inside '{info.shared_by}', which is called {info.n_calls} times")
-                raise UnsupportedModelError(
-                    f"Layer '{name}' runs {info.n_calls} times per forward pass{where} (a shared layer), "
-                    "so its activation is ambiguous. Probe a layer that runs once, e.g. the layer where "
-                    "the branches merge, or build a model that calls it once "
-                    "(keras.Model(inputs, the branch you want)).")
-            if info.n_calls == 0:
-                raise UnsupportedModelError(
-                    f"Layer '{name}' is never called in the model's graph, so it has no activation. "
-                    "Probe a layer that the model uses (see concepts.layers(model)).")
-            if info.n_outputs != 1:
-                raise UnsupportedModelError(
-                    f"Layer '{name}' produces {info.n_outputs} tensors; the engine records "
-                    "single-output layers only. Request the layer that consumes the output you "
-                    "want.")
-            if name not in resolved:
-                resolved.append(name)
-        return resolved
-
-    def _unknown_layer_message(self, name: Any) -> str:
-        paths = list(self._index)
-        text = str(name)
-        close = difflib.get_close_matches(text, paths, n=5, cutoff=0.6)
-        # A nested layer named without its model's prefix is the commonest slip.
-        nested = [p for p in paths if p.endswith("/" + text)]
-        close = nested + [c for c in close if c not in nested]
-        hint = f" Did you mean {', '.join(repr(c) for c in close[:5])}?" if close else ""
-        for path, info in self._index.items():
-            if text.startswith(path + "/") and _is_model(info.layer) and _graph_of(info.layer) is None:
-                hint = (f" '{path}' is a subclassed model: its call() is Python code, so the layers inside it "
-                        f"cannot be addressed. Probe '{path}' itself (its output), or rebuild it as a "
-                        "functional model.")
-        listing = (f" Valid layer names and paths: {', '.join(paths)}." if len(paths) <= 60 else
-                   f" It has {len(paths)} layers.")
-        return (f"Model '{self.model.name}' has no layer {name!r}.{hint} Layers of nested models are "
-                f"addressed as 'outer/inner'.{listing} See every layer, its shape and the suggested "
-                "probe points with concepts.layers(model) (command line: concepts layers MODEL_FILE).")
+        return resolve_layers(self.model.name, self._index, layers)
 
     def _fill_unknown_shapes(self, paths: Iterable[str]) -> None:
         # Nested models built on flexible inputs (None spatial dims) have unknown inner shapes in
