@@ -38,13 +38,15 @@ from probes.cache import ActivationCache
 from probes.errors import (InputShapeError, NotDifferentiableError, TargetError, ToolkitError,  # noqa: F401
                            UnknownLayerError)
 from probes.extra_inputs import _ExtraInputs
-from probes.keras_graph import UnsupportedModelError, graph_of as _graph_of, input_name, is_model as _is_model  # noqa: F401
+from probes.keras_graph import UnsupportedModelError, graph_of as _graph_of, input_name  # noqa: F401
+from probes.keras_graph import is_model as _is_model  # noqa: F401
 from probes.keras_graph import load_model
 from probes.layer_index import _index_layers, _LayerInfo, _Recorder, _shape_fits, resolve_layers  # noqa: F401
 # Re-exported: these names were defined here before the split, and callers import them from here.
 from probes.model_outputs import (_LINEAR_LAYER_TYPES, _LINEAR_NAMES, _SIGMOID_NAMES,  # noqa: F401
-                                  _SOFTMAX_NAMES, TARGETS, _activation_name, _classify_activation, _classify_final,
-                                  _final_operation, _keras, _select_output, describe_target, output_names)
+                                  _SOFTMAX_NAMES, TARGETS, _activation_name, _classify_activation,
+                                  _classify_final, _final_operation, _keras, _select_output, describe_target,
+                                  output_names)
 from probes.progress import progress as _progress
 from probes.sources import ArraySource
 from probes.traced_steps import _SHARED_STEPS_MAX, _shared_lock, _shared_steps, _StepTwin  # noqa: F401

@@ -50,7 +50,8 @@ def randomize_weights(model: Any, seed: int = 0) -> Any:
     >>> random_model = randomize_weights(model, seed=1)
     >>> random_model.count_params() == model.count_params()
     True
-    >>> bool(np.allclose(random_model.get_layer("head").get_weights()[0], model.get_layer("head").get_weights()[0]))
+    >>> before, after = model.get_layer("head").get_weights()[0], random_model.get_layer("head").get_weights()[0]
+    >>> bool(np.allclose(before, after))
     False
     """
     keras = _keras()
