@@ -422,20 +422,15 @@ class Engine:
         keys: dict[tuple[str, str], str] = {}
         missing_act: list[str] = []
         missing_grad: list[str] = []
+        wanted = [("act", acts, missing_act, None)] + ([("grad", grads, missing_grad, ci)] if ci is not None else [])
         for p in paths:
-            keys[(p, "act")] = self._key(source, p, "act", None)
-            cached = self.cache.get(keys[(p, "act")])
-            if cached is None:
-                missing_act.append(p)
-            else:
-                acts[p] = cached
-            if ci is not None:
-                keys[(p, "grad")] = self._key(source, p, "grad", ci)
-                cached = self.cache.get(keys[(p, "grad")])
+            for kind, store, missing, index in wanted:
+                keys[(p, kind)] = self._key(source, p, kind, index)
+                cached = self.cache.get(keys[(p, kind)])
                 if cached is None:
-                    missing_grad.append(p)
+                    missing.append(p)
                 else:
-                    grads[p] = cached
+                    store[p] = cached
 
         if missing_act or missing_grad:
             fresh = self._pass(source, tuple(missing_act), tuple(missing_grad),
