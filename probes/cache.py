@@ -45,7 +45,8 @@ array([0., 1., 2.])
 
 The parts: :mod:`probes.cache_files` (the on-disk entry format, its writing and checks),
 :mod:`probes.cache_writer` (the background writer) and :mod:`probes.byte_sizes` (size texts); the
-names this module had before they were split out stay importable from here.
+names this module had before they were split out stay importable from here. What is left is the
+:class:`Store` API with its examples (a little over 500 lines; splitting the class would scatter it).
 """
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ from probes.cache_files import (_ARRAY, _ARRAYS, _ENTRY, _KEY_RE, _LEGACY_RE, _R
                                 _TMP_PREFIX, _TRASH_PREFIX, FORMAT_VERSION, FULL_CHECK_BYTES,
                                 MMAP_THRESHOLD_BYTES, _check_arrays, _Damaged, _folder_size, _frozen, _fsync_dir,
                                 _HashingWriter, _OtherKind,
-                                _sample_sha256, clear_folder, discard_entry, entry_folders, load_entry,
+                                _sample_sha256, clear_folder, discard_entry, entry_folders, entry_kind, load_entry,
                                 make_private_dir, sweep_folder, write_entry)
 from probes.cache_writer import _WRITER, PENDING_BYTES_LIMIT, _BackgroundWriter, flush_writes  # noqa: F401
 from probes.errors import CacheCorruptionWarning
@@ -350,11 +351,7 @@ class Store:
             size = _folder_size(entry)
             total += size
             count += 1
-            try:
-                record = json.loads((entry / _ENTRY).read_text(encoding="utf-8"))
-                kind = str(record.get("meta", {}).get("kind") or record.get("kind", "?"))
-            except (OSError, ValueError, AttributeError):
-                kind = "damaged"
+            kind = entry_kind(entry)
             kinds[kind] = kinds.get(kind, 0) + size
         if self.directory is None:
             count = len(self._memory)

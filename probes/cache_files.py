@@ -422,3 +422,28 @@ def clear_folder(directory: Path) -> None:
             sub.rmdir()
         except OSError:
             pass  # not empty: something that is not ours lives there
+
+
+def entry_kind(entry: Path) -> str:
+    """What an entry holds, for the store's summary: its caller's ``meta["kind"]``, else its own kind.
+
+    Parameters
+    ----------
+    entry : Path
+        The entry's folder.
+
+    Returns
+    -------
+    str
+        E.g. ``"act"``, ``"grad"``, ``"array"``, ``"record"``; ``"damaged"`` when its record cannot be read.
+
+    Examples
+    --------
+    >>> import tempfile; entry_kind(Path(tempfile.mkdtemp()))
+    'damaged'
+    """
+    try:
+        record = json.loads((entry / _ENTRY).read_text(encoding="utf-8"))
+        return str(record.get("meta", {}).get("kind") or record.get("kind", "?"))
+    except (OSError, ValueError, AttributeError):
+        return "damaged"
