@@ -42,49 +42,36 @@ Examples
 >>> store.put(key, np.arange(3.0))
 >>> store.get(key)
 array([0., 1., 2.])
+
+The parts: :mod:`probes.cache_files` (the on-disk entry format, its writing and checks),
+:mod:`probes.cache_writer` (the background writer) and :mod:`probes.byte_sizes` (size texts); the
+names this module had before they were split out stay importable from here. What is left is the
+:class:`Store` API with its examples (a little over 500 lines; splitting the class would scatter it).
 """
 from __future__ import annotations
 
-import atexit
 import hashlib
-import io
 import json
-import multiprocessing
+import io
 import os
-import queue
-import re
-import shutil
 import threading
-import time
-import uuid
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
+from probes.byte_sizes import parse_size
+# Re-exported: defined here before the split; callers and tests import them from here.
+from probes.cache_files import (_ARRAY, _ARRAYS, _ENTRY, _KEY_RE, _LEGACY_RE, _RECORD, _SAMPLE,  # noqa: F401
+                                _TMP_PREFIX, _TRASH_PREFIX, FORMAT_VERSION, FULL_CHECK_BYTES,
+                                MMAP_THRESHOLD_BYTES, _check_arrays, _Damaged, _folder_size, _frozen, _fsync_dir,
+                                _HashingWriter, _OtherKind,
+                                _sample_sha256, clear_folder, discard_entry, entry_folders, entry_kind, load_entry,
+                                make_private_dir, sweep_folder, write_entry)
+from probes.cache_writer import _WRITER, PENDING_BYTES_LIMIT, _BackgroundWriter, flush_writes  # noqa: F401
 from probes.errors import CacheCorruptionWarning
-from probes.identity import package_version, sha256_file
-
-#: Version of the on-disk layout; it enters every key, so entries of another layout are never read.
-FORMAT_VERSION = 2
-
-#: Arrays whose file is at least this large are returned memory-mapped (read-only).
-MMAP_THRESHOLD_BYTES = 16 * 2 ** 20
-
-#: Files up to this size are fully hashed on every read; larger ones get the sampled check.
-FULL_CHECK_BYTES = 4 * 2 ** 20
-
-_SAMPLE = 64 * 2 ** 10
-_KEY_RE = re.compile(r"^[0-9a-f]{8,128}$")
-_ENTRY = "entry.json"
-_ARRAY = "array.npy"
-_RECORD = "record.json"
-_ARRAYS = "arrays.npz"
-# Files of the layout before FORMAT_VERSION 2 (<key>.npy + <key>.json), removed by clear().
-_LEGACY_RE = re.compile(r"\.?[0-9a-f]{8,128}(\.[0-9]+\.[0-9a-f]{32})?\.(npy|json)(\.tmp)?")
-_TMP_PREFIX = ".tmp-"
-_TRASH_PREFIX = ".trash-"
+from probes.identity import package_version, sha256_file  # noqa: F401
 
 
 def default_cache_dir() -> Path:
@@ -100,39 +87,6 @@ def default_cache_dir() -> Path:
         return Path(env).expanduser()
     return Path.home() / ".cache" / "concepts-toolkit"
 
-
-_UNITS = {"": 1, "B": 1, "K": 10 ** 3, "KB": 10 ** 3, "M": 10 ** 6, "MB": 10 ** 6, "G": 10 ** 9, "GB": 10 ** 9,
-          "T": 10 ** 12, "TB": 10 ** 12, "KIB": 2 ** 10, "MIB": 2 ** 20, "GIB": 2 ** 30, "TIB": 2 ** 40}
-
-
-def parse_size(text: str | int | float | None, *, what: str = "size") -> int | None:
-    """Bytes from ``"2GB"``, ``"500 MB"``, ``"1.5GiB"`` or a number; ``None``/``""``/``"none"`` mean no cap.
-
-    Raises
-    ------
-    ValueError
-        The text is not a size; the message names ``what`` and shows valid examples.
-
-    Examples
-    --------
-    >>> parse_size("2GB"), parse_size("1.5 KiB"), parse_size(None)
-    (2000000000, 1536, None)
-    """
-    if text is None:
-        return None
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        if text < 0:
-            raise ValueError(f"{what} must not be negative, got {text!r}.")
-        return int(text)
-    cleaned = str(text).strip().upper().replace(" ", "")
-    if cleaned in ("", "NONE", "0", "OFF", "UNLIMITED"):
-        return None
-    match = re.fullmatch(r"([0-9]*\.?[0-9]+)([A-Z]*)", cleaned)
-    if not match or match.group(2) not in _UNITS:
-        raise ValueError(f"{what}={text!r} is not a size; write e.g. '2GB', '500MB', '1.5GiB' or a number of bytes.")
-    return int(float(match.group(1)) * _UNITS[match.group(2)])
-
-
 def max_bytes_from_env() -> int | None:
     """The size cap from ``$CONCEPTS_CACHE_MAX`` (None: no cap).
 
@@ -143,184 +97,6 @@ def max_bytes_from_env() -> int | None:
     True
     """
     return parse_size(os.environ.get("CONCEPTS_CACHE_MAX"), what="CONCEPTS_CACHE_MAX")
-
-
-def make_private_dir(path: str | os.PathLike) -> None:
-    """Create ``path`` and any missing parents with mode 0700 (existing folders keep their mode).
-
-    Examples
-    --------
-    >>> import tempfile; root = Path(tempfile.mkdtemp())
-    >>> make_private_dir(root / "a" / "b"); oct((root / "a").stat().st_mode & 0o777)
-    '0o700'
-    """
-    path = Path(path)
-    missing = []
-    probe = path
-    while not probe.exists():
-        missing.append(probe)
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    for folder in reversed(missing):
-        try:
-            folder.mkdir(mode=0o700)
-        except FileExistsError:
-            continue
-        os.chmod(folder, 0o700)  # mkdir's mode is filtered by the umask
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; not possible on every platform, so best effort.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-class _HashingWriter:
-    """File wrapper that hashes and counts the bytes written through it (no second copy in memory)."""
-
-    def __init__(self, handle: Any) -> None:
-        self._handle = handle
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes | memoryview) -> int:
-        view = memoryview(data).cast("B")
-        self.digest.update(view)
-        self.size += view.nbytes
-        self._handle.write(view)
-        return view.nbytes
-
-    def flush(self) -> None:
-        self._handle.flush()
-
-
-def _sample_sha256(path: Path, size: int) -> str:
-    """Hash of the size, the first and the last 64 KiB: the cheap check of large files."""
-    digest = hashlib.sha256(str(size).encode())
-    with open(path, "rb") as handle:
-        digest.update(handle.read(_SAMPLE))
-        if size > 2 * _SAMPLE:
-            handle.seek(size - _SAMPLE)
-        digest.update(handle.read(_SAMPLE))
-    return digest.hexdigest()
-
-
-class _Damaged(Exception):
-    """An entry that exists but cannot be trusted (the message says why)."""
-
-
-class _OtherKind(Exception):
-    """An intact entry of another kind (a record asked for as an array): a miss, not damage."""
-
-
-def _check_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    checked = {}
-    for name, array in arrays.items():
-        array = np.asarray(array)
-        if array.dtype == object:
-            raise ValueError(f"The store keeps numeric and string arrays only; array {name!r} has dtype object. "
-                             "Convert it (e.g. to str) before storing.")
-        checked[str(name)] = array
-    return checked
-
-
-#: Most bytes of array data waiting for the background writer; a put beyond it waits, so a
-#: producer faster than the disk cannot hold unbounded copies in memory.
-PENDING_BYTES_LIMIT = 512 * 2 ** 20
-
-
-class _BackgroundWriter:
-    """One daemon thread per process that writes store entries in the order they were put."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._queue: queue.Queue = queue.Queue()
-        self._pending: dict[tuple[str, str], tuple[dict, dict[str, np.ndarray], int]] = {}
-        self._pending_bytes = 0
-        self._failures: list[tuple[Any, BaseException]] = []
-        self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
-
-    def enabled(self) -> bool:
-        # Pool workers may end without running atexit handlers: they write synchronously.
-        return os.environ.get("CONCEPTS_CACHE_SYNC", "") in ("", "0") and multiprocessing.parent_process() is None
-
-    def on_writer_thread(self) -> bool:
-        return self._thread is not None and threading.current_thread() is self._thread
-
-    def submit(self, store: Any, key: str, memory: tuple[dict, dict[str, np.ndarray]],
-               job: Any) -> None:
-        size = sum(int(a.nbytes) for a in memory[1].values())
-        with self._cond:
-            if self._pid != os.getpid():   # forked: the parent's queue and thread are not ours
-                self.__init__()
-            if (str(store.directory), key) in self._pending:
-                return  # the same key is the same content: one write is enough
-            while self._pending_bytes and self._pending_bytes + size > PENDING_BYTES_LIMIT:
-                self._cond.wait()
-            self._pending[(str(store.directory), key)] = (*memory, size)
-            self._pending_bytes += size
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="concepts-cache-writer", daemon=True)
-                self._thread.start()
-        self._queue.put((store, key, job))
-
-    def pending(self, store: Any, key: str) -> tuple[dict, dict[str, np.ndarray]] | None:
-        with self._cond:
-            found = self._pending.get((str(store.directory), key))
-        return None if found is None else (found[0], found[1])
-
-    def _run(self) -> None:
-        while True:
-            store, key, job = self._queue.get()
-            try:
-                job()
-            except BaseException as exc:  # reported to the caller on its next call (see take_failures)
-                with self._cond:
-                    self._failures.append((store, exc))
-            finally:
-                with self._cond:
-                    found = self._pending.pop((str(store.directory), key), None)
-                    if found is not None:
-                        self._pending_bytes -= found[2]
-                    self._cond.notify_all()
-                self._queue.task_done()
-
-    def flush(self) -> None:
-        """Wait until every queued entry is written (a no-op on the writer thread itself)."""
-        if self._pid != os.getpid() or self.on_writer_thread() or self._thread is None:
-            return
-        self._queue.join()
-
-    def take_failures(self, store: Any) -> list[BaseException]:
-        with self._cond:
-            mine = [exc for owner, exc in self._failures if owner is store]
-            self._failures = [(owner, exc) for owner, exc in self._failures if owner is not store]
-        return mine
-
-
-_WRITER = _BackgroundWriter()
-atexit.register(_WRITER.flush)
-
-
-def flush_writes() -> None:
-    """Wait until every cache entry put in this process is on disk.
-
-    Examples
-    --------
-    >>> flush_writes()
-    """
-    _WRITER.flush()
-
 
 class Store:
     """Content-addressed store, on disk or (``directory=None``) in memory only.
@@ -558,12 +334,7 @@ class Store:
         _WRITER.flush()
         if self.directory is None or not self.directory.is_dir():
             return
-        for sub in sorted(self.directory.iterdir()):
-            if not (sub.is_dir() and re.fullmatch(r"[0-9a-f]{2}", sub.name)):
-                continue
-            for entry in sorted(sub.iterdir()):
-                if entry.is_dir() and _KEY_RE.match(entry.name):
-                    yield entry
+        yield from entry_folders(self.directory)
 
     def info(self) -> dict[str, Any]:
         """Location, number of entries, bytes used, bytes per kind and the size cap.
@@ -580,11 +351,7 @@ class Store:
             size = _folder_size(entry)
             total += size
             count += 1
-            try:
-                record = json.loads((entry / _ENTRY).read_text(encoding="utf-8"))
-                kind = str(record.get("meta", {}).get("kind") or record.get("kind", "?"))
-            except (OSError, ValueError, AttributeError):
-                kind = "damaged"
+            kind = entry_kind(entry)
             kinds[kind] = kinds.get(kind, 0) + size
         if self.directory is None:
             count = len(self._memory)
@@ -628,20 +395,7 @@ class Store:
         _WRITER.flush()
         if self.directory is None or not self.directory.is_dir():
             return 0
-        removed = 0
-        cutoff = time.time() - max_age_s
-        for sub in self.directory.iterdir():
-            if not (sub.is_dir() and re.fullmatch(r"[0-9a-f]{2}", sub.name)):
-                continue
-            for path in sub.iterdir():
-                if path.name.startswith((_TMP_PREFIX, _TRASH_PREFIX)):
-                    try:
-                        if path.stat().st_mtime < cutoff:
-                            shutil.rmtree(path, ignore_errors=True)
-                            removed += 1
-                    except OSError:
-                        continue
-        return removed
+        return sweep_folder(self.directory, max_age_s)
 
     def clear(self) -> None:
         """Remove every entry (only folders and files this store writes are touched).
@@ -655,19 +409,7 @@ class Store:
         self._used = None
         if self.directory is None or not self.directory.is_dir():
             return
-        for sub in self.directory.iterdir():
-            if not (sub.is_dir() and re.fullmatch(r"[0-9a-f]{2}", sub.name)):
-                continue
-            for path in sub.iterdir():
-                name = path.name
-                if path.is_dir() and (_KEY_RE.match(name) or name.startswith((_TMP_PREFIX, _TRASH_PREFIX))):
-                    shutil.rmtree(path, ignore_errors=True)
-                elif path.is_file() and _LEGACY_RE.fullmatch(name):
-                    path.unlink(missing_ok=True)
-            try:
-                sub.rmdir()
-            except OSError:
-                pass  # not empty: something that is not ours lives there
+        clear_folder(self.directory)
 
     # -- internals: reading -----------------------------------------------------------------
     def _read(self, key: str, kind: str) -> tuple[dict, dict[str, np.ndarray]] | None:
@@ -695,70 +437,12 @@ class Store:
         except OSError:
             pass
         return loaded
-
     def _load(self, key: str, entry: Path, kind: str | None, *, full: bool) -> tuple[dict, dict[str, np.ndarray]]:
-        try:
-            record = json.loads((entry / _ENTRY).read_text(encoding="utf-8"))
-            files = record["files"]
-            if not isinstance(files, dict) or not files:
-                raise TypeError("no files listed")
-        except FileNotFoundError:
-            raise
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise _Damaged(f"unreadable record {_ENTRY}: {type(exc).__name__}: {exc}") from None
-        if record.get("format") != FORMAT_VERSION or record.get("key") != key:
-            raise _Damaged(f"foreign entry (format {record.get('format')!r}, key {str(record.get('key'))[:12]}...)")
-        if kind is not None and record.get("kind") != kind:
-            raise _OtherKind(record.get("kind"))
-        for name, info in files.items():
-            if name not in (_ARRAY, _RECORD, _ARRAYS):
-                raise _Damaged(f"unexpected file {name!r}")
-            path = entry / name
-            size = path.stat().st_size
-            if size != int(info["size"]):
-                raise _Damaged(f"{name}: size {size} bytes, expected {info['size']}")
-            if full or size <= FULL_CHECK_BYTES:
-                if sha256_file(path) != info["sha256"]:
-                    raise _Damaged(f"{name}: content hash does not match")
-            elif _sample_sha256(path, size) != info["sample_sha256"]:
-                raise _Damaged(f"{name}: content hash does not match")
-        arrays: dict[str, np.ndarray] = {}
-        data: dict[str, Any] = {"record": record}
-        try:
-            if record["kind"] == "array":
-                path = entry / _ARRAY
-                mode = "r" if path.stat().st_size >= MMAP_THRESHOLD_BYTES else None
-                array = np.load(path, mmap_mode=mode, allow_pickle=False)
-                if list(array.shape) != record["shape"] or array.dtype.str != record["dtype"]:
-                    raise _Damaged(f"array {array.dtype}{array.shape} does not match its record "
-                                   f"{record['dtype']}{tuple(record['shape'])}")
-                if mode is None:
-                    array.flags.writeable = False
-                arrays[_ARRAY] = array
-            elif record["kind"] == "record":
-                data[_RECORD] = json.loads((entry / _RECORD).read_text(encoding="utf-8"))
-                if _ARRAYS in files:
-                    with np.load(entry / _ARRAYS, allow_pickle=False) as npz:
-                        arrays = {name: npz[name] for name in npz.files}
-                if sorted(arrays) != record.get("arrays"):
-                    raise _Damaged("its arrays do not match its record")
-            else:
-                raise _Damaged(f"unknown kind {record['kind']!r}")
-        except (_Damaged, FileNotFoundError):
-            raise
-        except Exception as exc:  # any failure to parse means the entry cannot be trusted
-            raise _Damaged(f"unreadable content: {type(exc).__name__}: {exc}") from None
-        return data, arrays
+        return load_entry(key, entry, kind, full=full)
 
     def _discard(self, entry: Path) -> None:
-        # Rename first so that no reader can see a half-deleted entry, then delete at leisure.
-        trash = entry.parent / f"{_TRASH_PREFIX}{entry.name}-{uuid.uuid4().hex}"
-        try:
-            os.rename(entry, trash)
-        except OSError:
-            return
-        shutil.rmtree(trash, ignore_errors=True)
-        self._used = None
+        if discard_entry(entry):
+            self._used = None
 
     # -- internals: writing -----------------------------------------------------------------
     def _write(self, key: str, kind: str, extra: dict, meta: dict | None, writers: dict[str, Any],
@@ -793,43 +477,12 @@ class Store:
             warnings.warn(f"Cannot write to the cache {self.directory} ({type(exc).__name__}: {exc}); "
                           "continuing without storing results there. Set CONCEPTS_CACHE_DIR or pass "
                           "cache_dir=... (False keeps everything in memory).", UserWarning, stacklevel=stacklevel)
-
     def _write_entry(self, key: str, kind: str, extra: dict, meta: dict | None, writers: dict[str, Any]) -> None:
         assert self.directory is not None
         entry = self._folder(key)
-        if (entry / _ENTRY).is_file():
-            return  # written once: an existing entry (verified on read) is never overwritten
-        make_private_dir(entry.parent)
-        tmp = entry.parent / f"{_TMP_PREFIX}{key}-{os.getpid()}-{uuid.uuid4().hex}"
-        tmp.mkdir(mode=0o700)
-        try:
-            files = {}
-            for name, write in writers.items():
-                path = tmp / name
-                with open(path, "wb") as handle:
-                    hashing = _HashingWriter(handle)
-                    write(hashing)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                files[name] = {"size": hashing.size, "sha256": hashing.digest.hexdigest(),
-                               "sample_sha256": _sample_sha256(path, hashing.size)}
-            record = {"format": FORMAT_VERSION, "package_version": package_version(), "key": key, "kind": kind,
-                      "created": time.time(), "files": files, "meta": meta or {}, **extra}
-            with open(tmp / _ENTRY, "w", encoding="utf-8") as handle:
-                handle.write(json.dumps(record, sort_keys=True, default=str))
-                handle.flush()
-                os.fsync(handle.fileno())
-            try:
-                os.rename(tmp, entry)
-            except OSError:
-                # Another writer placed this key first (its entry is as valid as ours): keep theirs.
-                return
-            _fsync_dir(entry.parent)
-            size = sum(f["size"] for f in files.values())
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-        self._account(size, entry)
+        size = write_entry(entry, key, kind, extra, meta, writers)
+        if size is not None:
+            self._account(size, entry)
 
     def _account(self, size: int, newest: Path) -> None:
         if self.max_bytes is None:
@@ -862,29 +515,6 @@ class Store:
             self._discard(entry)
             used -= size
         self._used = used
-
-
-def _frozen(array: np.ndarray) -> np.ndarray:
-    """A read-only array with the values of ``array`` now (read-only input is its owner's: no copy)."""
-    if array.flags.writeable:
-        array = array.copy()
-    view = array.view()
-    view.flags.writeable = False
-    return view
-
-
-def _folder_size(folder: Path) -> int:
-    total = 0
-    try:
-        for path in folder.iterdir():
-            try:
-                total += path.stat().st_size
-            except OSError:
-                pass
-    except OSError:
-        pass
-    return total
-
 
 #: The store's former name; every existing caller keeps working.
 ActivationCache = Store

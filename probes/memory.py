@@ -43,13 +43,12 @@ def parse_bytes(value: int | float | str | None) -> float:
         if value < 0:
             raise ValueError(f"memory_budget must be non-negative, got {value!r}.")
         return float(value)
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMgGtT]i?)?[bB]?\s*", str(value))
-    if not match:
+    from probes.byte_sizes import size_in_bytes  # the toolkit's one size parser
+
+    size = size_in_bytes(str(value))
+    if size is None:
         raise ValueError(f"memory_budget must be a number of bytes or a size like '2GB' or '512MiB', not {value!r}.")
-    number, unit = float(match.group(1)), (match.group(2) or "").lower()
-    base = 1024 if unit.endswith("i") else 1000
-    power = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}[unit[:1]]
-    return number * base ** power
+    return size
 
 
 def memmap_allocator(directory: str | None = None) -> Callable[[str, str, tuple], np.ndarray]:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from probes import cache as cache_mod
+from probes import cache_files
 from probes.cache import ActivationCache, default_cache_dir
 from probes.errors import CacheCorruptionWarning
 
@@ -56,7 +57,7 @@ def test_round_trip_on_disk(tmp_path):
 
 
 def test_large_arrays_are_memory_mapped(tmp_path, monkeypatch):
-    monkeypatch.setattr(cache_mod, "MMAP_THRESHOLD_BYTES", 1024)
+    monkeypatch.setattr(cache_files, "MMAP_THRESHOLD_BYTES", 1024)  # read where entries are loaded
     cache = ActivationCache(tmp_path)
     key = ActivationCache.make_key("big")
     array = np.arange(10_000, dtype=np.float32).reshape(100, 100)
@@ -324,7 +325,7 @@ def test_cache_max_from_environment(monkeypatch, tmp_path):
 
 
 def test_verify_finds_damage_that_the_cheap_read_check_skips(tmp_path, monkeypatch):
-    monkeypatch.setattr(cache_mod, "FULL_CHECK_BYTES", 1024)
+    monkeypatch.setattr(cache_files, "FULL_CHECK_BYTES", 1024)
     cache = ActivationCache(tmp_path)
     key = ActivationCache.make_key("big-middle")
     cache.put(key, np.arange(100_000, dtype=np.float32))

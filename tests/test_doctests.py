@@ -25,7 +25,7 @@ REASON = re.compile(r"#\s*(?!doctest:)\S[^#]*#\s*doctest:")
 
 # Modules whose skipped examples are not yet reviewed (run them, or give the reason). Empty it.
 SKIP_REASONS_PENDING = {
-    "concepts/analysis.py", "probes/engine.py",
+    "concepts/analysis.py",
 }
 
 

@@ -1,0 +1,449 @@
+"""The store's on-disk entry format: one folder per key, written whole and checked on every read.
+
+What a :class:`probes.cache.Store` entry looks like on disk (see the layout in :mod:`probes.cache`),
+and the file-level work on it: writing an entry's files through a hashing, fsyncing writer into a
+temporary folder renamed into place (:func:`write_entry`), reading it back with the size and hash
+checks (:func:`load_entry`), and the folder chores of the store (listing entries, removing damaged
+ones, sweeping temporary folders, clearing, measuring sizes, private folders).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from probes.identity import package_version, sha256_file
+
+#: Version of the on-disk layout; it enters every key, so entries of another layout are never read.
+FORMAT_VERSION = 2
+
+#: Arrays whose file is at least this large are returned memory-mapped (read-only).
+MMAP_THRESHOLD_BYTES = 16 * 2 ** 20
+
+#: Files up to this size are fully hashed on every read; larger ones get the sampled check.
+FULL_CHECK_BYTES = 4 * 2 ** 20
+
+_SAMPLE = 64 * 2 ** 10
+_KEY_RE = re.compile(r"^[0-9a-f]{8,128}$")
+_ENTRY = "entry.json"
+_ARRAY = "array.npy"
+_RECORD = "record.json"
+_ARRAYS = "arrays.npz"
+# Files of the layout before FORMAT_VERSION 2 (<key>.npy + <key>.json), removed by clear().
+_LEGACY_RE = re.compile(r"\.?[0-9a-f]{8,128}(\.[0-9]+\.[0-9a-f]{32})?\.(npy|json)(\.tmp)?")
+_TMP_PREFIX = ".tmp-"
+_TRASH_PREFIX = ".trash-"
+
+def make_private_dir(path: str | os.PathLike) -> None:
+    """Create ``path`` and any missing parents with mode 0700 (existing folders keep their mode).
+
+    Examples
+    --------
+    >>> import tempfile; root = Path(tempfile.mkdtemp())
+    >>> make_private_dir(root / "a" / "b"); oct((root / "a").stat().st_mode & 0o777)
+    '0o700'
+    """
+    path = Path(path)
+    missing = []
+    probe = path
+    while not probe.exists():
+        missing.append(probe)
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        os.chmod(folder, 0o700)  # mkdir's mode is filtered by the umask
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable; not possible on every platform, so best effort.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class _HashingWriter:
+    """File wrapper that hashes and counts the bytes written through it (no second copy in memory)."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        view = memoryview(data).cast("B")
+        self.digest.update(view)
+        self.size += view.nbytes
+        self._handle.write(view)
+        return view.nbytes
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+
+def _sample_sha256(path: Path, size: int) -> str:
+    """Hash of the size, the first and the last 64 KiB: the cheap check of large files."""
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as handle:
+        digest.update(handle.read(_SAMPLE))
+        if size > 2 * _SAMPLE:
+            handle.seek(size - _SAMPLE)
+        digest.update(handle.read(_SAMPLE))
+    return digest.hexdigest()
+
+
+class _Damaged(Exception):
+    """An entry that exists but cannot be trusted (the message says why)."""
+
+
+class _OtherKind(Exception):
+    """An intact entry of another kind (a record asked for as an array): a miss, not damage."""
+
+
+def _check_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    checked = {}
+    for name, array in arrays.items():
+        array = np.asarray(array)
+        if array.dtype == object:
+            raise ValueError(f"The store keeps numeric and string arrays only; array {name!r} has dtype object. "
+                             "Convert it (e.g. to str) before storing.")
+        checked[str(name)] = array
+    return checked
+
+
+#: Most bytes of array data waiting for the background writer; a put beyond it waits, so a
+def _frozen(array: np.ndarray) -> np.ndarray:
+    """A read-only array with the values of ``array`` now (read-only input is its owner's: no copy)."""
+    if array.flags.writeable:
+        array = array.copy()
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
+
+def _folder_size(folder: Path) -> int:
+    total = 0
+    try:
+        for path in folder.iterdir():
+            try:
+                total += path.stat().st_size
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return total
+
+
+def load_entry(key: str, entry: Path, kind: str | None, *, full: bool) -> tuple[dict, dict[str, np.ndarray]]:
+    """Read and check the entry of ``key`` in folder ``entry``: ``({"record": ..., ["record.json": data]}, arrays)``.
+
+    Parameters
+    ----------
+    key : str
+        The key the entry must record.
+    entry : Path
+        The entry's folder.
+    kind : str | None
+        ``"array"`` or ``"record"``; an intact entry of another kind raises :class:`_OtherKind`.
+        None accepts either.
+    full : bool
+        Hash every byte (else files over :data:`FULL_CHECK_BYTES` get the sampled check).
+
+    Returns
+    -------
+    tuple[dict, dict[str, np.ndarray]]
+        The parsed data and the arrays (large arrays memory-mapped, all read-only).
+
+    Raises
+    ------
+    _Damaged
+        The entry cannot be trusted (the message says why).
+    FileNotFoundError
+        The entry vanished while being read.
+
+    Examples
+    --------
+    >>> import tempfile; folder = Path(tempfile.mkdtemp()) / ("ab" * 16)
+    >>> write_entry(folder, "ab" * 16, "record", {"arrays": []}, None, {_RECORD: lambda h: h.write(b"[1]")}) > 0
+    True
+    >>> load_entry("ab" * 16, folder, "record", full=True)[0][_RECORD]
+    [1]
+    """
+    try:
+        record = json.loads((entry / _ENTRY).read_text(encoding="utf-8"))
+        files = record["files"]
+        if not isinstance(files, dict) or not files:
+            raise TypeError("no files listed")
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise _Damaged(f"unreadable record {_ENTRY}: {type(exc).__name__}: {exc}") from None
+    if record.get("format") != FORMAT_VERSION or record.get("key") != key:
+        raise _Damaged(f"foreign entry (format {record.get('format')!r}, key {str(record.get('key'))[:12]}...)")
+    if kind is not None and record.get("kind") != kind:
+        raise _OtherKind(record.get("kind"))
+    for name, info in files.items():
+        if name not in (_ARRAY, _RECORD, _ARRAYS):
+            raise _Damaged(f"unexpected file {name!r}")
+        path = entry / name
+        size = path.stat().st_size
+        if size != int(info["size"]):
+            raise _Damaged(f"{name}: size {size} bytes, expected {info['size']}")
+        if full or size <= FULL_CHECK_BYTES:
+            if sha256_file(path) != info["sha256"]:
+                raise _Damaged(f"{name}: content hash does not match")
+        elif _sample_sha256(path, size) != info["sample_sha256"]:
+            raise _Damaged(f"{name}: content hash does not match")
+    arrays: dict[str, np.ndarray] = {}
+    data: dict[str, Any] = {"record": record}
+    try:
+        if record["kind"] == "array":
+            path = entry / _ARRAY
+            mode = "r" if path.stat().st_size >= MMAP_THRESHOLD_BYTES else None
+            array = np.load(path, mmap_mode=mode, allow_pickle=False)
+            if list(array.shape) != record["shape"] or array.dtype.str != record["dtype"]:
+                raise _Damaged(f"array {array.dtype}{array.shape} does not match its record "
+                               f"{record['dtype']}{tuple(record['shape'])}")
+            if mode is None:
+                array.flags.writeable = False
+            arrays[_ARRAY] = array
+        elif record["kind"] == "record":
+            data[_RECORD] = json.loads((entry / _RECORD).read_text(encoding="utf-8"))
+            if _ARRAYS in files:
+                with np.load(entry / _ARRAYS, allow_pickle=False) as npz:
+                    arrays = {name: npz[name] for name in npz.files}
+            if sorted(arrays) != record.get("arrays"):
+                raise _Damaged("its arrays do not match its record")
+        else:
+            raise _Damaged(f"unknown kind {record['kind']!r}")
+    except (_Damaged, FileNotFoundError):
+        raise
+    except Exception as exc:  # any failure to parse means the entry cannot be trusted
+        raise _Damaged(f"unreadable content: {type(exc).__name__}: {exc}") from None
+    return data, arrays
+
+
+def discard_entry(entry: Path) -> bool:
+    """Remove an entry folder: renamed first, so no reader sees it half deleted; False if it could not be.
+
+    Parameters
+    ----------
+    entry : Path
+        The entry's folder.
+
+    Returns
+    -------
+    bool
+        Whether the folder was taken away.
+
+    Examples
+    --------
+    >>> import tempfile; folder = Path(tempfile.mkdtemp()) / "x"; folder.mkdir()
+    >>> discard_entry(folder), folder.exists()
+    (True, False)
+    """
+    # Rename first so that no reader can see a half-deleted entry, then delete at leisure.
+    trash = entry.parent / f"{_TRASH_PREFIX}{entry.name}-{uuid.uuid4().hex}"
+    try:
+        os.rename(entry, trash)
+    except OSError:
+        return False
+    shutil.rmtree(trash, ignore_errors=True)
+    return True
+
+
+def write_entry(entry: Path, key: str, kind: str, extra: dict, meta: dict | None,
+                writers: dict[str, Any]) -> int | None:
+    """Write the entry of ``key`` into folder ``entry`` atomically; return its bytes (None: already there).
+
+    Parameters
+    ----------
+    entry : Path
+        The entry's folder (``<root>/<key[:2]>/<key>``).
+    key, kind : str
+        The key and ``"array"`` or ``"record"``.
+    extra : dict
+        More fields of the entry's record (shape and dtype, or array names).
+    meta : dict | None
+        The caller's metadata, kept in the record.
+    writers : dict[str, Any]
+        For each file name, a function that writes the file's bytes to a handle.
+
+    Returns
+    -------
+    int | None
+        Bytes of the entry's files, or None when an entry of that key exists (or another writer
+        placed it first): entries are written once.
+
+    Examples
+    --------
+    >>> import tempfile; folder = Path(tempfile.mkdtemp()) / ("cd" * 16)
+    >>> write_entry(folder, "cd" * 16, "record", {"arrays": []}, None, {_RECORD: lambda h: h.write(b"{}")})
+    2
+    """
+    if (entry / _ENTRY).is_file():
+        return None  # written once: an existing entry (verified on read) is never overwritten
+    make_private_dir(entry.parent)
+    tmp = entry.parent / f"{_TMP_PREFIX}{key}-{os.getpid()}-{uuid.uuid4().hex}"
+    tmp.mkdir(mode=0o700)
+    try:
+        files = {}
+        for name, write in writers.items():
+            path = tmp / name
+            with open(path, "wb") as handle:
+                hashing = _HashingWriter(handle)
+                write(hashing)
+                handle.flush()
+                os.fsync(handle.fileno())
+            files[name] = {"size": hashing.size, "sha256": hashing.digest.hexdigest(),
+                           "sample_sha256": _sample_sha256(path, hashing.size)}
+        record = {"format": FORMAT_VERSION, "package_version": package_version(), "key": key, "kind": kind,
+                  "created": time.time(), "files": files, "meta": meta or {}, **extra}
+        with open(tmp / _ENTRY, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, sort_keys=True, default=str))
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.rename(tmp, entry)
+        except OSError:
+            # Another writer placed this key first (its entry is as valid as ours): keep theirs.
+            return None
+        _fsync_dir(entry.parent)
+        size = sum(f["size"] for f in files.values())
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return size
+
+
+def entry_folders(directory: Path) -> Iterator[Path]:
+    """Folders of the complete entries under a store's root (temporary folders are skipped).
+
+    Parameters
+    ----------
+    directory : Path
+        The store's root folder.
+
+    Returns
+    -------
+    Iterator[Path]
+        Entry folders, in key order.
+
+    Examples
+    --------
+    >>> import tempfile; list(entry_folders(Path(tempfile.mkdtemp())))
+    []
+    """
+    for sub in sorted(directory.iterdir()):
+        if not (sub.is_dir() and re.fullmatch(r"[0-9a-f]{2}", sub.name)):
+            continue
+        for entry in sorted(sub.iterdir()):
+            if entry.is_dir() and _KEY_RE.match(entry.name):
+                yield entry
+
+
+def sweep_folder(directory: Path, max_age_s: float) -> int:
+    """Remove temporary and trash folders older than ``max_age_s`` under a store's root; return how many.
+
+    Parameters
+    ----------
+    directory : Path
+        The store's root folder.
+    max_age_s : float
+        Age in seconds beyond which a left-over folder is removed.
+
+    Returns
+    -------
+    int
+        Folders removed.
+
+    Examples
+    --------
+    >>> import tempfile; sweep_folder(Path(tempfile.mkdtemp()), 0.0)
+    0
+    """
+    removed = 0
+    cutoff = time.time() - max_age_s
+    for sub in directory.iterdir():
+        if not (sub.is_dir() and re.fullmatch(r"[0-9a-f]{2}", sub.name)):
+            continue
+        for path in sub.iterdir():
+            if path.name.startswith((_TMP_PREFIX, _TRASH_PREFIX)):
+                try:
+                    if path.stat().st_mtime < cutoff:
+                        shutil.rmtree(path, ignore_errors=True)
+                        removed += 1
+                except OSError:
+                    continue
+    return removed
+
+
+def clear_folder(directory: Path) -> None:
+    """Remove every entry, temporary folder and legacy file under a store's root (nothing else).
+
+    Parameters
+    ----------
+    directory : Path
+        The store's root folder.
+
+    Examples
+    --------
+    >>> import tempfile; clear_folder(Path(tempfile.mkdtemp()))
+    """
+    for sub in directory.iterdir():
+        if not (sub.is_dir() and re.fullmatch(r"[0-9a-f]{2}", sub.name)):
+            continue
+        for path in sub.iterdir():
+            name = path.name
+            if path.is_dir() and (_KEY_RE.match(name) or name.startswith((_TMP_PREFIX, _TRASH_PREFIX))):
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.is_file() and _LEGACY_RE.fullmatch(name):
+                path.unlink(missing_ok=True)
+        try:
+            sub.rmdir()
+        except OSError:
+            pass  # not empty: something that is not ours lives there
+
+
+def entry_kind(entry: Path) -> str:
+    """What an entry holds, for the store's summary: its caller's ``meta["kind"]``, else its own kind.
+
+    Parameters
+    ----------
+    entry : Path
+        The entry's folder.
+
+    Returns
+    -------
+    str
+        E.g. ``"act"``, ``"grad"``, ``"array"``, ``"record"``; ``"damaged"`` when its record cannot be read.
+
+    Examples
+    --------
+    >>> import tempfile; entry_kind(Path(tempfile.mkdtemp()))
+    'damaged'
+    """
+    try:
+        record = json.loads((entry / _ENTRY).read_text(encoding="utf-8"))
+        return str(record.get("meta", {}).get("kind") or record.get("kind", "?"))
+    except (OSError, ValueError, AttributeError):
+        return "damaged"

@@ -1,0 +1,108 @@
+"""The store's background writer: array entries leave the caller's critical path.
+
+:meth:`probes.cache.Store.put` hands an entry to the one writer thread of the process
+(:data:`_WRITER`) and returns; reads of a key still pending wait for it, and
+:func:`flush_writes` (also run at interpreter exit) waits for all. At most
+:data:`PENDING_BYTES_LIMIT` bytes of array data wait at once. Child processes and
+``$CONCEPTS_CACHE_SYNC=1`` write synchronously (:meth:`_BackgroundWriter.enabled`).
+"""
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import os
+import queue
+import threading
+from typing import Any
+
+import numpy as np
+
+__all__ = ["PENDING_BYTES_LIMIT", "flush_writes"]
+
+#: Most bytes of array data waiting for the background writer; a put beyond it waits, so a
+#: producer faster than the disk cannot hold unbounded copies in memory.
+PENDING_BYTES_LIMIT = 512 * 2 ** 20
+
+
+class _BackgroundWriter:
+    """One daemon thread per process that writes store entries in the order they were put."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._queue: queue.Queue = queue.Queue()
+        self._pending: dict[tuple[str, str], tuple[dict, dict[str, np.ndarray], int]] = {}
+        self._pending_bytes = 0
+        self._failures: list[tuple[Any, BaseException]] = []
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    def enabled(self) -> bool:
+        # Pool workers may end without running atexit handlers: they write synchronously.
+        return os.environ.get("CONCEPTS_CACHE_SYNC", "") in ("", "0") and multiprocessing.parent_process() is None
+
+    def on_writer_thread(self) -> bool:
+        return self._thread is not None and threading.current_thread() is self._thread
+
+    def submit(self, store: Any, key: str, memory: tuple[dict, dict[str, np.ndarray]],
+               job: Any) -> None:
+        size = sum(int(a.nbytes) for a in memory[1].values())
+        with self._cond:
+            if self._pid != os.getpid():   # forked: the parent's queue and thread are not ours
+                self.__init__()
+            if (str(store.directory), key) in self._pending:
+                return  # the same key is the same content: one write is enough
+            while self._pending_bytes and self._pending_bytes + size > PENDING_BYTES_LIMIT:
+                self._cond.wait()
+            self._pending[(str(store.directory), key)] = (*memory, size)
+            self._pending_bytes += size
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="concepts-cache-writer", daemon=True)
+                self._thread.start()
+        self._queue.put((store, key, job))
+
+    def pending(self, store: Any, key: str) -> tuple[dict, dict[str, np.ndarray]] | None:
+        with self._cond:
+            found = self._pending.get((str(store.directory), key))
+        return None if found is None else (found[0], found[1])
+
+    def _run(self) -> None:
+        while True:
+            store, key, job = self._queue.get()
+            try:
+                job()
+            except BaseException as exc:  # reported to the caller on its next call (see take_failures)
+                with self._cond:
+                    self._failures.append((store, exc))
+            finally:
+                with self._cond:
+                    found = self._pending.pop((str(store.directory), key), None)
+                    if found is not None:
+                        self._pending_bytes -= found[2]
+                    self._cond.notify_all()
+                self._queue.task_done()
+
+    def flush(self) -> None:
+        """Wait until every queued entry is written (a no-op on the writer thread itself)."""
+        if self._pid != os.getpid() or self.on_writer_thread() or self._thread is None:
+            return
+        self._queue.join()
+
+    def take_failures(self, store: Any) -> list[BaseException]:
+        with self._cond:
+            mine = [exc for owner, exc in self._failures if owner is store]
+            self._failures = [(owner, exc) for owner, exc in self._failures if owner is not store]
+        return mine
+
+
+_WRITER = _BackgroundWriter()
+atexit.register(_WRITER.flush)
+
+
+def flush_writes() -> None:
+    """Wait until every cache entry put in this process is on disk.
+
+    Examples
+    --------
+    >>> flush_writes()
+    """
+    _WRITER.flush()
