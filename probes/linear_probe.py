@@ -162,8 +162,11 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             seed = int(self.random_state)
         else:
             seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
-        batch = fit_cav_batch(pool, [CAVTask(pos, neg, seed)], alpha=self.alpha, test_size=self.test_size,
-                              classifier=self.classifier)
+        # Non-finite activations are refused by fit_cav_batch from the Gram matrix it computes anyway
+        # (no extra pass over the pool); numpy's warnings on the way there would only repeat that error.
+        with np.errstate(invalid="ignore", over="ignore"):
+            batch = fit_cav_batch(pool, [CAVTask(pos, neg, seed)], alpha=self.alpha, test_size=self.test_size,
+                                  classifier=self.classifier)
         self.cav_ = batch.vectors[0]
         self.vector_ = self.cav_
         self.coef_ = self.cav_[None, :]
