@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import sys
 import tempfile
@@ -30,30 +29,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.timing import peak_mb, rss_mb
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "benchmarks" / "results"
 LIMIT_GB = 4.0
 
 
 def _peak_rss_gb() -> float:
-    """Peak resident set size of this process so far (VmHWM; ru_maxrss where /proc is missing)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return float(line.split()[1]) / 1024 ** 2
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+    """Peak resident set of this process so far, in GB (the shared reader of :mod:`benchmarks.timing`)."""
+    return peak_mb() / 1024
 
 
 def _rss_gb() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return float(line.split()[1]) / 1024 ** 2
-    except OSError:
-        pass
-    return float("nan")
+    return rss_mb() / 1024
 
 
 def _write_images(folder: Path, n: int, size: int, rng: Any, striped: bool) -> None:

@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -40,14 +39,11 @@ SIZE = 32
 
 
 def _peak_rss_mb() -> float:
-    """Peak resident set of this process so far, in MB (VmHWM; ru_maxrss where /proc is missing)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident set of this process so far, in MB (the shared reader of :mod:`benchmarks.timing`);
+    a module-level function so that Dask can run it on every worker."""
+    from benchmarks.timing import peak_mb
+
+    return peak_mb()
 
 
 def tile(index: int, seed: int, kind: str) -> np.ndarray:

@@ -24,6 +24,16 @@ caller recomputes it. With a size cap (``max_bytes`` or ``$CONCEPTS_CACHE_MAX``,
 the least recently used entries are evicted after each write. Folders the store creates are
 private to the user (mode 0700).
 
+Writes leave the caller's critical path: :meth:`Store.put` and :meth:`Store.put_record` hand the
+entry (a private read-only copy of its arrays) to one background writer thread per process and
+return; a read of a key still pending (from any store on the same folder) waits for the writer
+and reads the disk, as every maintenance call (:meth:`Store.entries`, ``info``, ``verify``, ``sweep``,
+``clear``, ``entry_path``) and :meth:`Store.flush` do. Pending writes are
+finished at interpreter exit; a write that failed is reported on the next call of the store (an
+unwritable folder as the usual one-time warning, anything else re-raised). Child processes
+(multiprocessing, Dask workers) and stores with a size cap write synchronously, as does
+everything with ``$CONCEPTS_CACHE_SYNC=1``.
+
 Example:
     >>> store = Store()                       # in memory; Store("/path") on disk
     >>> key = Store.make_key("model", "layer", "act")
@@ -33,10 +43,13 @@ Example:
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import io
 import json
+import multiprocessing
 import os
+import queue
 import re
 import shutil
 import threading
@@ -212,6 +225,94 @@ def _check_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return checked
 
 
+#: Most bytes of array data waiting for the background writer; a put beyond it waits, so a
+#: producer faster than the disk cannot hold unbounded copies in memory.
+PENDING_BYTES_LIMIT = 512 * 2 ** 20
+
+
+class _BackgroundWriter:
+    """One daemon thread per process that writes store entries in the order they were put."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._queue: queue.Queue = queue.Queue()
+        self._pending: dict[tuple[str, str], tuple[dict, dict[str, np.ndarray], int]] = {}
+        self._pending_bytes = 0
+        self._failures: list[tuple[Any, BaseException]] = []
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    def enabled(self) -> bool:
+        # Pool workers may end without running atexit handlers: they write synchronously.
+        return os.environ.get("CONCEPTS_CACHE_SYNC", "") in ("", "0") and multiprocessing.parent_process() is None
+
+    def on_writer_thread(self) -> bool:
+        return self._thread is not None and threading.current_thread() is self._thread
+
+    def submit(self, store: Any, key: str, memory: tuple[dict, dict[str, np.ndarray]],
+               job: Any) -> None:
+        size = sum(int(a.nbytes) for a in memory[1].values())
+        with self._cond:
+            if self._pid != os.getpid():   # forked: the parent's queue and thread are not ours
+                self.__init__()
+            if (str(store.directory), key) in self._pending:
+                return  # the same key is the same content: one write is enough
+            while self._pending_bytes and self._pending_bytes + size > PENDING_BYTES_LIMIT:
+                self._cond.wait()
+            self._pending[(str(store.directory), key)] = (*memory, size)
+            self._pending_bytes += size
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="concepts-cache-writer", daemon=True)
+                self._thread.start()
+        self._queue.put((store, key, job))
+
+    def pending(self, store: Any, key: str) -> tuple[dict, dict[str, np.ndarray]] | None:
+        with self._cond:
+            found = self._pending.get((str(store.directory), key))
+        return None if found is None else (found[0], found[1])
+
+    def _run(self) -> None:
+        while True:
+            store, key, job = self._queue.get()
+            try:
+                job()
+            except BaseException as exc:  # reported to the caller on its next call (see take_failures)
+                with self._cond:
+                    self._failures.append((store, exc))
+            finally:
+                with self._cond:
+                    found = self._pending.pop((str(store.directory), key), None)
+                    if found is not None:
+                        self._pending_bytes -= found[2]
+                    self._cond.notify_all()
+                self._queue.task_done()
+
+    def flush(self) -> None:
+        """Wait until every queued entry is written (a no-op on the writer thread itself)."""
+        if self._pid != os.getpid() or self.on_writer_thread() or self._thread is None:
+            return
+        self._queue.join()
+
+    def take_failures(self, store: Any) -> list[BaseException]:
+        with self._cond:
+            mine = [exc for owner, exc in self._failures if owner is store]
+            self._failures = [(owner, exc) for owner, exc in self._failures if owner is not store]
+        return mine
+
+
+_WRITER = _BackgroundWriter()
+atexit.register(_WRITER.flush)
+
+
+def flush_writes() -> None:
+    """Wait until every cache entry put in this process is on disk.
+
+    Example:
+        >>> flush_writes()
+    """
+    _WRITER.flush()
+
+
 class Store:
     """Content-addressed store, on disk or (``directory=None``) in memory only.
 
@@ -285,7 +386,29 @@ class Store:
         if self.directory is None:
             raise ValueError("An in-memory store has no folders.")
         self._check_key(key)
+        _WRITER.flush()  # whoever looks at the folder sees every entry put so far
+        return self._folder(key)
+
+    def _folder(self, key: str) -> Path:
+        assert self.directory is not None
         return self.directory / key[:2] / key
+
+    def flush(self) -> None:
+        """Wait for the background writer; report a failed write (see the module docstring).
+
+        Example:
+            >>> Store().flush()
+        """
+        _WRITER.flush()
+        self._surface()
+
+    def _surface(self) -> None:
+        # Failures of background writes reach the caller here, on its next call of this store.
+        for exc in _WRITER.take_failures(self):
+            if isinstance(exc, OSError):
+                self._warn_unwritable(exc, stacklevel=4)
+            else:
+                raise exc
 
     # -- public API: arrays -----------------------------------------------------------------
     def __contains__(self, key: object) -> bool:
@@ -294,7 +417,9 @@ class Store:
             return False
         if self.directory is None:
             return key in self._memory
-        return (self.entry_path(key) / _ENTRY).is_file()
+        if _WRITER.pending(self, key) is not None:
+            return True
+        return (self._folder(key) / _ENTRY).is_file()
 
     def get(self, key: str) -> np.ndarray | None:
         """The stored array, or ``None`` on a miss or a damaged entry (which is reported and removed).
@@ -307,6 +432,9 @@ class Store:
         if self.directory is None:
             found = self._memory.get(key)
             return None if found is None or _ARRAY not in found[1] else found[1][_ARRAY]
+        if _WRITER.pending(self, key) is not None:
+            _WRITER.flush()  # read what is on disk, exactly as without the background writer
+        self._surface()
         loaded = self._read(key, "array")
         return None if loaded is None else loaded[1][_ARRAY]
 
@@ -328,8 +456,13 @@ class Store:
             stored.flags.writeable = False
             self._memory[key] = ({"kind": "array", "meta": meta or {}}, {_ARRAY: stored})
             return
+        self._surface()
+        if _WRITER.enabled():
+            # The writer works on a private read-only copy: the caller may change its array at once.
+            array = _frozen(array)
         self._write(key, "array", {"shape": list(array.shape), "dtype": array.dtype.str}, meta,
-                    {_ARRAY: lambda handle: np.save(handle, np.ascontiguousarray(array), allow_pickle=False)})
+                    {_ARRAY: lambda handle: np.save(handle, np.ascontiguousarray(array), allow_pickle=False)},
+                    memory=({"kind": "array"}, {_ARRAY: array}))
 
     # -- public API: records (JSON + arrays) ------------------------------------------------
     def get_record(self, key: str) -> tuple[Any, dict[str, np.ndarray]] | None:
@@ -347,6 +480,9 @@ class Store:
             if found is None or found[0].get("kind") != "record":
                 return None
             return json.loads(found[0]["data"]), {k: v.copy() for k, v in found[1].items()}
+        if _WRITER.pending(self, key) is not None:
+            _WRITER.flush()
+        self._surface()
         loaded = self._read(key, "record")
         if loaded is None:
             return None
@@ -377,10 +513,14 @@ class Store:
             np.savez(buffer, **arrays)
             handle.write(buffer.getbuffer())
 
+        self._surface()
+        if _WRITER.enabled():
+            arrays = {k: _frozen(v) for k, v in arrays.items()}
         writers: dict[str, Any] = {_RECORD: lambda handle: handle.write(text.encode("utf-8"))}
         if arrays:  # a record without arrays (e.g. radiomics features) is one small JSON file
             writers[_ARRAYS] = write_npz
-        self._write(key, "record", {"arrays": sorted(arrays)}, meta, writers)
+        self._write(key, "record", {"arrays": sorted(arrays)}, meta, writers,
+                    memory=({"kind": "record", "data": text}, arrays))
 
     # -- maintenance ------------------------------------------------------------------------
     def entries(self) -> Iterator[Path]:
@@ -390,6 +530,7 @@ class Store:
             >>> list(Store().entries())
             []
         """
+        _WRITER.flush()
         if self.directory is None or not self.directory.is_dir():
             return
         for sub in sorted(self.directory.iterdir()):
@@ -456,6 +597,7 @@ class Store:
             >>> Store().sweep()
             0
         """
+        _WRITER.flush()
         if self.directory is None or not self.directory.is_dir():
             return 0
         removed = 0
@@ -479,6 +621,7 @@ class Store:
         Example:
             >>> store = Store(); store.clear()
         """
+        _WRITER.flush()
         self._memory.clear()
         self._used = None
         if self.directory is None or not self.directory.is_dir():
@@ -499,7 +642,7 @@ class Store:
 
     # -- internals: reading -----------------------------------------------------------------
     def _read(self, key: str, kind: str) -> tuple[dict, dict[str, np.ndarray]] | None:
-        entry = self.entry_path(key)
+        entry = self._folder(key)
         if not (entry / _ENTRY).is_file():
             return None
         try:
@@ -589,23 +732,42 @@ class Store:
         self._used = None
 
     # -- internals: writing -----------------------------------------------------------------
-    def _write(self, key: str, kind: str, extra: dict, meta: dict | None, writers: dict[str, Any]) -> None:
-        """Write one entry; a store that cannot be written (read-only, full, removed) is warned about once.
+    def _write(self, key: str, kind: str, extra: dict, meta: dict | None, writers: dict[str, Any],
+               memory: tuple[dict, dict[str, np.ndarray]] | None = None) -> None:
+        """Write one entry, in the background when possible (``memory``: what reads of the key return
+        meanwhile); a store that cannot be written (read-only, full, removed) is warned about once.
 
         Losing a cache write costs a recomputation later, never a result now, so the run goes on.
         """
+        # A size cap evicts after each write: capped stores write synchronously, so that what is
+        # present right after a put stays predictable.
+        if memory is not None and self.max_bytes is None and _WRITER.enabled():
+            entry = self._folder(key)
+            try:
+                # The folders now (cheap), so that an unwritable store is reported at once.
+                make_private_dir(entry.parent)
+            except OSError as exc:
+                self._warn_unwritable(exc, stacklevel=5)
+                return
+            if (entry / _ENTRY).is_file():
+                return  # written once: nothing to queue
+            _WRITER.submit(self, key, memory, lambda: self._write_entry(key, kind, extra, meta, writers))
+            return
         try:
             self._write_entry(key, kind, extra, meta, writers)
         except OSError as exc:
-            if not self._write_warned:
-                self._write_warned = True
-                warnings.warn(f"Cannot write to the cache {self.directory} ({type(exc).__name__}: {exc}); "
-                              "continuing without storing results there. Set CONCEPTS_CACHE_DIR or pass "
-                              "cache_dir=... (False keeps everything in memory).", UserWarning, stacklevel=4)
+            self._warn_unwritable(exc, stacklevel=5)
+
+    def _warn_unwritable(self, exc: OSError, stacklevel: int) -> None:
+        if not self._write_warned:
+            self._write_warned = True
+            warnings.warn(f"Cannot write to the cache {self.directory} ({type(exc).__name__}: {exc}); "
+                          "continuing without storing results there. Set CONCEPTS_CACHE_DIR or pass "
+                          "cache_dir=... (False keeps everything in memory).", UserWarning, stacklevel=stacklevel)
 
     def _write_entry(self, key: str, kind: str, extra: dict, meta: dict | None, writers: dict[str, Any]) -> None:
         assert self.directory is not None
-        entry = self.entry_path(key)
+        entry = self._folder(key)
         if (entry / _ENTRY).is_file():
             return  # written once: an existing entry (verified on read) is never overwritten
         make_private_dir(entry.parent)
@@ -673,6 +835,15 @@ class Store:
         self._used = used
 
 
+def _frozen(array: np.ndarray) -> np.ndarray:
+    """A read-only array with the values of ``array`` now (read-only input is its owner's: no copy)."""
+    if array.flags.writeable:
+        array = array.copy()
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
+
 def _folder_size(folder: Path) -> int:
     total = 0
     try:
@@ -689,5 +860,5 @@ def _folder_size(folder: Path) -> int:
 #: The store's former name; every existing caller keeps working.
 ActivationCache = Store
 
-__all__ = ["ActivationCache", "FORMAT_VERSION", "Store", "default_cache_dir", "make_private_dir", "max_bytes_from_env",
-           "parse_size"]
+__all__ = ["ActivationCache", "FORMAT_VERSION", "Store", "default_cache_dir", "flush_writes", "make_private_dir",
+           "max_bytes_from_env", "parse_size"]

@@ -284,8 +284,11 @@ def _column_blocks(d: int, n_rows: int) -> list[tuple[int, int]]:
 
 def _read_block(pool: np.ndarray, rows: np.ndarray | slice, c0: int, c1: int,
                 dtype: type = np.float64) -> np.ndarray:
-    # A C-contiguous copy of one column block of the selected rows, in the requested precision.
-    return np.array(pool[rows, c0:c1], dtype=dtype, order="C")
+    # A private C-contiguous copy of one column block of the selected rows, in the requested
+    # precision; one copy where fancy indexing has made one already (see probes.gram.read_block).
+    from probes.gram import read_block
+
+    return read_block(pool, rows, c0, c1, dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -382,18 +385,11 @@ def _fit_dual(pool: np.ndarray, splits: list[TaskSplit], method: str, alpha: flo
 
     # Pass 1: Gram matrix of the union rows, centred on the union mean. Centring does not change
     # any probe (each probe centres its own training rows, and its dual coefficients sum to zero)
-    # but it removes the large common component of post-ReLU activations before the products,
-    # which keeps the small differences that matter from drowning in rounding.
-    # Products in float32 (twice the BLAS speed of float64), each block's product added into a
-    # float64 Gram matrix. After the centring the block values are small differences, and the
-    # relative error measured against float64 is about 3e-7, far below what a penalised fit notices.
-    gram = np.zeros((n_u, n_u))
-    raw_sq = 0.0
-    for c0, c1 in _progress_bar(blocks, enabled=progress, desc="CAV Gram", unit="block"):
-        block = _read_block(pool, rows, c0, c1, np.float32)
-        raw_sq += float(np.einsum("ij,ij->", block, block, dtype=np.float64))
-        block -= block.mean(axis=0, dtype=np.float64).astype(np.float32)
-        gram += block @ block.T   # numpy dispatches A @ A.T to a symmetric rank-k update
+    # but it keeps the float32 products accurate (see probes.gram). Inside probes.gram.reuse_gram
+    # a batch on the same pool and rows as an earlier one gets the same matrix back.
+    from probes.gram import centred_gram
+
+    gram, raw_sq, block_means = centred_gram(pool, union, rows, blocks, progress)
     if not np.all(np.isfinite(np.diag(gram))) or not math.isfinite(raw_sq):
         raise NonFiniteValuesError("the activation pool contains NaN or infinite values in the rows "
                                    "used by these tasks; check the layer's activations.")
@@ -432,9 +428,11 @@ def _fit_dual(pool: np.ndarray, splits: list[TaskSplit], method: str, alpha: flo
     norm_sq = np.zeros(n_tasks)
     mean_dot_w = np.zeros(n_tasks)
     coefs32 = coefs.astype(np.float32)
-    for c0, c1 in _progress_bar(weight_blocks, enabled=progress, desc="CAV weights", unit="block"):
+    # Same blocks as pass 1 (the usual case, P <= n_u): its column means are reused, bit for bit.
+    same_blocks = weight_blocks == blocks
+    for b, (c0, c1) in enumerate(_progress_bar(weight_blocks, enabled=progress, desc="CAV weights", unit="block")):
         block = _read_block(pool, rows, c0, c1, np.float32)
-        mean = block.mean(axis=0, dtype=np.float64)
+        mean = block_means[b] if same_blocks else block.mean(axis=0, dtype=np.float64)
         block -= mean.astype(np.float32)
         w = coefs32 @ block
         norm_sq += np.einsum("ij,ij->i", w, w, dtype=np.float64)

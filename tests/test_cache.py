@@ -496,3 +496,35 @@ def test_an_unwritable_store_warns_once_and_the_run_goes_on(tmp_path):
             cache.put(ActivationCache.make_key("w", str(i)), np.ones(2))
     assert len([w for w in caught if "Cannot write" in str(w.message)]) == 1
     assert cache.get(ActivationCache.make_key("w", "0")) is None
+
+
+def test_background_writes_keep_the_value_at_put_time_and_flush(tmp_path):
+    from probes.cache import flush_writes
+
+    cache = ActivationCache(tmp_path)
+    key = ActivationCache.make_key("bg")
+    array = np.arange(50_000, dtype=np.float32)
+    cache.put(key, array)
+    array[:] = -1  # the caller may reuse its buffer at once: the entry keeps the values it was given
+    flush_writes()
+    assert list(tmp_path.rglob("array.npy"))  # on disk after a flush, seen by a plain folder walk
+    assert np.array_equal(ActivationCache(tmp_path).get(key), np.arange(50_000, dtype=np.float32))
+
+
+def test_a_pending_key_reads_back_through_the_disk(tmp_path):
+    cache = ActivationCache(tmp_path)
+    keys = [ActivationCache.make_key("pending", str(i)) for i in range(20)]
+    for i, key in enumerate(keys):
+        cache.put(key, np.full(10_000, i, np.float64))
+    # Any store on the folder sees every entry put, whether or not the writer has finished.
+    other = ActivationCache(tmp_path)
+    assert all(key in cache for key in keys)
+    assert [float(other.get(key)[0]) for key in keys] == list(range(20))
+
+
+def test_synchronous_writes_on_request(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONCEPTS_CACHE_SYNC", "1")
+    cache = ActivationCache(tmp_path)
+    key = ActivationCache.make_key("sync")
+    cache.put(key, np.ones(3))
+    assert (tmp_path / key[:2] / key / "entry.json").is_file()  # no flush needed
