@@ -40,7 +40,7 @@ from probes.engine import Engine
 from probes.memory import Budget, memmap_allocator, parse_bytes
 from probes.progress import progress
 from probes.rcv_rows import fit_rcv, rcv_features, rcv_rows, use_pooling
-from probes.row_stats import COLUMNS, DEFAULT_STATISTIC, MIN_RESAMPLE_AGREEMENT, RowSettings
+from probes.row_stats import COLUMNS, DEFAULT_STATISTIC, MIN_RESAMPLE_AGREEMENT, RowSettings, total_variance
 from probes.sources import hash_array
 from probes.stats import adjust_pvalues
 from probes.streaming import ProjectionSpace, project_batches
@@ -391,7 +391,9 @@ class Analysis:
         random_pool, random_rows = random_acts
         pool, offsets, random_start = stack_pool([(c.name, concept_acts[c.name][layer]) for c in folder_concepts],
                                                  random_pool[layer], random_rows)
-        alpha = choose_alpha(opts.alpha, opts.alpha_scale, pool[random_start:])
+        # One pass over the random rows gives both the penalty's scale and the layer's spread.
+        variance = total_variance(pool[random_start:])
+        alpha = choose_alpha(opts.alpha, opts.alpha_scale, pool[random_start:], variance=variance)
         tasks, idents, index = cav_tasks([(c.name, self._key(c.images)) for c in folder_concepts],
                                          [self._key(r) for r in random_sets], offsets, seed=opts.seed,
                                          relative=opts.relative,
@@ -400,7 +402,7 @@ class Analysis:
         keys = [self._cav_key(layer, ident, alpha, self._method) for ident in idents]
         fit, consensus = fit_cav_layer(pool, random_start, tasks, keys, index, [c.name for c in folder_concepts],
                                        alpha, self._fitter(), plan.space("flat"), seed=opts.seed,
-                                       robustness=opts.robustness, key_for=self._cav_key)
+                                       robustness=opts.robustness, key_for=self._cav_key, variance=variance)
         for name, vector in consensus.items():
             self._vectors[(layer, name)] = {"consensus": vector, "pooled": np.array(False)}
         return fit

@@ -224,6 +224,7 @@ class ProjectionSpace:
         self.records: list[dict] = []
         self._matrix: np.ndarray | None = None
         self._matrix64: np.ndarray | None = None
+        self._norms64: np.ndarray | None = None
 
     def add(self, vectors: np.ndarray) -> np.ndarray:
         """Register vectors ``(m, d)``; returns their column indices in the sensitivity matrix."""
@@ -234,7 +235,7 @@ class ProjectionSpace:
         if len(vectors):
             self._blocks.append(vectors)
         self.k += len(vectors)
-        self._matrix = self._matrix64 = None
+        self._matrix = self._matrix64 = self._norms64 = None
         return cols
 
     def record(self, name: str, consensus: np.ndarray, *, run_cols, row_cols, row_scale: float) -> int:
@@ -250,8 +251,12 @@ class ProjectionSpace:
     def __getstate__(self) -> dict:
         # Sent to Dask workers: the vectors once, not also their stacked and float64 copies.
         state = dict(self.__dict__)
-        state["_matrix"] = state["_matrix64"] = None
+        state["_matrix"] = state["_matrix64"] = state["_norms64"] = None
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        state.setdefault("_norms64", None)  # pickled by a version without the norms' memo
+        self.__dict__.update(state)
 
     @property
     def matrix(self) -> np.ndarray:
@@ -262,8 +267,10 @@ class ProjectionSpace:
 
     @property
     def norms64(self) -> np.ndarray:
-        """‖v‖ of each registered vector (float64)."""
-        return np.linalg.norm(self.matrix64, axis=1)
+        """‖v‖ of each registered vector (float64); computed once, not once per batch."""
+        if self._norms64 is None:
+            self._norms64 = np.linalg.norm(self.matrix64, axis=1)
+        return self._norms64
 
     @property
     def matrix64(self) -> np.ndarray:
