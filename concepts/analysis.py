@@ -40,6 +40,7 @@ from probes.engine import Engine
 from probes.memory import Budget, memmap_allocator, parse_bytes
 from probes.progress import progress
 from probes.rcv_rows import fit_rcv, rcv_features, rcv_rows, use_pooling
+from probes.reuse import NULL_SUMMARIES
 from probes.row_stats import COLUMNS, DEFAULT_STATISTIC, MIN_RESAMPLE_AGREEMENT, RowSettings, total_variance
 from probes.sources import hash_array
 from probes.stats import adjust_pvalues
@@ -177,7 +178,8 @@ class Analysis:
     def _activations(self, source: Any) -> dict[str, np.ndarray]:
         return self.engine.run(source).activations
 
-    def _project(self, example: ClassExamples, plans: dict[str, "_LayerPlan"], budget: Budget) -> dict:
+    def _project(self, example: ClassExamples, plans: dict[str, "_LayerPlan"], budget: Budget,
+                 known: dict | None = None) -> dict:
         """Phase 2 for one class: its examples' gradients (and activations, for presence) projected on every
         vector of every layer's plan, batch by batch. Returns ``{layer: {space: Projections}}``.
 
@@ -200,8 +202,33 @@ class Analysis:
             batches = (({layer: result.activations[layer][i:i + size] for layer in self.engine.layers},
                         {layer: result.gradients[layer][i:i + size] for layer in self.engine.layers})
                        for i in range(0, n, size))
-            return project_batches(batches, spaces)
-        return project_batches(self.engine.stream(example.images, example.index), spaces)
+            return project_batches(batches, spaces, known)
+        return project_batches(self.engine.stream(example.images, example.index), spaces, known)
+
+    # ---------------------------------------------------------------- reuse of the random side (probes.reuse)
+    def _null_key(self, example: ClassExamples, layer: str, plan: "_LayerPlan") -> str | None:
+        if plan.cav is None or self.client is not None or not plan.cav.get("null_keys"):
+            return None
+        return NULL_SUMMARIES.key(self.engine.fingerprint, layer, self.engine.target, example.index,
+                                  self._key(example.images), self.engine.batch_size, plan.cav["null_keys"])
+
+    def _known_nulls(self, example: ClassExamples, plans: dict[str, "_LayerPlan"]) -> tuple[dict, dict]:
+        """The null columns' summaries of this class already computed, by layer, and every layer's key."""
+        known, keys = {}, {}
+        for layer, plan in plans.items():
+            key = keys[layer] = self._null_key(example, layer, plan)
+            found = None if key is None else NULL_SUMMARIES.get(key, self.cache)
+            if found is not None and found.k == len(plan.cav["null_cols"]) and found.n == len(example.images):
+                known[layer] = {"flat": (plan.cav["null_cols"], found)}
+        return known, keys
+
+    def _keep_nulls(self, example: ClassExamples, plans: dict[str, "_LayerPlan"], projected: dict, known: dict,
+                    keys: dict) -> None:
+        """Keep the null columns' summaries computed in this call for the next one."""
+        for layer, key in keys.items():
+            if key is not None and layer not in known:
+                summary = projected[layer]["flat"].summary.columns(plans[layer].cav["null_cols"])
+                NULL_SUMMARIES.put(key, summary, self.cache)
 
     def _random_activations(self, random_sets: Sequence[Any], tick) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
         """Activations of the distinct random images, and each random set's rows among them.
@@ -278,8 +305,14 @@ class Analysis:
         del concept_acts, random_acts, measure_acts
         # Phase 2: each class's examples through the gradient pass, keeping only projections on those vectors
         # (held in memory when the whole pass fits the memory budget, streamed batch by batch otherwise).
+        # The random-vs-random CAVs' columns are projected only where no earlier call (this process or the
+        # store) has their summary for these examples already.
         budget = Budget(opts.memory_budget)
-        projections = {c.name: tick(self._project(c, plans, budget)) for c in classes}
+        projections = {}
+        for c in classes:
+            known, null_keys = self._known_nulls(c, plans)
+            projections[c.name] = tick(self._project(c, plans, budget, known))
+            self._keep_nulls(c, plans, projections[c.name], known, null_keys)
         next(ticks, None)
 
         # Phase 3: the statistics, from the projections only.
@@ -405,6 +438,9 @@ class Analysis:
                                        robustness=opts.robustness, key_for=self._cav_key, variance=variance)
         for name, vector in consensus.items():
             self._vectors[(layer, name)] = {"consensus": vector, "pooled": np.array(False)}
+        # What identifies the random side's null columns (probes.reuse): their CAVs' own keys.
+        fit["null_keys"] = [keys[t] for t in index["__null__"]]
+        fit["null_cols"] = fit["cols"][index["__null__"]]
         return fit
 
     def _rcv_fit(self, layer, measure, acts, scatter, plan) -> dict[str, Any]:
