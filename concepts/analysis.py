@@ -40,13 +40,13 @@ from probes.engine import Engine
 from probes.memory import Budget, memmap_allocator, parse_bytes
 from probes.progress import progress
 from probes.rcv_rows import fit_rcv, rcv_features, rcv_rows, use_pooling
-from probes.reuse import NULL_SUMMARIES
+from probes.reuse import NULL_SUMMARIES, keep_nulls, known_nulls
 from probes.row_stats import COLUMNS, DEFAULT_STATISTIC, MIN_RESAMPLE_AGREEMENT, RowSettings, total_variance
 from probes.sources import hash_array
 from probes.stats import adjust_pvalues
 from probes.streaming import ProjectionSpace, project_batches
 
-from .outcome_store import ENCODING_VERSION, decode_outcome, encode_outcome
+from .outcome_store import ENCODING_VERSION, analysis_provenance, decode_outcome, encode_outcome
 
 # Re-exported: other modules, tests and notebooks import these from here.
 __all__ = ["COLUMNS", "ROBUSTNESS_METHODS", "N_RESAMPLES", "MIN_RESAMPLE_AGREEMENT", "DEFAULT_CAV",
@@ -205,30 +205,16 @@ class Analysis:
             return project_batches(batches, spaces, known)
         return project_batches(self.engine.stream(example.images, example.index), spaces, known)
 
-    # ---------------------------------------------------------------- reuse of the random side (probes.reuse)
-    def _null_key(self, example: ClassExamples, layer: str, plan: "_LayerPlan") -> str | None:
-        if plan.cav is None or self.client is not None or not plan.cav.get("null_keys"):
-            return None
-        return NULL_SUMMARIES.key(self.engine.fingerprint, layer, self.engine.target, example.index,
-                                  self._key(example.images), self.engine.batch_size, plan.cav["null_keys"])
-
-    def _known_nulls(self, example: ClassExamples, plans: dict[str, "_LayerPlan"]) -> tuple[dict, dict]:
-        """The null columns' summaries of this class already computed, by layer, and every layer's key."""
-        known, keys = {}, {}
+    def _null_keys(self, example: ClassExamples, plans: dict[str, "_LayerPlan"]) -> tuple[dict, dict]:
+        """Each layer's null-summary key and null columns (:mod:`probes.reuse`); none with a Dask client."""
+        keys, cols = {}, {}
         for layer, plan in plans.items():
-            key = keys[layer] = self._null_key(example, layer, plan)
-            found = None if key is None else NULL_SUMMARIES.get(key, self.cache)
-            if found is not None and found.k == len(plan.cav["null_cols"]) and found.n == len(example.images):
-                known[layer] = {"flat": (plan.cav["null_cols"], found)}
-        return known, keys
-
-    def _keep_nulls(self, example: ClassExamples, plans: dict[str, "_LayerPlan"], projected: dict, known: dict,
-                    keys: dict) -> None:
-        """Keep the null columns' summaries computed in this call for the next one."""
-        for layer, key in keys.items():
-            if key is not None and layer not in known:
-                summary = projected[layer]["flat"].summary.columns(plans[layer].cav["null_cols"])
-                NULL_SUMMARIES.put(key, summary, self.cache)
+            if plan.cav is not None and self.client is None and plan.cav["null_keys"]:
+                keys[layer] = NULL_SUMMARIES.key(self.engine.fingerprint, layer, self.engine.target, example.index,
+                                                 self._key(example.images), self.engine.batch_size,
+                                                 plan.cav["null_keys"])
+                cols[layer] = plan.cav["null_cols"]
+        return keys, cols
 
     def _random_activations(self, random_sets: Sequence[Any], tick) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
         """Activations of the distinct random images, and each random set's rows among them.
@@ -310,9 +296,10 @@ class Analysis:
         budget = Budget(opts.memory_budget)
         projections = {}
         for c in classes:
-            known, null_keys = self._known_nulls(c, plans)
+            null_keys, null_cols = self._null_keys(c, plans)
+            known = known_nulls(NULL_SUMMARIES, self.cache, null_keys, null_cols, len(c.images))
             projections[c.name] = tick(self._project(c, plans, budget, known))
-            self._keep_nulls(c, plans, projections[c.name], known, null_keys)
+            keep_nulls(NULL_SUMMARIES, self.cache, null_keys, null_cols, projections[c.name], known)
         next(ticks, None)
 
         # Phase 3: the statistics, from the projections only.
@@ -337,7 +324,8 @@ class Analysis:
         if len(table):
             table["q_value"] = adjust_pvalues(table["p_value"].to_numpy(dtype=float), method=opts.correction)
             table["significant"] = (table["q_value"] < opts.significance).fillna(False).astype(bool)
-        provenance = self._provenance(classes, folder_concepts, measure_concepts, random_sets)
+        provenance = analysis_provenance(self.engine, opts, self.cav_alphas, classes, folder_concepts,
+                                         measure_concepts, random_sets)
         provenance["engine_batches"] = self.engine.n_batches_run - batches_before
         outcome = Outcome(table=table, runs=runs, scatter=scatter, provenance=provenance,
                           vectors=self._vectors, per_example=self._per_example,
@@ -469,38 +457,6 @@ class Analysis:
         """Keep each class's per-example numbers of a concept (concept maps, per-example rows)."""
         for name, proj in projections.items():
             self._per_example[(name, layer, concept)] = proj.per_example(record)
-
-    # ---------------------------------------------------------------- provenance
-
-    def _provenance(self, classes, folder_concepts, measure_concepts, random_sets) -> dict[str, Any]:
-        import keras
-        import sklearn
-
-        import tensorflow as tf
-
-        opts = self.options
-        return {
-            "model_fingerprint": self.engine.fingerprint,
-            "layers": {layer: {"shape": list(self.engine.layer_shapes[layer]),
-                               "width": int(self.engine.layer_widths[layer])} for layer in self.engine.layers},
-            "target": self.engine.target_description,
-            "classes": {c.name: {"output_index": c.index, "n_examples": len(c.images)} for c in classes},
-            "concepts": {**{c.name: {"kind": "cav", "n_images": len(c.images)} for c in folder_concepts},
-                         **{m.name: {"kind": "rcv", "n_images": len(m.values), "measure": m.description}
-                            for m in measure_concepts}},
-            "random_sets": {"n_sets": len(random_sets), "null_pairs": opts.null_pairs,
-                            "set_sizes": [len(s) for s in random_sets]},
-            "seed": opts.seed, "n_random_runs": opts.n_random, "relative": opts.relative,
-            "test": f"two-sided t prediction test of the concept's mean {opts.statistic} among the random sets' "
-                    "(or shuffled measures') values",
-            "test_statistic": opts.statistic,
-            "classifier": "ridge least-squares (dual, default)" if opts.classifier is None else repr(opts.classifier),
-            "alpha": opts.alpha, "alpha_scale": opts.alpha_scale, "cav_alpha_per_layer": dict(self.cav_alphas),
-            "test_size": opts.test_size, "correction": opts.correction,
-            "significance_level": opts.significance, "ubs_directions": opts.n_directions,
-            "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__,
-                         "scikit-learn": sklearn.__version__, "pandas": pd.__version__},
-        }
 
 
 def tcav_classifier() -> Any:

@@ -35,7 +35,7 @@ import numpy as np
 
 from probes.streaming import ColumnSummary
 
-__all__ = ["NullSummaries", "NULL_SUMMARIES", "MAX_ENTRIES"]
+__all__ = ["NullSummaries", "NULL_SUMMARIES", "MAX_ENTRIES", "known_nulls", "keep_nulls"]
 
 #: Most null summaries kept in a process (each is a few arrays of one number per random pair).
 MAX_ENTRIES = 256
@@ -180,3 +180,66 @@ class NullSummaries:
 
 #: The process's null summaries (what :class:`concepts.analysis.Analysis` uses).
 NULL_SUMMARIES = NullSummaries()
+
+
+def known_nulls(memo: NullSummaries, store: Any, keys: dict[str, str], null_cols: dict[str, np.ndarray],
+                n_examples: int) -> dict[str, dict[str, tuple[np.ndarray, ColumnSummary]]]:
+    """The null columns' summaries of one class found in ``memo`` (or ``store``), as
+    :func:`probes.streaming.project_batches` takes them.
+
+    Parameters
+    ----------
+    memo : NullSummaries
+    store : probes.cache.ActivationCache or None
+    keys : dict
+        Each layer's null-summary key (:meth:`NullSummaries.key`).
+    null_cols : dict
+        Each layer's null columns in its flat projection space.
+    n_examples : int
+        Number of class examples (a summary of another count is not used).
+
+    Returns
+    -------
+    dict
+        ``{layer: {"flat": (columns, summary)}}`` for the layers found.
+
+    Examples
+    --------
+    >>> known_nulls(NullSummaries(), None, {"l": "0" * 64}, {"l": np.arange(2)}, 3)
+    {}
+    """
+    known = {}
+    for layer, key in keys.items():
+        found = memo.get(key, store)
+        if found is not None and found.k == len(null_cols[layer]) and found.n == n_examples:
+            known[layer] = {"flat": (null_cols[layer], found)}
+    return known
+
+
+def keep_nulls(memo: NullSummaries, store: Any, keys: dict[str, str], null_cols: dict[str, np.ndarray],
+               projected: dict[str, dict[str, Any]], known: dict) -> None:
+    """Keep the null columns' summaries computed in this call (layers not in ``known``) for later calls.
+
+    Parameters
+    ----------
+    memo : NullSummaries
+    store : probes.cache.ActivationCache or None
+    keys, null_cols
+        As for :func:`known_nulls`.
+    projected : dict
+        ``{layer: {"flat": Projections}}`` of the class.
+    known : dict
+        What :func:`known_nulls` returned.
+
+    Examples
+    --------
+    >>> from probes.streaming import ProjectionSpace, project_batches
+    >>> space = ProjectionSpace(); _ = space.add(np.eye(2))
+    >>> projected = project_batches([({"l": np.ones((3, 2))}, {"l": np.ones((3, 2))})], {"l": {"flat": space}})
+    >>> memo = NullSummaries(); keep_nulls(memo, None, {"l": "1" * 64}, {"l": np.array([1])}, projected, {})
+    >>> memo.get("1" * 64).k
+    1
+    """
+    for layer, key in keys.items():
+        if layer not in known:
+            memo.put(key, projected[layer]["flat"].summary.columns(null_cols[layer]), store)
