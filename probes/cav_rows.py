@@ -180,37 +180,6 @@ def _keys(key_for: KeyFor | None, idents: Sequence[tuple], alpha: float, method:
     return None if key_for is None else [key_for("", ident, alpha, method) for ident in idents]
 
 
-def _groups(tasks: Sequence[CAVTask], null: Sequence[int] = ()) -> list[list[int]]:
-    """Batches of tasks that share a Gram matrix: the random-vs-random tasks together, the others by their
-    counterexample rows.
-
-    A batch's Gram matrix spans the union of its tasks' rows (``n^2 d``). The null tasks need every random
-    row; a concept task needs only its own random set: batched by counterexamples, a concept's runs cost
-    ``n_random`` Gram matrices of its images plus one random set instead of one over every random image, and
-    the null CAVs are fitted on the random rows only, so they do not depend on which concepts share the call.
-    """
-    null = set(null)
-    groups: dict[Any, list[int]] = {}
-    for t, task in enumerate(tasks):
-        key = "null" if t in null else np.asarray(task.neg).tobytes()
-        groups.setdefault(key, []).append(t)
-    return list(groups.values())
-
-
-def _fit_groups(fitter: CAVFitter, pool: np.ndarray, tasks: Sequence[CAVTask], keys: Sequence[Any] | None,
-                alpha: float, method: str | None, groups: list[list[int]]
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:meth:`CAVFitter.fit` batch by batch (``groups``), results in task order."""
-    vectors = np.empty((len(tasks), pool.shape[1]), dtype=np.float32)
-    accuracies = np.empty(len(tasks))
-    shifts = np.empty(len(tasks))
-    for group in groups:
-        v, a, sh = fitter.fit(pool, [tasks[t] for t in group], None if keys is None else [keys[t] for t in group],
-                              alpha, method)
-        vectors[group], accuracies[group], shifts[group] = v, a, sh
-    return vectors, accuracies, shifts
-
-
 def _resample_design(tasks: Sequence[CAVTask], keys: Sequence[Any], index: dict, concept_names: Sequence[str],
                      alpha: float, fitter: CAVFitter, *, seed: int, key_for: KeyFor | None
                      ) -> tuple[list[tuple[str, int, CAVTask]], list[str] | None]:
@@ -273,8 +242,7 @@ def alternative_directions(pool: np.ndarray, tasks: Sequence[CAVTask], keys: Seq
     fitted = {}
     for method in others:
         method_keys = _keys(key_for, [("alt", keys[t]) for t in concept_tasks], alpha, method)
-        chosen = [tasks[t] for t in concept_tasks]
-        vecs, _, _ = _fit_groups(fitter, pool, chosen, method_keys, alpha, method, _groups(chosen))
+        vecs, _, _ = fitter.fit(pool, [tasks[t] for t in concept_tasks], method_keys, alpha, method)
         fitted[method] = dict(zip(concept_tasks, vecs))
     if resampled is None:
         design, resample_keys = _resample_design(tasks, keys, index, concept_names, alpha, fitter, seed=seed,
@@ -350,9 +318,10 @@ def fit_cav_layer(pool: np.ndarray, random_start: int, tasks: Sequence[CAVTask],
     idents = keys if keys is not None else list(range(n_tasks))
     robust_keys = key_for if keys is not None else None
     alternatives = {}
-    # The bootstrap resamples (the row's own estimator, on rows their source run already uses) join their
-    # source run's batch (_groups), and the other estimator families' batches, on the same rows, get the
-    # same Gram matrix back from reuse_gram: one Gram pass per batch, none for the robustness check.
+    # One Gram matrix per layer: the bootstrap resamples (the row's own estimator, on rows the concept
+    # runs already use) join the main batch, and the other estimator families' batches, on the same rows,
+    # get the same matrix back from reuse_gram. The main fits' union of rows is unchanged, so their
+    # vectors are too.
     with reuse_gram():
         design, resample_keys = _resample_design(tasks, idents, index, concept_names, alpha, fitter, seed=seed,
                                                  key_for=robust_keys) if robustness else ([], None)
@@ -360,9 +329,8 @@ def fit_cav_layer(pool: np.ndarray, random_start: int, tasks: Sequence[CAVTask],
         if keys is not None or resample_keys is not None:
             batch_keys = [*(keys if keys is not None else [None] * n_tasks),
                           *(resample_keys if resample_keys is not None else [None] * len(design))]
-        every_task = [*tasks, *(task for _, _, task in design)]
-        every, accuracies_all, shifts_all = _fit_groups(fitter, pool, every_task, batch_keys, alpha, None,
-                                                        _groups(every_task, index.get("__null__", ())))
+        every, accuracies_all, shifts_all = fitter.fit(pool, [*tasks, *(task for _, _, task in design)],
+                                                       batch_keys, alpha)
         vectors, accuracies, shifts = every[:n_tasks], accuracies_all[:n_tasks], shifts_all[:n_tasks]
         if robustness:
             alternatives = alternative_directions(pool, tasks, idents, index, concept_names, alpha, fitter,
