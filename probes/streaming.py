@@ -385,8 +385,9 @@ class Projections:
         if self._active is None:
             matrix, vnorms = self.space.matrix64, self.space.norms64
         else:
-            if self._matrix is None:  # the projected part of the space, taken once
-                self._matrix = (self.space.matrix64[self._active], self.space.norms64[self._active])
+            if self._matrix is None:  # the projected part of the space, taken once (no float64 copy of the rest)
+                part = self.space.matrix[self._active].astype(np.float64)
+                self._matrix = (part, np.linalg.norm(part, axis=1))
             matrix, vnorms = self._matrix
         k = len(matrix) if self.space.k else 0
         sens = g @ matrix.T if k else np.zeros((len(g), 0))
