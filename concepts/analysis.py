@@ -244,12 +244,14 @@ class Analysis:
                     stacked[layer][sizes[j]:sizes[j + 1]] = acts[layer]
             return stacked, rows
         first = file_sets[0]
-        union = sorted({Path(f).resolve() for s in file_sets for f in s.files})
+        # Each file resolved once (a resolve is a few system calls; sets drawn from one pool share files).
+        resolved = {f: Path(f).resolve() for s in file_sets for f in s.files}
+        union = sorted(set(resolved.values()))
         pool = ImageSet(union, name="random pool", input_shape=first.input_shape, preprocess=first.preprocess)
         spill = 4 * width * len(pool) > parse_bytes(self.options.memory_budget)
         acts = self.engine.run(pool, allocate=memmap_allocator() if spill else None).activations
         position = {f: i for i, f in enumerate(union)}
-        rows = [tick(np.array([position[Path(f).resolve()] for f in s.files])) for s in file_sets]
+        rows = [tick(np.array([position[resolved[f]] for f in s.files])) for s in file_sets]
         return acts, rows
 
     # ---------------------------------------------------------------- main entry
