@@ -40,12 +40,13 @@ from probes.engine import Engine
 from probes.memory import Budget, memmap_allocator, parse_bytes
 from probes.progress import progress
 from probes.rcv_rows import fit_rcv, rcv_features, rcv_rows, use_pooling
-from probes.row_stats import COLUMNS, DEFAULT_STATISTIC, MIN_RESAMPLE_AGREEMENT, RowSettings
+from probes.reuse import NULL_SUMMARIES, keep_nulls, known_nulls
+from probes.row_stats import COLUMNS, DEFAULT_STATISTIC, MIN_RESAMPLE_AGREEMENT, RowSettings, total_variance
 from probes.sources import hash_array
 from probes.stats import adjust_pvalues
 from probes.streaming import ProjectionSpace, project_batches
 
-from .outcome_store import ENCODING_VERSION, decode_outcome, encode_outcome
+from .outcome_store import ENCODING_VERSION, analysis_provenance, decode_outcome, encode_outcome
 
 # Re-exported: other modules, tests and notebooks import these from here.
 __all__ = ["COLUMNS", "ROBUSTNESS_METHODS", "N_RESAMPLES", "MIN_RESAMPLE_AGREEMENT", "DEFAULT_CAV",
@@ -177,7 +178,8 @@ class Analysis:
     def _activations(self, source: Any) -> dict[str, np.ndarray]:
         return self.engine.run(source).activations
 
-    def _project(self, example: ClassExamples, plans: dict[str, "_LayerPlan"], budget: Budget) -> dict:
+    def _project(self, example: ClassExamples, plans: dict[str, "_LayerPlan"], budget: Budget,
+                 known: dict | None = None) -> dict:
         """Phase 2 for one class: its examples' gradients (and activations, for presence) projected on every
         vector of every layer's plan, batch by batch. Returns ``{layer: {space: Projections}}``.
 
@@ -200,8 +202,19 @@ class Analysis:
             batches = (({layer: result.activations[layer][i:i + size] for layer in self.engine.layers},
                         {layer: result.gradients[layer][i:i + size] for layer in self.engine.layers})
                        for i in range(0, n, size))
-            return project_batches(batches, spaces)
-        return project_batches(self.engine.stream(example.images, example.index), spaces)
+            return project_batches(batches, spaces, known)
+        return project_batches(self.engine.stream(example.images, example.index), spaces, known)
+
+    def _null_keys(self, example: ClassExamples, plans: dict[str, "_LayerPlan"]) -> tuple[dict, dict]:
+        """Each layer's null-summary key and null columns (:mod:`probes.reuse`); none with a Dask client."""
+        keys, cols = {}, {}
+        for layer, plan in plans.items():
+            if plan.cav is not None and self.client is None and plan.cav["null_keys"]:
+                keys[layer] = NULL_SUMMARIES.key(self.engine.fingerprint, layer, self.engine.target, example.index,
+                                                 self._key(example.images), self.engine.batch_size,
+                                                 plan.cav["null_keys"])
+                cols[layer] = plan.cav["null_cols"]
+        return keys, cols
 
     def _random_activations(self, random_sets: Sequence[Any], tick) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
         """Activations of the distinct random images, and each random set's rows among them.
@@ -231,12 +244,14 @@ class Analysis:
                     stacked[layer][sizes[j]:sizes[j + 1]] = acts[layer]
             return stacked, rows
         first = file_sets[0]
-        union = sorted({Path(f).resolve() for s in file_sets for f in s.files})
+        # Each file resolved once (a resolve is a few system calls; sets drawn from one pool share files).
+        resolved = {f: Path(f).resolve() for s in file_sets for f in s.files}
+        union = sorted(set(resolved.values()))
         pool = ImageSet(union, name="random pool", input_shape=first.input_shape, preprocess=first.preprocess)
         spill = 4 * width * len(pool) > parse_bytes(self.options.memory_budget)
         acts = self.engine.run(pool, allocate=memmap_allocator() if spill else None).activations
         position = {f: i for i, f in enumerate(union)}
-        rows = [tick(np.array([position[Path(f).resolve()] for f in s.files])) for s in file_sets]
+        rows = [tick(np.array([position[resolved[f]] for f in s.files])) for s in file_sets]
         return acts, rows
 
     # ---------------------------------------------------------------- main entry
@@ -278,8 +293,15 @@ class Analysis:
         del concept_acts, random_acts, measure_acts
         # Phase 2: each class's examples through the gradient pass, keeping only projections on those vectors
         # (held in memory when the whole pass fits the memory budget, streamed batch by batch otherwise).
+        # The random-vs-random CAVs' columns are projected only where no earlier call (this process or the
+        # store) has their summary for these examples already.
         budget = Budget(opts.memory_budget)
-        projections = {c.name: tick(self._project(c, plans, budget)) for c in classes}
+        projections = {}
+        for c in classes:
+            null_keys, null_cols = self._null_keys(c, plans)
+            known = known_nulls(NULL_SUMMARIES, self.cache, null_keys, null_cols, len(c.images))
+            projections[c.name] = tick(self._project(c, plans, budget, known))
+            keep_nulls(NULL_SUMMARIES, self.cache, null_keys, null_cols, projections[c.name], known)
         next(ticks, None)
 
         # Phase 3: the statistics, from the projections only.
@@ -304,7 +326,8 @@ class Analysis:
         if len(table):
             table["q_value"] = adjust_pvalues(table["p_value"].to_numpy(dtype=float), method=opts.correction)
             table["significant"] = (table["q_value"] < opts.significance).fillna(False).astype(bool)
-        provenance = self._provenance(classes, folder_concepts, measure_concepts, random_sets)
+        provenance = analysis_provenance(self.engine, opts, self.cav_alphas, classes, folder_concepts,
+                                         measure_concepts, random_sets)
         provenance["engine_batches"] = self.engine.n_batches_run - batches_before
         outcome = Outcome(table=table, runs=runs, scatter=scatter, provenance=provenance,
                           vectors=self._vectors, per_example=self._per_example,
@@ -391,7 +414,9 @@ class Analysis:
         random_pool, random_rows = random_acts
         pool, offsets, random_start = stack_pool([(c.name, concept_acts[c.name][layer]) for c in folder_concepts],
                                                  random_pool[layer], random_rows)
-        alpha = choose_alpha(opts.alpha, opts.alpha_scale, pool[random_start:])
+        # One pass over the random rows gives both the penalty's scale and the layer's spread.
+        variance = total_variance(pool[random_start:])
+        alpha = choose_alpha(opts.alpha, opts.alpha_scale, pool[random_start:], variance=variance)
         tasks, idents, index = cav_tasks([(c.name, self._key(c.images)) for c in folder_concepts],
                                          [self._key(r) for r in random_sets], offsets, seed=opts.seed,
                                          relative=opts.relative,
@@ -400,9 +425,12 @@ class Analysis:
         keys = [self._cav_key(layer, ident, alpha, self._method) for ident in idents]
         fit, consensus = fit_cav_layer(pool, random_start, tasks, keys, index, [c.name for c in folder_concepts],
                                        alpha, self._fitter(), plan.space("flat"), seed=opts.seed,
-                                       robustness=opts.robustness, key_for=self._cav_key)
+                                       robustness=opts.robustness, key_for=self._cav_key, variance=variance)
         for name, vector in consensus.items():
             self._vectors[(layer, name)] = {"consensus": vector, "pooled": np.array(False)}
+        # What identifies the random side's null columns (probes.reuse): their CAVs' own keys.
+        fit["null_keys"] = [keys[t] for t in index["__null__"]]
+        fit["null_cols"] = fit["cols"][index["__null__"]]
         return fit
 
     def _rcv_fit(self, layer, measure, acts, scatter, plan) -> dict[str, Any]:
@@ -431,38 +459,6 @@ class Analysis:
         """Keep each class's per-example numbers of a concept (concept maps, per-example rows)."""
         for name, proj in projections.items():
             self._per_example[(name, layer, concept)] = proj.per_example(record)
-
-    # ---------------------------------------------------------------- provenance
-
-    def _provenance(self, classes, folder_concepts, measure_concepts, random_sets) -> dict[str, Any]:
-        import keras
-        import sklearn
-
-        import tensorflow as tf
-
-        opts = self.options
-        return {
-            "model_fingerprint": self.engine.fingerprint,
-            "layers": {layer: {"shape": list(self.engine.layer_shapes[layer]),
-                               "width": int(self.engine.layer_widths[layer])} for layer in self.engine.layers},
-            "target": self.engine.target_description,
-            "classes": {c.name: {"output_index": c.index, "n_examples": len(c.images)} for c in classes},
-            "concepts": {**{c.name: {"kind": "cav", "n_images": len(c.images)} for c in folder_concepts},
-                         **{m.name: {"kind": "rcv", "n_images": len(m.values), "measure": m.description}
-                            for m in measure_concepts}},
-            "random_sets": {"n_sets": len(random_sets), "null_pairs": opts.null_pairs,
-                            "set_sizes": [len(s) for s in random_sets]},
-            "seed": opts.seed, "n_random_runs": opts.n_random, "relative": opts.relative,
-            "test": f"two-sided t prediction test of the concept's mean {opts.statistic} among the random sets' "
-                    "(or shuffled measures') values",
-            "test_statistic": opts.statistic,
-            "classifier": "ridge least-squares (dual, default)" if opts.classifier is None else repr(opts.classifier),
-            "alpha": opts.alpha, "alpha_scale": opts.alpha_scale, "cav_alpha_per_layer": dict(self.cav_alphas),
-            "test_size": opts.test_size, "correction": opts.correction,
-            "significance_level": opts.significance, "ubs_directions": opts.n_directions,
-            "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__,
-                         "scikit-learn": sklearn.__version__, "pandas": pd.__version__},
-        }
 
 
 def tcav_classifier() -> Any:

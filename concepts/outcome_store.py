@@ -172,3 +172,59 @@ def decode_outcome(data: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[
                for i, item in enumerate(data["scatter"])}
     return {"table": table, **keyed, "scatter": scatter, "provenance": data["provenance"],
             "example_files": {k: list(v) for k, v in data["example_files"].items()}}
+
+
+def analysis_provenance(engine: Any, opts: Any, cav_alphas: dict[str, float], classes: Any, folder_concepts: Any,
+                        measure_concepts: Any, random_sets: Any) -> dict[str, Any]:
+    """What an analysis computed, how: the provenance stored with its outcome.
+
+    Parameters
+    ----------
+    engine : probes.engine.Engine
+    opts : concepts.analysis.Options
+    cav_alphas : dict
+        The CAV penalty chosen per layer.
+    classes, folder_concepts, measure_concepts, random_sets
+        The analysis's inputs (:meth:`concepts.analysis.Analysis.run`).
+
+    Returns
+    -------
+    dict
+        JSON-serialisable: model fingerprint, layers, target, inputs' sizes, options and versions.
+
+    Examples
+    --------
+    >>> from concepts.analysis import Options
+    >>> class _Engine:
+    ...     fingerprint, layers, layer_shapes, layer_widths = "f", [], {}, {}
+    ...     target_description = "logit"
+    >>> analysis_provenance(_Engine(), Options(), {}, [], [], [], [])["model_fingerprint"]
+    'f'
+    """
+    import keras
+    import sklearn
+
+    import tensorflow as tf
+
+    return {
+        "model_fingerprint": engine.fingerprint,
+        "layers": {layer: {"shape": list(engine.layer_shapes[layer]),
+                           "width": int(engine.layer_widths[layer])} for layer in engine.layers},
+        "target": engine.target_description,
+        "classes": {c.name: {"output_index": c.index, "n_examples": len(c.images)} for c in classes},
+        "concepts": {**{c.name: {"kind": "cav", "n_images": len(c.images)} for c in folder_concepts},
+                     **{m.name: {"kind": "rcv", "n_images": len(m.values), "measure": m.description}
+                        for m in measure_concepts}},
+        "random_sets": {"n_sets": len(random_sets), "null_pairs": opts.null_pairs,
+                        "set_sizes": [len(s) for s in random_sets]},
+        "seed": opts.seed, "n_random_runs": opts.n_random, "relative": opts.relative,
+        "test": f"two-sided t prediction test of the concept's mean {opts.statistic} among the random sets' "
+                "(or shuffled measures') values",
+        "test_statistic": opts.statistic,
+        "classifier": "ridge least-squares (dual, default)" if opts.classifier is None else repr(opts.classifier),
+        "alpha": opts.alpha, "alpha_scale": opts.alpha_scale, "cav_alpha_per_layer": dict(cav_alphas),
+        "test_size": opts.test_size, "correction": opts.correction,
+        "significance_level": opts.significance, "ubs_directions": opts.n_directions,
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__,
+                     "scikit-learn": sklearn.__version__, "pandas": pd.__version__},
+    }

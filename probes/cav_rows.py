@@ -34,6 +34,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from probes.design import resample_tasks
+from probes.gram import reuse_gram
 from probes.linear import CAVTask, fit_cav_batch
 from probes.row_stats import RowSettings, agreement, row_statistics, set_means, total_variance
 from probes.sources import hash_array
@@ -57,7 +58,8 @@ N_RESAMPLES = 10
 KeyFor = Callable[[str, tuple, float, str], str]
 
 
-def choose_alpha(alpha: float | str, alpha_scale: float, random_pool: np.ndarray) -> float:
+def choose_alpha(alpha: float | str, alpha_scale: float, random_pool: np.ndarray, *,
+                 variance: float | None = None) -> float:
     """The ridge penalty of the default CAV classifier for one layer.
 
     ``alpha="auto"`` scales ``alpha_scale`` by the total variance of the random sets' activations (the
@@ -72,6 +74,9 @@ def choose_alpha(alpha: float | str, alpha_scale: float, random_pool: np.ndarray
     alpha_scale : float
     random_pool : numpy.ndarray
         ``(n, d)`` activations of the distinct random images.
+    variance : float, optional
+        Their :func:`probes.row_stats.total_variance`, when the caller has it already (a pass over
+        the whole pool saved).
 
     Returns
     -------
@@ -86,7 +91,7 @@ def choose_alpha(alpha: float | str, alpha_scale: float, random_pool: np.ndarray
         if isinstance(alpha, str) or not float(alpha) > 0:
             raise ValueError(f"alpha must be 'auto' or a positive number, not {alpha!r}.")
         return float(alpha)
-    return max(alpha_scale * total_variance(random_pool), 1e-12)
+    return max(alpha_scale * (total_variance(random_pool) if variance is None else variance), 1e-12)
 
 
 @dataclass
@@ -125,7 +130,7 @@ class CAVFitter:
             ``(n, d)`` float32 activations the tasks index.
         tasks : sequence of CAVTask
         keys : sequence of str or None
-            Cache key of each task (None: no caching).
+            Cache key of each task (None: no caching; a None entry: that task is not cached).
         alpha : float
             Ridge penalty.
         method : str, optional
@@ -148,7 +153,7 @@ class CAVFitter:
         shifts = np.empty(len(tasks), dtype=np.float64)
         missing = []
         for t in range(len(tasks)):
-            stored = cache.get(keys[t]) if cache is not None else None
+            stored = cache.get(keys[t]) if cache is not None and keys[t] is not None else None
             if stored is not None and stored.shape == (d + 2,):
                 vectors[t], accuracies[t], shifts[t] = stored[:d], stored[d], stored[d + 1]
             else:
@@ -164,7 +169,7 @@ class CAVFitter:
                 # Rounded like the cached copy, so a cache hit reproduces a fresh fit exactly.
                 accuracies[t] = np.float32(batch.accuracies[row])
                 shifts[t] = np.float32(batch.shifts[row])
-                if cache is not None:
+                if cache is not None and keys[t] is not None:
                     cache.put(keys[t], np.append(batch.vectors[row], np.float32([batch.accuracies[row],
                                                                                 batch.shifts[row]])),
                               meta={"kind": "cav"})
@@ -175,15 +180,29 @@ def _keys(key_for: KeyFor | None, idents: Sequence[tuple], alpha: float, method:
     return None if key_for is None else [key_for("", ident, alpha, method) for ident in idents]
 
 
+def _resample_design(tasks: Sequence[CAVTask], keys: Sequence[Any], index: dict, concept_names: Sequence[str],
+                     alpha: float, fitter: CAVFitter, *, seed: int, key_for: KeyFor | None
+                     ) -> tuple[list[tuple[str, int, CAVTask]], list[str] | None]:
+    """The bootstrap resample tasks of the robustness check and their cache keys (None: not cached)."""
+    design = resample_tasks(tasks, index, concept_names, seed=seed, n_resamples=N_RESAMPLES)
+    resample_keys = _keys(key_for, [("resample", keys[source], hash_array(task.pos)) for _, source, task in design],
+                          alpha, fitter.method)
+    return design, resample_keys
+
+
 def alternative_directions(pool: np.ndarray, tasks: Sequence[CAVTask], keys: Sequence[str], index: dict,
                            concept_names: Sequence[str], alpha: float, fitter: CAVFitter, *, seed: int,
-                           key_for: KeyFor | None = None) -> dict[str, dict]:
+                           key_for: KeyFor | None = None,
+                           resampled: tuple[list, np.ndarray] | None = None) -> dict[str, dict]:
     """Directions a different analyst could have got, per concept, to check the row's sign against.
 
     * every other estimator family of ``ROBUSTNESS_METHODS``, fitted on the same concept tasks: the
       normalised mean of its CAVs (``alternatives``);
     * ``N_RESAMPLES`` CAVs of the row's own estimator on bootstrap resamples of the concept's images,
       each against one random set in turn (``resamples``).
+
+    Call it inside :func:`probes.gram.reuse_gram` (as :func:`fit_cav_layer` does): the other families'
+    batches use the same pool rows as the main fit, so they share its Gram matrix.
 
     Parameters
     ----------
@@ -198,11 +217,25 @@ def alternative_directions(pool: np.ndarray, tasks: Sequence[CAVTask], keys: Seq
         The analysis seed (draws the resamples).
     key_for : callable, optional
         Cache keys of the robustness fits (None: not cached).
+    resampled : (design, vectors), optional
+        The resample tasks (as :func:`probes.design.resample_tasks` gives them) already fitted, with
+        their vectors (:func:`fit_cav_layer` fits them in the main batch); None: fitted here.
 
     Returns
     -------
     dict
         Per concept: ``alternatives`` ``(len(names), d)``, ``names`` and ``resamples`` ``(N_RESAMPLES, d)``.
+
+    Examples
+    --------
+    >>> from probes.design import cav_tasks, stack_pool
+    >>> rng = np.random.default_rng(0)
+    >>> pool, offsets, _ = stack_pool([("a", rng.normal(2, 1, (10, 4)))], rng.normal(size=(30, 4)),
+    ...                               [np.arange(0, 10), np.arange(10, 20), np.arange(20, 30)])
+    >>> tasks, _, index = cav_tasks([("a", "ka")], ["r0", "r1", "r2"], offsets, seed=0)
+    >>> out = alternative_directions(pool, tasks, list(range(len(tasks))), index, ["a"], 1.0, CAVFitter(), seed=0)
+    >>> out["a"]["names"], out["a"]["alternatives"].shape, out["a"]["resamples"].shape
+    (['logistic', 'ridge'], (2, 4), (10, 4))
     """
     concept_tasks = [t for c in concept_names for t in index[c]]
     others = [m for m in ROBUSTNESS_METHODS if m != fitter.method]
@@ -211,10 +244,12 @@ def alternative_directions(pool: np.ndarray, tasks: Sequence[CAVTask], keys: Seq
         method_keys = _keys(key_for, [("alt", keys[t]) for t in concept_tasks], alpha, method)
         vecs, _, _ = fitter.fit(pool, [tasks[t] for t in concept_tasks], method_keys, alpha, method)
         fitted[method] = dict(zip(concept_tasks, vecs))
-    design = resample_tasks(tasks, index, concept_names, seed=seed, n_resamples=N_RESAMPLES)
-    resample_keys = _keys(key_for, [("resample", keys[source], hash_array(task.pos)) for _, source, task in design],
-                          alpha, fitter.method)
-    resampled, _, _ = fitter.fit(pool, [task for _, _, task in design], resample_keys, alpha, fitter.method)
+    if resampled is None:
+        design, resample_keys = _resample_design(tasks, keys, index, concept_names, alpha, fitter, seed=seed,
+                                                 key_for=key_for)
+        resampled = (design, fitter.fit(pool, [task for _, _, task in design], resample_keys, alpha,
+                                        fitter.method)[0])
+    design, resample_vectors = resampled
     owners = [owner for owner, _, _ in design]
     out = {}
     for name in concept_names:
@@ -222,14 +257,15 @@ def alternative_directions(pool: np.ndarray, tasks: Sequence[CAVTask], keys: Seq
         means = np.stack([np.mean([fitted[m][t] for t in idx], axis=0) for m in others]) if others else \
             np.zeros((0, pool.shape[1]), np.float32)
         mine = np.array([o == name for o in owners])
-        out[name] = {"alternatives": means.astype(np.float32), "names": others, "resamples": resampled[mine]}
+        out[name] = {"alternatives": means.astype(np.float32), "names": others,
+                     "resamples": resample_vectors[mine]}
     return out
 
 
 def fit_cav_layer(pool: np.ndarray, random_start: int, tasks: Sequence[CAVTask], keys: Sequence[str] | None,
                   index: dict, concept_names: Sequence[str], alpha: float, fitter: CAVFitter, space: ProjectionSpace,
-                  *, seed: int, robustness: bool = True, key_for: KeyFor | None = None
-                  ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+                  *, seed: int, robustness: bool = True, key_for: KeyFor | None = None,
+                  variance: float | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Phase 1 for the folder concepts of one layer: every CAV (concept runs and random-vs-random), the
     alternative directions of the robustness check, and the consensus vectors, registered in ``space``.
 
@@ -255,6 +291,8 @@ def fit_cav_layer(pool: np.ndarray, random_start: int, tasks: Sequence[CAVTask],
         Fit the alternative directions.
     key_for : callable, optional
         Cache keys of the robustness fits.
+    variance : float, optional
+        :func:`probes.row_stats.total_variance` of the random rows, when the caller has it already.
 
     Returns
     -------
@@ -276,14 +314,32 @@ def fit_cav_layer(pool: np.ndarray, random_start: int, tasks: Sequence[CAVTask],
     >>> fit["vectors"].shape, round(float(np.linalg.norm(consensus["a"])), 6)
     ((6, 4), 1.0)
     """
-    vectors, accuracies, shifts = fitter.fit(pool, tasks, keys, alpha)
-    # The layer's scale: the typical distance of a random activation from the random mean.
-    spread = float(np.sqrt(total_variance(pool[random_start:]))) or 1.0
+    n_tasks = len(tasks)
+    idents = keys if keys is not None else list(range(n_tasks))
+    robust_keys = key_for if keys is not None else None
     alternatives = {}
-    if robustness:
-        alternatives = alternative_directions(pool, tasks, keys if keys is not None else list(range(len(tasks))),
-                                              index, concept_names, alpha, fitter, seed=seed,
-                                              key_for=key_for if keys is not None else None)
+    # One Gram matrix per layer: the bootstrap resamples (the row's own estimator, on rows the concept
+    # runs already use) join the main batch, and the other estimator families' batches, on the same rows,
+    # get the same matrix back from reuse_gram. The main fits' union of rows is unchanged, so their
+    # vectors are too.
+    with reuse_gram():
+        design, resample_keys = _resample_design(tasks, idents, index, concept_names, alpha, fitter, seed=seed,
+                                                 key_for=robust_keys) if robustness else ([], None)
+        batch_keys = None
+        if keys is not None or resample_keys is not None:
+            batch_keys = [*(keys if keys is not None else [None] * n_tasks),
+                          *(resample_keys if resample_keys is not None else [None] * len(design))]
+        every, accuracies_all, shifts_all = fitter.fit(pool, [*tasks, *(task for _, _, task in design)],
+                                                       batch_keys, alpha)
+        vectors, accuracies, shifts = every[:n_tasks], accuracies_all[:n_tasks], shifts_all[:n_tasks]
+        if robustness:
+            alternatives = alternative_directions(pool, tasks, idents, index, concept_names, alpha, fitter,
+                                                  seed=seed, key_for=robust_keys,
+                                                  resampled=(design, every[n_tasks:]))
+    # The layer's scale: the typical distance of a random activation from the random mean.
+    if variance is None:
+        variance = total_variance(pool[random_start:])
+    spread = float(np.sqrt(variance)) or 1.0
     fit = {"vectors": vectors, "accuracies": accuracies, "shifts": shifts, "index": index, "spread": spread,
            "cols": space.add(vectors), "alt_cols": {}, "records": {}}
     consensus_vectors = {}

@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import math
 import numbers
+import threading
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Sequence
 
@@ -259,12 +261,64 @@ def split_task(task: CAVTask, *, test_size: float = 0.3, n_rows: int | None = No
     Raises :class:`~probes.errors.InsufficientDataError` when a side has fewer than 2 rows or
     when the split would leave the train or the test part without both classes.
 
+    A split depends only on the task, ``test_size`` and ``n_rows``, and the same tasks come back in
+    every layer, for every estimator family of the robustness check and in every later call (the
+    random-vs-random tasks): splits are kept in a bounded per-process memo and returned again (read-only
+    arrays), which skips scikit-learn's per-call validation, the bulk of a split's cost.
+
     Examples
     --------
     >>> s = split_task(CAVTask(np.arange(10), np.arange(10, 30), seed=0), test_size=0.3)
     >>> len(s.train), len(s.test), int((s.y_train > 0).sum())
     (14, 6, 7)
     """
+    key = _split_key(task, test_size, n_rows)
+    found = _SPLITS.get(key) if key is not None else None
+    if found is not None:
+        return found
+    split = _split_task(task, test_size=test_size, n_rows=n_rows, where=where)
+    if key is not None:
+        for array in split:
+            array.flags.writeable = False
+        _SPLITS.put(key, split)
+    return split
+
+
+class _SplitMemo:
+    """Least recently used splits, by task content (bounded by entries)."""
+
+    def __init__(self, max_entries: int = 8192) -> None:
+        self.max_entries = max_entries
+        self._entries: "OrderedDict[tuple, TaskSplit]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> TaskSplit | None:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+            return found
+
+    def put(self, key: tuple, split: TaskSplit) -> None:
+        with self._lock:
+            self._entries[key] = split
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+
+_SPLITS = _SplitMemo()
+
+
+def _split_key(task: CAVTask, test_size: Any, n_rows: int | None) -> tuple | None:
+    try:
+        pos, neg = np.asarray(task.pos), np.asarray(task.neg)
+        return (pos.dtype.str, pos.shape, pos.tobytes(), neg.dtype.str, neg.shape, neg.tobytes(), repr(task.seed),
+                repr(test_size), n_rows)
+    except (TypeError, ValueError):
+        return None  # something unusual: validated and split without the memo
+
+
+def _split_task(task: CAVTask, *, test_size: float, n_rows: int | None, where: str) -> TaskSplit:
     test_size = _check_test_size(test_size)
     seed = _check_seed(task.seed, where)
     pos = _check_indices(task.pos, n_rows, "concept (pos)", where)

@@ -12,7 +12,6 @@ Examples
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from typing import Callable
 

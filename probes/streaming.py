@@ -155,6 +155,29 @@ class ColumnSummary:
         """mean(S)/std(S) per column, NaN where S does not vary (see :func:`mean_over_std`)."""
         return mean_over_std(self.mean, self.std(), self.abs_sum / max(self.n, 1))
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Every field as arrays (for a store; :meth:`from_arrays` restores it exactly).
+
+        Examples
+        --------
+        >>> s = ColumnSummary(1); s.update(np.array([[2.0]]), np.array([1.0]), d=1)
+        >>> ColumnSummary.from_arrays(s.to_arrays()).mean.tolist()
+        [2.0]
+        """
+        out = {name: np.array(getattr(self, name)) for name in ("positive", "zero", "ratio_sum", "mean", "m2",
+                                                                "abs_sum")}
+        out["counts"] = np.array([self.n, self.used], np.int64)
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "ColumnSummary":
+        """The summary :meth:`to_arrays` gave."""
+        out = cls(len(arrays["mean"]))
+        out.n, out.used = (int(v) for v in arrays["counts"])
+        for name in ("positive", "zero", "ratio_sum", "mean", "m2", "abs_sum"):
+            setattr(out, name, np.array(arrays[name]))
+        return out
+
     def columns(self, idx) -> "ColumnSummary":
         """A summary of a subset of the columns (a view for the statistics of one group of vectors)."""
         idx = np.asarray(idx, dtype=np.int64)
@@ -224,6 +247,7 @@ class ProjectionSpace:
         self.records: list[dict] = []
         self._matrix: np.ndarray | None = None
         self._matrix64: np.ndarray | None = None
+        self._norms64: np.ndarray | None = None
 
     def add(self, vectors: np.ndarray) -> np.ndarray:
         """Register vectors ``(m, d)``; returns their column indices in the sensitivity matrix."""
@@ -234,7 +258,7 @@ class ProjectionSpace:
         if len(vectors):
             self._blocks.append(vectors)
         self.k += len(vectors)
-        self._matrix = self._matrix64 = None
+        self._matrix = self._matrix64 = self._norms64 = None
         return cols
 
     def record(self, name: str, consensus: np.ndarray, *, run_cols, row_cols, row_scale: float) -> int:
@@ -250,8 +274,12 @@ class ProjectionSpace:
     def __getstate__(self) -> dict:
         # Sent to Dask workers: the vectors once, not also their stacked and float64 copies.
         state = dict(self.__dict__)
-        state["_matrix"] = state["_matrix64"] = None
+        state["_matrix"] = state["_matrix64"] = state["_norms64"] = None
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        state.setdefault("_norms64", None)  # pickled by a version without the norms' memo
+        self.__dict__.update(state)
 
     @property
     def matrix(self) -> np.ndarray:
@@ -262,8 +290,10 @@ class ProjectionSpace:
 
     @property
     def norms64(self) -> np.ndarray:
-        """‖v‖ of each registered vector (float64)."""
-        return np.linalg.norm(self.matrix64, axis=1)
+        """‖v‖ of each registered vector (float64); computed once, not once per batch."""
+        if self._norms64 is None:
+            self._norms64 = np.linalg.norm(self.matrix64, axis=1)
+        return self._norms64
 
     @property
     def matrix64(self) -> np.ndarray:
@@ -285,15 +315,62 @@ class Projections:
     >>> proj = Projections(space); proj.update(np.array([[1.0, -2.0]]), np.zeros((1, 2)))
     >>> proj.summary.tcav_scores()[0].tolist()
     [1.0, 0.0]
+
+    Columns whose summary over the same examples is known already are not projected again:
+
+    >>> again = Projections(space, known=(np.array([1]), proj.summary.columns([1])))
+    >>> again.update(np.array([[1.0, -2.0]]), np.zeros((1, 2)))
+    >>> again.summary.tcav_scores()[0].tolist()
+    [1.0, 0.0]
     """
 
-    def __init__(self, space: ProjectionSpace) -> None:
+    def __init__(self, space: ProjectionSpace,
+                 known: tuple[np.ndarray, ColumnSummary] | None = None) -> None:
         self.space = space
         self.d: int | None = None
-        self.summary = ColumnSummary(space.k)
         self.unit: UnitGradientSum | None = None
         self._kept: list[dict[str, list]] = [{k: [] for k in ("sensitivity", "positive_share", "presence",
                                                               "ubs_ratio", "row")} for _ in space.records]
+        # ``known``: columns whose summary over these same examples was computed before (the random-vs-random
+        # CAVs' columns, reused across calls by probes.reuse) and the summary: they are not projected again.
+        self._known = None if known is None else (np.asarray(known[0], dtype=np.int64), known[1])
+        self._active: np.ndarray | None = None
+        self._position: np.ndarray | None = None
+        if self._known is not None:
+            mask = np.ones(space.k, bool)
+            mask[self._known[0]] = False
+            self._active = np.flatnonzero(mask)
+            self._position = np.full(space.k, -1, np.int64)
+            self._position[self._active] = np.arange(len(self._active))
+            if np.any(self._position[[c for r in space.records for c in (r["cons_col"], *r["run_cols"],
+                                                                          *r["row_cols"])]] < 0):
+                raise InputShapeError("a recorded concept's columns cannot be among the known columns.")
+        self._summary = ColumnSummary(space.k if self._active is None else len(self._active))
+        self._full: ColumnSummary | None = None
+        self._matrix: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def summary(self) -> ColumnSummary:
+        """The :class:`ColumnSummary` of every column of the space (known columns included)."""
+        if self._known is None:
+            return self._summary
+        if self._full is None:
+            cols, known = self._known
+            if known.n != self._summary.n or known.used != self._summary.used:
+                raise InputShapeError(f"the known columns' summary covers {known.n} examples, these projections "
+                                      f"{self._summary.n}.")
+            full = ColumnSummary(self.space.k)
+            full.n, full.used = self._summary.n, self._summary.used
+            for name in ("positive", "zero", "ratio_sum", "mean", "m2", "abs_sum"):
+                values = getattr(full, name)
+                values[self._active] = getattr(self._summary, name)
+                values[cols] = getattr(known, name)
+            self._full = full
+        return self._full
+
+    def _col(self, cols):
+        """Columns of the space as columns of the projected (unknown) part."""
+        return cols if self._position is None else self._position[cols]
 
     def update(self, g: np.ndarray, a: np.ndarray) -> None:
         """Add a batch: gradients ``g`` and activations ``a``, both ``(b, d)`` in this space."""
@@ -305,27 +382,36 @@ class Projections:
         if self.d is None:
             self.d = int(g.shape[1])
             self.unit = UnitGradientSum(self.d)
-        sens = g @ self.space.matrix64.T if self.space.k else np.zeros((len(g), 0))
+        if self._active is None:
+            matrix, vnorms = self.space.matrix64, self.space.norms64
+        else:
+            if self._matrix is None:  # the projected part of the space, taken once (no float64 copy of the rest)
+                part = self.space.matrix[self._active].astype(np.float64)
+                self._matrix = (part, np.linalg.norm(part, axis=1))
+            matrix, vnorms = self._matrix
+        k = len(matrix) if self.space.k else 0
+        sens = g @ matrix.T if k else np.zeros((len(g), 0))
         norms = row_norms(g)
         # A directional derivative below float64 rounding of the product (|S| < 1e-12 ‖g‖‖v‖) is zero: its sign
         # would be rounding noise, decided by how BLAS blocks and threads the product, and would make the
         # sign-count score differ between machines. Counted as exactly zero (``zero_fraction``) instead.
-        if self.space.k:
-            sens[np.abs(sens) < 1e-12 * norms[:, None] * self.space.norms64[None, :]] = 0.0
-        self.summary.update(sens, norms, self.d)
+        if k:
+            sens[np.abs(sens) < 1e-12 * norms[:, None] * vnorms[None, :]] = 0.0
+        self._summary.update(sens, norms, self.d)
+        self._full = None
         self.unit.update(g)
         c_d = ubs_normaliser(self.d)
         keep = norms > 0
         records = self.space.records
         presence = a @ np.stack([np.asarray(r["consensus"], np.float64) for r in records]).T if records else None
         for j, (record, kept) in enumerate(zip(records, self._kept)):
-            cons = sens[:, record["cons_col"]]
+            cons = sens[:, self._col(record["cons_col"])]
             with np.errstate(divide="ignore", invalid="ignore"):  # a zero gradient has no UBS ratio: NaN
                 kept["ubs_ratio"].append(np.where(keep, cons / (norms * c_d), np.nan))
             kept["sensitivity"].append(cons)
-            kept["positive_share"].append((sens[:, record["run_cols"]] > 0).mean(axis=1))
+            kept["positive_share"].append((sens[:, self._col(record["run_cols"])] > 0).mean(axis=1))
             kept["presence"].append(presence[:, j])
-            ratios = sens[keep][:, record["row_cols"]] / (norms[keep, None] * c_d)
+            ratios = sens[keep][:, self._col(record["row_cols"])] / (norms[keep, None] * c_d)
             kept["row"].append(ratios.mean(axis=1) / record["row_scale"])
 
     def merge(self, other: "Projections") -> "Projections":
@@ -334,7 +420,8 @@ class Projections:
             return self
         if self.d is None:
             self.d, self.unit = other.d, UnitGradientSum(other.d)
-        self.summary.merge(other.summary)
+        self._summary.merge(other._summary)
+        self._full = None
         self.unit.merge(other.unit)
         for mine, theirs in zip(self._kept, other._kept):
             for name, parts in theirs.items():
@@ -346,6 +433,7 @@ class Projections:
         # back only its own numbers and is re-attached to the space with :meth:`attach`.
         state = dict(self.__dict__)
         state["space"] = None
+        state["_matrix"] = None
         return state
 
     def attach(self, space: ProjectionSpace) -> "Projections":
@@ -367,11 +455,14 @@ class Projections:
         return self._joined(record, "row")
 
 
-def project_batches(batches, spaces: dict[str, dict[str, ProjectionSpace]]) -> dict[str, dict[str, Projections]]:
+def project_batches(batches, spaces: dict[str, dict[str, ProjectionSpace]],
+                    known: dict[str, dict[str, tuple[np.ndarray, ColumnSummary]]] | None = None
+                    ) -> dict[str, dict[str, Projections]]:
     """Phase 2's loop: feed ``(activations, gradients)`` batches (dicts by layer, as
     :meth:`probes.engine.Engine.stream` yields them) to one :class:`Projections` per layer and space
     (``"flat"``: flattened features; ``"pooled"``: channels, activations averaged and gradients summed over
     positions, as :func:`probes.regression.pool_activations`/:func:`~probes.regression.pool_gradients`).
+    ``known[layer][space]``: columns whose summary is already known (see :class:`Projections`).
 
     Examples
     --------
@@ -382,7 +473,8 @@ def project_batches(batches, spaces: dict[str, dict[str, ProjectionSpace]]) -> d
     """
     from probes.regression import pool_activations, pool_gradients
 
-    state = {layer: {name: Projections(space) for name, space in by_space.items()}
+    known = known or {}
+    state = {layer: {name: Projections(space, known.get(layer, {}).get(name)) for name, space in by_space.items()}
              for layer, by_space in spaces.items()}
     for acts, grads in batches:
         for layer, by_space in state.items():
