@@ -7,13 +7,12 @@ random sets), with far fewer rows than features (n ~ 100, d ~ 10^4..10^5). The d
 exploits that: it computes the Gram matrix of the pool rows once and solves every probe in the
 dual, so the cost is two passes over the pool's columns whatever the number of probes.
 
-Why one module of about 600 lines: the batched dual solve, the split rules it must reproduce
-(:func:`split_task`) and the blockwise pool access are one algorithm; the scikit-learn wrapper lives
-in :mod:`probes.linear_probe`.
+Tasks and their train/test splits are :mod:`probes.cav_tasks`; the scikit-learn wrapper is
+:mod:`probes.linear_probe`; the shared Gram matrix is :mod:`probes.gram`.
 
 Main entry points:
 
-* :class:`CAVTask` / :func:`fit_cav_batch` -- many CAVs on one pool in one call;
+* :class:`~probes.cav_tasks.CAVTask` / :func:`fit_cav_batch` -- many CAVs on one pool in one call;
 * :class:`~probes.linear_probe.LinearProbe` -- a single CAV as a scikit-learn classifier
   (``fit(X, y)``; also importable from here);
 * :func:`sensitivities` -- directional derivatives g(x) . v for every example and vector at once;
@@ -32,20 +31,19 @@ from __future__ import annotations
 
 import math
 import numbers
-import threading
 import warnings
-from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from sklearn.base import clone
-from sklearn.model_selection import train_test_split
 
 from probes import cav_solvers
 from probes.errors import InputShapeError, InsufficientDataError, ToolkitError
 from probes.progress import progress as _progress_bar
 from probes.stats import NonFiniteValuesError
+# Tasks and splits live in probes.cav_tasks; importable from here as before.
+from probes.cav_tasks import CAVTask, PoolIndexError, TaskSplit, _check_test_size, split_task  # noqa: F401
 
 __all__ = [
     "CAVTask",
@@ -63,19 +61,6 @@ __all__ = [
 # Working-set budget of one column block (in float64). Blocks keep memory bounded for memmapped
 # pools while staying large enough for BLAS to run at full speed. Tests patch it to force chunking.
 _BLOCK_BYTES = 64 * 2**20
-
-
-class PoolIndexError(ToolkitError, IndexError):
-    """A task refers to a row that the activation pool does not have.
-
-    Examples
-    --------
-    >>> try:
-    ...     fit_cav_batch(np.zeros((4, 3)), [CAVTask(np.arange(2), np.arange(2, 5), seed=0)])
-    ... except PoolIndexError as exc:
-    ...     print(exc)
-    task 0: counterexample (neg) index 4 is out of range for a pool of 4 rows.
-    """
 
 
 class NotALinearClassifierError(ToolkitError, TypeError):
@@ -106,25 +91,6 @@ class DegenerateProbeWarning(UserWarning):
     >>> caught[0].category.__name__
     'DegenerateProbeWarning'
     """
-
-
-@dataclass
-class CAVTask:
-    """One CAV to fit: pool rows of the concept side, of the counterexample side, and a seed.
-
-    The seed fixes this task's balancing and train/test split, so a task gives the same CAV
-    whatever batch it is fitted in (random-vs-random CAVs can be reused across calls).
-    ``seed`` must lie in ``[0, 2**32)`` (the range scikit-learn accepts).
-
-    Examples
-    --------
-    >>> CAVTask(pos=np.arange(50), neg=np.arange(50, 100), seed=7).seed
-    7
-    """
-
-    pos: np.ndarray
-    neg: np.ndarray
-    seed: int
 
 
 @dataclass
@@ -169,22 +135,6 @@ class CAVBatch:
         return int(self.vectors.shape[0])
 
 
-class TaskSplit(NamedTuple):
-    """Pool rows and labels (+1 concept, -1 counterexample) of a task's train and test splits.
-
-    Examples
-    --------
-    >>> s = split_task(CAVTask(np.arange(5), np.arange(5, 10), seed=0))
-    >>> sorted(set(s.y_test.tolist()))
-    [-1.0, 1.0]
-    """
-
-    train: np.ndarray
-    y_train: np.ndarray
-    test: np.ndarray
-    y_test: np.ndarray
-
-
 # --------------------------------------------------------------------------------------------
 # Validation and splitting
 # --------------------------------------------------------------------------------------------
@@ -198,150 +148,6 @@ def _check_2d(array: Any, name: str) -> np.ndarray:
     if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
         raise InputShapeError(f"{name} must hold numbers; got dtype {array.dtype}.")
     return array
-
-
-def _check_indices(indices: Any, n_rows: int | None, what: str, where: str) -> np.ndarray:
-    idx = np.asarray(indices)
-    if idx.size == 0:
-        return np.zeros(0, dtype=np.intp)
-    if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
-        raise PoolIndexError(f"{where}: {what} indices must be a 1-D array of integer row numbers; "
-                             f"got dtype {idx.dtype} and shape {idx.shape}.")
-    idx = idx.astype(np.intp, copy=False)
-    if idx.min() < 0:
-        raise PoolIndexError(f"{where}: {what} index {int(idx.min())} is negative; "
-                             "use row numbers 0..N-1 of the pool.")
-    if n_rows is not None and idx.max() >= n_rows:
-        raise PoolIndexError(f"{where}: {what} index {int(idx.max())} is out of range for a pool of "
-                             f"{n_rows} rows.")
-    return idx
-
-
-def _check_seed(seed: Any, where: str) -> int:
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"{where}: seed must be an integer; got {seed!r}.")
-    seed = int(seed)
-    if not 0 <= seed < 2**32:
-        raise ValueError(f"{where}: seed must lie in [0, 2**32); got {seed}.")
-    return seed
-
-
-def _check_test_size(test_size: float) -> float:
-    if not isinstance(test_size, numbers.Real) or not 0.0 < float(test_size) < 1.0:
-        raise ValueError(f"test_size must be a fraction strictly between 0 and 1; got {test_size!r}.")
-    return float(test_size)
-
-
-def _split_sizes(n_per_side: int, test_size: float) -> tuple[int, int]:
-    # Same rounding as scikit-learn's train_test_split: the test part is rounded up.
-    n = 2 * n_per_side
-    n_test = math.ceil(test_size * n)
-    return n - n_test, n_test
-
-
-def _min_per_side(test_size: float) -> int:
-    m = 2
-    while True:
-        n_train, n_test = _split_sizes(m, test_size)
-        if n_train >= 2 and n_test >= 2:
-            return m
-        m += 1
-
-
-def split_task(task: CAVTask, *, test_size: float = 0.3, n_rows: int | None = None,
-               where: str = "task") -> TaskSplit:
-    """Balance a task's two sides and split them into stratified train and test rows.
-
-    The larger side is subsampled (without replacement) to the size of the smaller one with
-    ``numpy.random.default_rng(task.seed)``; the balanced rows are then split with
-    ``sklearn.model_selection.train_test_split(stratify=labels, random_state=task.seed)``.
-    This is exactly what :func:`fit_cav_batch` does, exposed so that a fit can be reproduced
-    or compared with another solver.
-
-    Raises :class:`~probes.errors.InsufficientDataError` when a side has fewer than 2 rows or
-    when the split would leave the train or the test part without both classes.
-
-    A split depends only on the task, ``test_size`` and ``n_rows``, and the same tasks come back in
-    every layer, for every estimator family of the robustness check and in every later call (the
-    random-vs-random tasks): splits are kept in a bounded per-process memo and returned again (read-only
-    arrays), which skips scikit-learn's per-call validation, the bulk of a split's cost.
-
-    Examples
-    --------
-    >>> s = split_task(CAVTask(np.arange(10), np.arange(10, 30), seed=0), test_size=0.3)
-    >>> len(s.train), len(s.test), int((s.y_train > 0).sum())
-    (14, 6, 7)
-    """
-    key = _split_key(task, test_size, n_rows)
-    found = _SPLITS.get(key) if key is not None else None
-    if found is not None:
-        return found
-    split = _split_task(task, test_size=test_size, n_rows=n_rows, where=where)
-    if key is not None:
-        for array in split:
-            array.flags.writeable = False
-        _SPLITS.put(key, split)
-    return split
-
-
-class _SplitMemo:
-    """Least recently used splits, by task content (bounded by entries)."""
-
-    def __init__(self, max_entries: int = 8192) -> None:
-        self.max_entries = max_entries
-        self._entries: "OrderedDict[tuple, TaskSplit]" = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple) -> TaskSplit | None:
-        with self._lock:
-            found = self._entries.get(key)
-            if found is not None:
-                self._entries.move_to_end(key)
-            return found
-
-    def put(self, key: tuple, split: TaskSplit) -> None:
-        with self._lock:
-            self._entries[key] = split
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
-
-
-_SPLITS = _SplitMemo()
-
-
-def _split_key(task: CAVTask, test_size: Any, n_rows: int | None) -> tuple | None:
-    try:
-        pos, neg = np.asarray(task.pos), np.asarray(task.neg)
-        return (pos.dtype.str, pos.shape, pos.tobytes(), neg.dtype.str, neg.shape, neg.tobytes(), repr(task.seed),
-                repr(test_size), n_rows)
-    except (TypeError, ValueError):
-        return None  # something unusual: validated and split without the memo
-
-
-def _split_task(task: CAVTask, *, test_size: float, n_rows: int | None, where: str) -> TaskSplit:
-    test_size = _check_test_size(test_size)
-    seed = _check_seed(task.seed, where)
-    pos = _check_indices(task.pos, n_rows, "concept (pos)", where)
-    neg = _check_indices(task.neg, n_rows, "counterexample (neg)", where)
-    need = _min_per_side(test_size)
-    m = min(len(pos), len(neg))
-    if m < need:
-        raise InsufficientDataError(
-            f"{where}: the concept side has {len(pos)} example(s) and the counterexample side "
-            f"{len(neg)}; with test_size={test_size} each side needs at least {need} so that both "
-            "the training and the held-out part contain both classes.")
-    rng = np.random.default_rng(seed)
-    # Subsample the larger side; keep the chosen rows in their given order so the result depends
-    # only on the seed and on the task, not on the order in which choice() returns them.
-    if len(pos) > m:
-        pos = pos[np.sort(rng.choice(len(pos), size=m, replace=False))]
-    elif len(neg) > m:
-        neg = neg[np.sort(rng.choice(len(neg), size=m, replace=False))]
-    rows = np.concatenate([pos, neg])
-    labels = np.concatenate([np.ones(m), -np.ones(m)])
-    tr, te = train_test_split(np.arange(2 * m), test_size=test_size, stratify=labels,
-                              random_state=seed)
-    return TaskSplit(rows[tr], labels[tr], rows[te], labels[te])
 
 
 # --------------------------------------------------------------------------------------------
