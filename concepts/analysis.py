@@ -155,7 +155,18 @@ class Analysis:
 
     Examples
     --------
-    >>> outcome = Analysis(engine, options).run(class_sets, folder_concepts, [], random_sets)  # doctest: +SKIP
+    :func:`concepts.scoring.prepare` resolves the inputs and builds the engine and the analysis:
+
+    >>> from concepts.config import Config
+    >>> from concepts.scoring import prepare
+    >>> analysis, inputs = prepare(model, ["conv2"], [(None, "data/concepts/horizontal")],
+    ...                            options=Config(n_random=5, progress=False).to_options(), cache_dir=False)
+    >>> outcome = analysis.run(inputs["classes"], inputs["folder_concepts"], inputs["measure_concepts"],
+    ...                        inputs["random_sets"])
+    >>> outcome.table[["class", "layer", "concept", "significant"]]
+         class  layer     concept  significant
+    0    other  conv2  horizontal         True
+    1  striped  conv2  horizontal         True
     """
 
     def __init__(self, engine: Engine, options: Options, cache: ActivationCache | None = None,

@@ -24,9 +24,7 @@ SKIP_DIRECTIVE = re.compile(r"#\s*doctest:\s*[^\n'\"]*\+SKIP")
 REASON = re.compile(r"#\s*(?!doctest:)\S[^#]*#\s*doctest:")
 
 # Modules whose skipped examples are not yet reviewed (run them, or give the reason). Empty it.
-SKIP_REASONS_PENDING = {
-    "concepts/analysis.py",
-}
+SKIP_REASONS_PENDING: set[str] = set()
 
 
 def skipped_without_reason(source: str) -> list[str]:
