@@ -25,6 +25,7 @@ TensorFlow:
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -46,6 +47,7 @@ from probes.sources import hash_array
 from probes.stats import adjust_pvalues
 from probes.streaming import ProjectionSpace, project_batches
 
+from .config import Config
 from .outcome_store import ENCODING_VERSION, analysis_provenance, decode_outcome, encode_outcome
 
 # Re-exported: other modules, tests and notebooks import these from here.
@@ -57,37 +59,28 @@ _memmap_allocator = memmap_allocator
 _seed_for = seed_for
 
 
-@dataclass
-class Options:
-    """Every knob of an analysis; :func:`concepts.score` documents each one."""
+#: Config options settled before an analysis runs (inputs, engine and cache); the rest are its Options.
+_RESOLVED_BEFORE = frozenset({"target", "batch_size", "cache_dir", "on_error"})
 
-    n_random: int = 20
-    null_pairs: str = "auto"
-    statistic: str = DEFAULT_STATISTIC
-    relative: bool = False
-    seed: int = 0
-    classifier: Any = None
-    cav: str = DEFAULT_CAV
-    C: float = 1.0
-    alpha: float | str = "auto"
-    alpha_scale: float = 0.1
-    test_size: float = 0.3
-    correction: str = "holm"
-    significance: float = 0.05
-    n_directions: int = 1000
-    pool: str | bool = "auto"
-    n_boot: int = 2000
-    progress: bool = True
-    compat: str | None = None
-    robustness: bool = True
-    memory_budget: int | str | None = "2GB"
 
-    def __post_init__(self) -> None:
-        if self.compat == "tcav":
-            # The original procedure (Kim et al. 2018, tcav 0.2): sign-count score, Student's t-test
-            # against one fixed random set's runs, no multiple-comparison correction.
-            self.statistic = "score"
-            self.correction = "none"
+def _compat_rule(self: Any) -> None:
+    if self.compat == "tcav":
+        # The original procedure (Kim et al. 2018, tcav 0.2): sign-count score, Student's t-test
+        # against one fixed random set's runs, no multiple-comparison correction.
+        self.statistic = "score"
+        self.correction = "none"
+
+
+# Every knob of an analysis, with the defaults of concepts.Config (one place for defaults), plus the
+# internal number of bootstrap resamples; concepts.score documents each one.
+Options = dataclasses.make_dataclass(
+    "Options",
+    [(f.name, f.type, dataclasses.field(default=f.default)) for f in dataclasses.fields(Config)
+     if f.name not in _RESOLVED_BEFORE] + [("n_boot", int, dataclasses.field(default=2000))],
+    namespace={"__post_init__": _compat_rule,
+               "__doc__": "Every knob of an analysis (:class:`concepts.Config`'s defaults); built by "
+                          ":meth:`concepts.Config.to_options`."})
+Options.__module__ = __name__  # so that it pickles (Dask workers) and prints as concepts.analysis.Options
 
 
 @dataclass
