@@ -6,6 +6,7 @@ Volumes (NIfTI files, DICOM series folders) are listed and read here too, throug
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +32,20 @@ def list_image_files(folder: str | Path, recursive: bool = False) -> list[Path]:
     [PosixPath('data/concepts/striped/001.png'), ...]
     """
     folder = Path(folder)
-    pattern = "**/*" if recursive else "*"
-    # A DICOM series is one folder of .dcm files: it is listed as one entry, like a NIfTI file.
-    return sorted(p for p in folder.glob(pattern)
-                  if (p.is_file() and is_image_file(p)) or (p.is_dir() and is_dicom_series(p)))
+    if recursive:
+        # A DICOM series is one folder of .dcm files: it is listed as one entry, like a NIfTI file.
+        return sorted(p for p in folder.glob("**/*")
+                      if (p.is_file() and is_image_file(p)) or (p.is_dir() and is_dicom_series(p)))
+    # One folder (the common case, e.g. a random pool of thousands of files): scandir's entries carry
+    # their type, so listing costs no stat per file; the same files as the glob above, in the same order.
+    found = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_file() and is_image_file(entry.name):
+                found.append(folder / entry.name)
+            elif entry.is_dir() and is_dicom_series(entry.path):
+                found.append(folder / entry.name)
+    return sorted(found)
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -402,6 +402,17 @@ def _draw(n_items: int, size: int, seed: int, index: int) -> list[int]:
     return sorted(int(i) for i in rng.choice(n_items, size=size, replace=False))
 
 
+def _file_identity(path: str | Path) -> tuple[int, int] | None:
+    """The file behind a path, as (device, inode): the same for every path or link to that file, and
+    costs one ``stat`` instead of resolving every component of the path (a pool may hold
+    thousands of files)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 def random_sets(source: str | Path | Sequence[ImageSet], n_sets: int, set_size: int | None, *, seed: int = 0,
                 input_shape: tuple | None = None, preprocess: Preprocess | None = None,
                 exclude: Iterable[str | Path] = ()) -> list[ImageSet]:
@@ -455,10 +466,10 @@ def random_sets(source: str | Path | Sequence[ImageSet], n_sets: int, set_size: 
         raise InsufficientDataError(f"n_sets must be at least 1, got {n_sets}.")
     if set_size is not None and int(set_size) < 1:
         raise InsufficientDataError(f"set_size must be at least 1 (or None for whole sets), got {set_size}.")
-    excluded = {Path(p).resolve() for p in exclude}
+    excluded = {_file_identity(p) for p in exclude} - {None}
 
     def keep(files: Iterable[Path]) -> list[Path]:
-        return [f for f in files if Path(f).resolve() not in excluded] if excluded else list(files)
+        return [f for f in files if _file_identity(f) not in excluded] if excluded else list(files)
 
     def make(files: Sequence[Path], name: str, template: ImageSet | None = None) -> ImageSet:
         if template is None:
