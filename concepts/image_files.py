@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -32,20 +33,26 @@ def list_image_files(folder: str | Path, recursive: bool = False) -> list[Path]:
     [PosixPath('data/concepts/striped/001.png'), ...]
     """
     folder = Path(folder)
-    if recursive:
-        # A DICOM series is one folder of .dcm files: it is listed as one entry, like a NIfTI file.
-        return sorted(p for p in folder.glob("**/*")
-                      if (p.is_file() and is_image_file(p)) or (p.is_dir() and is_dicom_series(p)))
-    # One folder (the common case, e.g. a random pool of thousands of files): scandir's entries carry
-    # their type, so listing costs no stat per file; the same files as the glob above, in the same order.
-    found = []
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            if entry.is_file() and is_image_file(entry.name):
-                found.append(folder / entry.name)
-            elif entry.is_dir() and is_dicom_series(entry.path):
-                found.append(folder / entry.name)
-    return sorted(found)
+    # scandir's entries carry their type, so a pool of thousands of files costs no stat per file. Same
+    # files as ``folder.glob("**/*" or "*")`` filtered by type: subfolders are entered when recursive
+    # (not through symlinks, as pathlib's "**"); a DICOM series is one folder of .dcm files, listed as one
+    # entry like a NIfTI file.
+    return sorted(path for entry, path in _entries(folder, recursive)
+                  if (entry.is_file() and is_image_file(entry.name))
+                  or (entry.is_dir() and is_dicom_series(entry.path)))
+
+
+def _entries(folder: Path, recursive: bool) -> Iterator[tuple[os.DirEntry, Path]]:
+    try:
+        with os.scandir(folder) as it:
+            entries = list(it)
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return  # as pathlib's glob: a missing or unreadable folder lists nothing
+    for entry in entries:
+        path = folder / entry.name
+        yield entry, path
+        if recursive and entry.is_dir(follow_symlinks=False):
+            yield from _entries(path, True)
 
 
 def read_image(path: str | Path) -> np.ndarray:
