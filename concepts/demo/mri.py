@@ -111,6 +111,48 @@ def _versions() -> dict[str, str]:
     return {"numpy": np.__version__, "nilearn": nilearn.__version__, "nibabel": nibabel.__version__}
 
 
+def tissue_maps(vol: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+    """The template's T1, GM and WM (int64, 0..255), brain mask, and CSF (brain - GM - WM, clipped).
+
+    Both MRI cases (2D patches and 3D cubes) label and select from these same maps.
+
+    Examples
+    --------
+    >>> vol = {"t1": np.zeros((2, 2, 2), np.uint8), "gm": np.full((2, 2, 2), 100, np.uint8),
+    ...        "wm": np.full((2, 2, 2), 50, np.uint8), "brain": np.ones((2, 2, 2), np.uint8)}
+    >>> int(tissue_maps(vol)[4].max())
+    105
+    """
+    gm, wm, brain = vol["gm"].astype(np.int64), vol["wm"].astype(np.int64), vol["brain"] > 0
+    csf = np.clip(np.where(brain, 255, 0) - gm - wm, 0, 255)
+    return vol["t1"], gm, wm, brain, csf
+
+
+def template_sources(vol: dict[str, np.ndarray]) -> dict:
+    """Provenance of the nilearn template both MRI cases are cut from: package, files, hashes, shape.
+
+    Examples
+    --------
+    >>> sorted(template_sources({"t1": np.zeros((2, 3, 4), np.uint8)}))[:3]
+    ['decoded_source_sha256', 'source_description', 'source_files']
+    """
+    import nilearn
+
+    data_dir = Path(nilearn.__file__).parent / "datasets" / "data"
+    return {
+        "source_package": "nilearn",
+        "source_package_version": nilearn.__version__,
+        "source_files": {k: f"nilearn/datasets/data/{f}" for k, (_, f) in _SOURCES.items() if f},
+        "source_loaders": {k: f"nilearn.datasets.{loader}(resolution=1)" for k, (loader, _) in _SOURCES.items()},
+        "source_description": "MNI ICBM152 2009 nonlinear symmetric (a) T1 template, GM/WM probability maps "
+                              "and brain mask; an average of many adult brains, not one patient",
+        "source_sha256": {k: sha256_file(data_dir / f)
+                          for k, (_, f) in _SOURCES.items() if f and (data_dir / f).is_file()},
+        "decoded_source_sha256": hashlib.sha256(b"".join(vol[k].tobytes() for k in sorted(vol))).hexdigest(),
+        "source_shape": list(vol["t1"].shape),
+    }
+
+
 def tissue_class(g: int, w: int, full_c: int, min_tissue: float, margin: float) -> str | None:
     """The class of a patch from its centre's summed GM and WM probabilities (None: too mixed or no tissue).
 
@@ -238,8 +280,7 @@ def build(out_dir: str | Path, *, size: str = "full") -> CaseInfo:
     sizes = SIZES[size]
     root = Path(out_dir)
     vol = load_volumes()
-    t1, gm, wm, brain = vol["t1"], vol["gm"].astype(np.int64), vol["wm"].astype(np.int64), vol["brain"] > 0
-    csf = np.clip(np.where(brain, 255, 0) - gm - wm, 0, 255)
+    t1, gm, wm, brain, csf = tissue_maps(vol)
     nx, ny, nz = t1.shape
     full_c = 255 * CENTRE * CENTRE   # integer sum of a probability of 1 over the centre
 
@@ -274,22 +315,10 @@ def build(out_dir: str | Path, *, size: str = "full") -> CaseInfo:
 
     emit_sets(emit, CLASS_NAMES, report, train, concepts, random_pool)
 
-    import nilearn
-
-    data_dir = Path(nilearn.__file__).parent / "datasets" / "data"
     provenance = {
         "case": "mri",
         "size": size,
-        "source_package": "nilearn",
-        "source_package_version": nilearn.__version__,
-        "source_files": {k: f"nilearn/datasets/data/{f}" for k, (_, f) in _SOURCES.items() if f},
-        "source_loaders": {k: f"nilearn.datasets.{loader}(resolution=1)" for k, (loader, _) in _SOURCES.items()},
-        "source_description": "MNI ICBM152 2009 nonlinear symmetric (a) T1 template, GM/WM probability maps "
-                              "and brain mask; an average of many adult brains, not one patient",
-        "source_sha256": {k: sha256_file(data_dir / f)
-                          for k, (_, f) in _SOURCES.items() if f and (data_dir / f).is_file()},
-        "decoded_source_sha256": hashlib.sha256(b"".join(vol[k].tobytes() for k in sorted(vol))).hexdigest(),
-        "source_shape": list(t1.shape),
+        **template_sources(vol),
         "tiling": f"{PATCH}x{PATCH} axial patches; file z<z>_x<x>_y<y>.png is T1[x:x+{PATCH}, y:y+{PATCH}, z] "
                   "(voxel indices) rotated 90 degrees (anterior up); stride 16 (8 in concept slabs)",
         "slabs": f"slices z grouped in slabs of {SLAB}; slab k = z // {SLAB} has role {list(ROLES)}[k % 5]",

@@ -32,17 +32,15 @@ Examples
 from __future__ import annotations
 
 import functools
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
-from probes.identity import sha256_file
 
 from ._common import (CaseInfo, check_size, count_sets, emit_sets, manifest_path, reset_output,
                       stable_order, write_classes_txt, write_nifti)
 from ..volumes import volume_preprocess
-from .mri import _SOURCES, PatchIndex, _versions, load_volumes, select_sets
+from .mri import PatchIndex, _versions, load_volumes, select_sets, template_sources, tissue_maps
 
 PATCH = 16                # cube edge in voxels (1 mm)
 MODEL_INPUT = 8           # the demo CNN sees each cube resampled to 8^3 voxels (2 mm)
@@ -99,16 +97,14 @@ def build(out_dir: str | Path, *, size: str = "full") -> CaseInfo:
     >>> build("demo_data/mri3d", size="small").concept_names  # builds a case (1-4 s)  # doctest: +SKIP
     ['grey_matter_like', 'white_matter_like', 'csf_like']
     """
-    import nilearn
     from nilearn import datasets
 
     check_size(size)
     sizes = SIZES[size]
     root = Path(out_dir)
     vol = load_volumes()
-    t1, gm8 = vol["t1"], vol["gm"]
-    gm, wm, brain = gm8.astype(np.int64), vol["wm"].astype(np.int64), vol["brain"] > 0
-    csf = np.clip(np.where(brain, 255, 0) - gm - wm, 0, 255)
+    gm8 = vol["gm"]
+    t1, gm, wm, brain, csf = tissue_maps(vol)
     affine = np.asarray(datasets.load_mni152_template(resolution=1).affine, dtype=np.float64)
     full_c = 255 * CENTRE ** 3   # integer sum of a probability of 1 over the centre
 
@@ -148,7 +144,6 @@ def build(out_dir: str | Path, *, size: str = "full") -> CaseInfo:
 
     emit_sets(emit, CLASS_NAMES, report, train, concepts, random_pool)
 
-    data_dir = Path(nilearn.__file__).parent / "datasets" / "data"
     provenance = {
         "case": "mri3d",
         "size": size,
@@ -157,16 +152,7 @@ def build(out_dir: str | Path, *, size: str = "full") -> CaseInfo:
         "patch_shape": [PATCH, PATCH, PATCH],
         "model_input_shape": [MODEL_INPUT, MODEL_INPUT, MODEL_INPUT],
         "model_spacing_mm": [PATCH / MODEL_INPUT] * 3,
-        "source_package": "nilearn",
-        "source_package_version": nilearn.__version__,
-        "source_files": {k: f"nilearn/datasets/data/{f}" for k, (_, f) in _SOURCES.items() if f},
-        "source_loaders": {k: f"nilearn.datasets.{loader}(resolution=1)" for k, (loader, _) in _SOURCES.items()},
-        "source_description": "MNI ICBM152 2009 nonlinear symmetric (a) T1 template, GM/WM probability maps "
-                              "and brain mask; an average of many adult brains, not one patient",
-        "source_sha256": {k: sha256_file(data_dir / f)
-                          for k, (_, f) in _SOURCES.items() if f and (data_dir / f).is_file()},
-        "decoded_source_sha256": hashlib.sha256(b"".join(vol[k].tobytes() for k in sorted(vol))).hexdigest(),
-        "source_shape": list(t1.shape),
+        **template_sources(vol),
         "tiling": f"{PATCH}^3 voxel cubes at 1 mm; file x<x>_y<y>_z<z>.nii is T1[x:x+{PATCH}, y:y+{PATCH}, "
                   f"z:z+{PATCH}] (template voxel indices) with the template's affine moved to the cube",
         "blocks": f"the template is cut into {BLOCK}^3 voxel blocks; blocks take the roles {list(ROLES)} in "
