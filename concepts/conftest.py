@@ -32,9 +32,6 @@ import pytest
 from probes.conftest import (DoctestItem, _doctest_environment, _running_examples,  # noqa: F401
                              doctest_assets, needs)
 
-# Modules whose import needs an optional extra: not collected (so not failing) when it is missing.
-collect_ignore: list[str] = []
-
 _SHARED: dict[str, object] = {}
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import ast
 import doctest
-import importlib.util
 import os
 from pathlib import Path
 
@@ -35,12 +34,6 @@ try:
     from pytest import DoctestItem
 except ImportError:  # pytest < 8
     from _pytest.doctest import DoctestItem
-
-# Modules whose import needs an optional extra: not collected (so not failing) when it is missing.
-_OPTIONAL_IMPORTS: dict[str, str] = {}
-collect_ignore = [name for name, package in _OPTIONAL_IMPORTS.items()
-                  if importlib.util.find_spec(package) is None]
-
 
 
 def needs(name: str, sources: list[str]) -> bool:
@@ -105,17 +98,6 @@ def _write_masks(root: Path) -> None:
         mask = root / "masks" / image.relative_to(root / "classes")
         mask.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(square, mode="L").save(mask)
-
-
-# Examples known to fail, owned by someone else: strict xfail, so CI stays green and the entry has
-# to go once the example is fixed. Keys are doctest names (``module.function``). Empty it.
-KNOWN_FAILING: dict[str, str] = {}
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if isinstance(item, DoctestItem) and item.name in KNOWN_FAILING:
-            item.add_marker(pytest.mark.xfail(reason=KNOWN_FAILING[item.name], strict=True))
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,6 @@ docstring's indentation. numpydoc writes the section name underlined instead::
     ----------
     name : type
         What it is.
-
-``NOT_YET_CONVERTED`` lists the modules still to convert; a module leaves the list once converted
-(the test says so when a listed module is clean or gone), and the list ends empty.
 """
 from __future__ import annotations
 
@@ -26,9 +23,6 @@ GOOGLE_HEADER = re.compile(
     r"^(\s*)(Args|Arguments|Parameters|Params|Keyword Args|Keyword Arguments|Other Parameters|Attributes|"
     r"Returns?|Yields?|Raises|Warns|Examples?|Notes?|Warnings?|See Also|References|Todo)\s*:\s*$",
     re.IGNORECASE)
-
-# Modules not converted yet (relative to the repository root). Empty it, do not grow it.
-NOT_YET_CONVERTED: set[str] = set()
 
 
 def modules() -> list[str]:
@@ -72,15 +66,7 @@ def test_detector_finds_google_and_spares_numpydoc():
 @pytest.mark.parametrize("module", modules())
 def test_numpydoc_sections_only(module):
     headers = google_headers((ROOT / module).read_text(encoding="utf-8"))
-    if module in NOT_YET_CONVERTED:
-        if not headers:
-            pytest.fail(f"{module} has no Google-style section left: remove it from NOT_YET_CONVERTED.")
-        pytest.skip("not converted to numpydoc yet (NOT_YET_CONVERTED)")
     shown = "\n".join(f"  {module}:{line}: {header}" for line, header in headers)
     assert not headers, (f"Google-style docstring sections in {module}; write numpydoc sections "
                          f"(``Parameters`` underlined with dashes, ``name : type`` entries):\n{shown}")
 
-
-def test_allow_list_names_existing_modules():
-    gone = sorted(NOT_YET_CONVERTED - set(modules()))
-    assert not gone, f"NOT_YET_CONVERTED names modules that do not exist (renamed or removed?): {gone}"

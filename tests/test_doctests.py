@@ -8,8 +8,7 @@ real pretrained backbone, a GPU, a Dask cluster, a big dataset, minutes of compu
 ``# doctest: +SKIP``, and says why in a comment just before the directive on the same line, e.g.
 ``model = keras.applications.DenseNet121()  # downloads ImageNet weights  # doctest: +SKIP``.
 
-Every other example must run and pass. ``SKIP_REASONS_PENDING`` lists the modules whose skipped
-examples have not been reviewed yet; it ends empty.
+Every other example must run and pass.
 """
 from __future__ import annotations
 
@@ -22,9 +21,6 @@ from test_docstring_style import ROOT, modules
 
 SKIP_DIRECTIVE = re.compile(r"#\s*doctest:\s*[^\n'\"]*\+SKIP")
 REASON = re.compile(r"#\s*(?!doctest:)\S[^#]*#\s*doctest:")
-
-# Modules whose skipped examples are not yet reviewed (run them, or give the reason). Empty it.
-SKIP_REASONS_PENDING: set[str] = set()
 
 
 def skipped_without_reason(source: str) -> list[str]:
@@ -48,19 +44,11 @@ def test_reason_detector():
 @pytest.mark.parametrize("module", modules())
 def test_skipped_examples_say_why(module):
     bad = skipped_without_reason((ROOT / module).read_text(encoding="utf-8"))
-    if module in SKIP_REASONS_PENDING:
-        if not bad:
-            pytest.fail(f"{module}: every skipped example has a reason: remove it from SKIP_REASONS_PENDING.")
-        pytest.skip("skipped examples not reviewed yet (SKIP_REASONS_PENDING)")
     shown = "\n".join(f"  {line}" for line in bad)
     assert not bad, (f"{module}: examples skipped without a reason. Make them run (probes/conftest.py "
                      "provides a model and a data folder), or write the reason: "
                      f"`>>> call()  # needs X  # doctest: +SKIP`.\n{shown}")
 
-
-def test_pending_list_names_existing_modules():
-    gone = sorted(SKIP_REASONS_PENDING - set(modules()))
-    assert not gone, f"SKIP_REASONS_PENDING names modules that do not exist (renamed or removed?): {gone}"
 
 
 def test_pytest_collects_the_doctests():
