@@ -67,6 +67,16 @@ def make_private_dir(path: str | os.PathLike) -> None:
         os.chmod(folder, 0o700)  # mkdir's mode is filtered by the umask
 
 
+#: Whether an entry's files and folder are fsynced before it is renamed into place (what makes a
+#: crash leave either a whole entry or none). Only a throwaway store turns it off (the doctests' cache).
+FSYNC = True
+
+
+def _fsync(fd: int) -> None:
+    if FSYNC:
+        os.fsync(fd)
+
+
 def _fsync_dir(directory: Path) -> None:
     # Makes the rename itself durable; not possible on every platform, so best effort.
     try:
@@ -74,7 +84,7 @@ def _fsync_dir(directory: Path) -> None:
     except OSError:
         return
     try:
-        os.fsync(fd)
+        _fsync(fd)
     except OSError:
         pass
     finally:
@@ -313,7 +323,7 @@ def write_entry(entry: Path, key: str, kind: str, extra: dict, meta: dict | None
                 hashing = _HashingWriter(handle)
                 write(hashing)
                 handle.flush()
-                os.fsync(handle.fileno())
+                _fsync(handle.fileno())
             files[name] = {"size": hashing.size, "sha256": hashing.digest.hexdigest(),
                            "sample_sha256": _sample_sha256(path, hashing.size)}
         record = {"format": FORMAT_VERSION, "package_version": package_version(), "key": key, "kind": kind,
@@ -321,7 +331,7 @@ def write_entry(entry: Path, key: str, kind: str, extra: dict, meta: dict | None
         with open(tmp / _ENTRY, "w", encoding="utf-8") as handle:
             handle.write(json.dumps(record, sort_keys=True, default=str))
             handle.flush()
-            os.fsync(handle.fileno())
+            _fsync(handle.fileno())
         try:
             os.rename(tmp, entry)
         except OSError:

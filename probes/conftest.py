@@ -125,7 +125,7 @@ def _doctest_environment(request, doctest_namespace, doctest_assets, tmp_path, m
     monkeypatch.setenv("CONCEPTS_CACHE_DIR", str(doctest_assets.root / "cache"))
     # That cache is a throwaway folder: skip the fsync of every entry written (durability is tested
     # in tests/, not here), which is most of the cost of a first analysis on a slow disk.
-    monkeypatch.setattr(os, "fsync", lambda fd: None)
+    monkeypatch.setattr("probes.cache_files.FSYNC", False)
     os.symlink(doctest_assets.data, tmp_path / "data", target_is_directory=True)
     sources = _running_examples(request.node)
     if needs("model", sources):

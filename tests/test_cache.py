@@ -529,3 +529,20 @@ def test_synchronous_writes_on_request(tmp_path, monkeypatch):
     key = ActivationCache.make_key("sync")
     cache.put(key, np.ones(3))
     assert (tmp_path / key[:2] / key / "entry.json").is_file()  # no flush needed
+
+
+def test_entries_are_fsynced_unless_the_store_is_throwaway(tmp_path, monkeypatch):
+    # Durability is the default: every file of an entry and its folder are synced before the rename.
+    synced = []
+    monkeypatch.setattr(cache_files.os, "fsync", lambda fd: synced.append(fd))
+    monkeypatch.setenv("CONCEPTS_CACHE_SYNC", "1")
+    cache = ActivationCache(tmp_path)
+    cache.put(ActivationCache.make_key("durable"), np.ones(3))
+    assert len(synced) >= 3  # the array, entry.json and the parent folder
+    # A throwaway store (the doctests' cache) skips it and still writes a whole entry.
+    synced.clear()
+    monkeypatch.setattr(cache_files, "FSYNC", False)
+    key = ActivationCache.make_key("throwaway")
+    cache.put(key, np.ones(3))
+    assert synced == []
+    assert cache.get(key).tolist() == [1.0, 1.0, 1.0]
