@@ -316,6 +316,21 @@ def test_random_sets_pool_in_single_subfolder_and_exclude(tmp_path):
         random_sets(tmp_path / "random", 5, None)
 
 
+def test_random_sets_exclude_the_same_file_under_another_path(tmp_path):
+    # A concept image that also sits in the pool as a symlink, a hard link or through a relative path
+    # is the same file: it must never be a counterexample to itself.
+    concept = _gray_folder(tmp_path / "concept", 3)
+    pool = _gray_folder(tmp_path / "random", 8)
+    os.symlink(concept[0], tmp_path / "random" / "link_0.png")
+    os.link(concept[1], tmp_path / "random" / "hard_1.png")
+    shutil.copy(concept[2], tmp_path / "random" / "copy_2.png")  # a copy is another file: it stays
+    relative = [os.path.relpath(p) for p in concept]
+    sets = random_sets(tmp_path / "random", 1, 9, exclude=relative)
+    names = {f.name for f in sets[0].files}
+    assert "link_0.png" not in names and "hard_1.png" not in names
+    assert names == {p.name for p in pool} | {"copy_2.png"}
+
+
 def test_random_sets_from_imagesets_and_folder_errors(tmp_path):
     given = [ImageSet(_gray_folder(tmp_path / f"s{k}", 4), name=f"s{k}") for k in range(3)]
     out = random_sets(given, 2, 3, input_shape=(8, 8, 1))
