@@ -5,8 +5,14 @@ X_c^T`` of the pool rows its tasks use, centred on their mean. Computing ``K`` i
 d-wide cost of a batch (``n^2 d``); several batches on the same pool and the same rows (the
 main CAVs and the robustness check's other estimators, say) need the very same matrix.
 
+Only the blocks some task uses are computed (:func:`task_tiles`): a batch that fits one new concept
+against twenty random sets needs the concept's rows against every row and each random set against
+itself, not the random-vs-random block that an earlier call's null CAVs used. When most of the matrix is
+needed anyway (an all-pairs null) one symmetric product per column block is cheaper and is used instead.
+
 Inside :func:`reuse_gram` a Gram matrix is kept for as long as its pool array is alive and is
-returned again, bit for bit, when a later batch uses the same array object and the same rows.
+returned again, bit for bit, when a later batch uses the same array object and the same rows (and no
+entry the earlier batch left out).
 The caller promises not to change a pool in place inside the block (the memo keys on the array
 object, not on its bytes: hashing a wide pool costs as much as a third of the product itself).
 Outside the block nothing is kept.
@@ -31,10 +37,17 @@ import numpy as np
 
 from probes.progress import progress as _progress_bar
 
-__all__ = ["centred_gram", "reuse_gram"]
+__all__ = ["centred_gram", "reuse_gram", "task_tiles"]
 
 #: Most bytes of Gram matrices and column means kept inside one :func:`reuse_gram` block.
 MEMO_BYTES = 512 * 2 ** 20
+#: Blockwise products are used only when they compute at most this fraction of the entries a full
+#: symmetric product computes (half the matrix): below it the saved arithmetic outweighs the loss of
+#: efficiency of several smaller products.
+SPARSE_FRACTION = 0.6
+#: Most matrix products per column block of the blockwise plan; beyond it (a pool cut into many small
+#: tiles, e.g. heavily overlapping random sets) small products waste more than they save.
+MAX_PRODUCTS = 64
 
 _state = threading.local()
 
@@ -45,21 +58,27 @@ class _Memo:
         self.bytes = 0
         self.hits = 0
 
-    def get(self, pool: np.ndarray, key: tuple) -> tuple | None:
+    def get(self, pool: np.ndarray, key: tuple, needed: np.ndarray | None) -> tuple | None:
         found = self.entries.get(key)
         if found is None:
             return None
         ref, value = found
         if ref() is not pool:      # freed (its id may be reused) or another object
             return None
+        have = value[3]
+        # A matrix with entries left out serves only requests within what it has.
+        if have is not None and (needed is None or np.any(needed & ~have)):
+            return None
         self.hits += 1
         return value
 
     def put(self, pool: np.ndarray, key: tuple, value: tuple) -> None:
-        size = sum(getattr(v, "nbytes", 0) for v in value[0:1]) + sum(m.nbytes for m in value[2])
+        size = _value_bytes(value)
         # Drop entries whose pool is gone first, then the oldest, to stay under the bound.
         for k in [k for k, (ref, _) in self.entries.items() if ref() is None]:
             self._drop(k)
+        if key in self.entries:
+            self._drop(key)
         while self.entries and self.bytes + size > MEMO_BYTES:
             self._drop(next(iter(self.entries)))
         if size > MEMO_BYTES:
@@ -73,7 +92,11 @@ class _Memo:
 
     def _drop(self, key: tuple) -> None:
         _, value = self.entries.pop(key)
-        self.bytes -= value[0].nbytes + sum(m.nbytes for m in value[2])
+        self.bytes -= _value_bytes(value)
+
+
+def _value_bytes(value: tuple) -> int:
+    return value[0].nbytes + sum(m.nbytes for m in value[2]) + (0 if value[3] is None else value[3].nbytes)
 
 
 @contextlib.contextmanager
@@ -97,8 +120,68 @@ def reuse_gram() -> Iterator[None]:
             _state.memo = None
 
 
+def task_tiles(n_rows: int, task_rows: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Which entries of a Gram matrix some task uses, as tiles of consecutive rows.
+
+    Entry ``(i, j)`` is needed when one task uses both rows. Consecutive rows with the same pattern of
+    needed entries form a tile (a concept's images, one random set), so the pattern is a small
+    tile-by-tile matrix.
+
+    Parameters
+    ----------
+    n_rows
+        Rows of the Gram matrix.
+    task_rows
+        Each task's row indices (``0 .. n_rows - 1``).
+
+    Returns
+    -------
+    bounds : numpy.ndarray
+        Tile ``t`` is rows ``bounds[t]:bounds[t + 1]``.
+    needed : numpy.ndarray
+        ``(n_tiles, n_tiles)`` bool: some task uses a row of both tiles.
+
+    Examples
+    --------
+    >>> bounds, needed = task_tiles(6, [np.arange(0, 4), np.array([0, 1, 4, 5])])
+    >>> bounds.tolist(), needed.astype(int).tolist()
+    ([0, 2, 4, 6], [[1, 1, 1], [1, 1, 0], [1, 0, 1]])
+    """
+    member = np.zeros((len(task_rows), n_rows), dtype=np.float32)
+    for p, rows in enumerate(task_rows):
+        member[p, rows] = 1.0
+    # Counts up to the number of tasks: exact in float32, and one small product.
+    rows_needed = (member.T @ member) > 0
+    change = np.flatnonzero(np.any(rows_needed[1:] != rows_needed[:-1], axis=1)) + 1
+    starts = np.concatenate([[0], change]).astype(np.int64)
+    return np.append(starts, n_rows), rows_needed[np.ix_(starts, starts)]
+
+
+def _plan(bounds: np.ndarray, needed: np.ndarray) -> list[tuple[int, int, int, int]] | None:
+    """The products ``rows[r0:r1] x rows[c0:c1]`` covering the upper half of the needed tiles, or None
+    when one full symmetric product is the better buy."""
+    n = int(bounds[-1])
+    plan, cost = [], 0
+    for a in range(len(bounds) - 1):
+        b = a
+        while b < len(bounds) - 1:
+            if not needed[a, b]:
+                b += 1
+                continue
+            stop = b
+            while stop + 1 < len(bounds) - 1 and needed[a, stop + 1]:
+                stop += 1
+            plan.append((int(bounds[a]), int(bounds[a + 1]), int(bounds[b]), int(bounds[stop + 1])))
+            cost += (bounds[a + 1] - bounds[a]) * (bounds[stop + 1] - bounds[b])
+            b = stop + 1
+    if len(plan) > MAX_PRODUCTS or cost > SPARSE_FRACTION * n * (n + 1) / 2:
+        return None
+    return plan
+
+
 def centred_gram(pool: np.ndarray, union: np.ndarray, rows: np.ndarray | slice,
-                 blocks: Sequence[tuple[int, int]], progress: bool = False
+                 blocks: Sequence[tuple[int, int]], progress: bool = False,
+                 task_rows: Sequence[np.ndarray] | None = None
                  ) -> tuple[np.ndarray, float, list[np.ndarray]]:
     """Gram matrix of the ``union`` rows of ``pool``, centred on their mean, blockwise over columns.
 
@@ -115,42 +198,131 @@ def centred_gram(pool: np.ndarray, union: np.ndarray, rows: np.ndarray | slice,
         Column blocks ``(c0, c1)``; the summation order, so part of what makes a result identical.
     progress
         Show a progress bar.
+    task_rows
+        Each task's rows, as positions in ``union``: only the entries some task uses are computed
+        when that saves enough (:func:`task_tiles`); the others are NaN. None: every entry.
 
     Returns
     -------
     tuple
         ``(gram, raw_sq, means)``: the float64 ``(n, n)`` centred Gram matrix (read-only),
         the sum of squares of the raw rows, and each block's float64 column means.
+
+    Examples
+    --------
+    >>> pool = np.random.default_rng(0).random((6, 4), dtype=np.float32)
+    >>> full = centred_gram(pool, np.arange(6), slice(None), [(0, 4)])[0]
+    >>> part = centred_gram(pool, np.arange(6), slice(None), [(0, 4)],
+    ...                     task_rows=[np.arange(0, 2), np.arange(2, 4), np.arange(4, 6)])[0]
+    >>> bool(np.isnan(part[0, 5])), bool(np.allclose(part[4:, 4:], full[4:, 4:]))
+    (True, True)
     """
+    n_u = len(union)
+    plan = needed_rows = None
+    if task_rows is not None:
+        bounds, needed = task_tiles(n_u, task_rows)
+        plan = _plan(bounds, needed)
+        if plan is not None:
+            sizes = np.diff(bounds)
+            needed_rows = np.repeat(np.repeat(needed, sizes, axis=0), sizes, axis=1)
     memo = getattr(_state, "memo", None)
     key = None
     if memo is not None:
         key = (id(pool), pool.shape, pool.strides, pool.dtype.str, union.tobytes(), tuple(blocks))
-        found = memo.get(pool, key)
+        found = memo.get(pool, key, needed_rows)
         if found is not None:
-            return found
-    n_u = len(union)
+            return found[:3]
     # Products in float32 (twice the BLAS speed of float64), each block's product added into a
     # float64 Gram matrix. Centring on the union mean first removes the large common component of
     # post-ReLU activations, which keeps the small differences that matter from drowning in
     # rounding (relative error against float64 about 3e-7).
     gram = np.zeros((n_u, n_u))
     means = []
+    buffer = None
     for c0, c1 in _progress_bar(list(blocks), enabled=progress, desc="CAV Gram", unit="block"):
-        block = read_block(pool, rows, c0, c1)
-        mean = block.mean(axis=0, dtype=np.float64)
+        block, mean = centred_block(pool, rows, c0, c1, buffer)
+        buffer = block
         means.append(mean)
-        block -= mean.astype(np.float32)
-        gram += block @ block.T   # numpy dispatches A @ A.T to a symmetric rank-k update
+        if plan is None:
+            gram += block @ block.T   # numpy dispatches A @ A.T to a symmetric rank-k update
+        else:
+            for r0, r1, k0, k1 in plan:
+                gram[r0:r1, k0:k1] += block[r0:r1] @ block[k0:k1].T
+    if plan is not None:
+        _mirror(gram, plan, needed_rows)
     # The raw rows' sum of squares (for the degeneracy bound only): the centred part is the Gram
     # trace, the rest the mean's share; no extra pass over the block.
     centred_sq = float(np.trace(gram))
     raw_sq = centred_sq + n_u * float(sum(float(m @ m) for m in means))
     gram.flags.writeable = False
-    value = (gram, raw_sq, means)
+    value = (gram, raw_sq, means, needed_rows)
     if memo is not None and key is not None:
         memo.put(pool, key, value)
-    return value
+    return value[:3]
+
+
+def _mirror(gram: np.ndarray, plan: list[tuple[int, int, int, int]], needed_rows: np.ndarray) -> None:
+    """Fill the lower half from the upper half the plan computed; mark the unused entries NaN."""
+    for r0, r1, k0, k1 in plan:
+        if k0 == r0:   # the diagonal tile: both halves computed, made exactly symmetric
+            diagonal = gram[r0:r1, r0:r1]
+            diagonal[...] = 0.5 * (diagonal + diagonal.T)
+            k0 = r1
+        if k1 > k0:
+            gram[k0:k1, r0:r1] = gram[r0:r1, k0:k1].T
+    gram[~needed_rows] = np.nan
+
+
+def centred_block(pool: np.ndarray, rows: np.ndarray | slice, c0: int, c1: int,
+                  out: np.ndarray | None = None, mean: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Columns ``c0:c1`` of the selected rows, centred on their float64 mean, as a float32 copy.
+
+    One pass reads the rows for the mean and one writes the centred copy (into ``out`` when its
+    size fits: a column block of a wide layer is tens of megabytes, and a fresh one per block
+    costs page faults).
+
+    Parameters
+    ----------
+    pool
+        ``(N, d)`` activations.
+    rows
+        Index or slice of the rows.
+    c0, c1
+        The columns.
+    out
+        A float32 buffer to reuse (any shape with enough elements), or None.
+    mean
+        The column means, when an earlier pass over the same rows and columns computed them.
+
+    Returns
+    -------
+    block : numpy.ndarray
+        ``(n, c1 - c0)`` float32, C-contiguous.
+    mean : numpy.ndarray
+        The float64 column means.
+
+    Examples
+    --------
+    >>> block, mean = centred_block(np.arange(6, dtype=np.float32).reshape(3, 2), slice(None), 0, 2)
+    >>> block.tolist(), mean.tolist()
+    ([[-2.0, -2.0], [0.0, 0.0], [2.0, 2.0]], [2.0, 3.0])
+    """
+    view = pool[rows, c0:c1]
+    fresh = not np.may_share_memory(view, pool)    # fancy indexing has copied already
+    if view.dtype != np.float32:
+        view, fresh = view.astype(np.float32), True
+    # The mean of the float32 values, summed in the same order as on a private copy (bit for bit).
+    if mean is None:
+        mean = view.mean(axis=0, dtype=np.float64)
+    if fresh and view.flags.c_contiguous and view.flags.writeable:
+        block = view
+    elif out is not None and out.size >= view.size and out.dtype == np.float32:
+        block = out.reshape(-1)[:view.size].reshape(view.shape)
+    else:
+        block = np.empty(view.shape, dtype=np.float32)
+    np.subtract(view, mean.astype(np.float32), out=block)
+    return block, mean
 
 
 def read_block(pool: np.ndarray, rows: np.ndarray | slice, c0: int, c1: int,

@@ -282,9 +282,13 @@ def _fit_dual(pool: np.ndarray, splits: list[TaskSplit], method: str, alpha: flo
     # any probe (each probe centres its own training rows, and its dual coefficients sum to zero)
     # but it keeps the float32 products accurate (see probes.gram). Inside probes.gram.reuse_gram
     # a batch on the same pool and rows as an earlier one gets the same matrix back.
-    from probes.gram import centred_gram
+    from probes.gram import centred_block, centred_gram
 
-    gram, raw_sq, block_means = centred_gram(pool, union, rows, blocks, progress)
+    local = [(np.searchsorted(union, s.train), np.searchsorted(union, s.test)) for s in splits]
+    # Only the entries some task uses: a batch with one new concept against many random sets skips the
+    # random-vs-random block (see probes.gram).
+    gram, raw_sq, block_means = centred_gram(pool, union, rows, blocks, progress,
+                                             task_rows=[np.concatenate(pair) for pair in local])
     if not np.all(np.isfinite(np.diag(gram))) or not math.isfinite(raw_sq):
         raise NonFiniteValuesError("the activation pool contains NaN or infinite values in the rows "
                                    "used by these tasks; check the layer's activations.")
@@ -296,7 +300,6 @@ def _fit_dual(pool: np.ndarray, splits: list[TaskSplit], method: str, alpha: flo
     accuracies = np.zeros(n_tasks)
     beta_norms = np.zeros(n_tasks)
     raw_shifts = np.zeros(n_tasks)
-    local = [(np.searchsorted(union, s.train), np.searchsorted(union, s.test)) for s in splits]
     # Tasks with the same number of training rows are solved together (batched linear algebra).
     groups: dict[int, list[int]] = {}
     for p, (tr, _) in enumerate(local):
@@ -325,10 +328,10 @@ def _fit_dual(pool: np.ndarray, splits: list[TaskSplit], method: str, alpha: flo
     coefs32 = coefs.astype(np.float32)
     # Same blocks as pass 1 (the usual case, P <= n_u): its column means are reused, bit for bit.
     same_blocks = weight_blocks == blocks
+    buffer = None
     for b, (c0, c1) in enumerate(_progress_bar(weight_blocks, enabled=progress, desc="CAV weights", unit="block")):
-        block = _read_block(pool, rows, c0, c1, np.float32)
-        mean = block_means[b] if same_blocks else block.mean(axis=0, dtype=np.float64)
-        block -= mean.astype(np.float32)
+        block, mean = centred_block(pool, rows, c0, c1, buffer, block_means[b] if same_blocks else None)
+        buffer = block
         w = coefs32 @ block
         norm_sq += np.einsum("ij,ij->i", w, w, dtype=np.float64)
         mean_dot_w += w.astype(np.float64) @ mean
