@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from probes.errors import InsufficientDataError, ToolkitError
 
@@ -129,8 +128,9 @@ def split_task(task: CAVTask, *, test_size: float = 0.3, n_rows: int | None = No
     """Balance a task's two sides and split them into stratified train and test rows.
 
     The larger side is subsampled (without replacement) to the size of the smaller one with
-    ``numpy.random.default_rng(task.seed)``; the balanced rows are then split with
-    ``sklearn.model_selection.train_test_split(stratify=labels, random_state=task.seed)``.
+    ``numpy.random.default_rng(task.seed)``; the balanced rows are then split exactly as
+    ``sklearn.model_selection.train_test_split(stratify=labels, random_state=task.seed)`` splits
+    them (same train and test rows in the same order; computed without scikit-learn's overhead).
     This is exactly what :func:`fit_cav_batch` does, exposed so that a fit can be reproduced
     or compared with another solver.
 
@@ -215,6 +215,93 @@ def _split_task(task: CAVTask, *, test_size: float, n_rows: int | None, where: s
         neg = neg[np.sort(rng.choice(len(neg), size=m, replace=False))]
     rows = np.concatenate([pos, neg])
     labels = np.concatenate([np.ones(m), -np.ones(m)])
-    tr, te = train_test_split(np.arange(2 * m), test_size=test_size, stratify=labels,
-                              random_state=seed)
+    tr, te = _stratified_split(m, test_size, seed)
     return TaskSplit(rows[tr], labels[tr], rows[te], labels[te])
+
+
+_RNGS = threading.local()  # one legacy RandomState per thread, reseeded for every split
+
+
+def _legacy_rng(seed: int) -> np.random.RandomState:
+    """``np.random.RandomState(seed)``, without building a new generator each call.
+
+    Constructing a ``RandomState`` draws OS entropy for a throwaway default seed before
+    the legacy seeding (~100 us); reseeding an existing one (``seed()`` resets the cached
+    Gaussian and the whole Mersenne Twister state) gives the identical state in ~2 us.
+    """
+    rng = getattr(_RNGS, "rng", None)
+    if rng is None:
+        rng = _RNGS.rng = np.random.RandomState()
+    rng.seed(seed)
+    return rng
+
+
+def _approximate_mode(class_counts: list[int], n_draws: int, rng: np.random.RandomState) -> list[int]:
+    """scikit-learn's ``sklearn.utils.extmath._approximate_mode`` on a few classes, in Python floats.
+
+    Same IEEE-754 operations in the same order as the numpy original (``count / total * n_draws``,
+    floor, remainders in decreasing order), and ``rng.choice`` called with the same arguments to
+    break ties, so it returns the same counts and consumes the same random numbers.
+    """
+    total = sum(class_counts)
+    continuous = [count / total * n_draws for count in class_counts]
+    floored = [float(math.floor(value)) for value in continuous]
+    need_to_add = int(n_draws - sum(floored))
+    if need_to_add > 0:
+        remainder = [value - low for value, low in zip(continuous, floored)]
+        for value in sorted(set(remainder), reverse=True):
+            inds = np.array([i for i, r in enumerate(remainder) if r == value], dtype=np.intp)
+            add_now = min(len(inds), need_to_add)
+            for i in rng.choice(inds, size=add_now, replace=False):
+                floored[i] += 1
+            need_to_add -= add_now
+            if need_to_add == 0:
+                break
+    return [int(value) for value in floored]
+
+
+def _stratified_split(m: int, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test positions of a balanced task, bit-identical to scikit-learn's split.
+
+    Returns what ``train_test_split(np.arange(2 * m), test_size=test_size,
+    stratify=np.r_[np.ones(m), -np.ones(m)], random_state=seed)`` returns (positions
+    ``0..m-1`` are the concept rows, ``m..2m-1`` the counterexamples), replaying the random
+    calls of ``StratifiedShuffleSplit._iter_indices`` on the same legacy ``RandomState``:
+    the tie-breaking ``choice`` of the two ``_approximate_mode`` calls, one ``permutation``
+    per class (classes sorted, so -1 before +1), then a ``permutation`` of train and of test.
+    It skips scikit-learn's parameter validation and ``np.unique`` (~1-3 ms a call), which
+    this module's own checks make redundant.
+
+    Parameters
+    ----------
+    m : int
+        Rows per side (at least :func:`_min_per_side` of ``test_size``).
+    test_size : float
+        Held-out fraction, strictly between 0 and 1.
+    seed : int
+        Random state, in ``[0, 2**32)``.
+
+    Returns
+    -------
+    train, test : numpy.ndarray
+        Positions (int64) into the ``2 * m`` balanced rows, in scikit-learn's order.
+
+    Examples
+    --------
+    >>> train, test = _stratified_split(5, 0.3, seed=0)
+    >>> len(train), len(test), sorted(train.tolist() + test.tolist()) == list(range(10))
+    (7, 3, True)
+    """
+    n_train, n_test = _split_sizes(m, test_size)
+    rng = _legacy_rng(seed)
+    class_counts = [m, m]  # classes -1 (positions m..2m-1) and +1 (positions 0..m-1)
+    n_i = _approximate_mode(class_counts, n_train, rng)
+    t_i = _approximate_mode([count - n for count, n in zip(class_counts, n_i)], n_test, rng)
+    train, test = [], []
+    for offset, n, t in ((m, n_i[0], t_i[0]), (0, n_i[1], t_i[1])):
+        permutation = rng.permutation(m)
+        if offset:
+            permutation += offset
+        train.append(permutation[:n])
+        test.append(permutation[n:n + t])
+    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
