@@ -42,7 +42,7 @@ from probes.stats import student_t_pvalue
 from probes.streaming import ProjectionSpace
 
 __all__ = ["DEFAULT_CAV", "ROBUSTNESS_METHODS", "N_RESAMPLES", "CAVFitter", "choose_alpha",
-           "alternative_directions", "fit_cav_layer", "cav_rows"]
+           "alternative_directions", "alternative_tasks", "fit_cav_layer", "cav_rows"]
 
 #: The CAV estimator used when none is named (chosen by the validation study, docs/validation.md).
 DEFAULT_CAV = "mean"
@@ -121,7 +121,7 @@ class CAVFitter:
     cache: Any = None
 
     def fit(self, pool: np.ndarray, tasks: Sequence[CAVTask], keys: Sequence[str] | None, alpha: float,
-            method: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            method: str | Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Fit the CAVs that are not cached yet, all in one batch.
 
         Parameters
@@ -133,8 +133,9 @@ class CAVFitter:
             Cache key of each task (None: no caching; a None entry: that task is not cached).
         alpha : float
             Ridge penalty.
-        method : str, optional
-            Estimator family (default ``self.method``).
+        method : str or sequence of str, optional
+            Estimator family (default ``self.method``), or one per task (the batched families share one
+            Gram matrix and one weight pass; ``"classifier"`` tasks are fitted one by one).
 
         Returns
         -------
@@ -146,6 +147,7 @@ class CAVFitter:
             How far each task's concept side lies from its counterexample side along the vector.
         """
         method = self.method if method is None else method
+        methods = [method] * len(tasks) if isinstance(method, str) else list(method)
         cache = self.cache if keys is not None else None
         d = pool.shape[1]
         vectors = np.empty((len(tasks), d), dtype=np.float32)
@@ -158,13 +160,16 @@ class CAVFitter:
                 vectors[t], accuracies[t], shifts[t] = stored[:d], stored[d], stored[d + 1]
             else:
                 missing.append(t)
-        if missing:
-            custom = method == "classifier"
-            batch = fit_cav_batch(pool, [tasks[t] for t in missing], method="ridge" if custom else method,
-                                  alpha=alpha, C=self.C, test_size=self.test_size,
-                                  classifier=self.classifier if custom else None, centre=self.centre,
-                                  progress=False)
-            for row, t in enumerate(missing):
+        custom = [t for t in missing if methods[t] == "classifier"]
+        batched = [t for t in missing if methods[t] != "classifier"]
+        for group, classifier in ((batched, None), (custom, self.classifier)):
+            if not group:
+                continue
+            batch = fit_cav_batch(pool, [tasks[t] for t in group],
+                                  method="ridge" if classifier is not None else [methods[t] for t in group],
+                                  alpha=alpha, C=self.C, test_size=self.test_size, classifier=classifier,
+                                  centre=self.centre, progress=False)
+            for row, t in enumerate(group):
                 vectors[t] = batch.vectors[row]
                 # Rounded like the cached copy, so a cache hit reproduces a fresh fit exactly.
                 accuracies[t] = np.float32(batch.accuracies[row])
@@ -193,7 +198,8 @@ def _resample_design(tasks: Sequence[CAVTask], keys: Sequence[Any], index: dict,
 def alternative_directions(pool: np.ndarray, tasks: Sequence[CAVTask], keys: Sequence[str], index: dict,
                            concept_names: Sequence[str], alpha: float, fitter: CAVFitter, *, seed: int,
                            key_for: KeyFor | None = None,
-                           resampled: tuple[list, np.ndarray] | None = None) -> dict[str, dict]:
+                           resampled: tuple[list, np.ndarray] | None = None,
+                           fitted: dict[str, np.ndarray] | None = None) -> dict[str, dict]:
     """Directions a different analyst could have got, per concept, to check the row's sign against.
 
     * every other estimator family of ``ROBUSTNESS_METHODS``, fitted on the same concept tasks: the
@@ -220,6 +226,9 @@ def alternative_directions(pool: np.ndarray, tasks: Sequence[CAVTask], keys: Seq
     resampled : (design, vectors), optional
         The resample tasks (as :func:`probes.design.resample_tasks` gives them) already fitted, with
         their vectors (:func:`fit_cav_layer` fits them in the main batch); None: fitted here.
+    fitted : dict, optional
+        Per other family, its vectors of the concept tasks (in the order of :func:`alternative_tasks`),
+        already fitted (:func:`fit_cav_layer` fits them in the main batch); None: fitted here.
 
     Returns
     -------
@@ -237,13 +246,13 @@ def alternative_directions(pool: np.ndarray, tasks: Sequence[CAVTask], keys: Seq
     >>> out["a"]["names"], out["a"]["alternatives"].shape, out["a"]["resamples"].shape
     (['logistic', 'ridge'], (2, 4), (10, 4))
     """
-    concept_tasks = [t for c in concept_names for t in index[c]]
-    others = [m for m in ROBUSTNESS_METHODS if m != fitter.method]
-    fitted = {}
-    for method in others:
-        method_keys = _keys(key_for, [("alt", keys[t]) for t in concept_tasks], alpha, method)
-        vecs, _, _ = fitter.fit(pool, [tasks[t] for t in concept_tasks], method_keys, alpha, method)
-        fitted[method] = dict(zip(concept_tasks, vecs))
+    concept_tasks, others = alternative_tasks(index, concept_names, fitter)
+    if fitted is None:
+        fitted = {}
+        for method in others:
+            method_keys = _keys(key_for, [("alt", keys[t]) for t in concept_tasks], alpha, method)
+            fitted[method] = fitter.fit(pool, [tasks[t] for t in concept_tasks], method_keys, alpha, method)[0]
+    fitted = {method: dict(zip(concept_tasks, fitted[method])) for method in others}
     if resampled is None:
         design, resample_keys = _resample_design(tasks, keys, index, concept_names, alpha, fitter, seed=seed,
                                                  key_for=key_for)
@@ -260,6 +269,31 @@ def alternative_directions(pool: np.ndarray, tasks: Sequence[CAVTask], keys: Seq
         out[name] = {"alternatives": means.astype(np.float32), "names": others,
                      "resamples": resample_vectors[mine]}
     return out
+
+
+def alternative_tasks(index: dict, concept_names: Sequence[str], fitter: CAVFitter) -> tuple[list[int], list[str]]:
+    """The concept tasks the robustness check refits, and the estimator families it refits them with.
+
+    Parameters
+    ----------
+    index : dict
+        As :func:`probes.design.cav_tasks` returns it.
+    concept_names : sequence of str
+    fitter : CAVFitter
+
+    Returns
+    -------
+    tasks : list of int
+        Task numbers, concept by concept.
+    methods : list of str
+        Every family of :data:`ROBUSTNESS_METHODS` but the fitter's own.
+
+    Examples
+    --------
+    >>> alternative_tasks({"a": [0, 1], "b": [2]}, ["a", "b"], CAVFitter())
+    ([0, 1, 2], ['logistic', 'ridge'])
+    """
+    return [t for c in concept_names for t in index[c]], [m for m in ROBUSTNESS_METHODS if m != fitter.method]
 
 
 def fit_cav_layer(pool: np.ndarray, random_start: int, tasks: Sequence[CAVTask], keys: Sequence[str] | None,
@@ -318,24 +352,34 @@ def fit_cav_layer(pool: np.ndarray, random_start: int, tasks: Sequence[CAVTask],
     idents = keys if keys is not None else list(range(n_tasks))
     robust_keys = key_for if keys is not None else None
     alternatives = {}
-    # One Gram matrix per layer: the bootstrap resamples (the row's own estimator, on rows the concept
-    # runs already use) join the main batch, and the other estimator families' batches, on the same rows,
-    # get the same matrix back from reuse_gram. The main fits' union of rows is unchanged, so their
-    # vectors are too.
+    # One batch per layer, so one Gram matrix and one weight pass: the main fits, the bootstrap resamples
+    # (the row's own estimator, on rows the concept runs already use) and the other estimator families'
+    # refits of the concept tasks (on the same rows). Each family's tasks are solved as on their own and
+    # the main fits' union of rows is unchanged, so their vectors are too.
     with reuse_gram():
         design, resample_keys = _resample_design(tasks, idents, index, concept_names, alpha, fitter, seed=seed,
                                                  key_for=robust_keys) if robustness else ([], None)
-        batch_keys = None
-        if keys is not None or resample_keys is not None:
-            batch_keys = [*(keys if keys is not None else [None] * n_tasks),
-                          *(resample_keys if resample_keys is not None else [None] * len(design))]
-        every, accuracies_all, shifts_all = fitter.fit(pool, [*tasks, *(task for _, _, task in design)],
-                                                       batch_keys, alpha)
+        concept_tasks, others = alternative_tasks(index, concept_names, fitter) if robustness else ([], [])
+        batch = [*tasks, *(task for _, _, task in design)]
+        methods = [fitter.method] * len(batch)
+        batch_keys: list | None = [*(keys if keys is not None else [None] * n_tasks),
+                                   *(resample_keys if resample_keys is not None else [None] * len(design))]
+        for method in others:
+            batch += [tasks[t] for t in concept_tasks]
+            methods += [method] * len(concept_tasks)
+            alt_keys = _keys(robust_keys, [("alt", idents[t]) for t in concept_tasks], alpha, method)
+            batch_keys += alt_keys if alt_keys is not None else [None] * len(concept_tasks)
+        if all(k is None for k in batch_keys):
+            batch_keys = None
+        every, accuracies_all, shifts_all = fitter.fit(pool, batch, batch_keys, alpha, methods)
         vectors, accuracies, shifts = every[:n_tasks], accuracies_all[:n_tasks], shifts_all[:n_tasks]
         if robustness:
+            start = n_tasks + len(design)
+            fitted = {method: every[start + i * len(concept_tasks):start + (i + 1) * len(concept_tasks)]
+                      for i, method in enumerate(others)}
             alternatives = alternative_directions(pool, tasks, idents, index, concept_names, alpha, fitter,
                                                   seed=seed, key_for=robust_keys,
-                                                  resampled=(design, every[n_tasks:]))
+                                                  resampled=(design, every[n_tasks:start]), fitted=fitted)
     # The layer's scale: the typical distance of a random activation from the random mean.
     if variance is None:
         variance = total_variance(pool[random_start:])

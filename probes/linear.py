@@ -172,7 +172,7 @@ def _read_block(pool: np.ndarray, rows: np.ndarray | slice, c0: int, c1: int,
 # Fitting
 # --------------------------------------------------------------------------------------------
 
-def fit_cav_batch(pool: np.ndarray, tasks: Sequence[CAVTask], *, method: str = "ridge",
+def fit_cav_batch(pool: np.ndarray, tasks: Sequence[CAVTask], *, method: str | Sequence[str] = "ridge",
                   alpha: float = 1.0, C: float = 1.0, test_size: float = 0.3, classifier: Any = None,
                   centre: bool = True, progress: bool = False) -> CAVBatch:
     """Fit one CAV per task on rows of a shared activation pool.
@@ -206,8 +206,10 @@ def fit_cav_batch(pool: np.ndarray, tasks: Sequence[CAVTask], *, method: str = "
         The CAVs to fit; rows are indices into ``pool``.
     test_size : float, default=0.3
         Fraction of the balanced rows held out for the accuracy.
-    method : str, default='ridge'
-        The batched estimator family (:data:`probes.cav_solvers.METHODS`).
+    method : str or sequence of str, default='ridge'
+        The batched estimator family (:data:`probes.cav_solvers.METHODS`), or one per task: tasks of
+        several families then share the Gram matrix and the pass that forms their weight vectors
+        (each family's tasks are solved as they would be on their own).
     alpha : float, default=1.0
         Ridge penalty of ``method="ridge"``.
     C : float, default=1.0
@@ -258,16 +260,21 @@ def fit_cav_batch(pool: np.ndarray, tasks: Sequence[CAVTask], *, method: str = "
         return CAVBatch(np.zeros((0, d), np.float32), empty, empty.copy(),
                         np.zeros(0, np.int64), np.zeros(0, np.int64))
     if classifier is None:
-        if method not in cav_solvers.METHODS:
-            raise ValueError(f"method must be one of {', '.join(cav_solvers.METHODS)}; got {method!r}.")
+        methods = [method] * len(tasks) if isinstance(method, str) else list(method)
+        if len(methods) != len(tasks):
+            raise ValueError(f"method names {len(methods)} estimator families for {len(tasks)} tasks; give one "
+                             "name, or one per task.")
+        for name in set(methods):
+            if name not in cav_solvers.METHODS:
+                raise ValueError(f"method must be one of {', '.join(cav_solvers.METHODS)}; got {name!r}.")
         for name, value in (("alpha", alpha), ("C", C)):
             if not isinstance(value, numbers.Real) or not float(value) > 0:
                 raise ValueError(f"{name} must be a positive number; got {value!r}.")
-        return _fit_dual(pool, splits, method, float(alpha), float(C), progress)
+        return _fit_dual(pool, splits, methods, float(alpha), float(C), progress)
     return _fit_estimators(pool, splits, [t.seed for t in tasks], classifier, progress, centre)
 
 
-def _fit_dual(pool: np.ndarray, splits: list[TaskSplit], method: str, alpha: float, C: float,
+def _fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alpha: float, C: float,
               progress: bool) -> CAVBatch:
     n_rows, d = pool.shape
     union = np.unique(np.concatenate([np.concatenate([s.train, s.test]) for s in splits]))
@@ -300,11 +307,12 @@ def _fit_dual(pool: np.ndarray, splits: list[TaskSplit], method: str, alpha: flo
     accuracies = np.zeros(n_tasks)
     beta_norms = np.zeros(n_tasks)
     raw_shifts = np.zeros(n_tasks)
-    # Tasks with the same number of training rows are solved together (batched linear algebra).
-    groups: dict[int, list[int]] = {}
+    # Tasks of one family with the same number of training rows are solved together (batched linear
+    # algebra).
+    groups: dict[tuple[str, int], list[int]] = {}
     for p, (tr, _) in enumerate(local):
-        groups.setdefault(len(tr), []).append(p)
-    for n, members in groups.items():
+        groups.setdefault((methods[p], len(tr)), []).append(p)
+    for (method, n), members in groups.items():
         k_tr = np.stack([gram[np.ix_(local[p][0], local[p][0])] for p in members])
         y_tr = np.stack([splits[p].y_train for p in members])
         betas, intercepts = cav_solvers.solve(method, k_tr, y_tr, alpha=alpha, C=C,
