@@ -80,6 +80,19 @@ def solve_ridge(k: np.ndarray, y: np.ndarray, *, alpha: float) -> tuple[np.ndarr
     return beta, b
 
 
+def mean_coefficients(y: np.ndarray) -> np.ndarray:
+    """The dual coefficients of the difference of class means: ``1/n+`` on each concept row, ``-1/n-``
+    on each counterexample row (they need no Gram matrix).
+
+    Examples
+    --------
+    >>> mean_coefficients(np.array([1.0, 1.0, -1.0])).tolist()
+    [0.5, 0.5, -1.0]
+    """
+    pos = y > 0
+    return np.where(pos, 1.0 / pos.sum(axis=-1, keepdims=True), -1.0 / (~pos).sum(axis=-1, keepdims=True))
+
+
 def solve_mean(k: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Difference of class means, ``w = mean(x | +) - mean(x | -)``, boundary at the midpoint.
 
@@ -90,7 +103,7 @@ def solve_mean(k: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     [[0.5, 0.5, -0.5, -0.5]]
     """
     pos = y > 0
-    beta = np.where(pos, 1.0 / pos.sum(axis=1, keepdims=True), -1.0 / (~pos).sum(axis=1, keepdims=True))
+    beta = mean_coefficients(y)
     f = np.einsum("pij,pj->pi", k, beta)
     b = -0.5 * ((f * pos).sum(axis=1) / pos.sum(axis=1) + (f * ~pos).sum(axis=1) / (~pos).sum(axis=1))
     return beta, b

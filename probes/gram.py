@@ -36,6 +36,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from probes.progress import progress as _progress_bar
+from probes.row_values import equal_row_runs
 
 __all__ = ["centred_gram", "reuse_gram", "task_tiles"]
 
@@ -152,9 +153,9 @@ def task_tiles(n_rows: int, task_rows: Sequence[np.ndarray]) -> tuple[np.ndarray
         member[p, rows] = 1.0
     # Counts up to the number of tasks: exact in float32, and one small product.
     rows_needed = (member.T @ member) > 0
-    change = np.flatnonzero(np.any(rows_needed[1:] != rows_needed[:-1], axis=1)) + 1
-    starts = np.concatenate([[0], change]).astype(np.int64)
-    return np.append(starts, n_rows), rows_needed[np.ix_(starts, starts)]
+    bounds = equal_row_runs(rows_needed)
+    starts = bounds[:-1]
+    return bounds, rows_needed[np.ix_(starts, starts)]
 
 
 def _plan(bounds: np.ndarray, needed: np.ndarray) -> list[tuple[int, int, int, int]] | None:

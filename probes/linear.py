@@ -61,6 +61,9 @@ __all__ = [
 # Working-set budget of one column block (in float64). Blocks keep memory bounded for memmapped
 # pools while staying large enough for BLAS to run at full speed. Tests patch it to force chunking.
 _BLOCK_BYTES = 64 * 2**20
+#: Estimator families fitted without the Gram matrix: their coefficients are known from the labels,
+#: and their values on their own rows come from the weight pass (:mod:`probes.row_values`).
+PRIMAL_METHODS = ("mean",)
 
 
 class NotALinearClassifierError(ToolkitError, TypeError):
@@ -290,18 +293,24 @@ def _fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alp
     # but it keeps the float32 products accurate (see probes.gram). Inside probes.gram.reuse_gram
     # a batch on the same pool and rows as an earlier one gets the same matrix back.
     from probes.gram import centred_block, centred_gram
-
-    local = [(np.searchsorted(union, s.train), np.searchsorted(union, s.test)) for s in splits]
-    # Only the entries some task uses: a batch with one new concept against many random sets skips the
-    # random-vs-random block (see probes.gram).
-    gram, raw_sq, block_means = centred_gram(pool, union, rows, blocks, progress,
-                                             task_rows=[np.concatenate(pair) for pair in local])
-    if not np.all(np.isfinite(np.diag(gram))) or not math.isfinite(raw_sq):
-        raise NonFiniteValuesError("the activation pool contains NaN or infinite values in the rows "
-                                   "used by these tasks; check the layer's activations.")
-    raw_rms = math.sqrt(raw_sq / n_u)
+    from probes.row_values import RowValues
 
     n_tasks = len(splits)
+    local = [(np.searchsorted(union, s.train), np.searchsorted(union, s.test)) for s in splits]
+    task_rows = [np.concatenate(pair) for pair in local]
+    # Families whose coefficients do not depend on the Gram matrix take their values on their own rows
+    # from the weight pass instead (probes.row_values); the others need only the entries some task of
+    # theirs uses (a batch with one new concept skips the random-vs-random block, see probes.gram).
+    primal = [p for p in range(n_tasks) if methods[p] in PRIMAL_METHODS]
+    dual = [p for p in range(n_tasks) if methods[p] not in PRIMAL_METHODS]
+    gram = block_means = None
+    if dual:
+        gram, _, block_means = centred_gram(pool, union, rows, blocks, progress,
+                                            task_rows=[task_rows[p] for p in dual])
+        dual_rows = np.unique(np.concatenate([task_rows[p] for p in dual]))
+        if not np.all(np.isfinite(np.diag(gram)[dual_rows])):
+            _non_finite()
+
     coefs = np.zeros((n_tasks, n_u))
     centred_intercepts = np.zeros(n_tasks)
     accuracies = np.zeros(n_tasks)
@@ -310,8 +319,8 @@ def _fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alp
     # Tasks of one family with the same number of training rows are solved together (batched linear
     # algebra).
     groups: dict[tuple[str, int], list[int]] = {}
-    for p, (tr, _) in enumerate(local):
-        groups.setdefault((methods[p], len(tr)), []).append(p)
+    for p in dual:
+        groups.setdefault((methods[p], len(local[p][0])), []).append(p)
     for (method, n), members in groups.items():
         k_tr = np.stack([gram[np.ix_(local[p][0], local[p][0])] for p in members])
         y_tr = np.stack([splits[p].y_train for p in members])
@@ -319,23 +328,25 @@ def _fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alp
                                               random_state=splits[members[0]].train.size)
         for beta, intercept, p in zip(betas, intercepts, members):
             tr, te = local[p]
-            decision = gram[np.ix_(te, tr)] @ beta + intercept
-            accuracies[p] = np.mean((decision > 0) == (splits[p].y_test > 0))
-            rows_all = np.concatenate([tr, te])
-            labels = np.concatenate([splits[p].y_train, splits[p].y_test]) > 0
-            f_all = gram[np.ix_(rows_all, tr)] @ beta
-            raw_shifts[p] = f_all[labels].mean() - f_all[~labels].mean()
-            centred_intercepts[p] = intercept
+            f_all = gram[np.ix_(task_rows[p], tr)] @ beta
+            _task_summary(p, f_all, intercept, splits[p], accuracies, raw_shifts, centred_intercepts)
             beta_norms[p] = math.sqrt(n) * float(np.linalg.norm(beta))
             np.add.at(coefs[p], tr, beta)          # add.at: a row may appear twice in one task
+    for p in primal:
+        beta = cav_solvers.mean_coefficients(splits[p].y_train)
+        beta_norms[p] = math.sqrt(len(beta)) * float(np.linalg.norm(beta))
+        np.add.at(coefs[p], local[p][0], beta)
 
-    # Pass 2: every weight vector in one product per column block.
+    # Pass 2: every weight vector in one product per column block (and the primal tasks' values).
     vectors = np.empty((n_tasks, d), dtype=np.float32)
     norm_sq = np.zeros(n_tasks)
     mean_dot_w = np.zeros(n_tasks)
+    centred_sq = 0.0
+    mean_sq = 0.0
     coefs32 = coefs.astype(np.float32)
+    values = RowValues(n_u, [task_rows[p] for p in primal]) if primal else None
     # Same blocks as pass 1 (the usual case, P <= n_u): its column means are reused, bit for bit.
-    same_blocks = weight_blocks == blocks
+    same_blocks = block_means is not None and weight_blocks == blocks
     buffer = None
     for b, (c0, c1) in enumerate(_progress_bar(weight_blocks, enabled=progress, desc="CAV weights", unit="block")):
         block, mean = centred_block(pool, rows, c0, c1, buffer, block_means[b] if same_blocks else None)
@@ -344,6 +355,23 @@ def _fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alp
         norm_sq += np.einsum("ij,ij->i", w, w, dtype=np.float64)
         mean_dot_w += w.astype(np.float64) @ mean
         vectors[:, c0:c1] = w
+        centred_sq += float(np.einsum("ij,ij->", block, block, dtype=np.float64))
+        mean_sq += float(mean @ mean)
+        if values is not None:
+            values.add(block, w[primal])
+    # The raw rows' sum of squares, for the degeneracy bound below.
+    raw_sq = centred_sq + n_u * mean_sq
+    if not math.isfinite(raw_sq):
+        _non_finite()
+    raw_rms = math.sqrt(raw_sq / n_u)
+    for j, p in enumerate(primal):
+        tr, te = local[p]
+        f_all = values.of(j, task_rows[p])
+        pos = splits[p].y_train > 0
+        f_tr = f_all[:len(tr)]
+        # The boundary at the midpoint of the two training means (as cav_solvers.solve_mean).
+        intercept = -0.5 * (f_tr[pos].mean() + f_tr[~pos].mean())
+        _task_summary(p, f_all, intercept, splits[p], accuracies, raw_shifts, centred_intercepts)
     norms = np.sqrt(norm_sq)
     # The fit used union-centred rows; shift the intercept back to raw activations: w.(x - mu) + b.
     intercepts = centred_intercepts - mean_dot_w
@@ -353,6 +381,23 @@ def _fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alp
     _finish(vectors, intercepts, accuracies, norms, degenerate, splits)
     shifts = np.where(degenerate, 0.0, raw_shifts / np.where(degenerate, 1.0, norms))
     return CAVBatch(vectors, accuracies, intercepts, *_sizes(splits), shifts=shifts)
+
+
+def _non_finite() -> None:
+    raise NonFiniteValuesError("the activation pool contains NaN or infinite values in the rows "
+                               "used by these tasks; check the layer's activations.")
+
+
+def _task_summary(p: int, f_all: np.ndarray, intercept: float, split: TaskSplit, accuracies: np.ndarray,
+                  raw_shifts: np.ndarray, centred_intercepts: np.ndarray) -> None:
+    """Task ``p``'s held-out accuracy, the distance between its sides and its intercept, from its
+    values ``f_all`` (training rows first, then test rows, in centred coordinates)."""
+    n_train = len(split.train)
+    decision = f_all[n_train:] + intercept
+    accuracies[p] = np.mean((decision > 0) == (split.y_test > 0))
+    labels = np.concatenate([split.y_train, split.y_test]) > 0
+    raw_shifts[p] = f_all[labels].mean() - f_all[~labels].mean()
+    centred_intercepts[p] = intercept
 
 
 def _sizes(splits: list[TaskSplit]) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,129 @@
+"""Each CAV's values ``w . (x - mean)`` on its own task's rows, formed in the pass that forms the vectors.
+
+The difference-of-means CAV needs no Gram matrix to be fitted: its dual coefficients are ``+1/n`` and
+``-1/n``. What its task still needs from the activations -- the boundary at the midpoint of the two
+training means, the held-out accuracy and how far apart the two sides lie along the vector -- are values
+of the vector on the task's own rows. :class:`RowValues` accumulates exactly those, column block by
+column block, while :func:`probes.linear.fit_cav_batch` forms the weight vectors: for a null design of
+every pair of twenty random sets this replaces the random-vs-random block of the Gram matrix (a
+thousand rows squared, times the layer's width) with a few rows per vector.
+
+Rows are grouped into tiles of consecutive rows that belong to the same tasks (a concept's images, one
+random set), so each tile takes one matrix product per column block; when the tasks overlap so much
+that the tiles are tiny, one dense product over every row is used instead.
+
+Examples
+--------
+>>> rows = [np.array([0, 1, 2, 3]), np.array([2, 3, 4, 5])]
+>>> values = RowValues(6, rows)
+>>> block = np.arange(12, dtype=np.float32).reshape(6, 2)
+>>> values.add(block, np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32))
+>>> values.of(0, np.array([0, 3])).tolist(), values.of(1, np.array([4])).tolist()
+([0.0, 6.0], [9.0])
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["RowValues", "equal_row_runs"]
+
+#: Tile-wise products are used only when they compute at most this fraction of the dense product.
+SPARSE_FRACTION = 0.6
+#: Most products per column block before one dense product is preferred (tiny tiles).
+MAX_PRODUCTS = 64
+
+
+def equal_row_runs(matrix: np.ndarray) -> np.ndarray:
+    """Bounds of the runs of consecutive equal rows of a 2-D array.
+
+    Parameters
+    ----------
+    matrix : numpy.ndarray
+        ``(n, k)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``bounds``: run ``t`` is rows ``bounds[t]:bounds[t + 1]``.
+
+    Examples
+    --------
+    >>> equal_row_runs(np.array([[1, 0], [1, 0], [0, 1], [1, 0]])).tolist()
+    [0, 2, 3, 4]
+    """
+    n = len(matrix)
+    if n == 0:
+        return np.zeros(1, dtype=np.int64)
+    change = np.flatnonzero(np.any(matrix[1:] != matrix[:-1], axis=1)) + 1
+    return np.concatenate([[0], change, [n]]).astype(np.int64)
+
+
+class RowValues:
+    """The values of ``k`` vectors, each on its own rows of an ``(n, d)`` block-centred pool.
+
+    Parameters
+    ----------
+    n_rows : int
+        Rows of the pool.
+    task_rows : sequence of numpy.ndarray
+        Vector ``j``'s rows (indices into the pool; repeats allowed).
+
+    Examples
+    --------
+    >>> values = RowValues(3, [np.array([0, 2])])
+    >>> values.add(np.ones((3, 4), np.float32), np.full((1, 4), 0.5, np.float32))
+    >>> values.of(0, np.array([2, 0])).tolist()
+    [2.0, 2.0]
+    """
+
+    def __init__(self, n_rows: int, task_rows: Sequence[np.ndarray]) -> None:
+        k = len(task_rows)
+        member = np.zeros((n_rows, k), dtype=bool)
+        for j, rows in enumerate(task_rows):
+            member[rows, j] = True
+        self.values = np.zeros((n_rows, k))
+        self.plan: list[tuple[int, int, np.ndarray]] | None = []
+        bounds = equal_row_runs(member)
+        cost = 0
+        for t in range(len(bounds) - 1):
+            r0, r1 = int(bounds[t]), int(bounds[t + 1])
+            tasks = np.flatnonzero(member[r0])
+            if tasks.size:
+                self.plan.append((r0, r1, tasks))
+                cost += (r1 - r0) * tasks.size
+        if len(self.plan) > MAX_PRODUCTS or cost > SPARSE_FRACTION * n_rows * k:
+            self.plan = None
+
+    def add(self, block: np.ndarray, weights: np.ndarray) -> None:
+        """Add one column block's share: ``block`` ``(n, width)``, ``weights`` ``(k, width)``.
+
+        Parameters
+        ----------
+        block : numpy.ndarray
+            The pool's rows in these columns, centred.
+        weights : numpy.ndarray
+            The vectors in these columns.
+        """
+        if self.plan is None:
+            self.values += block @ weights.T
+            return
+        for r0, r1, tasks in self.plan:
+            self.values[r0:r1, tasks] += block[r0:r1] @ weights[tasks].T
+
+    def of(self, j: int, rows: np.ndarray) -> np.ndarray:
+        """Vector ``j``'s values on some of its rows.
+
+        Parameters
+        ----------
+        j : int
+        rows : numpy.ndarray
+            Row indices (each one of vector ``j``'s rows).
+
+        Returns
+        -------
+        numpy.ndarray
+            float64.
+        """
+        return self.values[rows, j]
