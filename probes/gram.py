@@ -248,7 +248,12 @@ def centred_gram(pool: np.ndarray, union: np.ndarray, rows: np.ndarray | slice,
             gram += block @ block.T   # numpy dispatches A @ A.T to a symmetric rank-k update
         else:
             for r0, r1, k0, k1 in plan:
-                gram[r0:r1, k0:k1] += block[r0:r1] @ block[k0:k1].T
+                # The taller operand goes first: OpenBLAS is many times slower on a short, wide
+                # product (50 rows against 1,000) than on the same product transposed.
+                if k1 - k0 > r1 - r0:
+                    gram[k0:k1, r0:r1] += block[k0:k1] @ block[r0:r1].T
+                else:
+                    gram[r0:r1, k0:k1] += block[r0:r1] @ block[k0:k1].T
     if plan is not None:
         _mirror(gram, plan, needed_rows)
     # The raw rows' sum of squares (for the degeneracy bound only): the centred part is the Gram
@@ -265,12 +270,16 @@ def centred_gram(pool: np.ndarray, union: np.ndarray, rows: np.ndarray | slice,
 def _mirror(gram: np.ndarray, plan: list[tuple[int, int, int, int]], needed_rows: np.ndarray) -> None:
     """Fill the lower half from the upper half the plan computed; mark the unused entries NaN."""
     for r0, r1, k0, k1 in plan:
+        lower = k1 - k0 > r1 - r0      # where centred_gram accumulated this product
         if k0 == r0:   # the diagonal tile: both halves computed, made exactly symmetric
             diagonal = gram[r0:r1, r0:r1]
             diagonal[...] = 0.5 * (diagonal + diagonal.T)
             k0 = r1
         if k1 > k0:
-            gram[k0:k1, r0:r1] = gram[r0:r1, k0:k1].T
+            if lower:
+                gram[r0:r1, k0:k1] = gram[k0:k1, r0:r1].T
+            else:
+                gram[k0:k1, r0:r1] = gram[r0:r1, k0:k1].T
     gram[~needed_rows] = np.nan
 
 
