@@ -36,12 +36,12 @@ import pandas as pd
 from probes.cache import ActivationCache
 from probes.cav_rows import (DEFAULT_CAV, N_RESAMPLES, ROBUSTNESS_METHODS, CAVFitter, cav_rows, choose_alpha,
                              fit_cav_layer)
-from probes.design import AUTO_PARTNERS, cav_tasks, null_pairs, seed_for, stack_pool
+from probes.design import AUTO_PARTNERS, cav_tasks, flat, null_pairs, seed_for, stack_pool
 from probes.engine import Engine
 from probes.memory import Budget, memmap_allocator, parse_bytes
 from probes.progress import progress
 from probes.rcv_rows import fit_rcv, rcv_features, rcv_rows, use_pooling
-from probes.reuse import NULL_SUMMARIES, keep_nulls, known_nulls
+from probes.reuse import NULL_SUMMARIES, RANDOM_VARIANCES, keep_nulls, known_nulls
 from probes.row_stats import COLUMNS, DEFAULT_STATISTIC, MIN_RESAMPLE_AGREEMENT, RowSettings, total_variance
 from probes.sources import hash_array
 from probes.stats import adjust_pvalues
@@ -416,11 +416,16 @@ class Analysis:
         the robustness directions and the consensus vectors, registered in the layer's flat space."""
         opts = self.options
         random_pool, random_rows = random_acts
+        # The random pool is not copied into the CAV pool: the fits read it block by block where it is.
         pool, offsets, random_start = stack_pool([(c.name, concept_acts[c.name][layer]) for c in folder_concepts],
-                                                 random_pool[layer], random_rows)
-        # One pass over the random rows gives both the penalty's scale and the layer's spread.
-        variance = total_variance(pool[random_start:])
-        alpha = choose_alpha(opts.alpha, opts.alpha_scale, pool[random_start:], variance=variance)
+                                                 random_pool[layer], random_rows, copy=False)
+        # One pass over the random rows gives both the penalty's scale and the layer's spread; a later call
+        # on the same random images and model (a new concept) finds it in RANDOM_VARIANCES.
+        randoms = flat(random_pool[layer])
+        variance = RANDOM_VARIANCES.get_or_compute(
+            (self.engine.fingerprint, layer, tuple(self._key(r) for r in random_sets)),
+            lambda: total_variance(randoms))
+        alpha = choose_alpha(opts.alpha, opts.alpha_scale, randoms, variance=variance)
         tasks, idents, index = cav_tasks([(c.name, self._key(c.images)) for c in folder_concepts],
                                          [self._key(r) for r in random_sets], offsets, seed=opts.seed,
                                          relative=opts.relative,

@@ -24,6 +24,7 @@ import numpy as np
 
 from probes.linear import CAVTask
 from probes.random_state import as_generator
+from probes.row_stack import RowStack
 # The size rule lives in probes.sizes (probes.stats needs it too, and this module imports probes.linear,
 # which imports probes.stats); re-exported here with the rest of the set design.
 from probes.sizes import (MIN_CONCEPT_IMAGES, MIN_MEASURE_EXAMPLES, MIN_RANDOM_SETS, min_concept_images,  # noqa: F401
@@ -115,7 +116,8 @@ def flat(array: np.ndarray) -> np.ndarray:
 
 
 def stack_pool(concept_blocks: Sequence[tuple[str, np.ndarray]], random_pool: np.ndarray,
-               random_rows: Sequence[np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
+               random_rows: Sequence[np.ndarray], *, copy: bool = True
+               ) -> tuple[np.ndarray | RowStack, dict[str, np.ndarray], int]:
     """One float32 pool of flattened activations, concept images first, then the distinct random images.
 
     Parameters
@@ -127,10 +129,13 @@ def stack_pool(concept_blocks: Sequence[tuple[str, np.ndarray]], random_pool: np
     random_rows : sequence of numpy.ndarray
         Each random set's rows in ``random_pool`` (random sets drawn from one pool overlap; the pool
         holds each image once, so the Gram matrix grows with the distinct images, not with the sets).
+    copy : bool
+        True: one new array. False: a :class:`probes.row_stack.RowStack` over the given arrays (no
+        copy of the random pool; what the CAV fits read block by block anyway).
 
     Returns
     -------
-    pool : numpy.ndarray
+    pool : numpy.ndarray or RowStack
         ``(n, d)`` float32.
     offsets : dict
         Pool rows of ``"c:<name>"`` for each concept and ``"r:<j>"`` for each random set.
@@ -152,6 +157,8 @@ def stack_pool(concept_blocks: Sequence[tuple[str, np.ndarray]], random_pool: np
     blocks.append(flat(random_pool))
     for j, rows in enumerate(random_rows):
         offsets[f"r:{j}"] = start + rows
+    if not copy:
+        return RowStack(blocks), offsets, start
     return np.concatenate(blocks).astype(np.float32, copy=False), offsets, start
 
 

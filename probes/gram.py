@@ -35,6 +35,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from probes.blas_threads import run_products
 from probes.progress import progress as _progress_bar
 from probes.row_values import equal_row_runs
 
@@ -229,7 +230,7 @@ def centred_gram(pool: np.ndarray, union: np.ndarray, rows: np.ndarray | slice,
     memo = getattr(_state, "memo", None)
     key = None
     if memo is not None:
-        key = (id(pool), pool.shape, pool.strides, pool.dtype.str, union.tobytes(), tuple(blocks))
+        key = (id(pool), pool.shape, getattr(pool, "strides", None), pool.dtype.str, union.tobytes(), tuple(blocks))
         found = memo.get(pool, key, needed_rows)
         if found is not None:
             return found[:3]
@@ -247,13 +248,8 @@ def centred_gram(pool: np.ndarray, union: np.ndarray, rows: np.ndarray | slice,
         if plan is None:
             gram += block @ block.T   # numpy dispatches A @ A.T to a symmetric rank-k update
         else:
-            for r0, r1, k0, k1 in plan:
-                # The taller operand goes first: OpenBLAS is many times slower on a short, wide
-                # product (50 rows against 1,000) than on the same product transposed.
-                if k1 - k0 > r1 - r0:
-                    gram[k0:k1, r0:r1] += block[k0:k1] @ block[r0:r1].T
-                else:
-                    gram[r0:r1, k0:k1] += block[r0:r1] @ block[k0:k1].T
+            run_products([((r1 - r0) * (k1 - k0), _tile_product(gram, block, r0, r1, k0, k1))
+                          for r0, r1, k0, k1 in plan])
     if plan is not None:
         _mirror(gram, plan, needed_rows)
     # The raw rows' sum of squares (for the degeneracy bound only): the centred part is the Gram
@@ -265,6 +261,17 @@ def centred_gram(pool: np.ndarray, union: np.ndarray, rows: np.ndarray | slice,
     if memo is not None and key is not None:
         memo.put(pool, key, value)
     return value[:3]
+
+
+def _tile_product(gram: np.ndarray, block: np.ndarray, r0: int, r1: int, k0: int, k1: int):
+    def product() -> None:
+        # The taller operand goes first: OpenBLAS is many times slower on a short, wide product
+        # (50 rows against 1,000) than on the same product transposed.
+        if k1 - k0 > r1 - r0:
+            gram[k0:k1, r0:r1] += block[k0:k1] @ block[r0:r1].T
+        else:
+            gram[r0:r1, k0:k1] += block[r0:r1] @ block[k0:k1].T
+    return product
 
 
 def _mirror(gram: np.ndarray, plan: list[tuple[int, int, int, int]], needed_rows: np.ndarray) -> None:
@@ -318,8 +325,12 @@ def centred_block(pool: np.ndarray, rows: np.ndarray | slice, c0: int, c1: int,
     >>> block.tolist(), mean.tolist()
     ([[-2.0, -2.0], [0.0, 0.0], [2.0, 2.0]], [2.0, 3.0])
     """
-    view = pool[rows, c0:c1]
-    fresh = not np.may_share_memory(view, pool)    # fancy indexing has copied already
+    reader = getattr(pool, "read", None)
+    if reader is not None and not isinstance(pool, np.ndarray):    # a probes.row_stack.RowStack
+        view, fresh = reader(rows, slice(c0, c1), out), True
+    else:
+        view = pool[rows, c0:c1]
+        fresh = not np.may_share_memory(view, pool)    # fancy indexing has copied already
     if view.dtype != np.float32:
         view, fresh = view.astype(np.float32), True
     # The mean of the float32 values, summed in the same order as on a private copy (bit for bit).

@@ -41,6 +41,7 @@ from sklearn.base import clone
 from probes import cav_solvers
 from probes.errors import InputShapeError, InsufficientDataError, ToolkitError
 from probes.progress import progress as _progress_bar
+from probes.row_stack import RowStack
 from probes.stats import NonFiniteValuesError
 # Tasks and splits live in probes.cav_tasks; importable from here as before.
 from probes.cav_tasks import CAVTask, PoolIndexError, TaskSplit, _check_test_size, split_task  # noqa: F401
@@ -143,8 +144,9 @@ class CAVBatch:
 # --------------------------------------------------------------------------------------------
 
 def _check_2d(array: Any, name: str) -> np.ndarray:
-    # np.memmap is an ndarray subclass: keep it as is so that nothing is read before it is needed.
-    if not isinstance(array, np.ndarray):
+    # np.memmap is an ndarray subclass, and a RowStack reads its parts block by block: keep them as they
+    # are so that nothing is read (or copied together) before it is needed.
+    if not isinstance(array, (np.ndarray, RowStack)):
         array = np.asarray(array)
     if array.ndim != 2:
         raise InputShapeError(f"{name} must be a 2-D array (rows, features); got shape {array.shape}.")

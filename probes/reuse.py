@@ -35,7 +35,8 @@ import numpy as np
 
 from probes.streaming import ColumnSummary
 
-__all__ = ["NullSummaries", "NULL_SUMMARIES", "MAX_ENTRIES", "known_nulls", "keep_nulls"]
+__all__ = ["NullSummaries", "NULL_SUMMARIES", "MAX_ENTRIES", "known_nulls", "keep_nulls", "ValueMemo",
+           "RANDOM_VARIANCES"]
 
 #: Most null summaries kept in a process (each is a few arrays of one number per random pair).
 MAX_ENTRIES = 256
@@ -180,6 +181,72 @@ class NullSummaries:
 
 #: The process's null summaries (what :class:`concepts.analysis.Analysis` uses).
 NULL_SUMMARIES = NullSummaries()
+
+
+class ValueMemo:
+    """Small numbers about the random side (a layer's spread), by content key, least recently used first out.
+
+    Parameters
+    ----------
+    max_entries : int
+        Entries kept.
+
+    Examples
+    --------
+    >>> memo = ValueMemo()
+    >>> memo.get_or_compute(("model", "conv1", ("set-a", "set-b")), lambda: 2.5)
+    2.5
+    >>> memo.get_or_compute(("model", "conv1", ("set-a", "set-b")), lambda: 0.0), memo.hits
+    (2.5, 1)
+    """
+
+    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+        self.max_entries = max_entries
+        self._entries: "OrderedDict[str, Any]" = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+
+    def get_or_compute(self, key: tuple, compute: Any) -> Any:
+        """The value stored under ``key`` (a tuple of strings), or ``compute()``, stored.
+
+        Parameters
+        ----------
+        key : tuple
+            What the value is of: model fingerprint, layer, content keys (nested tuples of strings).
+        compute : callable
+            Makes the value when it is not known.
+
+        Returns
+        -------
+        object
+        """
+        digest = hashlib.sha256(repr(key).encode()).hexdigest()
+        with self._lock:
+            if digest in self._entries:
+                self._entries.move_to_end(digest)
+                self.hits += 1
+                return self._entries[digest]
+        value = compute()
+        with self._lock:
+            self._entries[digest] = value
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        """Forget every value.
+
+        Examples
+        --------
+        >>> ValueMemo().clear()
+        """
+        with self._lock:
+            self._entries.clear()
+
+
+#: Each layer's total variance of the random images' activations (the penalty's scale and the layer's
+#: spread), by model fingerprint, layer and the random sets' content keys.
+RANDOM_VARIANCES = ValueMemo()
 
 
 def known_nulls(memo: NullSummaries, store: Any, keys: dict[str, str], null_cols: dict[str, np.ndarray],

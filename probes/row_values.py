@@ -27,6 +27,8 @@ from typing import Sequence
 
 import numpy as np
 
+from probes.blas_threads import run_products
+
 __all__ = ["RowValues", "equal_row_runs"]
 
 #: Tile-wise products are used only when they compute at most this fraction of the dense product.
@@ -109,8 +111,13 @@ class RowValues:
         if self.plan is None:
             self.values += block @ weights.T
             return
-        for r0, r1, tasks in self.plan:
+        run_products([((r1 - r0) * tasks.size, self._product(block, weights, r0, r1, tasks))
+                      for r0, r1, tasks in self.plan])
+
+    def _product(self, block: np.ndarray, weights: np.ndarray, r0: int, r1: int, tasks: np.ndarray):
+        def product() -> None:
             self.values[r0:r1, tasks] += block[r0:r1] @ weights[tasks].T
+        return product
 
     def of(self, j: int, rows: np.ndarray) -> np.ndarray:
         """Vector ``j``'s values on some of its rows.

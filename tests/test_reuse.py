@@ -130,3 +130,18 @@ def test_memory_is_bounded_and_the_store_round_trips(tmp_path):
     again = NullSummaries().get(keys[0], store)
     np.testing.assert_array_equal(again.m2, summary.m2)
     assert again.n == 2
+
+
+def test_the_random_side_spread_is_remembered_by_content(model, data, tmp_path):
+    from probes.reuse import RANDOM_VARIANCES
+
+    RANDOM_VARIANCES.clear()
+    hits = RANDOM_VARIANCES.hits
+    first = _score(model, data, ["horizontal"], False)
+    assert RANDOM_VARIANCES.hits == hits                       # nothing known yet
+    _score(model, data, ["vertical"], False)
+    assert RANDOM_VARIANCES.hits == hits + len(LAYERS)         # same random images, same model
+    _score(model, data, ["horizontal"], False, seed=1)        # other random sets: computed again
+    assert RANDOM_VARIANCES.hits == hits + len(LAYERS)
+    RANDOM_VARIANCES.clear()
+    _same(first, _score(model, data, ["horizontal"], False))
