@@ -35,6 +35,10 @@ __all__ = ["RowValues", "equal_row_runs"]
 SPARSE_FRACTION = 0.6
 #: Most products per column block before one dense product is preferred (tiny tiles).
 MAX_PRODUCTS = 64
+#: Neighbouring tiles are merged when the merged product costs at most this much more than the two apart,
+#: or when either holds fewer rows than ``MIN_TILE_ROWS``.
+MERGE_COST = 1.5
+MIN_TILE_ROWS = 16
 
 
 def equal_row_runs(matrix: np.ndarray) -> np.ndarray:
@@ -62,6 +66,31 @@ def equal_row_runs(matrix: np.ndarray) -> np.ndarray:
     return np.concatenate([[0], change, [n]]).astype(np.int64)
 
 
+def _merged_tiles(member: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
+    """Runs of rows with the same tasks, neighbours merged while that costs little.
+
+    Bootstrap resamples of a concept's images give its rows slightly different task sets (a run of a row
+    or two each); computing a few unused values for a merged tile is cheaper than many tiny products.
+    """
+    bounds = equal_row_runs(member)
+    tiles: list[list] = []
+    for t in range(len(bounds) - 1):
+        r0, r1 = int(bounds[t]), int(bounds[t + 1])
+        mask = member[r0]
+        if not mask.any():
+            continue
+        if tiles and tiles[-1][1] == r0:
+            p0, p1, pmask = tiles[-1]
+            both = pmask | mask
+            merged = (r1 - p0) * int(both.sum())
+            apart = (p1 - p0) * int(pmask.sum()) + (r1 - r0) * int(mask.sum())
+            if merged <= MERGE_COST * apart or min(p1 - p0, r1 - r0) < MIN_TILE_ROWS:
+                tiles[-1] = [p0, r1, both]
+                continue
+        tiles.append([r0, r1, mask])
+    return [(r0, r1, np.flatnonzero(mask)) for r0, r1, mask in tiles]
+
+
 class RowValues:
     """The values of ``k`` vectors, each on its own rows of an ``(n, d)`` block-centred pool.
 
@@ -86,15 +115,8 @@ class RowValues:
         for j, rows in enumerate(task_rows):
             member[rows, j] = True
         self.values = np.zeros((n_rows, k))
-        self.plan: list[tuple[int, int, np.ndarray]] | None = []
-        bounds = equal_row_runs(member)
-        cost = 0
-        for t in range(len(bounds) - 1):
-            r0, r1 = int(bounds[t]), int(bounds[t + 1])
-            tasks = np.flatnonzero(member[r0])
-            if tasks.size:
-                self.plan.append((r0, r1, tasks))
-                cost += (r1 - r0) * tasks.size
+        self.plan: list[tuple[int, int, np.ndarray]] | None = _merged_tiles(member)
+        cost = sum((r1 - r0) * tasks.size for r0, r1, tasks in self.plan)
         if len(self.plan) > MAX_PRODUCTS or cost > SPARSE_FRACTION * n_rows * k:
             self.plan = None
 

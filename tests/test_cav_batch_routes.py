@@ -144,11 +144,12 @@ def test_cavs_on_a_row_stack_equal_cavs_on_the_stacked_pool():
 
 def test_row_values_tile_products_equal_the_dense_product():
     rng = np.random.default_rng(5)
-    block = rng.random((90, 40), dtype=np.float32)
-    weights = rng.random((4, 40), dtype=np.float32)
-    task_rows = [np.arange(0, 60), np.arange(30, 90), np.arange(0, 30), np.array([5, 5, 80])]
-    values = RowValues(90, task_rows)
-    assert values.plan is not None
+    block = rng.random((180, 40), dtype=np.float32)
+    sides = [np.arange(0, 60), np.arange(60, 120), np.arange(120, 180)]
+    task_rows = [sides[i // 2] for i in range(6)] + [np.array([5, 5, 7])]
+    weights = rng.random((len(task_rows), 40), dtype=np.float32)
+    values = RowValues(180, task_rows)
+    assert values.plan is not None and [(r0, r1) for r0, r1, _ in values.plan] == [(0, 60), (60, 120), (120, 180)]
     values.add(block, weights)
     dense = block.astype(np.float64) @ weights.T.astype(np.float64)
     for j, r in enumerate(task_rows):
@@ -168,3 +169,20 @@ def test_parallel_products_equal_serial_products():
 
     run_products([(r1 - r0, product(r0, r1)) for r0, r1 in tiles])
     np.testing.assert_allclose(out, a.astype(np.float64) @ a.T.astype(np.float64), rtol=1e-5)
+
+
+def test_row_values_merge_the_ragged_tiles_of_bootstrap_resamples():
+    rng = np.random.default_rng(7)
+    concept = np.arange(0, 50)
+    sets = [np.arange(50 + 50 * j, 100 + 50 * j) for j in range(10)]
+    task_rows = [np.concatenate([concept, s]) for s in sets]
+    task_rows += [np.concatenate([rng.choice(concept, 50), sets[j % 10]]) for j in range(10)]   # resamples
+    values = RowValues(550, task_rows)
+    # One tile for the concept's rows (not one per distinct set of resamples), one per random set.
+    assert values.plan is not None and len(values.plan) == 11
+    block = rng.random((550, 30), dtype=np.float32)
+    weights = rng.random((len(task_rows), 30), dtype=np.float32)
+    values.add(block, weights)
+    dense = block.astype(np.float64) @ weights.T.astype(np.float64)
+    for j, r in enumerate(task_rows):
+        np.testing.assert_allclose(values.of(j, r), dense[r, j], rtol=1e-5)
