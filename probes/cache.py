@@ -98,6 +98,11 @@ def max_bytes_from_env() -> int | None:
     """
     return parse_size(os.environ.get("CONCEPTS_CACHE_MAX"), what="CONCEPTS_CACHE_MAX")
 
+def _c_order(array: np.ndarray) -> np.ndarray:
+    # np.ascontiguousarray would turn a 0-d array into shape (1,), which then contradicts its record.
+    return np.asarray(array, order="C")
+
+
 class Store:
     """Content-addressed store, on disk or (``directory=None``) in memory only.
 
@@ -257,7 +262,7 @@ class Store:
             # The writer works on a private read-only copy: the caller may change its array at once.
             array = _frozen(array)
         self._write(key, "array", {"shape": list(array.shape), "dtype": array.dtype.str}, meta,
-                    {_ARRAY: lambda handle: np.save(handle, np.ascontiguousarray(array), allow_pickle=False)},
+                    {_ARRAY: lambda handle: np.save(handle, _c_order(array), allow_pickle=False)},
                     memory=({"kind": "array"}, {_ARRAY: array}))
 
     # -- public API: records (JSON + arrays) ------------------------------------------------
