@@ -252,3 +252,64 @@ def test_threads_reading_while_another_clears_see_values_or_misses(tmp_path, loa
     for t in threads:
         t.join()
     assert not errors
+
+
+# ------------------------------------------------------------------ random pool: files resolved once per folder
+def test_resolving_by_folder_gives_what_resolving_each_path_gives(tmp_path, monkeypatch):
+    import os
+    from pathlib import Path
+
+    from concepts.analysis import _resolve_files
+
+    real = tmp_path / "real"
+    real.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        (real / name).write_bytes(b"x")
+    (tmp_path / "linked").symlink_to(real, target_is_directory=True)   # a folder reached through a link
+    (real / "link.png").symlink_to(real / "c.png")                    # a file that is itself a link
+    (real / "away.png").symlink_to(tmp_path / "linked" / "a.png")     # a link through a linked folder
+    os.link(real / "a.png", real / "hard.png")                         # another name of a: stays apart
+    monkeypatch.chdir(tmp_path)
+    files = [real / "a.png", Path("real/b.png"), tmp_path / "linked" / "c.png", real / "link.png",
+             real / "away.png", real / "hard.png", Path("linked/../real/a.png"), real / "missing.png",
+             tmp_path / "linked" / "a.png", "real/b.png"]
+    got = _resolve_files(files)
+    assert got == {f: Path(f).resolve() for f in files}
+    assert got[real / "link.png"] == real / "c.png" and got[real / "hard.png"] == real / "hard.png"
+    assert len(set(got.values())) == 5  # a, b, c, hard, missing
+
+
+def test_random_activations_rows_follow_the_resolved_union(tmp_path):
+    from pathlib import Path
+
+    from concepts.analysis import Analysis
+    from concepts.sets import ImageSet
+
+    real = tmp_path / "pool"
+    real.mkdir()
+    names = ["b.png", "a.png", "c.png"]
+    for name in names:
+        (real / name).write_bytes(b"x")
+    (tmp_path / "alias").symlink_to(real, target_is_directory=True)
+    sets = [ImageSet([real / "b.png", real / "a.png"], input_shape=(4, 4, 1)),
+            ImageSet([tmp_path / "alias" / "c.png", tmp_path / "alias" / "b.png"], input_shape=(4, 4, 1))]
+
+    class Engine:
+        layers = ["l"]
+        layer_widths = {"l": 1}
+
+        def run(self, pool, allocate=None):
+            self.pool = [Path(f) for f in pool.files]
+
+            class Result:
+                activations = {"l": np.arange(len(pool.files), dtype=np.float32)[:, None]}
+            return Result()
+
+    class Options:
+        memory_budget = "1GB"
+
+    analysis = Analysis.__new__(Analysis)
+    analysis.engine, analysis.options = Engine(), Options()
+    acts, rows = analysis._random_activations(sets, lambda value: value)
+    assert analysis.engine.pool == [real / "a.png", real / "b.png", real / "c.png"]
+    assert [r.tolist() for r in rows] == [[1, 0], [2, 1]]
