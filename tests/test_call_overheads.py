@@ -313,3 +313,138 @@ def test_random_activations_rows_follow_the_resolved_union(tmp_path):
     acts, rows = analysis._random_activations(sets, lambda value: value)
     assert analysis.engine.pool == [real / "a.png", real / "b.png", real / "c.png"]
     assert [r.tolist() for r in rows] == [[1, 0], [2, 1]]
+
+
+# ------------------------------------------------------------------ folder listings kept per process
+OLD_NS = 1_600_000_000 * 10 ** 9  # a timestamp long past: what a folder untouched for a while shows
+
+
+@pytest.fixture
+def scans(monkeypatch):
+    """Count folder reads of list_image_files; every folder's timestamps count as settled."""
+    from concepts import image_files
+
+    seen: list[str] = []
+    real = image_files._entries
+
+    def counting(folder, recursive, read):
+        seen.append(str(folder))
+        return real(folder, recursive, read)
+
+    monkeypatch.setattr(image_files, "_entries", counting)
+    monkeypatch.setattr(image_files, "RACY_SECONDS", -60.0)
+    image_files._LISTINGS.clear()
+    yield seen
+    image_files._LISTINGS.clear()
+
+
+def _settle(*folders):
+    import os
+
+    for folder in folders:
+        os.utime(folder, ns=(OLD_NS, OLD_NS))
+
+
+def _pngs(folder, *names):
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        Image.fromarray(np.full((8, 8), 100, np.uint8)).save(folder / name)
+
+
+def test_an_unchanged_folder_is_listed_once(tmp_path, scans):
+    from concepts.image_files import list_image_files
+
+    _pngs(tmp_path / "f", "a.png", "b.png")
+    _settle(tmp_path / "f")
+    first = list_image_files(tmp_path / "f")
+    first.append("changed by the caller")
+    assert [p.name for p in list_image_files(tmp_path / "f")] == ["a.png", "b.png"]
+    assert scans == [str(tmp_path / "f")]
+
+
+@pytest.mark.parametrize("change", ["add", "remove", "rename"])
+def test_a_changed_folder_is_listed_again(tmp_path, scans, change):
+    from concepts.image_files import list_image_files
+
+    folder = tmp_path / "f"
+    _pngs(folder, "a.png", "b.png")
+    _settle(folder)
+    assert [p.name for p in list_image_files(folder)] == ["a.png", "b.png"]
+    if change == "add":
+        _pngs(folder, "c.png")
+    elif change == "remove":
+        (folder / "a.png").unlink()
+    else:
+        (folder / "b.png").rename(folder / "z.png")
+    expected = {"add": ["a.png", "b.png", "c.png"], "remove": ["b.png"], "rename": ["a.png", "z.png"]}[change]
+    assert [p.name for p in list_image_files(folder)] == expected
+    assert len(scans) == 2
+
+
+def test_a_change_in_a_subfolder_is_seen(tmp_path, scans):
+    from concepts.image_files import list_image_files
+
+    _pngs(tmp_path / "f" / "s1", "a.png")
+    _pngs(tmp_path / "f" / "s2", "b.png")
+    _settle(tmp_path / "f" / "s1", tmp_path / "f" / "s2", tmp_path / "f")
+    assert [p.name for p in list_image_files(tmp_path / "f", recursive=True)] == ["a.png", "b.png"]
+    _pngs(tmp_path / "f" / "s2", "c.png")
+    assert [p.name for p in list_image_files(tmp_path / "f", recursive=True)] == ["a.png", "b.png", "c.png"]
+
+
+def test_a_subfolder_that_becomes_a_dicom_series_is_seen(tmp_path, scans):
+    from concepts.image_files import list_image_files
+
+    _pngs(tmp_path / "f" / "s1", "a.png")
+    _settle(tmp_path / "f" / "s1", tmp_path / "f")
+    assert list_image_files(tmp_path / "f") == []          # no image directly in it
+    assert list_image_files(tmp_path / "f") == [] and len(scans) == 1
+    (tmp_path / "f" / "s1" / "x.dcm").write_bytes(b"")      # s1 is now a series: listed as one entry
+    assert [p.name for p in list_image_files(tmp_path / "f")] == ["s1"]
+
+
+def test_listings_with_symlinks_or_fresh_changes_are_not_kept(tmp_path, scans, monkeypatch):
+    from concepts import image_files
+    from concepts.image_files import list_image_files
+
+    _pngs(tmp_path / "real", "a.png")
+    (tmp_path / "links").mkdir()
+    (tmp_path / "links" / "a.png").symlink_to(tmp_path / "real" / "a.png")
+    _settle(tmp_path / "real", tmp_path / "links")
+    list_image_files(tmp_path / "links")
+    list_image_files(tmp_path / "links")
+    monkeypatch.setattr(image_files, "RACY_SECONDS", 2.0)
+    _pngs(tmp_path / "fresh", "a.png")
+    list_image_files(tmp_path / "fresh")
+    list_image_files(tmp_path / "fresh")
+    assert scans == [str(tmp_path / "links")] * 2 + [str(tmp_path / "fresh")] * 2
+
+
+def test_random_sets_use_a_file_added_between_calls(tmp_path, scans):
+    from concepts.sets import random_sets
+
+    for k in range(2):
+        _pngs(tmp_path / "random" / f"set_{k}", "a.png", "b.png")
+    _settle(tmp_path / "random" / "set_0", tmp_path / "random" / "set_1", tmp_path / "random")
+    before = random_sets(tmp_path / "random", 2, None)
+    assert [len(s) for s in before] == [2, 2]
+    _pngs(tmp_path / "random" / "set_1", "c.png")
+    after = random_sets(tmp_path / "random", 2, None)
+    assert [f.name for f in after[1].files] == ["a.png", "b.png", "c.png"]
+
+
+def test_a_random_folder_emptied_between_calls_gets_the_same_error(tmp_path, scans):
+    import shutil
+
+    from concepts.errors import ConceptFolderError
+    from concepts.sets import random_sets
+
+    _pngs(tmp_path / "random", *[f"r{i}.png" for i in range(4)])
+    _settle(tmp_path / "random")
+    assert len(random_sets(tmp_path / "random", 2, 2)) == 2
+    shutil.rmtree(tmp_path / "random")
+    (tmp_path / "random").mkdir()
+    with pytest.raises(ConceptFolderError, match="is empty"):
+        random_sets(tmp_path / "random", 2, 2)
