@@ -62,6 +62,8 @@ def file_sha256(path: str | Path) -> str:
 # ImageSet
 # --------------------------------------------------------------------------------------------------
 
+_PATH = type(Path())  # what Path(...) builds on this platform
+
 def _describe_folder_problem(folder: Path, recursive: bool) -> str | None:
     """Why ``folder`` cannot be an image set (None when it holds images), with the fix."""
     if not folder.exists():
@@ -142,7 +144,8 @@ class ImageSet:
         if isinstance(files, (str, Path)):
             raise TypeError("ImageSet(files) takes a list of files; "
                             "use ImageSet.from_folder(folder) for a folder.")
-        self.files: list[Path] = [Path(f) for f in files]
+        # Paths are immutable: ones given (e.g. a folder's listing) are kept, not rebuilt one by one.
+        self.files: list[Path] = [f if type(f) is _PATH else Path(f) for f in files]
         if name is None:
             parents = {f.parent.name for f in self.files}
             name = parents.pop() if len(parents) == 1 and "" not in parents else "images"

@@ -448,3 +448,40 @@ def test_a_random_folder_emptied_between_calls_gets_the_same_error(tmp_path, sca
     (tmp_path / "random").mkdir()
     with pytest.raises(ConceptFolderError, match="is empty"):
         random_sets(tmp_path / "random", 2, 2)
+
+
+# ------------------------------------------------------------------ screening and image sets of a pool
+def test_a_file_damaged_between_calls_is_reported(tmp_path, monkeypatch):
+    from concepts import screening
+    from concepts.errors import ImageReadError
+
+    _pngs(tmp_path, "a.png", "b.png")
+    good = (tmp_path / "a.png").read_bytes()
+    assert screening.screen({"concept 'x'": [tmp_path / "a.png", tmp_path / "b.png"]}) == {}
+    # The same size, written at once (maybe within one timestamp tick of the check): checked again.
+    (tmp_path / "a.png").write_bytes(bytes(len(good)))
+    with pytest.raises(ImageReadError, match=r"a\.png: not a readable image"):
+        screening.screen({"concept 'x'": [tmp_path / "a.png", tmp_path / "b.png"]})
+    monkeypatch.setattr(screening, "RACY_SECONDS", -60.0)  # now every answer is memoised
+    assert screening.image_problem(tmp_path / "b.png") is None
+    (tmp_path / "b.png").write_bytes(good[:40])
+    assert screening.image_problem(tmp_path / "b.png").startswith("not a readable image")
+
+
+def test_screening_reads_a_path_as_path_spells_it(tmp_path):
+    from concepts.screening import image_problem
+
+    _pngs(tmp_path, "a.png")
+    assert image_problem(f"{tmp_path}/./a.png/") is None and image_problem(str(tmp_path / "a.png")) is None
+    assert image_problem(tmp_path / "missing.png") == "does not exist"
+
+
+def test_an_image_set_keeps_the_paths_it_is_given():
+    from pathlib import Path, PurePosixPath
+
+    from concepts.sets import ImageSet
+
+    given = Path("a.png")
+    files = ImageSet([given, "b.png", PurePosixPath("c.png")]).files
+    assert files[0] is given and files == [Path("a.png"), Path("b.png"), Path("c.png")]
+    assert all(type(f) is type(Path()) for f in files)
