@@ -485,3 +485,70 @@ def test_an_image_set_keeps_the_paths_it_is_given():
     files = ImageSet([given, "b.png", PurePosixPath("c.png")]).files
     assert files[0] is given and files == [Path("a.png"), Path("b.png"), Path("c.png")]
     assert all(type(f) is type(Path()) for f in files)
+
+
+# ------------------------------------------------------------------ content keys of image sets
+@pytest.fixture
+def hashes(monkeypatch):
+    """Count file hashes asked for by content keys; every file's timestamps count as settled."""
+    from concepts import sets
+
+    seen: list[str] = []
+    real = sets.file_sha256
+
+    def counting(path):
+        seen.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(sets, "file_sha256", counting)
+    monkeypatch.setattr(sets, "RACY_SECONDS", -60.0)
+    sets._CONTENT_KEYS.clear()
+    yield seen
+    sets._CONTENT_KEYS.clear()
+
+
+def test_the_key_of_an_unchanged_set_is_computed_once(tmp_path, hashes):
+    from concepts.sets import ImageSet
+
+    _pngs(tmp_path, "a.png")
+    (tmp_path / "b.png").write_bytes(b"not the same bytes")
+    first = ImageSet([tmp_path / "a.png", tmp_path / "b.png"], input_shape=(8, 8, 1))
+    key = first.content_key
+    again = ImageSet([str(tmp_path / "a.png"), tmp_path / "b.png"], input_shape=(8, 8, 1))
+    assert again.content_key == key and len(hashes) == 2
+    assert first.bind((4, 4, 1)).content_key != key            # another shape: another key
+    assert ImageSet([tmp_path / "b.png", tmp_path / "a.png"], input_shape=(8, 8, 1)).content_key != key
+
+
+def test_a_file_changed_between_calls_changes_the_key(tmp_path, hashes, monkeypatch):
+    from concepts import sets
+    from concepts.sets import ImageSet
+
+    _pngs(tmp_path, "a.png", "b.png")
+    (tmp_path / "c.png").write_bytes(b"other bytes")
+    images = ImageSet([tmp_path / "a.png", tmp_path / "b.png"], input_shape=(8, 8, 1))
+    before = images.content_key
+    (tmp_path / "b.png").write_bytes(b"other bytes")          # another size
+    changed = images.content_key
+    assert changed != before
+    assert changed == ImageSet([tmp_path / "a.png", tmp_path / "c.png"], input_shape=(8, 8, 1)).content_key
+    # With the real rule, a same-size rewrite within one timestamp tick is seen too: nothing fresh is kept.
+    monkeypatch.setattr(sets, "RACY_SECONDS", 2.0)
+    sets._CONTENT_KEYS.clear()
+    (tmp_path / "c.png").write_bytes(b"OTHER BYTES")
+    assert images.content_key == changed
+    (tmp_path / "b.png").write_bytes(b"OTHER BYTES")
+    assert images.content_key != changed
+    assert images.content_key == ImageSet([tmp_path / "a.png", tmp_path / "c.png"],
+                                          input_shape=(8, 8, 1)).content_key
+
+
+def test_a_missing_file_still_fails_the_key(tmp_path, hashes):
+    from concepts.sets import ImageSet
+
+    _pngs(tmp_path, "a.png")
+    images = ImageSet([tmp_path / "a.png"], input_shape=(8, 8, 1))
+    images.content_key
+    (tmp_path / "a.png").unlink()
+    with pytest.raises(FileNotFoundError):
+        images.content_key
