@@ -129,23 +129,33 @@ class _RecentArrays:
         self._items: OrderedDict[tuple[str, str], tuple[np.ndarray, tuple, int]] = OrderedDict()
         self._bytes = 0
 
-    def remember(self, directory: Path, key: str, array: np.ndarray, signature: tuple | None) -> None:
+    def remember(self, directory: Path, key: str, array: np.ndarray, signature: tuple | None) -> np.ndarray:
+        """Keep read-only ``array`` as entry ``key`` read from files ``signature``; return what to hand out."""
         size = _recent_size(array)
         # A file a read would memory-map stays out: a get returns what a read from disk returns.
         if size is None or signature is None or array.flags.writeable \
                 or signature[1][2] >= cache_files.MMAP_THRESHOLD_BYTES:
-            return
+            return array
+        # Every get hands out this one view of an array owning its data (np.load's arrays view a
+        # writeable buffer: copied once): with a read-only base, no caller can make it writeable again
+        # and change what later gets return.
+        if array.base is not None:
+            array = array.copy()
+            array.flags.writeable = False
+        shown = array.view()
+        shown.flags.writeable = False
         with self._lock:
             old = self._items.pop((str(directory), key), None)
             if old is not None:
                 self._bytes -= old[2]
             if size > RECENT_BYTES:
-                return
-            self._items[(str(directory), key)] = (array, signature, size)
+                return shown
+            self._items[(str(directory), key)] = (shown, signature, size)
             self._bytes += size
             while self._bytes > RECENT_BYTES:
                 _, (_, _, dropped) = self._items.popitem(last=False)
                 self._bytes -= dropped
+        return shown
 
     def recall(self, directory: Path, key: str) -> tuple[np.ndarray, tuple] | None:
         with self._lock:
@@ -343,9 +353,7 @@ class Store:
         loaded = self._read(key, "array")
         if loaded is None:
             return None
-        array = loaded[1][_ARRAY]
-        _RECENT.remember(self.directory, key, array, _file_signature(self._folder(key)))
-        return array
+        return _RECENT.remember(self.directory, key, loaded[1][_ARRAY], _file_signature(self._folder(key)))
 
     def put(self, key: str, array: np.ndarray, meta: dict | None = None) -> None:
         """Store ``array`` under ``key`` (atomically on disk); ``meta`` is kept in the entry's record.

@@ -75,6 +75,8 @@ def test_a_get_after_a_put_is_served_from_memory_as_the_disk_would_serve_it(tmp_
     assert loads == [key]
     for got in (first, disk):
         assert not got.flags.writeable and got.flags.c_contiguous
+    with pytest.raises(ValueError):
+        first.flags.writeable = True   # shared by every get: no caller may change it
     assert first.dtype.str == disk.dtype.str and first.shape == disk.shape == np.shape(given)
     assert first.tobytes() == disk.tobytes() and np.array_equal(first, given)
 
@@ -101,7 +103,10 @@ def test_a_read_from_disk_is_kept_too(tmp_path, loads):
     store.put(key, np.ones(3))
     store.flush()
     cache_mod._RECENT.forget()
-    assert store.get(key) is store.get(key) and loads == [key]
+    first = store.get(key)
+    assert first is store.get(key) and loads == [key]
+    with pytest.raises(ValueError):
+        first.flags.writeable = True
 
 
 def test_clear_forgets_the_kept_copies(tmp_path, write_mode, loads):
