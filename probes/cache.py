@@ -675,5 +675,5 @@ class Store:
 #: The store's former name; every existing caller keeps working.
 ActivationCache = Store
 
-__all__ = ["ActivationCache", "FORMAT_VERSION", "RECENT_BYTES", "RECENT_ENTRY_BYTES", "Store", "default_cache_dir", "flush_writes", "make_private_dir",
-           "max_bytes_from_env", "parse_size"]
+__all__ = ["ActivationCache", "FORMAT_VERSION", "RECENT_BYTES", "RECENT_ENTRY_BYTES", "Store", "default_cache_dir",
+           "flush_writes", "make_private_dir", "max_bytes_from_env", "parse_size"]
