@@ -35,6 +35,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from probes import identity as _identity
 from probes.identity import RACY_SECONDS
 from probes.identity import file_sha256 as _file_sha256
 
@@ -391,12 +392,12 @@ class ImageSet:
         if self.preprocess is None and len(shape) == 4:  # volumes: the default is volume_preprocess
             header += f"volume_preprocess={DEFAULT_VOLUME_PREPROCESS_ID}\n".encode()
         # The engine asks for the key of a set once per layer and kind: for a pool of thousands of
-        # files, one stat per file here instead of two stats and a hash lookup per file each time.
+        # files, one stat and one lookup per file here instead of two stats, a path and a hash each.
         names = (header, tuple(os.fspath(path) for path in self.files))
         with _CONTENT_KEYS_LOCK:
             kept = _CONTENT_KEYS.get(names)
         before = _stats(names[1])
-        if kept is not None and before is not None and kept[0] == before:
+        if kept is not None and before is not None and kept[0] == before and _hashes_kept(names[1], before):
             return kept[1]
         digest = hashlib.sha256(header)
         for path in self.files:
@@ -442,6 +443,13 @@ def _stats(paths: Sequence[str]) -> tuple | None:
             return None
         stats.append((st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, st.st_ctime_ns))
     return tuple(stats)
+
+
+def _hashes_kept(paths: Sequence[str], stats: tuple) -> bool:
+    """Whether probes.identity still holds every file's hash for these stats: a set's key is a shortcut
+    over the file hashes, never kept longer than they are (e.g. after probes.identity.forget_files)."""
+    memo = _identity._MEMO
+    return all((path, *st) in memo for path, st in zip(paths, stats))
 
 
 def _settled(stats: tuple) -> bool:

@@ -496,6 +496,8 @@ def test_an_image_set_keeps_the_paths_it_is_given():
 @pytest.fixture
 def hashes(monkeypatch):
     """Count file hashes asked for by content keys; every file's timestamps count as settled."""
+    from probes import identity
+
     from concepts import sets
 
     seen: list[str] = []
@@ -507,6 +509,7 @@ def hashes(monkeypatch):
 
     monkeypatch.setattr(sets, "file_sha256", counting)
     monkeypatch.setattr(sets, "RACY_SECONDS", -60.0)
+    monkeypatch.setattr(identity, "RACY_SECONDS", -60.0)
     sets._CONTENT_KEYS.clear()
     yield seen
     sets._CONTENT_KEYS.clear()
@@ -526,6 +529,8 @@ def test_the_key_of_an_unchanged_set_is_computed_once(tmp_path, hashes):
 
 
 def test_a_file_changed_between_calls_changes_the_key(tmp_path, hashes, monkeypatch):
+    from probes import identity
+
     from concepts import sets
     from concepts.sets import ImageSet
 
@@ -539,6 +544,7 @@ def test_a_file_changed_between_calls_changes_the_key(tmp_path, hashes, monkeypa
     assert changed == ImageSet([tmp_path / "a.png", tmp_path / "c.png"], input_shape=(8, 8, 1)).content_key
     # With the real rule, a same-size rewrite within one timestamp tick is seen too: nothing fresh is kept.
     monkeypatch.setattr(sets, "RACY_SECONDS", 2.0)
+    monkeypatch.setattr(identity, "RACY_SECONDS", 2.0)
     sets._CONTENT_KEYS.clear()
     (tmp_path / "c.png").write_bytes(b"OTHER BYTES")
     assert images.content_key == changed
@@ -557,3 +563,16 @@ def test_a_missing_file_still_fails_the_key(tmp_path, hashes):
     (tmp_path / "a.png").unlink()
     with pytest.raises(FileNotFoundError):
         images.content_key
+
+
+def test_forgetting_the_file_hashes_forgets_the_set_keys(tmp_path, hashes, monkeypatch):
+    from probes import identity
+
+    from concepts.sets import ImageSet
+
+    _pngs(tmp_path, "a.png")
+    images = ImageSet([tmp_path / "a.png"], input_shape=(8, 8, 1))
+    key = images.content_key
+    assert images.content_key == key and len(hashes) == 1
+    identity.forget_files()   # "after bulk changes on a file system with coarse clocks"
+    assert images.content_key == key and len(hashes) == 2
