@@ -466,6 +466,9 @@ class Analysis:
             self._per_example[(name, layer, concept)] = proj.per_example(record)
 
 
+_PATH = type(Path())  # what Path(...) builds on this platform
+
+
 def _resolve_files(files: Iterable[Any]) -> dict[Any, Path]:
     """``{f: Path(f).resolve()}`` for every distinct file, with each folder resolved once.
 
@@ -485,7 +488,7 @@ def _resolve_files(files: Iterable[Any]) -> dict[Any, Path]:
     for f in files:
         if f in resolved:
             continue
-        path = Path(f)
+        path = f if type(f) is _PATH else Path(f)  # an image set's files are Paths already: not rebuilt
         try:
             link = stat.S_ISLNK(os.lstat(path).st_mode)
         except OSError:
