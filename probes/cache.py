@@ -102,7 +102,7 @@ def _recent_size(array: np.ndarray) -> int | None:
     return size if size <= RECENT_ENTRY_BYTES else None
 
 
-def _file_signature(entry: Path) -> tuple | None:
+def _file_signature(entry: str | os.PathLike) -> tuple | None:
     """Identity of an array entry's files now (None: one is missing): what a kept copy was made from."""
     folder = os.fspath(entry)
     try:
@@ -578,7 +578,9 @@ class Store:
         if found is None:
             return None
         array, signature = found
-        entry = self._folder(key)
+        assert self.directory is not None
+        # Plain strings: this runs for every vector of every call, and Path joins cost more than the stats.
+        entry = os.path.join(os.fspath(self.directory), key[:2], key)
         if _file_signature(entry) != signature:
             # Removed, replaced or changed on disk (another process, a tool): read it as it is now.
             _RECENT.forget(key)
