@@ -7,15 +7,36 @@ Volumes (NIfTI files, DICOM series folders) are listed and read here too, throug
 from __future__ import annotations
 
 import os
+import threading
+import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
+from probes.identity import RACY_SECONDS
+
 from .errors import ImageReadError
 from .volumes import is_dicom_series, is_volume_file, is_volume_path
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+#: Most folder listings :func:`list_image_files` keeps per process (least recently used dropped first).
+LISTINGS_KEPT = 256
+
+# (folder, recursive) -> (every folder the listing read, with its stat before the read; the files)
+_LISTINGS: OrderedDict[tuple[str, bool], tuple[tuple[tuple[str, tuple], ...], list[Path]]] = OrderedDict()
+_LISTINGS_LOCK = threading.Lock()
+
+
+def _after_fork() -> None:
+    global _LISTINGS_LOCK
+    _LISTINGS_LOCK = threading.Lock()  # a child must not inherit a lock held by another thread at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 def is_image_file(path: str | Path) -> bool:
@@ -27,22 +48,77 @@ def is_image_file(path: str | Path) -> bool:
 def list_image_files(folder: str | Path, recursive: bool = False) -> list[Path]:
     """The image files in ``folder``, sorted by name (so orders and hashes are reproducible).
 
+    A listing is kept per process and given again while every folder it read is unchanged (one
+    ``stat`` each: adding, removing or renaming a file changes its folder's times); listings with
+    symlinks, or of a folder changed less than :data:`probes.identity.RACY_SECONDS` before, are
+    never kept.
+
     Examples
     --------
     >>> [p.name for p in list_image_files("data/concepts/horizontal")[:2]]
     ['h000.png', 'h001.png']
     """
     folder = Path(folder)
+    key = (os.fspath(folder), bool(recursive))
+    with _LISTINGS_LOCK:
+        kept = _LISTINGS.get(key)
+        if kept is not None:
+            _LISTINGS.move_to_end(key)
+    if kept is not None and all(_stamp(path) == stamp for path, stamp in kept[0]):
+        return list(kept[1])
+    read: dict[str, tuple | None] = {}
     # scandir's entries carry their type, so a pool of thousands of files costs no stat per file. Same
     # files as ``folder.glob("**/*" or "*")`` filtered by type: subfolders are entered when recursive
     # (not through symlinks, as pathlib's "**"); a DICOM series is one folder of .dcm files, listed as one
     # entry like a NIfTI file.
-    return sorted(path for entry, path in _entries(folder, recursive)
-                  if (entry.is_file() and is_image_file(entry.name))
-                  or (entry.is_dir() and is_dicom_series(entry.path)))
+    entries = list(_entries(folder, recursive, read))
+    files = sorted(path for entry, path in entries
+                   if (entry.is_file() and _is_image_name(entry.name))
+                   or (entry.is_dir() and _read_stamp(read, entry.path) and is_dicom_series(entry.path)))
+    # Symlinks: their targets can change without any folder here changing, so such a listing is not kept.
+    if not any(entry.is_symlink() for entry, _ in entries) and _settled(read):
+        with _LISTINGS_LOCK:
+            _LISTINGS[key] = (tuple(read.items()), files)
+            _LISTINGS.move_to_end(key)
+            while len(_LISTINGS) > LISTINGS_KEPT:
+                _LISTINGS.popitem(last=False)
+    return list(files)
 
 
-def _entries(folder: Path, recursive: bool) -> Iterator[tuple[os.DirEntry, Path]]:
+def _stamp(path: str) -> tuple | None:
+    """What changes when a folder's entries change (None: it cannot be read)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _read_stamp(read: dict[str, tuple | None], path: str) -> bool:
+    """Record a folder's stamp before it is read (a second stamp that differs marks it changed); True."""
+    stamp = _stamp(path)
+    if path in read and read[path] != stamp:
+        stamp = None  # changed while being listed
+    read[path] = stamp
+    return True
+
+
+def _settled(read: dict[str, tuple | None]) -> bool:
+    """Whether every folder read has a stamp that proves a later change (the "racy clean" rule of git)."""
+    recent = (time.time() - RACY_SECONDS) * 1e9
+    return all(stamp is not None and max(stamp[4], stamp[5]) < recent for stamp in read.values())
+
+
+def _is_image_name(name: str) -> bool:
+    # is_image_file on a bare name, without building a Path per entry of a large pool.
+    if name.startswith("."):
+        return False
+    dot = name.rfind(".")
+    return (0 < dot < len(name) - 1 and name[dot:].lower() in IMAGE_EXTENSIONS) or is_volume_file(name)
+
+
+def _entries(folder: Path, recursive: bool, read: dict[str, tuple | None]) -> Iterator[tuple[os.DirEntry, Path]]:
+    _read_stamp(read, os.fspath(folder))
     try:
         with os.scandir(folder) as it:
             entries = list(it)
@@ -52,7 +128,7 @@ def _entries(folder: Path, recursive: bool) -> Iterator[tuple[os.DirEntry, Path]
         path = folder / entry.name
         yield entry, path
         if recursive and entry.is_dir(follow_symlinks=False):
-            yield from _entries(path, True)
+            yield from _entries(path, True, read)
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -4,7 +4,8 @@ A hospital export holds whatever it holds: zero-byte files, files cut short by a
 as ``.png``, float TIFFs with NaN. :func:`image_problem` says what is wrong with one file by a
 cheap structural check (header decoded without the pixels, PNG/JPEG trailer present, TIFF strips
 inside the file, float TIFFs decoded and checked for NaN), memoised per process on the file's
-identity (path, size, mtime, inode), so a warm rerun costs one ``stat`` per file.
+identity (path, size, mtime, inode, ctime), so a warm rerun costs one ``stat`` per file (a file
+changed less than :data:`probes.identity.RACY_SECONDS` before is checked again on every call).
 :func:`screen` checks every file of every set of a call at once: with ``on_error="raise"`` (the
 default of the public API) one :class:`~concepts.errors.ImageReadError` lists every bad file with
 its reason; with ``on_error="skip"`` they are left out with one warning, and the caller records
@@ -36,12 +37,16 @@ Leaving out 1 image file(s) that cannot be used (on_error='skip'):
 """
 from __future__ import annotations
 
+import functools
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Iterable, Mapping
 
 import numpy as np
+
+from probes.identity import RACY_SECONDS
 
 from .errors import ImageReadError
 
@@ -123,18 +128,19 @@ def image_problem(path: str | os.PathLike) -> str | None:
     >>> image_problem("cut.png")
     'truncated PNG (no IEND chunk at its end; decoding fails: ...)'
     """
-    path = Path(path)
+    text = _normal(os.fspath(path))  # the path as Path(path) spells it, without a Path per file of a pool
     try:
-        stat = os.stat(path)
+        stat = os.stat(text)
     except FileNotFoundError:
         return "does not exist"
     except OSError as exc:
         return f"cannot be read ({exc.strerror or exc})"
-    key = (os.fspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns)
+    key = (text, stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns)
     if key in _MEMO:
         return _MEMO[key]
     from .volumes import is_dicom_series, is_volume_file
 
+    path = Path(text)
     if path.is_dir() and is_dicom_series(path):
         # A DICOM series is read (and each broken slice named) when the set loads it; its files are
         # many and reading them twice would double the cost of a cold run.
@@ -153,8 +159,16 @@ def image_problem(path: str | os.PathLike) -> str | None:
                 problem = (_tiff_problem if path.suffix.lower() in _TIFF else _pil_problem)(path, stat.st_size)
         except Exception as exc:  # decoders raise many unrelated types
             problem = f"not a readable image ({type(exc).__name__}: {exc})"
-    _MEMO[key] = problem
+    # Timestamps within one tick of a change cannot prove a later same-size rewrite: not memoised.
+    if time.time() - max(stat.st_mtime, stat.st_ctime) >= RACY_SECONDS:
+        _MEMO[key] = problem
     return problem
+
+
+@functools.lru_cache(maxsize=2 ** 16)
+def _normal(text: str) -> str:
+    # Purely lexical (Path drops "." parts and a trailing slash), so memoising it cannot go stale.
+    return os.fspath(Path(text))
 
 
 def screen(sets: Mapping[str, Iterable[str | os.PathLike]], on_error: str = "raise") -> dict[str, str]:

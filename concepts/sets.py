@@ -25,12 +25,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
+import threading
+import time
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from probes import identity as _identity
+from probes.identity import RACY_SECONDS
 from probes.identity import file_sha256 as _file_sha256
 
 from .errors import ConceptFolderError, ImageReadError, InputShapeError, InsufficientDataError
@@ -61,6 +67,8 @@ def file_sha256(path: str | Path) -> str:
 # --------------------------------------------------------------------------------------------------
 # ImageSet
 # --------------------------------------------------------------------------------------------------
+
+_PATH = type(Path())  # what Path(...) builds on this platform
 
 def _describe_folder_problem(folder: Path, recursive: bool) -> str | None:
     """Why ``folder`` cannot be an image set (None when it holds images), with the fix."""
@@ -142,7 +150,8 @@ class ImageSet:
         if isinstance(files, (str, Path)):
             raise TypeError("ImageSet(files) takes a list of files; "
                             "use ImageSet.from_folder(folder) for a folder.")
-        self.files: list[Path] = [Path(f) for f in files]
+        # Paths are immutable: ones given (e.g. a folder's listing) are kept, not rebuilt one by one.
+        self.files: list[Path] = [f if type(f) is _PATH else Path(f) for f in files]
         if name is None:
             parents = {f.parent.name for f in self.files}
             name = parents.pop() if len(parents) == 1 and "" not in parents else "images"
@@ -365,7 +374,9 @@ class ImageSet:
 
         File names do not enter it (a renamed copy gives the same key); one changed byte, another
         preprocessing or another input shape give a different one. File hashes are memoised per
-        process on (path, size, mtime), so repeated calls cost one ``stat`` per file.
+        process on (path, size, mtime, inode, ctime), and so is the whole key of a set of files
+        (not folders) unchanged for :data:`probes.identity.RACY_SECONDS`, so repeated calls cost
+        one ``stat`` per file.
 
         Examples
         --------
@@ -376,16 +387,76 @@ class ImageSet:
         False
         """
         shape = self._require_shape("its content key")
-        digest = hashlib.sha256()
-        digest.update(b"ImageSet/v1\n")
-        digest.update(f"input_shape={shape}\n".encode())
-        digest.update(f"preprocess={preprocess_identity(self.preprocess)}\n".encode())
+        header = b"ImageSet/v1\n" + f"input_shape={shape}\n".encode() \
+            + f"preprocess={preprocess_identity(self.preprocess)}\n".encode()
         if self.preprocess is None and len(shape) == 4:  # volumes: the default is volume_preprocess
-            digest.update(f"volume_preprocess={DEFAULT_VOLUME_PREPROCESS_ID}\n".encode())
+            header += f"volume_preprocess={DEFAULT_VOLUME_PREPROCESS_ID}\n".encode()
+        # The engine asks for the key of a set once per layer and kind: for a pool of thousands of
+        # files, one stat and one lookup per file here instead of two stats, a path and a hash each.
+        names = (header, tuple(os.fspath(path) for path in self.files))
+        with _CONTENT_KEYS_LOCK:
+            kept = _CONTENT_KEYS.get(names)
+        before = _stats(names[1])
+        if kept is not None and before is not None and kept[0] == before and _hashes_kept(names[1], before):
+            return kept[1]
+        digest = hashlib.sha256(header)
         for path in self.files:
             digest.update(file_sha256(path).encode())
             digest.update(b"\n")
-        return digest.hexdigest()
+        key = digest.hexdigest()
+        if before is not None and _settled(before):
+            with _CONTENT_KEYS_LOCK:
+                _CONTENT_KEYS[names] = (before, key)
+                _CONTENT_KEYS.move_to_end(names)
+                while len(_CONTENT_KEYS) > CONTENT_KEYS_KEPT:
+                    _CONTENT_KEYS.popitem(last=False)
+        return key
+
+
+#: Content keys of image sets kept per process (see :attr:`ImageSet.content_key`), least recently used dropped.
+CONTENT_KEYS_KEPT = 64
+
+# (header, file paths) -> (each file's stat when the key was computed, the key)
+_CONTENT_KEYS: OrderedDict[tuple[bytes, tuple[str, ...]], tuple[tuple, str]] = OrderedDict()
+_CONTENT_KEYS_LOCK = threading.Lock()
+
+
+def _after_fork() -> None:
+    global _CONTENT_KEYS_LOCK
+    _CONTENT_KEYS_LOCK = threading.Lock()  # a child must not inherit a lock held by another thread at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
+
+
+def _stats(paths: Sequence[str]) -> tuple | None:
+    """(size, mtime, inode, device, ctime) of every path, as file_sha256's memo keys them; None if a
+    path is missing or a folder (a DICOM series: its files' stats are what count)."""
+    stats = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        if stat.S_ISDIR(st.st_mode):
+            return None
+        stats.append((st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, st.st_ctime_ns))
+    return tuple(stats)
+
+
+def _hashes_kept(paths: Sequence[str], stats: tuple) -> bool:
+    """Whether probes.identity still holds every file's hash for these stats: a set's key is a shortcut
+    over the file hashes, never kept longer than they are (e.g. after probes.identity.forget_files)."""
+    memo = _identity._MEMO
+    return all((path, *st) in memo for path, st in zip(paths, stats))
+
+
+def _settled(stats: tuple) -> bool:
+    # The "racy clean" rule of probes.identity.file_sha256: only timestamps older than RACY_SECONDS
+    # prove that a later same-size rewrite would change them.
+    recent = (time.time() - RACY_SECONDS) * 1e9
+    return all(max(st[1], st[4]) < recent for st in stats)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -35,6 +35,15 @@ unwritable folder as the usual one-time warning, anything else re-raised). Child
 everything with ``$CONCEPTS_CACHE_SYNC=1``; records (:meth:`Store.put_record`: small JSON
 entries such as radiomics features) are always written before the call returns.
 
+Small array entries (up to :data:`RECENT_ENTRY_BYTES`) that this process wrote or read stay in memory,
+:data:`RECENT_BYTES` in all, least recently used dropped first, so that the next :meth:`Store.get` of
+the key (from any store on the same folder, e.g. the next ``concepts.score`` call) returns the same
+read-only array without reading and hashing the files again. A copy is served only while the entry's
+files on disk are still the ones it was written as or read from (same inode, size and times, checked
+by one ``stat`` per file); whatever removes entries (:meth:`Store.clear`, ``sweep``, ``verify``,
+eviction, a damaged read) or hands out their folders (:meth:`Store.entries`, :meth:`Store.entry_path`)
+drops the copies first, so a damaged or removed entry is seen exactly as without them.
+
 Examples
 --------
 >>> store = Store()                       # in memory; Store("/path") on disk
@@ -61,6 +70,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from probes import cache_files
 from probes.byte_sizes import parse_size
 # Re-exported: defined here before the split; callers and tests import them from here.
 from probes.cache_files import (_ARRAY, _ARRAYS, _ENTRY, _KEY_RE, _LEGACY_RE, _RECORD, _SAMPLE,  # noqa: F401
@@ -72,6 +82,107 @@ from probes.cache_files import (_ARRAY, _ARRAYS, _ENTRY, _KEY_RE, _LEGACY_RE, _R
 from probes.cache_writer import _WRITER, PENDING_BYTES_LIMIT, _BackgroundWriter, flush_writes  # noqa: F401
 from probes.errors import CacheCorruptionWarning
 from probes.identity import package_version, sha256_file  # noqa: F401
+
+#: Most bytes of array data that recently written or read store entries keep in memory (per process).
+RECENT_BYTES = 256 * 2 ** 20
+
+#: Largest array entry kept in memory: the entries whose every byte is hashed on each read
+#: (:data:`probes.cache_files.FULL_CHECK_BYTES`), e.g. CAV vectors; activations of whole sets are larger.
+RECENT_ENTRY_BYTES = 4 * 2 ** 20
+
+# Only plain numbers: np.save/np.load give them back with the same dtype, shape and values.
+_RECENT_KINDS = frozenset("biufc")
+
+
+def _recent_size(array: np.ndarray) -> int | None:
+    """Bytes an entry takes in the in-process memory of recent entries, or None if it stays out."""
+    if isinstance(array, np.memmap) or array.dtype.kind not in _RECENT_KINDS or array.dtype.hasobject:
+        return None
+    size = int(array.nbytes)
+    return size if size <= RECENT_ENTRY_BYTES else None
+
+
+def _file_signature(entry: str | os.PathLike) -> tuple | None:
+    """Identity of an array entry's files now (None: one is missing): what a kept copy was made from."""
+    folder = os.fspath(entry)
+    try:
+        stats = [os.stat(os.path.join(folder, name)) for name in (_ENTRY, _ARRAY)]
+    except OSError:
+        return None
+    return tuple((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) for st in stats)
+
+
+class _RecentArrays:
+    """The process's bounded memory of small array entries, by (store folder, key), least recently used first.
+
+    Shared by every :class:`Store` of the process (each ``concepts.score`` call opens its own) and the
+    background writer thread, hence the lock.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        from collections import OrderedDict
+
+        self._lock = threading.Lock()
+        self._items: OrderedDict[tuple[str, str], tuple[np.ndarray, tuple, int]] = OrderedDict()
+        self._bytes = 0
+
+    def remember(self, directory: Path, key: str, array: np.ndarray, signature: tuple | None) -> np.ndarray:
+        """Keep read-only ``array`` as entry ``key`` read from files ``signature``; return what to hand out."""
+        size = _recent_size(array)
+        # A file a read would memory-map stays out: a get returns what a read from disk returns.
+        if size is None or signature is None or array.flags.writeable \
+                or signature[1][2] >= cache_files.MMAP_THRESHOLD_BYTES:
+            return array
+        # Every get hands out this one view of an array owning its data (np.load's arrays view a
+        # writeable buffer: copied once): with a read-only base, no caller can make it writeable again
+        # and change what later gets return.
+        if array.base is not None:
+            array = array.copy()
+            array.flags.writeable = False
+        shown = array.view()
+        shown.flags.writeable = False
+        with self._lock:
+            old = self._items.pop((str(directory), key), None)
+            if old is not None:
+                self._bytes -= old[2]
+            if size > RECENT_BYTES:
+                return shown
+            self._items[(str(directory), key)] = (shown, signature, size)
+            self._bytes += size
+            while self._bytes > RECENT_BYTES:
+                _, (_, _, dropped) = self._items.popitem(last=False)
+                self._bytes -= dropped
+        return shown
+
+    def recall(self, directory: Path, key: str) -> tuple[np.ndarray, tuple] | None:
+        with self._lock:
+            found = self._items.get((str(directory), key))
+            if found is None:
+                return None
+            self._items.move_to_end((str(directory), key))
+        return found[0], found[1]
+
+    def forget(self, key: str | None = None) -> None:
+        """Drop ``key`` (from every folder: paths may name one folder in several ways), or everything."""
+        with self._lock:
+            if key is None:
+                self._items.clear()
+                self._bytes = 0
+                return
+            for item in [item for item in self._items if item[1] == key]:
+                self._bytes -= self._items.pop(item)[2]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+_RECENT = _RecentArrays()
+if hasattr(os, "register_at_fork"):
+    # A child must not inherit a lock held by the parent's writer thread at the fork.
+    os.register_at_fork(after_in_child=_RECENT._reset)
 
 
 def default_cache_dir() -> Path:
@@ -97,6 +208,11 @@ def max_bytes_from_env() -> int | None:
     True
     """
     return parse_size(os.environ.get("CONCEPTS_CACHE_MAX"), what="CONCEPTS_CACHE_MAX")
+
+def _c_order(array: np.ndarray) -> np.ndarray:
+    # np.ascontiguousarray would turn a 0-d array into shape (1,), which then contradicts its record.
+    return np.asarray(array, order="C")
+
 
 class Store:
     """Content-addressed store, on disk or (``directory=None``) in memory only.
@@ -180,6 +296,7 @@ class Store:
             raise ValueError("An in-memory store has no folders.")
         self._check_key(key)
         _WRITER.flush()  # whoever looks at the folder sees every entry put so far
+        _RECENT.forget(key)  # ... and may change its files: the next get reads them
         return self._folder(key)
 
     def _folder(self, key: str) -> Path:
@@ -230,8 +347,13 @@ class Store:
         if _WRITER.pending(self, key) is not None:
             _WRITER.flush()  # read what is on disk, exactly as without the background writer
         self._surface()
+        kept = self._recall(key)
+        if kept is not None:
+            return kept
         loaded = self._read(key, "array")
-        return None if loaded is None else loaded[1][_ARRAY]
+        if loaded is None:
+            return None
+        return _RECENT.remember(self.directory, key, loaded[1][_ARRAY], _file_signature(self._folder(key)))
 
     def put(self, key: str, array: np.ndarray, meta: dict | None = None) -> None:
         """Store ``array`` under ``key`` (atomically on disk); ``meta`` is kept in the entry's record.
@@ -253,12 +375,19 @@ class Store:
             self._memory[key] = ({"kind": "array", "meta": meta or {}}, {_ARRAY: stored})
             return
         self._surface()
-        if _WRITER.enabled():
+        keep = None
+        if _recent_size(array) is not None:
+            # One private read-only copy in the layout a read gives back (C order, same dtype and
+            # shape): the bytes written are the bytes later gets of this process are served.
+            keep = np.array(array, order="C")
+            keep.flags.writeable = False
+            array = keep
+        elif _WRITER.enabled():
             # The writer works on a private read-only copy: the caller may change its array at once.
             array = _frozen(array)
         self._write(key, "array", {"shape": list(array.shape), "dtype": array.dtype.str}, meta,
-                    {_ARRAY: lambda handle: np.save(handle, np.ascontiguousarray(array), allow_pickle=False)},
-                    memory=({"kind": "array"}, {_ARRAY: array}))
+                    {_ARRAY: lambda handle: np.save(handle, _c_order(array), allow_pickle=False)},
+                    memory=({"kind": "array"}, {_ARRAY: array}), keep=keep)
 
     # -- public API: records (JSON + arrays) ------------------------------------------------
     def get_record(self, key: str) -> tuple[Any, dict[str, np.ndarray]] | None:
@@ -332,6 +461,7 @@ class Store:
         []
         """
         _WRITER.flush()
+        _RECENT.forget()  # the caller gets the folders and may change or remove their files
         if self.directory is None or not self.directory.is_dir():
             return
         yield from entry_folders(self.directory)
@@ -393,6 +523,7 @@ class Store:
         0
         """
         _WRITER.flush()
+        _RECENT.forget()  # removes no entry, but it starts verify and eviction, which do
         if self.directory is None or not self.directory.is_dir():
             return 0
         return sweep_folder(self.directory, max_age_s)
@@ -406,6 +537,7 @@ class Store:
         """
         _WRITER.flush()
         self._memory.clear()
+        _RECENT.forget()  # every folder's: another spelling of this folder may have kept copies
         self._used = None
         if self.directory is None or not self.directory.is_dir():
             return
@@ -440,15 +572,36 @@ class Store:
     def _load(self, key: str, entry: Path, kind: str | None, *, full: bool) -> tuple[dict, dict[str, np.ndarray]]:
         return load_entry(key, entry, kind, full=full)
 
+    def _recall(self, key: str) -> np.ndarray | None:
+        """The copy kept in memory (see the module docstring), while the entry's files are those it came from."""
+        found = _RECENT.recall(self.directory, key)
+        if found is None:
+            return None
+        array, signature = found
+        assert self.directory is not None
+        # Plain strings: this runs for every vector of every call, and Path joins cost more than the stats.
+        entry = os.path.join(os.fspath(self.directory), key[:2], key)
+        if _file_signature(entry) != signature:
+            # Removed, replaced or changed on disk (another process, a tool): read it as it is now.
+            _RECENT.forget(key)
+            return None
+        try:
+            os.utime(entry)  # recency for LRU eviction, as a read from disk records it
+        except OSError:
+            pass
+        return array
+
     def _discard(self, entry: Path) -> None:
+        _RECENT.forget(entry.name)
         if discard_entry(entry):
             self._used = None
 
     # -- internals: writing -----------------------------------------------------------------
     def _write(self, key: str, kind: str, extra: dict, meta: dict | None, writers: dict[str, Any],
-               memory: tuple[dict, dict[str, np.ndarray]] | None = None) -> None:
+               memory: tuple[dict, dict[str, np.ndarray]] | None = None, keep: np.ndarray | None = None) -> None:
         """Write one entry, in the background when possible (``memory``: what reads of the key return
         meanwhile); a store that cannot be written (read-only, full, removed) is warned about once.
+        ``keep``: the array to keep in memory once this write placed the entry.
 
         Losing a cache write costs a recomputation later, never a result now, so the run goes on.
         """
@@ -464,10 +617,10 @@ class Store:
                 return
             if (entry / _ENTRY).is_file():
                 return  # written once: nothing to queue
-            _WRITER.submit(self, key, memory, lambda: self._write_entry(key, kind, extra, meta, writers))
+            _WRITER.submit(self, key, memory, lambda: self._write_entry(key, kind, extra, meta, writers, keep))
             return
         try:
-            self._write_entry(key, kind, extra, meta, writers)
+            self._write_entry(key, kind, extra, meta, writers, keep)
         except OSError as exc:
             self._warn_unwritable(exc, stacklevel=5)
 
@@ -477,11 +630,16 @@ class Store:
             warnings.warn(f"Cannot write to the cache {self.directory} ({type(exc).__name__}: {exc}); "
                           "continuing without storing results there. Set CONCEPTS_CACHE_DIR or pass "
                           "cache_dir=... (False keeps everything in memory).", UserWarning, stacklevel=stacklevel)
-    def _write_entry(self, key: str, kind: str, extra: dict, meta: dict | None, writers: dict[str, Any]) -> None:
+    def _write_entry(self, key: str, kind: str, extra: dict, meta: dict | None, writers: dict[str, Any],
+                     keep: np.ndarray | None = None) -> None:
         assert self.directory is not None
         entry = self._folder(key)
         size = write_entry(entry, key, kind, extra, meta, writers)
         if size is not None:
+            # Only an entry this write placed holds ``keep``'s bytes (another writer's copy of the key
+            # may differ): kept before the size cap may evict it, which forgets it again.
+            if keep is not None:
+                _RECENT.remember(self.directory, key, keep, _file_signature(entry))
             self._account(size, entry)
 
     def _account(self, size: int, newest: Path) -> None:
@@ -519,5 +677,5 @@ class Store:
 #: The store's former name; every existing caller keeps working.
 ActivationCache = Store
 
-__all__ = ["ActivationCache", "FORMAT_VERSION", "Store", "default_cache_dir", "flush_writes", "make_private_dir",
-           "max_bytes_from_env", "parse_size"]
+__all__ = ["ActivationCache", "FORMAT_VERSION", "RECENT_BYTES", "RECENT_ENTRY_BYTES", "Store", "default_cache_dir",
+           "flush_writes", "make_private_dir", "max_bytes_from_env", "parse_size"]
