@@ -169,8 +169,8 @@ class CAVFitter:
                                   method="ridge" if classifier is not None else [methods[t] for t in group],
                                   alpha=alpha, C=self.C, test_size=self.test_size, classifier=classifier,
                                   centre=self.centre, progress=False)
+            vectors[group] = batch.vectors
             for row, t in enumerate(group):
-                vectors[t] = batch.vectors[row]
                 # Rounded like the cached copy, so a cache hit reproduces a fresh fit exactly.
                 accuracies[t] = np.float32(batch.accuracies[row])
                 shifts[t] = np.float32(batch.shifts[row])

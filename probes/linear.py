@@ -306,12 +306,16 @@ def _fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alp
     primal = [p for p in range(n_tasks) if methods[p] in PRIMAL_METHODS]
     dual = [p for p in range(n_tasks) if methods[p] not in PRIMAL_METHODS]
     gram = block_means = None
+    # Rows whose squared norm (for the degeneracy bound) the Gram diagonal does not give.
+    unsquared = np.arange(n_u)
     if dual:
         gram, _, block_means = centred_gram(pool, union, rows, blocks, progress,
                                             task_rows=[task_rows[p] for p in dual])
         dual_rows = np.unique(np.concatenate([task_rows[p] for p in dual]))
         if not np.all(np.isfinite(np.diag(gram)[dual_rows])):
             _non_finite()
+        unsquared = np.setdiff1d(unsquared, dual_rows)
+    centred_sq = float(np.diag(gram)[dual_rows].sum()) if dual else 0.0
 
     coefs = np.zeros((n_tasks, n_u))
     centred_intercepts = np.zeros(n_tasks)
@@ -343,7 +347,6 @@ def _fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alp
     vectors = np.empty((n_tasks, d), dtype=np.float32)
     norm_sq = np.zeros(n_tasks)
     mean_dot_w = np.zeros(n_tasks)
-    centred_sq = 0.0
     mean_sq = 0.0
     coefs32 = coefs.astype(np.float32)
     values = RowValues(n_u, [task_rows[p] for p in primal]) if primal else None
@@ -355,9 +358,12 @@ def _fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alp
         buffer = block
         w = coefs32 @ block
         norm_sq += np.einsum("ij,ij->i", w, w, dtype=np.float64)
-        mean_dot_w += w.astype(np.float64) @ mean
+        # float32 products summed in float64 over the blocks: no float64 copy of the weights.
+        mean_dot_w += w @ mean.astype(np.float32)
         vectors[:, c0:c1] = w
-        centred_sq += float(np.einsum("ij,ij->", block, block, dtype=np.float64))
+        if unsquared.size:
+            part = block if unsquared.size == n_u else block[unsquared]
+            centred_sq += float(np.einsum("ij,ij->", part, part, dtype=np.float64))
         mean_sq += float(mean @ mean)
         if values is not None:
             values.add(block, w[primal])
