@@ -46,6 +46,11 @@ def row_norms(g: np.ndarray) -> np.ndarray:
     return np.sqrt(np.einsum("ij,ij->i", g, g)).astype(np.float64)
 
 
+def _norms64(matrix: np.ndarray) -> np.ndarray:
+    # In float64 without the (k, d) temporary of squares that np.linalg.norm(axis=1) makes.
+    return np.sqrt(np.einsum("ij,ij->i", matrix, matrix))
+
+
 def mean_over_std(mean: np.ndarray, std: np.ndarray, mean_abs: np.ndarray) -> np.ndarray:
     """``mean/std`` per column, NaN where the column does not vary (std ≤ 1e-6 · mean |S|).
 
@@ -261,6 +266,26 @@ class ProjectionSpace:
         self._matrix = self._matrix64 = self._norms64 = None
         return cols
 
+    def rows64(self, cols: np.ndarray) -> np.ndarray:
+        """Some of the registered vectors, in float64 (no float32 stack of the others on the way).
+
+        Examples
+        --------
+        >>> space = ProjectionSpace(); _ = space.add(np.eye(2)); _ = space.add(np.ones((1, 2)))
+        >>> space.rows64(np.array([2, 0])).tolist()
+        [[1.0, 1.0], [1.0, 0.0]]
+        """
+        cols = np.asarray(cols, dtype=np.int64)
+        if self._matrix is not None:
+            return self._matrix[cols].astype(np.float64)
+        starts = np.cumsum([0] + [len(b) for b in self._blocks])
+        block_of = np.searchsorted(starts, cols, side="right") - 1
+        out = np.empty((len(cols), self._blocks[0].shape[1] if self._blocks else 0))
+        for b in np.unique(block_of):
+            mask = block_of == b
+            out[mask] = self._blocks[b][cols[mask] - starts[b]]
+        return out
+
     def record(self, name: str, consensus: np.ndarray, *, run_cols, row_cols, row_scale: float) -> int:
         """Keep per-example numbers of a concept: directional derivative and presence (activation ·
         ``consensus``), share of the runs ``run_cols`` with a positive derivative, UBS ratio along the
@@ -292,14 +317,17 @@ class ProjectionSpace:
     def norms64(self) -> np.ndarray:
         """‖v‖ of each registered vector (float64); computed once, not once per batch."""
         if self._norms64 is None:
-            self._norms64 = np.linalg.norm(self.matrix64, axis=1)
+            self._norms64 = _norms64(self.matrix64)
         return self._norms64
 
     @property
     def matrix64(self) -> np.ndarray:
         """:attr:`matrix` in float64 (the vectors as the fits rounded them to float32)."""
         if self._matrix64 is None:
-            self._matrix64 = self.matrix.astype(np.float64)
+            # Straight from the registered blocks: no float32 stack on the way (a wide layer's
+            # vectors are hundreds of megabytes).
+            self._matrix64 = (self._matrix.astype(np.float64) if self._matrix is not None or not self._blocks
+                              else np.concatenate(self._blocks, axis=0, dtype=np.float64))
         return self._matrix64
 
 
@@ -386,8 +414,8 @@ class Projections:
             matrix, vnorms = self.space.matrix64, self.space.norms64
         else:
             if self._matrix is None:  # the projected part of the space, taken once (no float64 copy of the rest)
-                part = self.space.matrix[self._active].astype(np.float64)
-                self._matrix = (part, np.linalg.norm(part, axis=1))
+                part = self.space.rows64(self._active)
+                self._matrix = (part, _norms64(part))
             matrix, vnorms = self._matrix
         k = len(matrix) if self.space.k else 0
         sens = g @ matrix.T if k else np.zeros((len(g), 0))
