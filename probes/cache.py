@@ -26,9 +26,11 @@ private to the user (mode 0700).
 
 Array writes leave the caller's critical path: :meth:`Store.put` hands the entry (a private
 read-only copy of the array) to one background writer thread per process and
-returns; a read of a key still pending (from any store on the same folder) waits for the writer
-and reads the disk, as every maintenance call (:meth:`Store.entries`, ``info``, ``verify``, ``sweep``,
-``clear``, ``entry_path``) and :meth:`Store.flush` do. Pending writes are
+returns; :meth:`Store.get` of a key still pending (from any store on the same folder) returns that
+read-only array at once, while a record read and every maintenance call (:meth:`Store.entries`,
+``info``, ``verify``, ``sweep``, ``clear``, ``entry_path``) and :meth:`Store.flush` wait for the writer
+and read the disk. The writer thread runs at a lower priority than the caller's threads
+(:data:`probes.cache_writer.WRITER_NICENESS`). Pending writes are
 finished at interpreter exit; a write that failed is reported on the next call of the store (an
 unwritable folder as the usual one-time warning, anything else re-raised). Child processes
 (multiprocessing, Dask workers) and stores with a size cap write synchronously, as does
@@ -139,11 +141,16 @@ class _RecentArrays:
         # Every get hands out this one view of an array owning its data (np.load's arrays view a
         # writeable buffer: copied once): with a read-only base, no caller can make it writeable again
         # and change what later gets return.
-        if array.base is not None:
-            array = array.copy()
-            array.flags.writeable = False
-        shown = array.view()
-        shown.flags.writeable = False
+        base = array.base
+        if isinstance(base, np.ndarray) and base.base is None and not base.flags.writeable \
+                and array.shape == base.shape and array.dtype == base.dtype:
+            shown = array   # already such a view (the one a get of the pending entry handed out)
+        else:
+            if base is not None:
+                array = array.copy()
+                array.flags.writeable = False
+            shown = array.view()
+            shown.flags.writeable = False
         with self._lock:
             old = self._items.pop((str(directory), key), None)
             if old is not None:
@@ -344,8 +351,12 @@ class Store:
         if self.directory is None:
             found = self._memory.get(key)
             return None if found is None or _ARRAY not in found[1] else found[1][_ARRAY]
-        if _WRITER.pending(self, key) is not None:
-            _WRITER.flush()  # read what is on disk, exactly as without the background writer
+        pending = _WRITER.pending(self, key)
+        if pending is not None and pending[1].get(_ARRAY) is not None:
+            # The very array being written (read-only, private to the store): its values are what a
+            # read of the finished entry gives, and waiting for the writer would stall the caller behind
+            # every other queued write (a cold call's ~600 MB, fsynced).
+            return pending[1][_ARRAY]
         self._surface()
         kept = self._recall(key)
         if kept is not None:
@@ -379,7 +390,10 @@ class Store:
         if _recent_size(array) is not None:
             # One private read-only copy in the layout a read gives back (C order, same dtype and
             # shape): the bytes written are the bytes later gets of this process are served.
-            keep = np.array(array, order="C")
+            owner = np.array(array, order="C")
+            owner.flags.writeable = False
+            # The one read-only view every get hands out, whether the write is pending or done.
+            keep = owner.view()
             keep.flags.writeable = False
             array = keep
         elif _WRITER.enabled():

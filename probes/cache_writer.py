@@ -19,9 +19,19 @@ import numpy as np
 
 __all__ = ["PENDING_BYTES_LIMIT", "flush_writes"]
 
+def _pending_limit() -> int:
+    # An eighth of the machine's memory, between 512 MiB and 2 GiB: a cold call on the reference work
+    # writes about 600 MB, and on a slow disk (fsync at ~150 MB/s) the next call should not wait for it.
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        total = 0
+    return int(min(2 * 2 ** 30, max(512 * 2 ** 20, total // 8)))
+
+
 #: Most bytes of array data waiting for the background writer; a put beyond it waits, so a
 #: producer faster than the disk cannot hold unbounded copies in memory.
-PENDING_BYTES_LIMIT = 512 * 2 ** 20
+PENDING_BYTES_LIMIT = _pending_limit()
 
 
 class _BackgroundWriter:
@@ -66,6 +76,7 @@ class _BackgroundWriter:
         return None if found is None else (found[0], found[1])
 
     def _run(self) -> None:
+        _lower_priority()
         while True:
             store, key, job = self._queue.get()
             try:
@@ -92,6 +103,24 @@ class _BackgroundWriter:
             mine = [exc for owner, exc in self._failures if owner is store]
             self._failures = [(owner, exc) for owner, exc in self._failures if owner is not store]
         return mine
+
+
+#: How much the writer thread lowers its scheduling priority (Linux ``nice`` increment; 0 keeps it).
+WRITER_NICENESS = 10
+
+
+def _lower_priority() -> None:
+    """Let the analysis's own threads go first: the writes are off the critical path, and on a busy
+    machine a writer at the same priority takes a core from the matrix products the caller waits for.
+    A caller that outruns the writer still waits for it at :data:`PENDING_BYTES_LIMIT`, and then the
+    writer has the machine to itself. Linux only (elsewhere a thread has no priority of its own)."""
+    if not WRITER_NICENESS or not hasattr(threading, "get_native_id") or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + WRITER_NICENESS)
+    except OSError:
+        pass
 
 
 _WRITER = _BackgroundWriter()

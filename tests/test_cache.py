@@ -62,6 +62,7 @@ def test_large_arrays_are_memory_mapped(tmp_path, monkeypatch):
     key = ActivationCache.make_key("big")
     array = np.arange(10_000, dtype=np.float32).reshape(100, 100)
     cache.put(key, array)
+    cache.flush()   # a pending entry is served from memory; a read of the finished entry maps the file
     got = cache.get(key)
     assert isinstance(got, np.memmap)
     np.testing.assert_array_equal(got, array)
@@ -154,6 +155,7 @@ def test_json_garbage_and_missing_npy_are_reported_and_repaired(tmp_path):
     with pytest.warns(CacheCorruptionWarning, match="unreadable record"):
         assert cache.get(key) is None
     cache.put(key, np.ones(3))  # the damaged entry was removed, so the key can be written again
+    cache.flush()
     np.testing.assert_array_equal(cache.get(key), np.ones(3))
     npy.unlink()
     with pytest.warns(CacheCorruptionWarning, match="missing"):
@@ -521,6 +523,31 @@ def test_a_pending_key_reads_back_through_the_disk(tmp_path):
     other = ActivationCache(tmp_path)
     assert all(key in cache for key in keys)
     assert [float(other.get(key)[0]) for key in keys] == list(range(20))
+
+
+def test_a_pending_array_is_served_without_waiting_for_the_writer(tmp_path):
+    import threading
+
+    from probes.cache import flush_writes
+    from probes.cache_writer import _WRITER
+
+    gate = threading.Event()
+    # The writer is busy (an unrelated, slow entry) until the gate opens; a get that waited for it
+    # would take the whole 30 s and find the key written.
+    _WRITER.submit(ActivationCache(tmp_path / "other"), "0" * 64, ({}, {}), lambda: gate.wait(30))
+    try:
+        cache = ActivationCache(tmp_path / "store")
+        key = ActivationCache.make_key("served")
+        array = np.arange(6, dtype=np.float32)
+        cache.put(key, array)
+        array[:] = -1                      # the store keeps the values it was given
+        got = cache.get(key)
+        assert _WRITER.pending(cache, key) is not None     # not written yet: served from memory
+        assert got.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0] and not got.flags.writeable
+    finally:
+        gate.set()
+        flush_writes()
+    assert ActivationCache(tmp_path / "store").get(key).tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
 
 
 def test_synchronous_writes_on_request(tmp_path, monkeypatch):

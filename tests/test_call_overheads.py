@@ -50,6 +50,7 @@ def loads(monkeypatch):
 
 
 def _from_disk(store: Store, key: str) -> np.ndarray:
+    store.flush()          # a get of a key still pending is served the array being written
     cache_mod._RECENT.forget(key)
     return Store(store.directory).get(key)
 
@@ -113,6 +114,7 @@ def test_clear_forgets_the_kept_copies(tmp_path, write_mode, loads):
     store = Store(tmp_path)
     key = Store.make_key("clear", write_mode)
     store.put(key, np.ones(3))
+    store.flush()
     assert store.get(key) is not None and len(cache_mod._RECENT) == 1
     Store(tmp_path).clear()
     assert len(cache_mod._RECENT) == 0
@@ -221,6 +223,7 @@ def test_large_entries_stay_on_disk(tmp_path, loads, monkeypatch):
     store = Store(tmp_path)
     key = Store.make_key("large")
     store.put(key, np.zeros(100))
+    store.flush()
     store.get(key)
     store.get(key)
     assert loads == [key, key] and len(cache_mod._RECENT) == 0
