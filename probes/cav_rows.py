@@ -121,7 +121,8 @@ class CAVFitter:
     cache: Any = None
 
     def fit(self, pool: np.ndarray, tasks: Sequence[CAVTask], keys: Sequence[str] | None, alpha: float,
-            method: str | Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            method: str | Sequence[str] | None = None,
+            averages: Sequence[tuple[Sequence[int], str | None]] | None = None) -> tuple[np.ndarray, ...]:
         """Fit the CAVs that are not cached yet, all in one batch.
 
         Parameters
@@ -136,6 +137,10 @@ class CAVFitter:
         method : str or sequence of str, optional
             Estimator family (default ``self.method``), or one per task (the batched families share one
             Gram matrix and one weight pass; ``"classifier"`` tasks are fitted one by one).
+        averages : sequence of (task numbers, key), optional
+            Groups of tasks (of batched families) wanted only as the mean of their unit vectors, each with
+            its cache key (or None): see ``fit_cav_batch(averages=...)``. A cached mean is read and its
+            tasks are not fitted; the rows of averaged tasks in the other outputs are not meaningful.
 
         Returns
         -------
@@ -145,6 +150,8 @@ class CAVFitter:
             Held-out accuracy of each CAV.
         shifts : numpy.ndarray
             How far each task's concept side lies from its counterexample side along the vector.
+        means : numpy.ndarray
+            Only with ``averages``: ``(len(averages), d)`` float32, each group's mean unit vector.
         """
         method = self.method if method is None else method
         methods = [method] * len(tasks) if isinstance(method, str) else list(method)
@@ -153,8 +160,25 @@ class CAVFitter:
         vectors = np.empty((len(tasks), d), dtype=np.float32)
         accuracies = np.empty(len(tasks), dtype=np.float64)
         shifts = np.empty(len(tasks), dtype=np.float64)
+        averages = list(averages or [])
+        means = np.zeros((len(averages), d), dtype=np.float32)
+        in_group = {t for group, _ in averages for t in group}
+        open_groups = []
+        for g, (group, key) in enumerate(averages):
+            stored = cache.get(key) if cache is not None and key is not None else None
+            if stored is not None and stored.shape == (d,):
+                means[g] = stored
+            else:
+                open_groups.append(g)
+        wanted = {t for g in open_groups for t in averages[g][0]}
         missing = []
         for t in range(len(tasks)):
+            if t in in_group:
+                # Not meaningful one by one: only the group's mean is (and is formed in the batch).
+                vectors[t], accuracies[t], shifts[t] = 0.0, np.nan, np.nan
+                if t in wanted:
+                    missing.append(t)
+                continue
             stored = cache.get(keys[t]) if cache is not None and keys[t] is not None else None
             if stored is not None and stored.shape == (d + 2,):
                 vectors[t], accuracies[t], shifts[t] = stored[:d], stored[d], stored[d + 1]
@@ -162,15 +186,29 @@ class CAVFitter:
                 missing.append(t)
         custom = [t for t in missing if methods[t] == "classifier"]
         batched = [t for t in missing if methods[t] != "classifier"]
+        if any(t in in_group for t in custom):
+            raise ValueError("averages= groups must be tasks of batched estimator families.")
         for group, classifier in ((batched, None), (custom, self.classifier)):
             if not group:
                 continue
+            row_of = {t: row for row, t in enumerate(group)}
             batch = fit_cav_batch(pool, [tasks[t] for t in group],
                                   method="ridge" if classifier is not None else [methods[t] for t in group],
                                   alpha=alpha, C=self.C, test_size=self.test_size, classifier=classifier,
-                                  centre=self.centre, progress=False)
-            vectors[group] = batch.vectors
+                                  centre=self.centre, progress=False,
+                                  averages=[[row_of[t] for t in averages[g][0]] for g in open_groups]
+                                  if classifier is None else None)
+            vectors[[t for t in group if t not in in_group]] = batch.vectors[[row for row, t in enumerate(group)
+                                                                              if t not in in_group]]
+            if classifier is None:
+                for g, mean in zip(open_groups, batch.averages if open_groups else []):
+                    means[g] = mean
+                    key = averages[g][1]
+                    if cache is not None and key is not None:
+                        cache.put(key, mean, meta={"kind": "cav-mean"})
             for row, t in enumerate(group):
+                if t in in_group:
+                    continue
                 # Rounded like the cached copy, so a cache hit reproduces a fresh fit exactly.
                 accuracies[t] = np.float32(batch.accuracies[row])
                 shifts[t] = np.float32(batch.shifts[row])
@@ -178,6 +216,8 @@ class CAVFitter:
                     cache.put(keys[t], np.append(batch.vectors[row], np.float32([batch.accuracies[row],
                                                                                 batch.shifts[row]])),
                               meta={"kind": "cav"})
+        if averages:
+            return vectors, accuracies, shifts, means
         return vectors, accuracies, shifts
 
 
@@ -199,7 +239,8 @@ def alternative_directions(pool: np.ndarray, tasks: Sequence[CAVTask], keys: Seq
                            concept_names: Sequence[str], alpha: float, fitter: CAVFitter, *, seed: int,
                            key_for: KeyFor | None = None,
                            resampled: tuple[list, np.ndarray] | None = None,
-                           fitted: dict[str, np.ndarray] | None = None) -> dict[str, dict]:
+                           fitted: dict[str, np.ndarray] | None = None,
+                           means: dict[str, np.ndarray] | None = None) -> dict[str, dict]:
     """Directions a different analyst could have got, per concept, to check the row's sign against.
 
     * every other estimator family of ``ROBUSTNESS_METHODS``, fitted on the same concept tasks: the
@@ -228,7 +269,10 @@ def alternative_directions(pool: np.ndarray, tasks: Sequence[CAVTask], keys: Seq
         their vectors (:func:`fit_cav_layer` fits them in the main batch); None: fitted here.
     fitted : dict, optional
         Per other family, its vectors of the concept tasks (in the order of :func:`alternative_tasks`),
-        already fitted (:func:`fit_cav_layer` fits them in the main batch); None: fitted here.
+        already fitted; None: fitted here.
+    means : dict, optional
+        Per concept, the other families' mean unit vectors ``(len(names), d)``, already formed
+        (:func:`fit_cav_layer` forms them in its batch); they replace ``fitted``.
 
     Returns
     -------
@@ -247,12 +291,15 @@ def alternative_directions(pool: np.ndarray, tasks: Sequence[CAVTask], keys: Seq
     (['logistic', 'ridge'], (2, 4), (10, 4))
     """
     concept_tasks, others = alternative_tasks(index, concept_names, fitter)
-    if fitted is None:
+    if means is not None:
+        fitted = {}
+    elif fitted is None:
         fitted = {}
         for method in others:
             method_keys = _keys(key_for, [("alt", keys[t]) for t in concept_tasks], alpha, method)
             fitted[method] = fitter.fit(pool, [tasks[t] for t in concept_tasks], method_keys, alpha, method)[0]
-    fitted = {method: dict(zip(concept_tasks, fitted[method])) for method in others}
+    if means is None:
+        fitted = {method: dict(zip(concept_tasks, fitted[method])) for method in others}
     if resampled is None:
         design, resample_keys = _resample_design(tasks, keys, index, concept_names, alpha, fitter, seed=seed,
                                                  key_for=key_for)
@@ -263,10 +310,14 @@ def alternative_directions(pool: np.ndarray, tasks: Sequence[CAVTask], keys: Seq
     out = {}
     for name in concept_names:
         idx = index[name]
-        means = np.stack([np.mean([fitted[m][t] for t in idx], axis=0) for m in others]) if others else \
-            np.zeros((0, pool.shape[1]), np.float32)
+        if means is not None:
+            alternatives = np.asarray(means[name], dtype=np.float32).reshape(len(others), pool.shape[1])
+        elif others:
+            alternatives = np.stack([np.mean([fitted[m][t] for t in idx], axis=0) for m in others])
+        else:
+            alternatives = np.zeros((0, pool.shape[1]), np.float32)
         mine = np.array([o == name for o in owners])
-        out[name] = {"alternatives": means.astype(np.float32), "names": others,
+        out[name] = {"alternatives": alternatives.astype(np.float32), "names": others,
                      "resamples": resample_vectors[mine]}
     return out
 
@@ -359,27 +410,35 @@ def fit_cav_layer(pool: np.ndarray, random_start: int, tasks: Sequence[CAVTask],
     with reuse_gram():
         design, resample_keys = _resample_design(tasks, idents, index, concept_names, alpha, fitter, seed=seed,
                                                  key_for=robust_keys) if robustness else ([], None)
-        concept_tasks, others = alternative_tasks(index, concept_names, fitter) if robustness else ([], [])
+        _, others = alternative_tasks(index, concept_names, fitter) if robustness else ([], [])
         batch = [*tasks, *(task for _, _, task in design)]
         methods = [fitter.method] * len(batch)
         batch_keys: list | None = [*(keys if keys is not None else [None] * n_tasks),
                                    *(resample_keys if resample_keys is not None else [None] * len(design))]
+        # The other families are wanted only as each concept's mean unit vector: one group per (family,
+        # concept), formed as one vector and cached as one entry (probes.linear.fit_cav_batch, averages=).
+        averages = []
         for method in others:
-            batch += [tasks[t] for t in concept_tasks]
-            methods += [method] * len(concept_tasks)
-            alt_keys = _keys(robust_keys, [("alt", idents[t]) for t in concept_tasks], alpha, method)
-            batch_keys += alt_keys if alt_keys is not None else [None] * len(concept_tasks)
-        if all(k is None for k in batch_keys):
+            for name in concept_names:
+                group = list(range(len(batch), len(batch) + len(index[name])))
+                batch += [tasks[t] for t in index[name]]
+                methods += [method] * len(index[name])
+                batch_keys += [None] * len(index[name])
+                key = _keys(robust_keys, [("alt-mean", *(idents[t] for t in index[name]))], alpha, method)
+                averages.append((group, None if key is None else key[0]))
+        if all(k is None for k in batch_keys) and all(k is None for _, k in averages):
             batch_keys = None
-        every, accuracies_all, shifts_all = fitter.fit(pool, batch, batch_keys, alpha, methods)
+        fitted = fitter.fit(pool, batch, batch_keys, alpha, methods, averages=averages or None)
+        every, accuracies_all, shifts_all = fitted[:3]
         vectors, accuracies, shifts = every[:n_tasks], accuracies_all[:n_tasks], shifts_all[:n_tasks]
         if robustness:
             start = n_tasks + len(design)
-            fitted = {method: every[start + i * len(concept_tasks):start + (i + 1) * len(concept_tasks)]
-                      for i, method in enumerate(others)}
+            family_means = fitted[3] if averages else np.zeros((0, pool.shape[1]), np.float32)
+            per_concept = {name: family_means[[i * len(concept_names) + c for i in range(len(others))]]
+                           for c, name in enumerate(concept_names)}
             alternatives = alternative_directions(pool, tasks, idents, index, concept_names, alpha, fitter,
                                                   seed=seed, key_for=robust_keys,
-                                                  resampled=(design, every[n_tasks:start]), fitted=fitted)
+                                                  resampled=(design, every[n_tasks:start]), means=per_concept)
     # The layer's scale: the typical distance of a random activation from the random mean.
     if variance is None:
         variance = total_variance(pool[random_start:])

@@ -119,6 +119,9 @@ class CAVBatch:
         ``(P,)`` how far the concept side's mean lies from the counterexample side's mean
         along the unit vector, ``vectors[p] . (mean(pool[pos]) - mean(pool[neg]))`` over the
         task's balanced rows (training and held-out); 0 for a degenerate probe.
+    averages : np.ndarray | None
+        ``(G, d)`` float32: for each group of ``fit_cav_batch(..., averages=...)``, the mean of
+        its tasks' unit vectors (a degenerate probe counts as zero); None when none was asked.
 
     Examples
     --------
@@ -134,6 +137,7 @@ class CAVBatch:
     n_train: np.ndarray
     n_test: np.ndarray
     shifts: np.ndarray | None = None
+    averages: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.vectors.shape[0])
@@ -179,7 +183,8 @@ def _read_block(pool: np.ndarray, rows: np.ndarray | slice, c0: int, c1: int,
 
 def fit_cav_batch(pool: np.ndarray, tasks: Sequence[CAVTask], *, method: str | Sequence[str] = "ridge",
                   alpha: float = 1.0, C: float = 1.0, test_size: float = 0.3, classifier: Any = None,
-                  centre: bool = True, progress: bool = False) -> CAVBatch:
+                  centre: bool = True, progress: bool = False,
+                  averages: Sequence[Sequence[int]] | None = None) -> CAVBatch:
     """Fit one CAV per task on rows of a shared activation pool.
 
     Each task is balanced (the larger side subsampled to the size of the smaller), split into
@@ -226,6 +231,13 @@ def fit_cav_batch(pool: np.ndarray, tasks: Sequence[CAVTask], *, method: str | S
         ``False`` feeds the raw rows, as the original TCAV code did.
     progress : bool, default=False
         Show a progress bar.
+    averages : sequence of sequence of int, optional
+        Groups of tasks whose unit vectors are wanted only as their mean (``CAVBatch.averages``;
+        batched solvers only). A Gram-matrix family's tasks in a group are then not formed one by
+        one: their norms come from the Gram matrix and the group's mean is formed as one vector,
+        and their rows of ``vectors`` are left zero (their accuracies and shifts are computed as
+        usual). This is how the robustness check's other estimator families cost one vector per
+        concept instead of one per run.
 
     Returns
     -------
@@ -275,12 +287,17 @@ def fit_cav_batch(pool: np.ndarray, tasks: Sequence[CAVTask], *, method: str | S
         for name, value in (("alpha", alpha), ("C", C)):
             if not isinstance(value, numbers.Real) or not float(value) > 0:
                 raise ValueError(f"{name} must be a positive number; got {value!r}.")
-        return _fit_dual(pool, splits, methods, float(alpha), float(C), progress)
+        groups = [list(map(int, g)) for g in (averages or [])]
+        if any(not 0 <= p < len(tasks) for g in groups for p in g) or any(not g for g in groups):
+            raise ValueError("averages must be non-empty groups of task numbers (0 .. len(tasks) - 1).")
+        return _fit_dual(pool, splits, methods, float(alpha), float(C), progress, groups)
+    if averages:
+        raise ValueError("averages= needs a batched solver (classifier=None).")
     return _fit_estimators(pool, splits, [t.seed for t in tasks], classifier, progress, centre)
 
 
 def _fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alpha: float, C: float,
-              progress: bool) -> CAVBatch:
+              progress: bool, averages: list[list[int]] | None = None) -> CAVBatch:
     n_rows, d = pool.shape
     union = np.unique(np.concatenate([np.concatenate([s.train, s.test]) for s in splits]))
     n_u = len(union)
@@ -322,6 +339,7 @@ def _fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alp
     accuracies = np.zeros(n_tasks)
     beta_norms = np.zeros(n_tasks)
     raw_shifts = np.zeros(n_tasks)
+    gram_norms = np.zeros(n_tasks)      # ||w|| from the Gram matrix (for tasks not formed one by one)
     # Tasks of one family with the same number of training rows are solved together (batched linear
     # algebra).
     groups: dict[tuple[str, int], list[int]] = {}
@@ -332,9 +350,10 @@ def _fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alp
         y_tr = np.stack([splits[p].y_train for p in members])
         betas, intercepts = cav_solvers.solve(method, k_tr, y_tr, alpha=alpha, C=C,
                                               random_state=splits[members[0]].train.size)
-        for beta, intercept, p in zip(betas, intercepts, members):
+        for i, (beta, intercept, p) in enumerate(zip(betas, intercepts, members)):
             tr, te = local[p]
             f_all = gram[np.ix_(task_rows[p], tr)] @ beta
+            gram_norms[p] = math.sqrt(max(float(f_all[:len(tr)] @ beta), 0.0))
             _task_summary(p, f_all, intercept, splits[p], accuracies, raw_shifts, centred_intercepts)
             beta_norms[p] = math.sqrt(n) * float(np.linalg.norm(beta))
             np.add.at(coefs[p], tr, beta)          # add.at: a row may appear twice in one task
@@ -343,30 +362,52 @@ def _fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alp
         beta_norms[p] = math.sqrt(len(beta)) * float(np.linalg.norm(beta))
         np.add.at(coefs[p], local[p][0], beta)
 
+    # Groups wanted only as a mean: their Gram-matrix tasks become one row of coefficients per group,
+    # each task weighted by 1 / ||w|| (its norm from the Gram matrix), so pass 2 forms the mean directly.
+    averages = averages or []
+    unformed = sorted({p for g in averages for p in g if methods[p] not in PRIMAL_METHODS})
+    formed = np.setdiff1d(np.arange(n_tasks), unformed)
+    position = np.full(n_tasks, -1)
+    position[formed] = np.arange(len(formed))
+    combined = np.zeros((len(averages), n_u))
+    if unformed:
+        # The degeneracy bound below, from what pass 1 knows (the rows' centred norms and the mean).
+        rms = math.sqrt(centred_sq / max(len(dual_rows), 1) + sum(float(m @ m) for m in block_means))
+        for g, members in enumerate(averages):
+            for p in members:
+                if position[p] < 0 and gram_norms[p] > 1e-12 * beta_norms[p] * rms:
+                    combined[g] += coefs[p] / (gram_norms[p] * len(members))
+
     # Pass 2: every weight vector in one product per column block (and the primal tasks' values).
-    vectors = np.empty((n_tasks, d), dtype=np.float32)
-    norm_sq = np.zeros(n_tasks)
-    mean_dot_w = np.zeros(n_tasks)
+    vectors = np.zeros((n_tasks, d), dtype=np.float32)
+    averaged = np.zeros((len(averages), d), dtype=np.float32)
+    norm_sq = np.zeros(len(formed))
+    mean_dot_w = np.zeros(len(formed))
     mean_sq = 0.0
-    coefs32 = coefs.astype(np.float32)
+    coefs32 = np.vstack([coefs[formed], combined if unformed else combined[:0]]).astype(np.float32)
+    n_formed = len(formed)
     values = RowValues(n_u, [task_rows[p] for p in primal]) if primal else None
+    primal_rows = position[primal]
     # Same blocks as pass 1 (the usual case, P <= n_u): its column means are reused, bit for bit.
     same_blocks = block_means is not None and weight_blocks == blocks
     buffer = None
     for b, (c0, c1) in enumerate(_progress_bar(weight_blocks, enabled=progress, desc="CAV weights", unit="block")):
         block, mean = centred_block(pool, rows, c0, c1, buffer, block_means[b] if same_blocks else None)
         buffer = block
-        w = coefs32 @ block
+        product = coefs32 @ block
+        w = product[:n_formed]
         norm_sq += np.einsum("ij,ij->i", w, w, dtype=np.float64)
         # float32 products summed in float64 over the blocks: no float64 copy of the weights.
         mean_dot_w += w @ mean.astype(np.float32)
-        vectors[:, c0:c1] = w
+        vectors[formed, c0:c1] = w
+        if unformed:
+            averaged[:, c0:c1] = product[n_formed:]
         if unsquared.size:
             part = block if unsquared.size == n_u else block[unsquared]
             centred_sq += float(np.einsum("ij,ij->", part, part, dtype=np.float64))
         mean_sq += float(mean @ mean)
         if values is not None:
-            values.add(block, w[primal])
+            values.add(block, w[primal_rows])
     # The raw rows' sum of squares, for the degeneracy bound below.
     raw_sq = centred_sq + n_u * mean_sq
     if not math.isfinite(raw_sq):
@@ -380,15 +421,25 @@ def _fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alp
         # The boundary at the midpoint of the two training means (as cav_solvers.solve_mean).
         intercept = -0.5 * (f_tr[pos].mean() + f_tr[~pos].mean())
         _task_summary(p, f_all, intercept, splits[p], accuracies, raw_shifts, centred_intercepts)
-    norms = np.sqrt(norm_sq)
+    norms = gram_norms.copy()
+    norms[formed] = np.sqrt(norm_sq)
     # The fit used union-centred rows; shift the intercept back to raw activations: w.(x - mu) + b.
-    intercepts = centred_intercepts - mean_dot_w
+    intercepts = centred_intercepts.copy()
+    intercepts[formed] -= mean_dot_w
     # ||w|| <= ||beta|| sqrt(n) rms(x): a norm far below that bound is rounding noise, not a
     # direction (e.g. a layer whose activations are identical for every image).
     degenerate = norms <= 1e-12 * beta_norms * raw_rms
     _finish(vectors, intercepts, accuracies, norms, degenerate, splits)
     shifts = np.where(degenerate, 0.0, raw_shifts / np.where(degenerate, 1.0, norms))
-    return CAVBatch(vectors, accuracies, intercepts, *_sizes(splits), shifts=shifts)
+    if unformed:
+        intercepts[unformed] = np.nan     # not formed: no intercept in raw coordinates
+    for g, members in enumerate(averages):
+        # Tasks formed one by one (a family fitted without the Gram matrix) join their mean here.
+        mine = [p for p in members if position[p] >= 0]
+        if mine:
+            averaged[g] += (vectors[mine].astype(np.float64).sum(axis=0) / len(members)).astype(np.float32)
+    return CAVBatch(vectors, accuracies, intercepts, *_sizes(splits), shifts=shifts,
+                    averages=averaged if averages else None)
 
 
 def _non_finite() -> None:

@@ -186,3 +186,26 @@ def test_row_values_merge_the_ragged_tiles_of_bootstrap_resamples():
     dense = block.astype(np.float64) @ weights.T.astype(np.float64)
     for j, r in enumerate(task_rows):
         np.testing.assert_allclose(values.of(j, r), dense[r, j], rtol=1e-5)
+
+
+@pytest.mark.parametrize("families", [("logistic", "ridge"), ("mean", "logistic")])
+def test_averaged_groups_equal_the_mean_of_the_formed_unit_vectors(families):
+    concept, randoms, rows = _pool_and_sets(seed=8)
+    pool, tasks, index = _tasks(concept, randoms, rows)
+    concept_tasks = [tasks[t] for t in index["c"]]
+    k = len(concept_tasks)
+    batch = [*tasks, *concept_tasks, *concept_tasks]
+    methods = ["mean"] * len(tasks) + [families[0]] * k + [families[1]] * k
+    groups = [list(range(len(tasks), len(tasks) + k)), list(range(len(tasks) + k, len(tasks) + 2 * k))]
+    fast = fit_cav_batch(pool, batch, method=methods, alpha=50.0, averages=groups)
+    plain = fit_cav_batch(pool, batch, method=methods, alpha=50.0)
+    for g, members in enumerate(groups):
+        want = plain.vectors[members].astype(np.float64).mean(axis=0)
+        np.testing.assert_allclose(fast.averages[g], want, rtol=0, atol=1e-6 * np.abs(want).max())
+        # The tasks' own numbers are those of the formed fit.
+        np.testing.assert_allclose(fast.shifts[members], plain.shifts[members], rtol=1e-5)
+        np.testing.assert_array_equal(fast.accuracies[members], plain.accuracies[members])
+    # Tasks outside the groups are untouched.
+    np.testing.assert_allclose(fast.vectors[:len(tasks)], plain.vectors[:len(tasks)], rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="non-empty groups"):
+        fit_cav_batch(pool, tasks, averages=[[len(tasks)]])
