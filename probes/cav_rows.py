@@ -198,8 +198,11 @@ class CAVFitter:
                                   centre=self.centre, progress=False,
                                   averages=[[row_of[t] for t in averages[g][0]] for g in open_groups]
                                   if classifier is None else None)
-            vectors[[t for t in group if t not in in_group]] = batch.vectors[[row for row, t in enumerate(group)
-                                                                              if t not in in_group]]
+            if len(group) == len(tasks):
+                vectors = batch.vectors          # the usual first call: every task fitted, no copy
+            else:
+                own = [row for row, t in enumerate(group) if t not in in_group]
+                vectors[np.asarray(group)[own]] = batch.vectors[own]
             if classifier is None:
                 for g, mean in zip(open_groups, batch.averages if open_groups else []):
                     means[g] = mean
