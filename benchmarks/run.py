@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="folder for latest.md and latest.json")
     parser.add_argument("--only", default=None, help="comma-separated case names (for development)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data folder")
+    parser.add_argument("--reps", type=int, default=None,
+                        help="repetitions of every timed case (best of them is reported; default: the mode's)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -120,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         wanted = set(args.only.split(","))
         cases = [c for c in cases if c["name"] in wanted]
+    if args.reps is not None:
+        if args.reps < 1:
+            parser.error("--reps must be at least 1")
+        cases = [{**c, "reps": args.reps} if "reps" in c else c for c in cases]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -143,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     targets = evaluate(results)
-    command = "python -m benchmarks.run" + {"smoke": " --smoke", "quick": " --quick", "full": ""}[mode_name]
+    command = "python -m benchmarks.run" + {"smoke": " --smoke", "quick": " --quick", "full": ""}[mode_name] \
+        + (f" --reps {args.reps}" if args.reps is not None else "") + (f" --only {args.only}" if args.only else "")
     report = {"mode": mode_name, "started": started, "wall_seconds": time.perf_counter() - t0, "command": command,
               "machine": info, "targets": targets, "cases": results}
     (out / "latest.json").write_text(json.dumps(report, indent=1, default=json_default) + "\n")
