@@ -26,11 +26,8 @@ TensorFlow:
 from __future__ import annotations
 
 import dataclasses
-import os
-import stat
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -50,6 +47,7 @@ from probes.stats import adjust_pvalues
 from probes.streaming import ProjectionSpace, project_batches
 
 from .config import Config
+from .image_files import resolve_files
 from .outcome_store import ENCODING_VERSION, analysis_provenance, decode_outcome, encode_outcome
 
 # Re-exported: other modules, tests and notebooks import these from here.
@@ -250,7 +248,7 @@ class Analysis:
                     stacked[layer][sizes[j]:sizes[j + 1]] = acts[layer]
             return stacked, rows
         first = file_sets[0]
-        resolved = _resolve_files(f for s in file_sets for f in s.files)
+        resolved = resolve_files(f for s in file_sets for f in s.files)
         union = sorted(set(resolved.values()))
         pool = ImageSet(union, name="random pool", input_shape=first.input_shape, preprocess=first.preprocess)
         spill = 4 * width * len(pool) > parse_bytes(self.options.memory_budget)
@@ -471,41 +469,6 @@ class Analysis:
             self._per_example[(name, layer, concept)] = proj.per_example(record)
 
 
-_PATH = type(Path())  # what Path(...) builds on this platform
-
-
-def _resolve_files(files: Iterable[Any]) -> dict[Any, Path]:
-    """``{f: Path(f).resolve()}`` for every distinct file, with each folder resolved once.
-
-    A resolve costs a system call per component of the path, and a random pool holds thousands of
-    files in a few folders. Resolving is a left-to-right walk, so a file that is not itself a
-    symlink resolves to its resolved folder joined with its name; a symlink (or an odd name) takes
-    the full resolve. The union's order, and so every row of the CAV pool, is unchanged.
-
-    Examples
-    --------
-    >>> files = [Path("data/random/r0000.png"), Path("data/random/../random/r0001.png")]
-    >>> all(path == Path(f).resolve() for f, path in _resolve_files(files).items())
-    True
-    """
-    folders: dict[Path, Path] = {}
-    resolved: dict[Any, Path] = {}
-    for f in files:
-        if f in resolved:
-            continue
-        path = f if type(f) is _PATH else Path(f)  # an image set's files are Paths already: not rebuilt
-        try:
-            link = stat.S_ISLNK(os.lstat(path).st_mode)
-        except OSError:
-            link = False  # as a resolve does: a component that cannot be read is kept as it is
-        if link or path.name in ("", ".", ".."):
-            resolved[f] = path.resolve()
-            continue
-        folder = folders.get(path.parent)
-        if folder is None:
-            folder = folders[path.parent] = path.parent.resolve()
-        resolved[f] = folder / path.name
-    return resolved
 
 
 def tcav_classifier() -> Any:

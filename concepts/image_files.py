@@ -7,11 +7,12 @@ Volumes (NIfTI files, DICOM series folders) are listed and read here too, throug
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -193,3 +194,50 @@ def read_image(path: str | Path) -> np.ndarray:
             f"Image {str(path)!r} has shape {image.shape}; expected a 2D image (H, W) or (H, W, C). "
             "Volumes and stacks must be sliced into 2D images first.")
     return image
+
+
+_PATH = type(Path())  # what Path(...) builds on this platform
+
+
+def resolve_files(files: Iterable[Any]) -> dict[Any, Path]:
+    """``{f: Path(f).resolve()}`` for every distinct file, with each folder resolved once.
+
+    A resolve costs a system call per component of the path, and a random pool holds thousands of
+    files in a few folders. Resolving is a left-to-right walk, so a file that is not itself a
+    symlink resolves to its resolved folder joined with its name; a symlink (or an odd name) takes
+    the full resolve. The union's order, and so every row of the CAV pool, is unchanged.
+
+    Parameters
+    ----------
+    files : iterable of str or Path
+        Image files.
+
+    Returns
+    -------
+    dict
+        Each distinct file to its resolved path.
+
+    Examples
+    --------
+    >>> files = [Path("data/random/r0000.png"), Path("data/random/../random/r0001.png")]
+    >>> all(path == Path(f).resolve() for f, path in resolve_files(files).items())
+    True
+    """
+    folders: dict[Path, Path] = {}
+    resolved: dict[Any, Path] = {}
+    for f in files:
+        if f in resolved:
+            continue
+        path = f if type(f) is _PATH else Path(f)  # an image set's files are Paths already: not rebuilt
+        try:
+            link = stat.S_ISLNK(os.lstat(path).st_mode)
+        except OSError:
+            link = False  # as a resolve does: a component that cannot be read is kept as it is
+        if link or path.name in ("", ".", ".."):
+            resolved[f] = path.resolve()
+            continue
+        folder = folders.get(path.parent)
+        if folder is None:
+            folder = folders[path.parent] = path.parent.resolve()
+        resolved[f] = folder / path.name
+    return resolved

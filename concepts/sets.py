@@ -11,9 +11,10 @@ holds either one subfolder per set or one pool of images.
 Sets may hold volumes (NIfTI files, DICOM series folders) for 3D models with input ``(D, H, W, C)``;
 they are preprocessed by :func:`concepts.volumes.volume_preprocess` unless ``preprocess`` is given.
 
-Why one module of about 540 lines (some 200 of them docstrings with runnable examples): the set and
-the random-set draw share one content-identity rule, which must not drift apart; preprocessing is in
-:mod:`concepts.preprocess` and decoding in :mod:`concepts.image_files`.
+Why one module of about 620 lines (some 200 of them docstrings with runnable examples): the set, the
+per-process memory of its content key and the random-set draw share one content-identity rule, which
+must not drift apart; preprocessing is in :mod:`concepts.preprocess` and decoding in
+:mod:`concepts.image_files`.
 
 Examples
 --------

@@ -14,7 +14,8 @@ gradient (the UBS null). This module accumulates those per batch:
 
 Both merge (``a.merge(b)``), so shards computed on different machines combine into the summary of
 the whole set; merging in shard order gives the same numbers whatever machine computed each shard.
-Pure numpy: no TensorFlow, no ``concepts`` import.
+Pure numpy: no TensorFlow, no ``concepts`` import. A little over 500 lines, a third of them
+docstrings: the accumulators and the space they project on share one column layout.
 
 Examples
 --------

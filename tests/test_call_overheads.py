@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from probes import cache as cache_mod
+from probes import cache_recent
 from probes.cache import Store
 from probes.errors import CacheCorruptionWarning
 
@@ -197,7 +198,7 @@ def test_a_key_another_writer_placed_first_is_read_from_disk(tmp_path, loads, mo
 
 
 def test_memory_is_bounded_least_recently_used_first(tmp_path, loads, monkeypatch):
-    monkeypatch.setattr(cache_mod, "RECENT_BYTES", 2500)
+    monkeypatch.setattr(cache_recent, "RECENT_BYTES", 2500)
     store = Store(tmp_path)
     keys = [Store.make_key("lru", str(i)) for i in range(3)]
     store.put(keys[0], np.zeros(125))   # 1000 bytes each
@@ -219,7 +220,7 @@ def test_memory_is_bounded_least_recently_used_first(tmp_path, loads, monkeypatc
 
 
 def test_large_entries_stay_on_disk(tmp_path, loads, monkeypatch):
-    monkeypatch.setattr(cache_mod, "RECENT_ENTRY_BYTES", 100)
+    monkeypatch.setattr(cache_recent, "RECENT_ENTRY_BYTES", 100)
     store = Store(tmp_path)
     key = Store.make_key("large")
     store.put(key, np.zeros(100))
@@ -267,7 +268,7 @@ def test_resolving_by_folder_gives_what_resolving_each_path_gives(tmp_path, monk
     import os
     from pathlib import Path
 
-    from concepts.analysis import _resolve_files
+    from concepts.image_files import resolve_files
 
     real = tmp_path / "real"
     real.mkdir()
@@ -281,7 +282,7 @@ def test_resolving_by_folder_gives_what_resolving_each_path_gives(tmp_path, monk
     files = [real / "a.png", Path("real/b.png"), tmp_path / "linked" / "c.png", real / "link.png",
              real / "away.png", real / "hard.png", Path("linked/../real/a.png"), real / "missing.png",
              tmp_path / "linked" / "a.png", "real/b.png"]
-    got = _resolve_files(files)
+    got = resolve_files(files)
     assert got == {f: Path(f).resolve() for f in files}
     assert got[real / "link.png"] == real / "c.png" and got[real / "hard.png"] == real / "hard.png"
     assert len(set(got.values())) == 5  # a, b, c, hard, missing

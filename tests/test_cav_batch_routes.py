@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import probes.linear as linear
+import probes.dual_fit as dual_fit
 from probes.blas_threads import run_products
 from probes.design import cav_tasks, stack_pool
 from probes.gram import centred_gram, reuse_gram, task_tiles
@@ -80,7 +80,7 @@ def test_mean_cavs_without_the_gram_matrix_equal_the_dual_fit(monkeypatch, null_
     concept, randoms, rows = _pool_and_sets(seed=1)
     pool, tasks, _ = _tasks(concept, randoms, rows, null_mode)
     fast = fit_cav_batch(pool, tasks, method="mean")
-    monkeypatch.setattr(linear, "PRIMAL_METHODS", ())
+    monkeypatch.setattr(dual_fit, "PRIMAL_METHODS", ())
     plain = fit_cav_batch(pool, tasks, method="mean")
     np.testing.assert_allclose(fast.vectors, plain.vectors, rtol=0, atol=1e-6)
     np.testing.assert_allclose(fast.shifts, plain.shifts, rtol=1e-5)
