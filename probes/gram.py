@@ -163,6 +163,8 @@ def _plan(bounds: np.ndarray, needed: np.ndarray) -> list[tuple[int, int, int, i
     """The products ``rows[r0:r1] x rows[c0:c1]`` covering the upper half of the needed tiles, or None
     when one full symmetric product is the better buy."""
     n = int(bounds[-1])
+    if len(bounds) - 1 > MAX_PRODUCTS:   # every tile needs at least its own diagonal block
+        return None
     plan, cost = [], 0
     for a in range(len(bounds) - 1):
         b = a
