@@ -105,16 +105,25 @@ def fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alph
     groups: dict[tuple[str, int], list[int]] = {}
     for p in dual:
         groups.setdefault((methods[p], len(local[p][0])), []).append(p)
+    # Tasks wanted only inside a group's mean (see below) need their norm, not their accuracy or shift.
+    averages = averages or []
+    unformed = sorted({p for g in averages for p in g if methods[p] not in PRIMAL_METHODS})
+    in_mean_only = np.zeros(n_tasks, bool)
+    in_mean_only[unformed] = True
     for (method, n), members in groups.items():
         k_tr = np.stack([gram[np.ix_(local[p][0], local[p][0])] for p in members])
         y_tr = np.stack([splits[p].y_train for p in members])
         betas, intercepts = cav_solvers.solve(method, k_tr, y_tr, alpha=alpha, C=C,
                                               random_state=splits[members[0]].train.size)
-        for i, (beta, intercept, p) in enumerate(zip(betas, intercepts, members)):
-            tr, te = local[p]
-            f_all = gram[np.ix_(task_rows[p], tr)] @ beta
-            gram_norms[p] = math.sqrt(max(float(f_all[:len(tr)] @ beta), 0.0))
-            _task_summary(p, f_all, intercept, splits[p], accuracies, raw_shifts, centred_intercepts)
+        # ||w||^2 = beta' K beta for every task of the group at once.
+        gram_norms[members] = np.sqrt(np.maximum(np.einsum("pi,pij,pj->p", betas, k_tr, betas), 0.0))
+        for beta, intercept, p in zip(betas, intercepts, members):
+            tr = local[p][0]
+            if in_mean_only[p]:
+                accuracies[p] = raw_shifts[p] = np.nan
+            else:
+                f_all = gram[np.ix_(task_rows[p], tr)] @ beta
+                _task_summary(p, f_all, intercept, splits[p], accuracies, raw_shifts, centred_intercepts)
             beta_norms[p] = math.sqrt(n) * float(np.linalg.norm(beta))
             np.add.at(coefs[p], tr, beta)          # add.at: a row may appear twice in one task
     for p in primal:
@@ -124,8 +133,6 @@ def fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alph
 
     # Groups wanted only as a mean: their Gram-matrix tasks become one row of coefficients per group,
     # each task weighted by 1 / ||w|| (its norm from the Gram matrix), so pass 2 forms the mean directly.
-    averages = averages or []
-    unformed = sorted({p for g in averages for p in g if methods[p] not in PRIMAL_METHODS})
     formed = np.setdiff1d(np.arange(n_tasks), unformed)
     position = np.full(n_tasks, -1)
     position[formed] = np.arange(len(formed))

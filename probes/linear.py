@@ -231,10 +231,10 @@ def fit_cav_batch(pool: np.ndarray, tasks: Sequence[CAVTask], *, method: str | S
     averages : sequence of sequence of int, optional
         Groups of tasks whose unit vectors are wanted only as their mean (``CAVBatch.averages``;
         batched solvers only). A Gram-matrix family's tasks in a group are then not formed one by
-        one: their norms come from the Gram matrix and the group's mean is formed as one vector,
-        and their rows of ``vectors`` are left zero (their accuracies and shifts are computed as
-        usual). This is how the robustness check's other estimator families cost one vector per
-        concept instead of one per run.
+        one: their norms come from the Gram matrix and the group's mean is formed as one vector;
+        their rows of ``vectors`` are left zero and their accuracies, shifts and intercepts NaN.
+        This is how the robustness check's other estimator families cost one vector per concept
+        instead of one per run.
 
     Returns
     -------
