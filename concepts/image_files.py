@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import stat
-import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from probes.fork_safe import ForkSafeLock
 from probes.identity import RACY_SECONDS
 
 from .errors import ImageReadError
@@ -28,16 +28,7 @@ LISTINGS_KEPT = 256
 
 # (folder, recursive) -> (every folder the listing read, with its stat before the read; the files)
 _LISTINGS: OrderedDict[tuple[str, bool], tuple[tuple[tuple[str, tuple], ...], list[Path]]] = OrderedDict()
-_LISTINGS_LOCK = threading.Lock()
-
-
-def _after_fork() -> None:
-    global _LISTINGS_LOCK
-    _LISTINGS_LOCK = threading.Lock()  # a child must not inherit a lock held by another thread at the fork
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork)
+_LISTINGS_LOCK = ForkSafeLock()   # a forked child gets a fresh one
 
 
 def is_image_file(path: str | Path) -> bool:

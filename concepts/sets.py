@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import threading
 import time
 import warnings
 from collections import OrderedDict
@@ -37,6 +36,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from probes import identity as _identity
+from probes.fork_safe import ForkSafeLock
 from probes.identity import RACY_SECONDS
 from probes.identity import file_sha256 as _file_sha256
 
@@ -419,16 +419,7 @@ CONTENT_KEYS_KEPT = 64
 
 # (header, file paths) -> (each file's stat when the key was computed, the key)
 _CONTENT_KEYS: OrderedDict[tuple[bytes, tuple[str, ...]], tuple[tuple, str]] = OrderedDict()
-_CONTENT_KEYS_LOCK = threading.Lock()
-
-
-def _after_fork() -> None:
-    global _CONTENT_KEYS_LOCK
-    _CONTENT_KEYS_LOCK = threading.Lock()  # a child must not inherit a lock held by another thread at the fork
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork)
+_CONTENT_KEYS_LOCK = ForkSafeLock()   # a forked child gets a fresh one
 
 
 def _stats(paths: Sequence[str]) -> tuple | None:
