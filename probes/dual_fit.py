@@ -28,7 +28,7 @@ from probes.cav_tasks import TaskSplit
 from probes.gram import centred_block, centred_gram
 from probes.linear import CAVBatch, _column_blocks, _finish, _sizes
 from probes.progress import progress as _progress_bar
-from probes.row_values import RowValues
+from probes.row_values import RowValues, SparseProduct
 from probes.stats import NonFiniteValuesError
 
 __all__ = ["PRIMAL_METHODS", "fit_dual"]
@@ -152,6 +152,9 @@ def fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alph
     mean_dot_w = np.zeros(len(formed))
     mean_sq = 0.0
     coefs32 = np.vstack([coefs[formed], combined if unformed else combined[:0]]).astype(np.float32)
+    # Each vector's coefficients sit on its own task's rows: tile by tile where that saves enough.
+    weights_of = SparseProduct(coefs32, [task_rows[p] for p in formed]
+                               + [np.concatenate([task_rows[p] for p in g]) for g in averages if unformed])
     n_formed = len(formed)
     values = RowValues(n_u, [task_rows[p] for p in primal]) if primal else None
     primal_rows = position[primal]
@@ -161,7 +164,7 @@ def fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alph
     for b, (c0, c1) in enumerate(_progress_bar(weight_blocks, enabled=progress, desc="CAV weights", unit="block")):
         block, mean = centred_block(pool, rows, c0, c1, buffer, block_means[b] if same_blocks else None)
         buffer = block
-        product = coefs32 @ block
+        product = weights_of(block)
         w = product[:n_formed]
         norm_sq += np.einsum("ij,ij->i", w, w, dtype=np.float64)
         # float32 products summed in float64 over the blocks: no float64 copy of the weights.

@@ -29,16 +29,16 @@ import numpy as np
 
 from probes.blas_threads import run_products
 
-__all__ = ["RowValues", "equal_row_runs"]
+__all__ = ["RowValues", "SparseProduct", "equal_row_runs"]
 
 #: Tile-wise products are used only when they compute at most this fraction of the dense product.
 SPARSE_FRACTION = 0.6
 #: Most products per column block before one dense product is preferred (tiny tiles).
 MAX_PRODUCTS = 64
-#: Neighbouring tiles are merged when the merged product costs at most this much more than the two apart,
-#: or when either holds fewer rows than ``MIN_TILE_ROWS``.
+#: Neighbouring tiles are merged when the merged product costs at most this much more than the two apart
+#: (rows that share most of their vectors: one random set's rows, each in a different 70 % of the set's
+#: CAVs; not two random sets, nor a concept and a random set).
 MERGE_COST = 1.5
-MIN_TILE_ROWS = 16
 
 
 def equal_row_runs(matrix: np.ndarray) -> np.ndarray:
@@ -70,7 +70,8 @@ def _merged_tiles(member: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
     """Runs of rows with the same tasks, neighbours merged while that costs little.
 
     Bootstrap resamples of a concept's images give its rows slightly different task sets (a run of a row
-    or two each); computing a few unused values for a merged tile is cheaper than many tiny products.
+    or two each), and so do the training rows of the CAVs on one random set; computing a few unused
+    values (or adding a few zeros) for a merged tile is cheaper than many tiny products.
     """
     bounds = equal_row_runs(member)
     tiles: list[list] = []
@@ -84,7 +85,7 @@ def _merged_tiles(member: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
             both = pmask | mask
             merged = (r1 - p0) * int(both.sum())
             apart = (p1 - p0) * int(pmask.sum()) + (r1 - r0) * int(mask.sum())
-            if merged <= MERGE_COST * apart or min(p1 - p0, r1 - r0) < MIN_TILE_ROWS:
+            if merged <= MERGE_COST * apart:
                 tiles[-1] = [p0, r1, both]
                 continue
         tiles.append([r0, r1, mask])
@@ -156,3 +157,74 @@ class RowValues:
             float64.
         """
         return self.values[rows, j]
+
+
+class SparseProduct:
+    """``coefs @ block`` for coefficient rows that are non-zero on a few tiles of rows only.
+
+    A CAV's dual coefficients live on its own task's rows: a random-vs-random CAV on two random sets
+    out of twenty, so the dense product spends most of its arithmetic on zeros. Rows with the same
+    vectors form tiles (as in :class:`RowValues`); each tile's share is one small product, run side by
+    side (:func:`probes.blas_threads.run_products`), and added into the vectors it belongs to. Falls
+    back to the dense product where the tiles do not save enough.
+
+    Parameters
+    ----------
+    coefs : numpy.ndarray
+        ``(k, n)`` float32 coefficients.
+    rows : sequence of numpy.ndarray, optional
+        Each vector's task rows (both sides, training and held-out): the tiles follow them, so one
+        random set is one tile although each CAV trains on a different part of it. Default: where
+        the coefficients are non-zero.
+
+    Examples
+    --------
+    >>> coefs = np.zeros((2, 6), np.float32); coefs[0, :3] = 1; coefs[1, 3:] = 2
+    >>> block = np.arange(12, dtype=np.float32).reshape(6, 2)
+    >>> SparseProduct(coefs)(block).tolist() == (coefs @ block).tolist()
+    True
+    """
+
+    def __init__(self, coefs: np.ndarray, rows: Sequence[np.ndarray] | None = None) -> None:
+        self.coefs = coefs
+        k, n = coefs.shape
+        if rows is None:
+            member = (coefs != 0).T
+        else:
+            member = np.zeros((n, k), dtype=bool)
+            for j, r in enumerate(rows):
+                member[r, j] = True
+            member |= (coefs != 0).T          # every coefficient inside its vector's tiles
+        tiles = _merged_tiles(member) if k and n else []
+        cost = sum((r1 - r0) * tasks.size for r0, r1, tasks in tiles)
+        self.parts: list[tuple[int, int, np.ndarray, np.ndarray]] | None = None
+        if tiles and len(tiles) <= MAX_PRODUCTS and cost <= SPARSE_FRACTION * n * k:
+            self.parts = [(r0, r1, tasks, np.ascontiguousarray(coefs[tasks, r0:r1])) for r0, r1, tasks in tiles]
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        """``coefs @ block`` (float32 ``(k, width)``) for a block ``(n, width)``.
+
+        Parameters
+        ----------
+        block : numpy.ndarray
+            The rows, in these columns.
+
+        Returns
+        -------
+        numpy.ndarray
+        """
+        if self.parts is None:
+            return self.coefs @ block
+        partial: list[np.ndarray | None] = [None] * len(self.parts)
+
+        def product(i: int, r0: int, r1: int, part: np.ndarray):
+            def run() -> None:
+                partial[i] = part @ block[r0:r1]
+            return run
+
+        run_products([(part.size, product(i, r0, r1, part)) for i, (r0, r1, _, part) in enumerate(self.parts)])
+        out = np.zeros((self.coefs.shape[0], block.shape[1]), dtype=np.float32)
+        for (_, _, tasks, _), share in zip(self.parts, partial):
+            out[tasks] += share
+        return out
+

@@ -212,3 +212,25 @@ def test_averaged_groups_equal_the_mean_of_the_formed_unit_vectors(families):
     np.testing.assert_allclose(fast.vectors[:len(tasks)], plain.vectors[:len(tasks)], rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="non-empty groups"):
         fit_cav_batch(pool, tasks, averages=[[len(tasks)]])
+
+
+def test_sparse_weight_product_follows_the_task_sides_and_equals_the_dense_product():
+    from probes.row_values import SparseProduct
+
+    rng = np.random.default_rng(10)
+    n_sets, size = 8, 30
+    sets = [np.arange(j * size, (j + 1) * size) for j in range(n_sets)]
+    pairs = [(j, k) for j in range(n_sets) for k in range(j + 1, n_sets)]
+    coefs = np.zeros((len(pairs), n_sets * size), np.float32)
+    rows = []
+    for p, (j, k) in enumerate(pairs):
+        # Each CAV trains on its own 70 % of each side: the supports differ row by row inside a set.
+        for side, sign in ((sets[j], 1.0), (sets[k], -1.0)):
+            train = rng.choice(side, 21, replace=False)
+            coefs[p, train] = sign / 21
+        rows.append(np.concatenate([sets[j], sets[k]]))
+    product = SparseProduct(coefs, rows)
+    assert product.parts is not None and len(product.parts) == n_sets        # one tile per set
+    block = rng.random((n_sets * size, 50), dtype=np.float32)
+    np.testing.assert_allclose(product(block), coefs.astype(np.float64) @ block.astype(np.float64), rtol=1e-5,
+                               atol=1e-6)
