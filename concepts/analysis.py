@@ -469,8 +469,6 @@ class Analysis:
             self._per_example[(name, layer, concept)] = proj.per_example(record)
 
 
-
-
 def tcav_classifier() -> Any:
     """The CAV classifier of the original TCAV code (tcav 0.2): hinge-loss SGD with its hyper-parameters."""
     from sklearn.linear_model import SGDClassifier
