@@ -24,7 +24,15 @@ from typing import Callable, Sequence
 
 import numpy as np  # noqa: F401  (used by the examples)
 
-__all__ = ["run_products", "usable_cores"]
+__all__ = ["MAX_PRODUCTS", "SPARSE_FRACTION", "run_products", "usable_cores"]
+
+#: Tile-by-tile products (a blockwise Gram matrix, a sparse weight pass) are used only when they do at
+#: most this fraction of the work of the one dense product they replace: below it the saved arithmetic
+#: outweighs the loss of efficiency of several smaller products.
+SPARSE_FRACTION = 0.6
+#: Most products per column block of a tile-by-tile plan; beyond it (a pool cut into many small tiles,
+#: e.g. heavily overlapping random sets) small products waste more than they save.
+MAX_PRODUCTS = 64
 
 _controller = None
 _controller_lock = threading.Lock()

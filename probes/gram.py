@@ -35,7 +35,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from probes.blas_threads import run_products
+from probes.blas_threads import MAX_PRODUCTS, SPARSE_FRACTION, run_products
 from probes.progress import progress as _progress_bar
 from probes.row_values import equal_row_runs
 
@@ -43,13 +43,6 @@ __all__ = ["centred_gram", "reuse_gram", "task_tiles"]
 
 #: Most bytes of Gram matrices and column means kept inside one :func:`reuse_gram` block.
 MEMO_BYTES = 512 * 2 ** 20
-#: Blockwise products are used only when they compute at most this fraction of the entries a full
-#: symmetric product computes (half the matrix): below it the saved arithmetic outweighs the loss of
-#: efficiency of several smaller products.
-SPARSE_FRACTION = 0.6
-#: Most matrix products per column block of the blockwise plan; beyond it (a pool cut into many small
-#: tiles, e.g. heavily overlapping random sets) small products waste more than they save.
-MAX_PRODUCTS = 64
 
 _state = threading.local()
 

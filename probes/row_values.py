@@ -27,14 +27,10 @@ from typing import Sequence
 
 import numpy as np
 
-from probes.blas_threads import run_products
+from probes.blas_threads import MAX_PRODUCTS, SPARSE_FRACTION, run_products
 
 __all__ = ["RowValues", "SparseProduct", "equal_row_runs"]
 
-#: Tile-wise products are used only when they compute at most this fraction of the dense product.
-SPARSE_FRACTION = 0.6
-#: Most products per column block before one dense product is preferred (tiny tiles).
-MAX_PRODUCTS = 64
 #: Neighbouring tiles are merged when the merged product costs at most this much more than the two apart
 #: (rows that share most of their vectors: one random set's rows, each in a different 70 % of the set's
 #: CAVs; not two random sets, nor a concept and a random set).
