@@ -110,7 +110,6 @@ def alternative_directions(pool: np.ndarray, tasks: Sequence[CAVTask], keys: Seq
                            concept_names: Sequence[str], alpha: float, fitter: CAVFitter, *, seed: int,
                            key_for: KeyFor | None = None,
                            resampled: tuple[list, np.ndarray] | None = None,
-                           fitted: dict[str, np.ndarray] | None = None,
                            means: dict[str, np.ndarray] | None = None) -> dict[str, dict]:
     """Directions a different analyst could have got, per concept, to check the row's sign against.
 
@@ -138,12 +137,9 @@ def alternative_directions(pool: np.ndarray, tasks: Sequence[CAVTask], keys: Seq
     resampled : (design, vectors), optional
         The resample tasks (as :func:`probes.design.resample_tasks` gives them) already fitted, with
         their vectors (:func:`fit_cav_layer` fits them in the main batch); None: fitted here.
-    fitted : dict, optional
-        Per other family, its vectors of the concept tasks (in the order of :func:`alternative_tasks`),
-        already fitted; None: fitted here.
     means : dict, optional
         Per concept, the other families' mean unit vectors ``(len(names), d)``, already formed
-        (:func:`fit_cav_layer` forms them in its batch); they replace ``fitted``.
+        (:func:`fit_cav_layer` forms them in its batch); None: fitted here.
 
     Returns
     -------
@@ -162,15 +158,14 @@ def alternative_directions(pool: np.ndarray, tasks: Sequence[CAVTask], keys: Seq
     (['logistic', 'ridge'], (2, 4), (10, 4))
     """
     concept_tasks, others = alternative_tasks(index, concept_names, fitter)
-    if means is not None:
-        fitted = {}
-    elif fitted is None:
+    if means is None:
         fitted = {}
         for method in others:
             method_keys = _keys(key_for, [("alt", keys[t]) for t in concept_tasks], alpha, method)
-            fitted[method] = fitter.fit(pool, [tasks[t] for t in concept_tasks], method_keys, alpha, method)[0]
-    if means is None:
-        fitted = {method: dict(zip(concept_tasks, fitted[method])) for method in others}
+            fitted[method] = dict(zip(concept_tasks, fitter.fit(pool, [tasks[t] for t in concept_tasks],
+                                                                method_keys, alpha, method)[0]))
+        means = {name: np.array([np.mean([fitted[m][t] for t in index[name]], axis=0) for m in others])
+                 for name in concept_names}
     if resampled is None:
         design, resample_keys = _resample_design(tasks, keys, index, concept_names, alpha, fitter, seed=seed,
                                                  key_for=key_for)
@@ -180,15 +175,9 @@ def alternative_directions(pool: np.ndarray, tasks: Sequence[CAVTask], keys: Seq
     owners = [owner for owner, _, _ in design]
     out = {}
     for name in concept_names:
-        idx = index[name]
-        if means is not None:
-            alternatives = np.asarray(means[name], dtype=np.float32).reshape(len(others), pool.shape[1])
-        elif others:
-            alternatives = np.stack([np.mean([fitted[m][t] for t in idx], axis=0) for m in others])
-        else:
-            alternatives = np.zeros((0, pool.shape[1]), np.float32)
+        alternatives = np.asarray(means[name], dtype=np.float32).reshape(len(others), pool.shape[1])
         mine = np.array([o == name for o in owners])
-        out[name] = {"alternatives": alternatives.astype(np.float32), "names": others,
+        out[name] = {"alternatives": alternatives, "names": others,
                      "resamples": resample_vectors[mine]}
     return out
 

@@ -86,7 +86,7 @@ def fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alph
     # Rows whose squared norm (for the degeneracy bound) the Gram diagonal does not give.
     unsquared = np.arange(n_u)
     if dual:
-        gram, _, block_means = centred_gram(pool, union, rows, blocks, progress,
+        gram, block_means = centred_gram(pool, union, rows, blocks, progress,
                                             task_rows=[task_rows[p] for p in dual])
         dual_rows = np.unique(np.concatenate([task_rows[p] for p in dual]))
         if not np.all(np.isfinite(np.diag(gram)[dual_rows])):

@@ -60,7 +60,7 @@ class _Memo:
         ref, value = found
         if ref() is not pool:      # freed (its id may be reused) or another object
             return None
-        have = value[3]
+        have = value[2]
         # A matrix with entries left out serves only requests within what it has.
         if have is not None and (needed is None or np.any(needed & ~have)):
             return None
@@ -91,7 +91,7 @@ class _Memo:
 
 
 def _value_bytes(value: tuple) -> int:
-    return value[0].nbytes + sum(m.nbytes for m in value[2]) + (0 if value[3] is None else value[3].nbytes)
+    return value[0].nbytes + sum(m.nbytes for m in value[1]) + (0 if value[2] is None else value[2].nbytes)
 
 
 @contextlib.contextmanager
@@ -179,7 +179,7 @@ def _plan(bounds: np.ndarray, needed: np.ndarray) -> list[tuple[int, int, int, i
 def centred_gram(pool: np.ndarray, union: np.ndarray, rows: np.ndarray | slice,
                  blocks: Sequence[tuple[int, int]], progress: bool = False,
                  task_rows: Sequence[np.ndarray] | None = None
-                 ) -> tuple[np.ndarray, float, list[np.ndarray]]:
+                 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Gram matrix of the ``union`` rows of ``pool``, centred on their mean, blockwise over columns.
 
     Parameters
@@ -202,8 +202,8 @@ def centred_gram(pool: np.ndarray, union: np.ndarray, rows: np.ndarray | slice,
     Returns
     -------
     tuple
-        ``(gram, raw_sq, means)``: the float64 ``(n, n)`` centred Gram matrix (read-only),
-        the sum of squares of the raw rows, and each block's float64 column means.
+        ``(gram, means)``: the float64 ``(n, n)`` centred Gram matrix (read-only) and each
+        block's float64 column means.
 
     Examples
     --------
@@ -228,7 +228,7 @@ def centred_gram(pool: np.ndarray, union: np.ndarray, rows: np.ndarray | slice,
         key = (id(pool), pool.shape, getattr(pool, "strides", None), pool.dtype.str, union.tobytes(), tuple(blocks))
         found = memo.get(pool, key, needed_rows)
         if found is not None:
-            return found[:3]
+            return found[:2]
     # Products in float32 (twice the BLAS speed of float64), each block's product added into a
     # float64 Gram matrix. Centring on the union mean first removes the large common component of
     # post-ReLU activations, which keeps the small differences that matter from drowning in
@@ -247,15 +247,11 @@ def centred_gram(pool: np.ndarray, union: np.ndarray, rows: np.ndarray | slice,
                           for r0, r1, k0, k1 in plan])
     if plan is not None:
         _mirror(gram, plan, needed_rows)
-    # The raw rows' sum of squares (for the degeneracy bound only): the centred part is the Gram
-    # trace, the rest the mean's share; no extra pass over the block.
-    centred_sq = float(np.trace(gram))
-    raw_sq = centred_sq + n_u * float(sum(float(m @ m) for m in means))
     gram.flags.writeable = False
-    value = (gram, raw_sq, means, needed_rows)
+    value = (gram, means, needed_rows)
     if memo is not None and key is not None:
         memo.put(pool, key, value)
-    return value[:3]
+    return value[:2]
 
 
 def _tile_product(gram: np.ndarray, block: np.ndarray, r0: int, r1: int, k0: int, k1: int):
