@@ -93,6 +93,29 @@ def mean_coefficients(y: np.ndarray) -> np.ndarray:
     return np.where(pos, 1.0 / pos.sum(axis=-1, keepdims=True), -1.0 / (~pos).sum(axis=-1, keepdims=True))
 
 
+def midpoint_intercept(f: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """The boundary of the difference of means: minus the midpoint of the two sides' mean values.
+
+    Parameters
+    ----------
+    f : numpy.ndarray
+        The vector's values on the training rows (``(..., n)``).
+    pos : numpy.ndarray
+        Which rows are the concept's (same shape, bool).
+
+    Returns
+    -------
+    numpy.ndarray
+        One intercept per leading index (a 0-d array for one task).
+
+    Examples
+    --------
+    >>> float(midpoint_intercept(np.array([3.0, 1.0, -1.0]), np.array([True, True, False])))
+    -0.5
+    """
+    return -0.5 * ((f * pos).sum(axis=-1) / pos.sum(axis=-1) + (f * ~pos).sum(axis=-1) / (~pos).sum(axis=-1))
+
+
 def solve_mean(k: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Difference of class means, ``w = mean(x | +) - mean(x | -)``, boundary at the midpoint.
 
@@ -105,7 +128,7 @@ def solve_mean(k: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     pos = y > 0
     beta = mean_coefficients(y)
     f = np.einsum("pij,pj->pi", k, beta)
-    b = -0.5 * ((f * pos).sum(axis=1) / pos.sum(axis=1) + (f * ~pos).sum(axis=1) / (~pos).sum(axis=1))
+    b = midpoint_intercept(f, pos)
     return beta, b
 
 

@@ -184,12 +184,8 @@ def fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alph
         _non_finite()
     raw_rms = math.sqrt(raw_sq / n_u)
     for j, p in enumerate(primal):
-        tr, te = local[p]
         f_all = values.of(j, task_rows[p])
-        pos = splits[p].y_train > 0
-        f_tr = f_all[:len(tr)]
-        # The boundary at the midpoint of the two training means (as cav_solvers.solve_mean).
-        intercept = -0.5 * (f_tr[pos].mean() + f_tr[~pos].mean())
+        intercept = float(cav_solvers.midpoint_intercept(f_all[:len(local[p][0])], splits[p].y_train > 0))
         _task_summary(p, f_all, intercept, splits[p], accuracies, raw_shifts, centred_intercepts)
     norms = gram_norms.copy()
     norms[formed] = np.sqrt(norm_sq)
