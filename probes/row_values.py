@@ -88,6 +88,23 @@ def _merged_tiles(member: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
     return [(r0, r1, np.flatnonzero(mask)) for r0, r1, mask in tiles]
 
 
+def _membership(n_rows: int, task_rows: Sequence[np.ndarray]) -> np.ndarray:
+    """``(n_rows, k)`` bool: row ``i`` belongs to vector ``j``'s task."""
+    member = np.zeros((n_rows, len(task_rows)), dtype=bool)
+    for j, rows in enumerate(task_rows):
+        member[rows, j] = True
+    return member
+
+
+def _tile_plan(member: np.ndarray) -> list[tuple[int, int, np.ndarray]] | None:
+    """The merged tiles of a membership matrix, or None where one dense product is the better buy."""
+    tiles = _merged_tiles(member) if member.size else []
+    cost = sum((r1 - r0) * tasks.size for r0, r1, tasks in tiles)
+    if not tiles or len(tiles) > MAX_PRODUCTS or cost > SPARSE_FRACTION * member.size:
+        return None
+    return tiles
+
+
 class RowValues:
     """The values of ``k`` vectors, each on its own rows of an ``(n, d)`` block-centred pool.
 
@@ -107,15 +124,8 @@ class RowValues:
     """
 
     def __init__(self, n_rows: int, task_rows: Sequence[np.ndarray]) -> None:
-        k = len(task_rows)
-        member = np.zeros((n_rows, k), dtype=bool)
-        for j, rows in enumerate(task_rows):
-            member[rows, j] = True
-        self.values = np.zeros((n_rows, k))
-        self.plan: list[tuple[int, int, np.ndarray]] | None = _merged_tiles(member)
-        cost = sum((r1 - r0) * tasks.size for r0, r1, tasks in self.plan)
-        if len(self.plan) > MAX_PRODUCTS or cost > SPARSE_FRACTION * n_rows * k:
-            self.plan = None
+        self.values = np.zeros((n_rows, len(task_rows)))
+        self.plan = _tile_plan(_membership(n_rows, task_rows))
 
     def add(self, block: np.ndarray, weights: np.ndarray) -> None:
         """Add one column block's share: ``block`` ``(n, width)``, ``weights`` ``(k, width)``.
@@ -184,18 +194,12 @@ class SparseProduct:
     def __init__(self, coefs: np.ndarray, rows: Sequence[np.ndarray] | None = None) -> None:
         self.coefs = coefs
         k, n = coefs.shape
-        if rows is None:
-            member = (coefs != 0).T
-        else:
-            member = np.zeros((n, k), dtype=bool)
-            for j, r in enumerate(rows):
-                member[r, j] = True
-            member |= (coefs != 0).T          # every coefficient inside its vector's tiles
-        tiles = _merged_tiles(member) if k and n else []
-        cost = sum((r1 - r0) * tasks.size for r0, r1, tasks in tiles)
-        self.parts: list[tuple[int, int, np.ndarray, np.ndarray]] | None = None
-        if tiles and len(tiles) <= MAX_PRODUCTS and cost <= SPARSE_FRACTION * n * k:
-            self.parts = [(r0, r1, tasks, np.ascontiguousarray(coefs[tasks, r0:r1])) for r0, r1, tasks in tiles]
+        member = (coefs != 0).T
+        if rows is not None:
+            member = member | _membership(n, rows)     # every coefficient inside its vector's tiles
+        tiles = _tile_plan(member)
+        self.parts: list[tuple[int, int, np.ndarray, np.ndarray]] | None = None if tiles is None else \
+            [(r0, r1, tasks, np.ascontiguousarray(coefs[tasks, r0:r1])) for r0, r1, tasks in tiles]
 
     def __call__(self, block: np.ndarray) -> np.ndarray:
         """``coefs @ block`` (float32 ``(k, width)``) for a block ``(n, width)``.
