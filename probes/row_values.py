@@ -193,10 +193,9 @@ class SparseProduct:
 
     def __init__(self, coefs: np.ndarray, rows: Sequence[np.ndarray] | None = None) -> None:
         self.coefs = coefs
-        k, n = coefs.shape
         member = (coefs != 0).T
         if rows is not None:
-            member = member | _membership(n, rows)     # every coefficient inside its vector's tiles
+            member = member | _membership(coefs.shape[1], rows)     # every coefficient inside its vector's tiles
         tiles = _tile_plan(member)
         self.parts: list[tuple[int, int, np.ndarray, np.ndarray]] | None = None if tiles is None else \
             [(r0, r1, tasks, np.ascontiguousarray(coefs[tasks, r0:r1])) for r0, r1, tasks in tiles]
