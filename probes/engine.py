@@ -47,6 +47,7 @@ from probes.model_outputs import (_LINEAR_LAYER_TYPES, _LINEAR_NAMES, _SIGMOID_N
                                   _SOFTMAX_NAMES, TARGETS, _activation_name, _classify_activation,
                                   _classify_final, _final_operation, _keras, _select_output, describe_target,
                                   output_names)
+from probes.prefetch import prefetched
 from probes.progress import progress as _progress
 from probes.sources import ArraySource
 from probes.traced_steps import _SHARED_STEPS_MAX, _shared_lock, _shared_steps, _StepTwin  # noqa: F401
@@ -275,7 +276,7 @@ class Engine:
         start = 0
         total = math.ceil(n / self.batch_size) if n else 0
         # A bar for a pass of a few batches is flicker, not information.
-        batches = _progress(source.batches(self.batch_size), enabled=self.progress and total > 8,
+        batches = _progress(prefetched(source.batches(self.batch_size)), enabled=self.progress and total > 8,
                             desc=desc or ("activations" if not grad_layers else "activations+gradients"),
                             total=total, unit="batch")
         ci = np.int32(class_index)
