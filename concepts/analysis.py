@@ -416,17 +416,20 @@ class Analysis:
         opts = self.options
         random_pool, random_rows = random_acts
         # The random pool is not copied into the CAV pool: the fits read it block by block where it is.
-        pool, offsets, random_start = stack_pool([(c.name, concept_acts[c.name][layer]) for c in folder_concepts],
-                                                 random_pool[layer], random_rows, copy=False)
-        # One pass over the random rows gives both the penalty's scale and the layer's spread; a later call
-        # on the same random images and model (a new concept) finds it in RANDOM_VARIANCES.
+        # What the random side of this layer is: a later call on the same random images and model (a new
+        # concept) finds the layer's spread (RANDOM_VARIANCES) and the random rows' Gram tiles
+        # (probes.shared_gram) by it.
+        random_keys = tuple(self._key(r) for r in random_sets)
+        random_side = (self.engine.fingerprint, layer, random_keys)
+        pool, offsets, random_start = stack_pool(
+            [(c.name, concept_acts[c.name][layer]) for c in folder_concepts], random_pool[layer], random_rows,
+            copy=False, random_key=ActivationCache.make_key("random-side", self.engine.fingerprint, layer, *random_keys))
+        # One pass over the random rows gives both the penalty's scale and the layer's spread.
         randoms = flat(random_pool[layer])
-        variance = RANDOM_VARIANCES.get_or_compute(
-            (self.engine.fingerprint, layer, tuple(self._key(r) for r in random_sets)),
-            lambda: total_variance(randoms))
+        variance = RANDOM_VARIANCES.get_or_compute(random_side, lambda: total_variance(randoms))
         alpha = choose_alpha(opts.alpha, opts.alpha_scale, randoms, variance=variance)
         tasks, idents, index = cav_tasks([(c.name, self._key(c.images)) for c in folder_concepts],
-                                         [self._key(r) for r in random_sets], offsets, seed=opts.seed,
+                                         list(random_keys), offsets, seed=opts.seed,
                                          relative=opts.relative,
                                          null_mode="star" if opts.compat == "tcav" else opts.null_pairs)
         self.cav_alphas[layer] = alpha

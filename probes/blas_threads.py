@@ -76,7 +76,8 @@ def _executor(n: int) -> ThreadPoolExecutor:
 
 
 def run_products(products: Sequence[tuple[float, Callable[[], None]]]) -> None:
-    """Run independent products (each writing its own part of the output), largest first.
+    """Run independent products (each writing its own part of the output), largest first, each on one
+    BLAS thread (split a large product into pieces to spread it over the cores).
 
     Parameters
     ----------
@@ -85,11 +86,14 @@ def run_products(products: Sequence[tuple[float, Callable[[], None]]]) -> None:
         cores finish together).
     """
     n = usable_cores()
-    if n == 1 or len(products) < 2:
-        for _, product in products:
-            product()
-        return
-    order = [product for _, product in sorted(products, key=lambda item: -item[0])]
+    # Always one BLAS thread per product, even for a lone product: a product's bits then depend only on
+    # its operands, not on how many other products share the call (a multithreaded BLAS may round the
+    # same product differently), so a result does not depend on what an earlier call left in a memory.
     with _blas_controller().limit(limits=1, user_api="blas"):
+        if n == 1 or len(products) < 2:
+            for _, product in products:
+                product()
+            return
+        order = [product for _, product in sorted(products, key=lambda item: -item[0])]
         for future in [_executor(n).submit(product) for product in order]:
             future.result()

@@ -116,7 +116,7 @@ def flat(array: np.ndarray) -> np.ndarray:
 
 
 def stack_pool(concept_blocks: Sequence[tuple[str, np.ndarray]], random_pool: np.ndarray,
-               random_rows: Sequence[np.ndarray], *, copy: bool = True
+               random_rows: Sequence[np.ndarray], *, copy: bool = True, random_key: str | None = None
                ) -> tuple[np.ndarray | RowStack, dict[str, np.ndarray], int]:
     """One float32 pool of flattened activations, concept images first, then the distinct random images.
 
@@ -132,6 +132,9 @@ def stack_pool(concept_blocks: Sequence[tuple[str, np.ndarray]], random_pool: np
     copy : bool
         True: one new array. False: a :class:`probes.row_stack.RowStack` over the given arrays (no
         copy of the random pool; what the CAV fits read block by block anyway).
+    random_key : str, optional
+        With ``copy=False``: a content key of ``random_pool`` (model, layer, random images), so that the
+        Gram tiles among the random rows are kept between calls (:mod:`probes.shared_gram`).
 
     Returns
     -------
@@ -158,7 +161,7 @@ def stack_pool(concept_blocks: Sequence[tuple[str, np.ndarray]], random_pool: np
     for j, rows in enumerate(random_rows):
         offsets[f"r:{j}"] = start + rows
     if not copy:
-        return RowStack(blocks), offsets, start
+        return RowStack(blocks, keys=[None] * (len(blocks) - 1) + [random_key]), offsets, start
     return np.concatenate(blocks).astype(np.float32, copy=False), offsets, start
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from probes import cav_solvers
 from probes.cav_tasks import TaskSplit
-from probes.gram import centred_block, centred_gram
+from probes.gram import block_centre, centred_block, centred_gram
 from probes.linear import CAVBatch, _column_blocks, _finish, _sizes
 from probes.progress import progress as _progress_bar
 from probes.row_values import RowValues, SparseProduct
@@ -70,7 +70,8 @@ def fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alph
     # Pass 2 also holds a (P, width) block of weights.
     weight_blocks = _column_blocks(d, max(n_u, len(splits)))
 
-    # Pass 1: Gram matrix of the union rows, centred on the union mean. Centring does not change
+    # Pass 1: Gram matrix of the union rows, centred (on their mean, or on the rows shared with other calls:
+    # probes.shared_gram). Centring does not change
     # any probe (each probe centres its own training rows, and its dual coefficients sum to zero)
     # but it keeps the float32 products accurate (see probes.gram). Inside probes.gram.reuse_gram
     # a batch on the same pool and rows as an earlier one gets the same matrix back.
@@ -126,10 +127,22 @@ def fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alph
                 _task_summary(p, f_all, intercept, splits[p], accuracies, raw_shifts, centred_intercepts)
             beta_norms[p] = math.sqrt(n) * float(np.linalg.norm(beta))
             np.add.at(coefs[p], tr, beta)          # add.at: a row may appear twice in one task
+    # A primal task whose rows the Gram matrix covers anyway (a concept against a random set, when the
+    # robustness check's Gram families need the same rows) takes its values from it, as a dual task does;
+    # the others get theirs from the weight pass.
+    from_gram = []
     for p in primal:
         beta = cav_solvers.mean_coefficients(splits[p].y_train)
         beta_norms[p] = math.sqrt(len(beta)) * float(np.linalg.norm(beta))
         np.add.at(coefs[p], local[p][0], beta)
+        if gram is not None:
+            k_rows = gram[np.ix_(task_rows[p], local[p][0])]
+            if np.all(np.isfinite(k_rows)):
+                f_all = k_rows @ beta
+                intercept = float(cav_solvers.midpoint_intercept(f_all[:len(local[p][0])], splits[p].y_train > 0))
+                _task_summary(p, f_all, intercept, splits[p], accuracies, raw_shifts, centred_intercepts)
+                from_gram.append(p)
+    primal = sorted(set(primal) - set(from_gram))
 
     # Groups wanted only as a mean: their Gram-matrix tasks become one row of coefficients per group,
     # each task weighted by 1 / ||w|| (its norm from the Gram matrix), so pass 2 forms the mean directly.
@@ -162,7 +175,8 @@ def fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alph
     same_blocks = block_means is not None and weight_blocks == blocks
     buffer = None
     for b, (c0, c1) in enumerate(_progress_bar(weight_blocks, enabled=progress, desc="CAV weights", unit="block")):
-        block, mean = centred_block(pool, rows, c0, c1, buffer, block_means[b] if same_blocks else None)
+        centre = block_means[b] if same_blocks else block_centre(pool, union, c0, c1)
+        block, mean = centred_block(pool, rows, c0, c1, buffer, centre)
         buffer = block
         product = weights_of(block)
         w = product[:n_formed]
@@ -178,7 +192,9 @@ def fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alph
         mean_sq += float(mean @ mean)
         if values is not None:
             values.add(block, w[primal_rows])
-    # The raw rows' sum of squares, for the degeneracy bound below.
+    # The raw rows' sum of squares, for the degeneracy bound below: exact when the rows were centred on their
+    # own mean; when centred on the shared rows' mean (probes.shared_gram) the cross term is left out, which
+    # keeps it within a factor of two of the truth (|2 n (mu - c).c| <= sum |x - c|^2 + n |c|^2).
     raw_sq = centred_sq + n_u * mean_sq
     if not math.isfinite(raw_sq):
         _non_finite()

@@ -38,11 +38,14 @@ import numpy as np
 from probes.blas_threads import MAX_PRODUCTS, SPARSE_FRACTION, run_products
 from probes.progress import progress as _progress_bar
 from probes.row_values import equal_row_runs
+from probes.shared_gram import SHARED_GRAM, shared_rows
 
-__all__ = ["centred_gram", "reuse_gram", "task_tiles"]
+__all__ = ["block_centre", "centred_gram", "reuse_gram", "task_tiles"]
 
 #: Most bytes of Gram matrices and column means kept inside one :func:`reuse_gram` block.
 MEMO_BYTES = 512 * 2 ** 20
+#: Rows of the taller operand per product of a blockwise Gram matrix (:func:`_tile_products`).
+PIECE_ROWS = 256
 
 _state = threading.local()
 
@@ -180,7 +183,11 @@ def centred_gram(pool: np.ndarray, union: np.ndarray, rows: np.ndarray | slice,
                  blocks: Sequence[tuple[int, int]], progress: bool = False,
                  task_rows: Sequence[np.ndarray] | None = None
                  ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Gram matrix of the ``union`` rows of ``pool``, centred on their mean, blockwise over columns.
+    """Gram matrix of the ``union`` rows of ``pool``, centred, blockwise over columns.
+
+    The rows are centred on their mean, or, when ``pool`` marks some of them as the same in every call
+    (:func:`probes.shared_gram.shared_rows`), on those rows' mean; the tiles among them are then kept
+    and found again by later calls (:data:`probes.shared_gram.SHARED_GRAM`), bit for bit.
 
     Parameters
     ----------
@@ -203,7 +210,7 @@ def centred_gram(pool: np.ndarray, union: np.ndarray, rows: np.ndarray | slice,
     -------
     tuple
         ``(gram, means)``: the float64 ``(n, n)`` centred Gram matrix (read-only) and each
-        block's float64 column means.
+        block's float64 centre (what :func:`block_centre` gives, or the rows' column means).
 
     Examples
     --------
@@ -229,22 +236,41 @@ def centred_gram(pool: np.ndarray, union: np.ndarray, rows: np.ndarray | slice,
         found = memo.get(pool, key, needed_rows)
         if found is not None:
             return found[:2]
+    # Rows that are the same in other calls (the random images) are centred on their own mean, so that the
+    # tiles among them are too, and are kept between calls (probes.shared_gram).
+    shared = shared_rows(pool, union)
+    todo, inside, kept = plan, {}, {}
+    if shared is not None and plan is not None:
+        kept = SHARED_GRAM.tiles(shared, list(blocks))
+        s0 = shared.start
+        inside = {entry: (entry[0] - s0, entry[1] - s0, entry[2] - s0, entry[3] - s0) for entry in plan
+                  if s0 <= min(entry[0], entry[2]) and max(entry[1], entry[3]) <= shared.stop}
+        todo = [entry for entry in plan if inside.get(entry) not in kept]
     # Products in float32 (twice the BLAS speed of float64), each block's product added into a
-    # float64 Gram matrix. Centring on the union mean first removes the large common component of
-    # post-ReLU activations, which keeps the small differences that matter from drowning in
-    # rounding (relative error against float64 about 3e-7).
+    # float64 Gram matrix. Centring first removes the large common component of post-ReLU
+    # activations, which keeps the small differences that matter from drowning in rounding (relative
+    # error against float64 about 3e-7).
     gram = np.zeros((n_u, n_u))
     means = []
     buffer = None
     for c0, c1 in _progress_bar(list(blocks), enabled=progress, desc="CAV Gram", unit="block"):
-        block, mean = centred_block(pool, rows, c0, c1, buffer)
+        centre = SHARED_GRAM.centre(shared, pool, c0, c1) if shared is not None else None
+        if todo is not None and not todo and centre is not None:
+            means.append(centre)        # every tile is known: nothing to read
+            continue
+        block, mean = centred_block(pool, rows, c0, c1, buffer, centre)
         buffer = block
         means.append(mean)
-        if plan is None:
+        if todo is None:
             gram += block @ block.T   # numpy dispatches A @ A.T to a symmetric rank-k update
         else:
-            run_products([((r1 - r0) * (k1 - k0), _tile_product(gram, block, r0, r1, k0, k1))
-                          for r0, r1, k0, k1 in plan])
+            run_products([piece for entry in todo for piece in _tile_products(gram, block, *entry)])
+    if inside:
+        for entry, where in inside.items():
+            if where in kept:
+                _region(gram, *entry)[...] = kept[where]
+        SHARED_GRAM.keep_tiles(shared, list(blocks), {where: _region(gram, *entry) for entry, where in inside.items()
+                                                      if where not in kept})
     if plan is not None:
         _mirror(gram, plan, needed_rows)
     gram.flags.writeable = False
@@ -254,21 +280,51 @@ def centred_gram(pool: np.ndarray, union: np.ndarray, rows: np.ndarray | slice,
     return value[:2]
 
 
-def _tile_product(gram: np.ndarray, block: np.ndarray, r0: int, r1: int, k0: int, k1: int):
+def block_centre(pool: np.ndarray, union: np.ndarray, c0: int, c1: int) -> np.ndarray | None:
+    """What :func:`centred_gram` centres columns ``c0:c1`` of these rows on, when it is not their own
+    mean: the shared rows' mean (:mod:`probes.shared_gram`); None otherwise.
+
+    Examples
+    --------
+    >>> block_centre(np.zeros((3, 2)), np.arange(3), 0, 2) is None
+    True
+    """
+    shared = shared_rows(pool, union)
+    return None if shared is None else SHARED_GRAM.centre(shared, pool, c0, c1)
+
+
+def _region(gram: np.ndarray, r0: int, r1: int, k0: int, k1: int) -> np.ndarray:
+    """Where the product of rows ``r0:r1`` and ``k0:k1`` is accumulated: the taller operand goes first."""
+    return gram[k0:k1, r0:r1] if k1 - k0 > r1 - r0 else gram[r0:r1, k0:k1]
+
+
+def _tile_products(gram: np.ndarray, block: np.ndarray, r0: int, r1: int, k0: int, k1: int) -> list:
+    """The product of rows ``r0:r1`` and ``k0:k1`` as pieces of at most :data:`PIECE_ROWS` rows of the taller
+    operand, for :func:`probes.blas_threads.run_products`: a concept's rows against a thousand random rows
+    then spreads over the cores, and each piece is cut the same way whatever else the call computes."""
+    if k1 - k0 <= r1 - r0:      # the taller operand goes first (see _region)
+        return [((e - s) * (k1 - k0), _piece(gram[s:e, k0:k1], block[s:e], block[k0:k1]))
+                for s, e in _pieces(r0, r1)]
+    return [((e - s) * (r1 - r0), _piece(gram[s:e, r0:r1], block[s:e], block[r0:r1]))
+            for s, e in _pieces(k0, k1)]
+
+
+def _pieces(start: int, stop: int) -> list[tuple[int, int]]:
+    return [(s, min(s + PIECE_ROWS, stop)) for s in range(start, stop, PIECE_ROWS)]
+
+
+def _piece(out: np.ndarray, tall: np.ndarray, short: np.ndarray):
     def product() -> None:
-        # The taller operand goes first: OpenBLAS is many times slower on a short, wide product
-        # (50 rows against 1,000) than on the same product transposed.
-        if k1 - k0 > r1 - r0:
-            gram[k0:k1, r0:r1] += block[k0:k1] @ block[r0:r1].T
-        else:
-            gram[r0:r1, k0:k1] += block[r0:r1] @ block[k0:k1].T
+        # The taller operand first: OpenBLAS is many times slower on a short, wide product (50 rows
+        # against 1,000) than on the same product transposed.
+        out[...] += tall @ short.T
     return product
 
 
 def _mirror(gram: np.ndarray, plan: list[tuple[int, int, int, int]], needed_rows: np.ndarray) -> None:
     """Fill the lower half from the upper half the plan computed; mark the unused entries NaN."""
     for r0, r1, k0, k1 in plan:
-        lower = k1 - k0 > r1 - r0      # where centred_gram accumulated this product
+        lower = k1 - k0 > r1 - r0      # where centred_gram accumulated this product (_region)
         if k0 == r0:   # the diagonal tile: both halves computed, made exactly symmetric
             diagonal = gram[r0:r1, r0:r1]
             diagonal[...] = 0.5 * (diagonal + diagonal.T)

@@ -34,6 +34,10 @@ class RowStack:
     ----------
     parts : sequence of numpy.ndarray
         ``(n_i, ...)`` arrays (flattened to ``(n_i, d)``; memory-mapped arrays stay on disk).
+    keys : sequence of str or None, optional
+        A content key for each part that is the same in other calls (the random images' activations),
+        None for the others: the Gram tiles among a keyed part's rows are then kept between calls
+        (:mod:`probes.shared_gram`). The key must change whenever the part's values do.
 
     Examples
     --------
@@ -45,8 +49,11 @@ class RowStack:
     ndim = 2
     dtype = np.dtype(np.float32)
 
-    def __init__(self, parts: Sequence[np.ndarray]) -> None:
+    def __init__(self, parts: Sequence[np.ndarray], keys: Sequence[str | None] | None = None) -> None:
         arrays = [np.asarray(p) for p in parts]
+        self.keys = list(keys) if keys is not None else [None] * len(arrays)
+        if len(self.keys) != len(arrays):
+            raise ValueError(f"RowStack got {len(self.keys)} keys for {len(arrays)} parts.")
         self.parts = [a.reshape(len(a), int(np.prod(a.shape[1:], dtype=np.int64))) for a in arrays]
         widths = {p.shape[1] for p in self.parts}
         if len(widths) > 1:
