@@ -389,10 +389,14 @@ class Engine:
         return paths
 
     # -- public API -----------------------------------------------------------------------------
-    def _key(self, source: ArraySource, path: str, kind: str, class_index: int | None) -> str:
+    def _content(self, source: ArraySource, source_key: str | None = None) -> str:
         # Per-example extra inputs are part of what a source means to this model.
         extra = self._extras.key(source) if self._extras else ""
-        content = source.content_key + (f"+extra:{extra}" if extra else "")
+        return (source.content_key if source_key is None else source_key) + (f"+extra:{extra}" if extra else "")
+
+    def _key(self, source: ArraySource, path: str, kind: str, class_index: int | None,
+             content: str | None = None) -> str:
+        content = self._content(source) if content is None else content
         if kind == "act":
             return ActivationCache.make_key(_ENGINE_VERSION, self.fingerprint, path, "act", content)
         return ActivationCache.make_key(_ENGINE_VERSION, self.fingerprint, path, "grad",
@@ -424,9 +428,12 @@ class Engine:
         missing_act: list[str] = []
         missing_grad: list[str] = []
         wanted = [("act", acts, missing_act, None)] + ([("grad", grads, missing_grad, ci)] if ci is not None else [])
+        # A file set's content key stats every file: asked once per run, not once per layer and kind.
+        source_key = source.content_key
+        content = self._content(source, source_key)
         for p in paths:
             for kind, store, missing, index in wanted:
-                keys[(p, kind)] = self._key(source, p, kind, index)
+                keys[(p, kind)] = self._key(source, p, kind, index, content)
                 cached = self.cache.get(keys[(p, kind)])
                 if cached is None:
                     missing.append(p)
@@ -443,7 +450,7 @@ class Engine:
                     array.flags.writeable = False
                     store[p] = array
                     meta = {"layer": p, "kind": kind, "model": self.model.name,
-                            "fingerprint": self.fingerprint, "source": source.content_key,
+                            "fingerprint": self.fingerprint, "source": source_key,
                             "n": len(source)}
                     if kind == "grad":
                         meta.update(target=self.target, class_index=ci)
