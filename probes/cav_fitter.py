@@ -52,7 +52,8 @@ class CAVFitter:
 
     def fit(self, pool: np.ndarray, tasks: Sequence[CAVTask], keys: Sequence[str] | None, alpha: float,
             method: str | Sequence[str] | None = None,
-            averages: Sequence[tuple[Sequence[int], str | None]] | None = None) -> tuple[np.ndarray, ...]:
+            averages: Sequence[tuple[Sequence[int], str | None]] | None = None,
+            shift_only: Sequence[int] | None = None) -> tuple[np.ndarray, ...]:
         """Fit the CAVs that are not cached yet, all in one batch.
 
         Parameters
@@ -71,6 +72,9 @@ class CAVFitter:
             Groups of tasks (of batched families) wanted only as the mean of their unit vectors, each with
             its cache key (or None): see ``fit_cav_batch(averages=...)``. A cached mean is read and its
             tasks are not fitted; the rows of averaged tasks in the other outputs are not meaningful.
+        shift_only : sequence of int, optional
+            Tasks whose accuracy is not wanted (see ``fit_cav_batch(shift_only=...)``): it may come back,
+            and be cached, as NaN.
 
         Returns
         -------
@@ -127,6 +131,8 @@ class CAVFitter:
                                   alpha=alpha, C=self.C, test_size=self.test_size, classifier=classifier,
                                   centre=self.centre, progress=False,
                                   averages=[[row_of[t] for t in averages[g][0]] for g in open_groups]
+                                  if classifier is None else None,
+                                  shift_only=[row_of[t] for t in (shift_only or ()) if t in row_of]
                                   if classifier is None else None)
             if len(group) == len(tasks):
                 vectors = batch.vectors          # the usual first call: every task fitted, no copy

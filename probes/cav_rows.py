@@ -288,7 +288,9 @@ def fit_cav_layer(pool: np.ndarray, random_start: int, tasks: Sequence[CAVTask],
                 averages.append((group, None if key is None else key[0]))
         if all(k is None for k in batch_keys) and all(k is None for _, k in averages):
             batch_keys = None
-        fitted = fitter.fit(pool, batch, batch_keys, alpha, methods, averages=averages or None)
+        # The null's accuracies are never read (the row's quality is its concept runs'): only their shifts.
+        fitted = fitter.fit(pool, batch, batch_keys, alpha, methods, averages=averages or None,
+                            shift_only=index["__null__"])
         every, accuracies_all, shifts_all = fitted[:3]
         vectors, accuracies, shifts = every[:n_tasks], accuracies_all[:n_tasks], shifts_all[:n_tasks]
         if robustness:

@@ -39,7 +39,8 @@ PRIMAL_METHODS = ("mean",)
 
 
 def fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alpha: float, C: float,
-              progress: bool, averages: list[list[int]] | None = None) -> CAVBatch:
+              progress: bool, averages: list[list[int]] | None = None,
+              shift_only: list[int] | None = None) -> CAVBatch:
     """The batched solvers' fit of :func:`probes.linear.fit_cav_batch` (its arguments, checked there).
 
     Parameters
@@ -56,6 +57,8 @@ def fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alph
         Show progress bars.
     averages : list of list of int, optional
         Groups of tasks wanted only as their mean unit vector.
+    shift_only : list of int, optional
+        Tasks wanted for their vector and shift only (see :func:`probes.linear.fit_cav_batch`).
 
     Returns
     -------
@@ -143,6 +146,12 @@ def fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alph
                 _task_summary(p, f_all, intercept, splits[p], accuracies, raw_shifts, centred_intercepts)
                 from_gram.append(p)
     primal = sorted(set(primal) - set(from_gram))
+    # Tasks wanted for their shift only (the null's random-vs-random CAVs, whose accuracy and intercept
+    # nothing reads) need no value per row: their shift is the vector's product with the difference of
+    # their two sides' mean rows, and twenty random sets are the sides of 190 tasks.
+    wanted_shift = set(shift_only or ())
+    sides = _SharedSides(n_u, [p for p in primal if p in wanted_shift], task_rows, splits)
+    primal = [p for p in primal if p not in sides.tasks]
 
     # Groups wanted only as a mean: their Gram-matrix tasks become one row of coefficients per group,
     # each task weighted by 1 / ||w|| (its norm from the Gram matrix), so pass 2 forms the mean directly.
@@ -192,6 +201,7 @@ def fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alph
         mean_sq += float(mean @ mean)
         if values is not None:
             values.add(block, w[primal_rows])
+        sides.add(block, w)
     # The raw rows' sum of squares, for the degeneracy bound below: exact when the rows were centred on their
     # own mean; when centred on the shared rows' mean (probes.shared_gram) the cross term is left out, which
     # keeps it within a factor of two of the truth (|2 n (mu - c).c| <= sum |x - c|^2 + n |c|^2).
@@ -203,6 +213,7 @@ def fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alph
         f_all = values.of(j, task_rows[p])
         intercept = float(cav_solvers.midpoint_intercept(f_all[:len(local[p][0])], splits[p].y_train > 0))
         _task_summary(p, f_all, intercept, splits[p], accuracies, raw_shifts, centred_intercepts)
+    sides.summarise(position, accuracies, raw_shifts, centred_intercepts)
     norms = gram_norms.copy()
     norms[formed] = np.sqrt(norm_sq)
     # The fit used union-centred rows; shift the intercept back to raw activations: w.(x - mu) + b.
@@ -222,6 +233,58 @@ def fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alph
             averaged[g] += (vectors[mine].astype(np.float64).sum(axis=0) / len(members)).astype(np.float32)
     return CAVBatch(vectors, accuracies, intercepts, *_sizes(splits), shifts=shifts,
                     averages=averaged if averages else None)
+
+
+class _SharedSides:
+    """Shifts of difference-of-means tasks from their sides' mean rows, where the sides are shared.
+
+    A task's shift is the mean of its vector's values on its concept side minus that on its other side,
+    that is the vector's product with the difference of the two sides' mean rows. When the tasks' sides
+    are few (random sets, each the side of many null tasks) those means cost one small product per
+    column block, and the values of each row are not needed; otherwise (``tasks`` empty) the tasks take
+    the per-row route.
+    """
+
+    def __init__(self, n_rows: int, candidates: list[int], task_rows: list[np.ndarray],
+                 splits: list[TaskSplit]) -> None:
+        found: dict[bytes, int] = {}
+        rows: list[np.ndarray] = []
+        pairs = []
+        for p in candidates:
+            labels = np.concatenate([splits[p].y_train, splits[p].y_test]) > 0
+            pair = []
+            for side in (task_rows[p][labels], task_rows[p][~labels]):
+                pair.append(found.setdefault(np.sort(side).tobytes(), len(rows)))
+                if pair[-1] == len(rows):
+                    rows.append(side)
+            pairs.append(pair)
+        # Sides no fewer than tasks: the means would cost as much as the values, so nothing to gain.
+        shared = bool(candidates) and len(rows) < len(candidates)
+        self.tasks = set(candidates) if shared else set()
+        self._order = candidates if shared else []
+        self._pairs = np.asarray(pairs if shared else np.zeros((0, 2)), dtype=np.int64)
+        self._product = None
+        self._dots = None
+        if shared:
+            coefs = np.zeros((len(rows), n_rows), dtype=np.float32)
+            for s, side in enumerate(rows):
+                np.add.at(coefs[s], side, np.float32(1.0 / len(side)))     # a row twice counts twice
+            self._product = SparseProduct(coefs, rows)
+
+    def add(self, block: np.ndarray, weights: np.ndarray) -> None:
+        """One column block: ``block`` the centred rows, ``weights`` the formed vectors there."""
+        if self._product is None:
+            return
+        means = self._product(block)
+        dots = weights @ means.T        # every formed vector against every side: one small product
+        self._dots = dots.astype(np.float64) if self._dots is None else self._dots + dots
+
+    def summarise(self, position: np.ndarray, accuracies: np.ndarray, raw_shifts: np.ndarray,
+                  centred_intercepts: np.ndarray) -> None:
+        """Each task's shift (before normalising), and NaN for its accuracy and intercept."""
+        for p, (pos, neg) in zip(self._order, self._pairs):
+            raw_shifts[p] = self._dots[position[p], pos] - self._dots[position[p], neg]
+            accuracies[p] = centred_intercepts[p] = np.nan
 
 
 def _non_finite() -> None:

@@ -181,7 +181,8 @@ def _read_block(pool: np.ndarray, rows: np.ndarray | slice, c0: int, c1: int,
 def fit_cav_batch(pool: np.ndarray, tasks: Sequence[CAVTask], *, method: str | Sequence[str] = "ridge",
                   alpha: float = 1.0, C: float = 1.0, test_size: float = 0.3, classifier: Any = None,
                   centre: bool = True, progress: bool = False,
-                  averages: Sequence[Sequence[int]] | None = None) -> CAVBatch:
+                  averages: Sequence[Sequence[int]] | None = None,
+                  shift_only: Sequence[int] | None = None) -> CAVBatch:
     """Fit one CAV per task on rows of a shared activation pool.
 
     Each task is balanced (the larger side subsampled to the size of the smaller), split into
@@ -235,6 +236,11 @@ def fit_cav_batch(pool: np.ndarray, tasks: Sequence[CAVTask], *, method: str | S
         their rows of ``vectors`` are left zero and their accuracies, shifts and intercepts NaN.
         This is how the robustness check's other estimator families cost one vector per concept
         instead of one per run.
+    shift_only : sequence of int, optional
+        Tasks whose held-out accuracy and intercept are not wanted, only their vector and shift (the
+        null's random-vs-random CAVs). Difference-of-means tasks among them whose sides are shared
+        with other such tasks (random sets) then get their shift from the sides' mean activations
+        instead of each row's value, and NaN accuracies and intercepts. Others are fitted in full.
 
     Returns
     -------
@@ -287,9 +293,12 @@ def fit_cav_batch(pool: np.ndarray, tasks: Sequence[CAVTask], *, method: str | S
         groups = [list(map(int, g)) for g in (averages or [])]
         if any(not 0 <= p < len(tasks) for g in groups for p in g) or any(not g for g in groups):
             raise ValueError("averages must be non-empty groups of task numbers (0 .. len(tasks) - 1).")
+        only = sorted({int(p) for p in (shift_only or ())})
+        if any(not 0 <= p < len(tasks) for p in only):
+            raise ValueError("shift_only must hold task numbers (0 .. len(tasks) - 1).")
         from probes.dual_fit import fit_dual   # it builds on this module's CAVBatch and helpers
 
-        return fit_dual(pool, splits, methods, float(alpha), float(C), progress, groups)
+        return fit_dual(pool, splits, methods, float(alpha), float(C), progress, groups, shift_only=only)
     if averages:
         raise ValueError("averages= needs a batched solver (classifier=None).")
     return _fit_estimators(pool, splits, [t.seed for t in tasks], classifier, progress, centre)

@@ -234,3 +234,42 @@ def test_sparse_weight_product_follows_the_task_sides_and_equals_the_dense_produ
     block = rng.random((n_sets * size, 50), dtype=np.float32)
     np.testing.assert_allclose(product(block), coefs.astype(np.float64) @ block.astype(np.float64), rtol=1e-5,
                                atol=1e-6)
+
+
+def test_shift_only_tasks_get_the_shifts_of_the_full_fit_from_their_sides_means():
+    concept, randoms, rows = _pool_and_sets(seed=11)
+    pool, tasks, index = _tasks(concept, randoms, rows)
+    null = index["__null__"]
+    full = fit_cav_batch(pool, tasks, method="mean")
+    quick = fit_cav_batch(pool, tasks, method="mean", shift_only=null)
+    np.testing.assert_array_equal(quick.vectors, full.vectors)
+    np.testing.assert_allclose(quick.shifts, full.shifts, rtol=1e-6, atol=1e-7)
+    assert np.isnan(quick.accuracies[null]).all() and np.isnan(quick.intercepts[null]).all()
+    concept_runs = index["c"]
+    np.testing.assert_array_equal(quick.accuracies[concept_runs], full.accuracies[concept_runs])
+    # Their values come from fewer tile products now (other rounding), not another formula.
+    np.testing.assert_allclose(quick.intercepts[concept_runs], full.intercepts[concept_runs], rtol=1e-6)
+
+
+def test_shift_only_tasks_with_sides_of_their_own_are_fitted_in_full():
+    concept, randoms, rows = _pool_and_sets(seed=12)
+    pool, tasks, index = _tasks(concept, randoms, rows)
+    # Each task on its own random set against the concept: as many sides as tasks, so nothing is shared
+    # except the concept; the per-row route is no dearer and the accuracies come back.
+    own = [tasks[t] for t in index["c"]][:2]
+    quick = fit_cav_batch(pool, own, method="mean", shift_only=[0, 1])
+    assert np.isfinite(quick.accuracies).all()
+    with pytest.raises(ValueError, match="shift_only"):
+        fit_cav_batch(pool, own, method="mean", shift_only=[2])
+
+
+def test_the_layer_fit_leaves_only_the_nulls_accuracies_out():
+    from probes.cav_rows import CAVFitter, fit_cav_layer
+    from probes.streaming import ProjectionSpace
+
+    concept, randoms, rows = _pool_and_sets(seed=13, d=400)
+    pool, offsets, start = stack_pool([("c", concept)], randoms, rows)
+    tasks, _, index = cav_tasks([("c", "key-c")], [f"r{j}" for j in range(len(rows))], offsets, seed=3)
+    fit, _ = fit_cav_layer(pool, start, tasks, None, index, ["c"], 1.0, CAVFitter(), ProjectionSpace(), seed=0)
+    assert np.isnan(fit["accuracies"][index["__null__"]]).all()
+    assert np.isfinite(fit["accuracies"][index["c"]]).all() and np.isfinite(fit["shifts"]).all()
