@@ -3,6 +3,12 @@
 A case is a function ``case_<kind>(spec, work) -> dict`` of plain JSON-able numbers; :func:`plan`
 lists the cases of a run (``full``, ``quick`` or ``smoke``). Timings go through
 :mod:`benchmarks.timing` (floor, repetitions, profiles); nothing here patches library code.
+
+Every repetition of a first call starts from what a new process holds
+(:func:`concepts.process_memory.forget_process_memory`): the toolkit's per-process memories (null
+summaries, the random images' Gram tiles, file hashes, ...) would otherwise let the second repetition
+reuse the first one's work, and the best repetition would not be a first call. TensorFlow's traced
+functions are kept (an untimed warm-up call traces them).
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from typing import Any, Callable
 from benchmarks.data import REF_DATA, REF_MODEL_ISSUE13, build_model, ensure_data, ref_model
 from benchmarks.timing import (Floor, best as _best, children_peak_mb, median as _median, peak_mb, phase_profile,
                                profile_call, reset_peak, rss_mb)
+from concepts.process_memory import forget_process_memory
 
 #: Captum 0.9 (PyTorch) on the reference work, same weights and images, measured on this 2-core
 #: machine by the reference work of issue 13: 59 s in the same run as the toolkit, 44-51 s quiet.
@@ -87,6 +94,7 @@ def case_score(spec: dict[str, Any], work: Path) -> dict[str, Any]:
         floors.append(floor.run())
         decodes.append(floor.run_decode())
         gc.collect()
+        forget_process_memory()
         start = time.perf_counter()
         result = call(False)
         e2e.append(time.perf_counter() - start)
@@ -112,6 +120,7 @@ def case_score(spec: dict[str, Any], work: Path) -> dict[str, Any]:
         cold, warm = [], []
         for _ in range(spec["cache_modes"]):
             folder = Path(tempfile.mkdtemp(prefix="cache-", dir=work))
+            forget_process_memory()
             start = time.perf_counter()
             call(folder)
             cold.append(time.perf_counter() - start)
@@ -167,6 +176,7 @@ def case_scenarios(spec: dict[str, Any], work: Path) -> dict[str, Any]:
 
     def three_calls() -> list[float]:
         folder = Path(tempfile.mkdtemp(prefix="three-", dir=work))
+        forget_process_memory()
         times = []
         for name in names:
             start = time.perf_counter()
@@ -177,6 +187,7 @@ def case_scenarios(spec: dict[str, Any], work: Path) -> dict[str, Any]:
 
     def disk_cold_warm() -> tuple[float, float]:
         folder = Path(tempfile.mkdtemp(prefix="cold-", dir=work))
+        forget_process_memory()
         start = time.perf_counter()
         score(names, folder)
         cold = time.perf_counter() - start
@@ -188,6 +199,7 @@ def case_scenarios(spec: dict[str, Any], work: Path) -> dict[str, Any]:
 
     def new_concept() -> float:
         folder = Path(tempfile.mkdtemp(prefix="new-", dir=work))
+        forget_process_memory()
         score(names[:-1], folder)
         start = time.perf_counter()
         score(names[-1:], folder)
@@ -196,6 +208,7 @@ def case_scenarios(spec: dict[str, Any], work: Path) -> dict[str, Any]:
         return elapsed
 
     def in_memory() -> float:
+        forget_process_memory()
         start = time.perf_counter()
         score(names, False)
         return time.perf_counter() - start
@@ -286,6 +299,7 @@ def case_demo(spec: dict[str, Any], work: Path) -> dict[str, Any]:
         for rep in range(spec["reps"]):
             cache = Path(tempfile.mkdtemp(prefix="demo-cache-", dir=work))
             shutil.copytree(model_dir, cache / "demo" / model_dir.parent.name / model_dir.name)
+            forget_process_memory()
             start = time.perf_counter()
             # run_demo passes cache_dir to the model and the report but not to radiomics(), which falls back
             # to $CONCEPTS_CACHE_DIR: point that at the fresh folder too, so the measures are cold as well.
@@ -373,6 +387,7 @@ def case_radiomics(spec: dict[str, Any], work: Path) -> dict[str, Any]:
         parallel.append(time.perf_counter() - start)
     for _ in range(spec["reps"]):
         folder = Path(tempfile.mkdtemp(prefix="rad-cache-", dir=work))
+        forget_process_memory()
         start = time.perf_counter()
         table(spec["n_jobs"], folder)
         cold.append(time.perf_counter() - start)

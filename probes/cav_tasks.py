@@ -181,6 +181,10 @@ class _SplitMemo:
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
 
 _SPLITS = _SplitMemo()
 
