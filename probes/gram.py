@@ -254,11 +254,14 @@ def centred_gram(pool: np.ndarray, union: np.ndarray, rows: np.ndarray | slice,
     means = []
     buffer = None
     for c0, c1 in _progress_bar(list(blocks), enabled=progress, desc="CAV Gram", unit="block"):
-        centre = SHARED_GRAM.centre(shared, pool, c0, c1) if shared is not None else None
+        centre = SHARED_GRAM.known_centre(shared, c0, c1) if shared is not None else None
         if todo is not None and not todo and centre is not None:
             means.append(centre)        # every tile is known: nothing to read
             continue
-        block, mean = centred_block(pool, rows, c0, c1, buffer, centre)
+        block, mean = centred_block(pool, rows, c0, c1, buffer, centre,
+                                    mean_rows=None if shared is None else slice(shared.start, shared.stop))
+        if shared is not None and centre is None:
+            SHARED_GRAM.keep_centre(shared, c0, c1, mean)
         buffer = block
         means.append(mean)
         if todo is None:
@@ -338,8 +341,8 @@ def _mirror(gram: np.ndarray, plan: list[tuple[int, int, int, int]], needed_rows
 
 
 def centred_block(pool: np.ndarray, rows: np.ndarray | slice, c0: int, c1: int,
-                  out: np.ndarray | None = None, mean: np.ndarray | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
+                  out: np.ndarray | None = None, mean: np.ndarray | None = None,
+                  mean_rows: slice | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Columns ``c0:c1`` of the selected rows, centred on their float64 mean, as a float32 copy.
 
     One pass reads the rows for the mean and one writes the centred copy (into ``out`` when its
@@ -357,7 +360,9 @@ def centred_block(pool: np.ndarray, rows: np.ndarray | slice, c0: int, c1: int,
     out
         A float32 buffer to reuse (any shape with enough elements), or None.
     mean
-        The column means, when an earlier pass over the same rows and columns computed them.
+        The centre, when known (an earlier pass computed it).
+    mean_rows
+        Without ``mean``: centre on the mean of these of the selected rows (a run of them; default all).
 
     Returns
     -------
@@ -382,7 +387,7 @@ def centred_block(pool: np.ndarray, rows: np.ndarray | slice, c0: int, c1: int,
         view, fresh = view.astype(np.float32), True
     # The mean of the float32 values, summed in the same order as on a private copy (bit for bit).
     if mean is None:
-        mean = view.mean(axis=0, dtype=np.float64)
+        mean = (view if mean_rows is None else view[mean_rows]).mean(axis=0, dtype=np.float64)
     if fresh and view.flags.c_contiguous and view.flags.writeable:
         block = view
     elif out is not None and out.size >= view.size and out.dtype == np.float32:

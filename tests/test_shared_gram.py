@@ -139,3 +139,16 @@ def test_the_memory_is_bounded_in_bytes():
     assert memo.tiles(shared[0], [(0, 5)]) == {}                   # the oldest went first
     assert memo.tiles(shared[3], [(0, 5)])[(0, 10, 0, 10)][0, 0] == 3.0
     assert memo.tiles(shared[3], [(0, 6)]) == {}                   # other column blocks: other bits
+
+
+def test_the_centre_from_the_batch_read_has_the_bits_of_a_read_of_the_shared_rows():
+    concept, randoms, rows = _data(seed=7, d=700)
+    pool = RowStack([concept, randoms], keys=[None, "randoms-centre"])
+    union = np.arange(len(concept) + len(randoms))
+    centred_gram(pool, union, slice(None), [(0, 350), (350, 700)],
+                 task_rows=[np.concatenate([np.arange(30), 30 + r]) for r in rows])
+    shared = shared_rows(pool, union)
+    for c0, c1 in [(0, 350), (350, 700)]:
+        kept = SHARED_GRAM.known_centre(shared, c0, c1)
+        np.testing.assert_array_equal(kept, randoms[:, c0:c1].mean(axis=0, dtype=np.float64))
+        np.testing.assert_array_equal(kept, SharedGram().centre(shared, pool, c0, c1))
