@@ -156,6 +156,7 @@ class Store:
         self._used: int | None = None  # bytes on disk, counted on the first write that needs it
         self._lock = threading.Lock()
         self._write_warned = False
+        self._root_made = False
 
     def __repr__(self) -> str:
         where = "memory" if self.directory is None else str(self.directory)
@@ -523,8 +524,11 @@ class Store:
         if memory is not None and self.max_bytes is None and _WRITER.enabled():
             entry = self._folder(key)
             try:
-                # The folders now (cheap), so that an unwritable store is reported at once.
-                make_private_dir(entry.parent)
+                # The store's folder now, once, so that an unwritable store is reported at once; each
+                # entry's own parent folder is made by the writer (a fresh store makes hundreds of them).
+                if not self._root_made:
+                    make_private_dir(self.directory)
+                    self._root_made = True
             except OSError as exc:
                 self._warn_unwritable(exc, stacklevel=5)
                 return
