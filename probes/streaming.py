@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from probes.errors import InputShapeError, InsufficientDataError
+from probes.projection64 import Float64Rows
 from probes.stats import NonFiniteValuesError
 from probes.ubs import _null_by_projection, ubs_normaliser
 
@@ -45,11 +46,6 @@ def row_norms(g: np.ndarray) -> np.ndarray:
     """
     g = np.asarray(g, dtype=np.float32)
     return np.sqrt(np.einsum("ij,ij->i", g, g)).astype(np.float64)
-
-
-def _norms64(matrix: np.ndarray) -> np.ndarray:
-    # In float64 without the (k, d) temporary of squares that np.linalg.norm(axis=1) makes.
-    return np.sqrt(np.einsum("ij,ij->i", matrix, matrix))
 
 
 def mean_over_std(mean: np.ndarray, std: np.ndarray, mean_abs: np.ndarray) -> np.ndarray:
@@ -214,11 +210,14 @@ class UnitGradientSum:
         block = np.asarray(g, dtype=np.float64)
         if block.ndim != 2 or block.shape[1] != self.d:
             raise InputShapeError(f"expected gradients (b, {self.d}); got {block.shape}.")
-        if not np.all(np.isfinite(block)):
+        norms = np.sqrt(np.einsum("ij,ij->i", block, block))
+        # A NaN or infinity makes its row's norm non-finite; only then is every value looked at.
+        if not np.all(np.isfinite(norms)) and not np.all(np.isfinite(block)):
             raise InputShapeError("gradients contain NaN or infinite values; check the model and inputs.")
-        norms = np.linalg.norm(block, axis=1)
         keep = norms > 0  # a zero gradient has no defined ratio: left out, as in probes.ubs
-        self.total += (block[keep] / norms[keep, None]).sum(axis=0)
+        # sum_i g_i / |g_i| as one vector-matrix product: no copy of the batch.
+        weights = np.divide(1.0, norms, out=np.zeros_like(norms), where=keep)
+        self.total += weights @ block
         self.used += int(keep.sum())
 
     def merge(self, other: "UnitGradientSum") -> "UnitGradientSum":
@@ -254,6 +253,7 @@ class ProjectionSpace:
         self._matrix: np.ndarray | None = None
         self._matrix64: np.ndarray | None = None
         self._norms64: np.ndarray | None = None
+        self._float64: Float64Rows | None = None
 
     def add(self, vectors: np.ndarray) -> np.ndarray:
         """Register vectors ``(m, d)``; returns their column indices in the sensitivity matrix."""
@@ -264,7 +264,7 @@ class ProjectionSpace:
         if len(vectors):
             self._blocks.append(vectors)
         self.k += len(vectors)
-        self._matrix = self._matrix64 = self._norms64 = None
+        self._matrix = self._matrix64 = self._norms64 = self._float64 = None
         return cols
 
     def rows64(self, cols: np.ndarray) -> np.ndarray:
@@ -300,12 +300,30 @@ class ProjectionSpace:
     def __getstate__(self) -> dict:
         # Sent to Dask workers: the vectors once, not also their stacked and float64 copies.
         state = dict(self.__dict__)
-        state["_matrix"] = state["_matrix64"] = state["_norms64"] = None
+        state["_matrix"] = state["_matrix64"] = state["_norms64"] = state["_float64"] = None
         return state
 
     def __setstate__(self, state: dict) -> None:
         state.setdefault("_norms64", None)  # pickled by a version without the norms' memo
+        state.setdefault("_float64", None)
         self.__dict__.update(state)
+
+    def float64_rows(self, rows: np.ndarray | None = None) -> Float64Rows:
+        """The registered vectors (or some of them), for float64 products block by block: no float64
+        copy of every vector (:mod:`probes.projection64`). Without ``rows`` the same object is returned
+        until :meth:`add` is called again.
+
+        Examples
+        --------
+        >>> space = ProjectionSpace(); _ = space.add(np.eye(2))
+        >>> space.float64_rows().project(np.array([[2.0, 3.0]])).tolist()
+        [[2.0, 3.0]]
+        """
+        if rows is not None:
+            return Float64Rows(self._blocks, rows=rows)
+        if self._float64 is None:
+            self._float64 = Float64Rows(self._blocks)
+        return self._float64
 
     @property
     def matrix(self) -> np.ndarray:
@@ -318,7 +336,7 @@ class ProjectionSpace:
     def norms64(self) -> np.ndarray:
         """‖v‖ of each registered vector (float64); computed once, not once per batch."""
         if self._norms64 is None:
-            self._norms64 = _norms64(self.matrix64)
+            self._norms64 = self.float64_rows().norms
         return self._norms64
 
     @property
@@ -376,7 +394,7 @@ class Projections:
                 raise InputShapeError("a recorded concept's columns cannot be among the known columns.")
         self._summary = ColumnSummary(space.k if self._active is None else len(self._active))
         self._full: ColumnSummary | None = None
-        self._matrix: tuple[np.ndarray, np.ndarray] | None = None
+        self._matrix: Float64Rows | None = None   # the projected (not known) rows of the space
 
     @property
     def summary(self) -> ColumnSummary:
@@ -412,14 +430,14 @@ class Projections:
             self.d = int(g.shape[1])
             self.unit = UnitGradientSum(self.d)
         if self._active is None:
-            matrix, vnorms = self.space.matrix64, self.space.norms64
+            rows64 = self.space.float64_rows()
         else:
-            if self._matrix is None:  # the projected part of the space, taken once (no float64 copy of the rest)
-                part = self.space.rows64(self._active)
-                self._matrix = (part, _norms64(part))
-            matrix, vnorms = self._matrix
-        k = len(matrix) if self.space.k else 0
-        sens = g @ matrix.T if k else np.zeros((len(g), 0))
+            if self._matrix is None:  # the projected part of the space (the known columns are not projected)
+                self._matrix = self.space.float64_rows(self._active)
+            rows64 = self._matrix
+        k = rows64.k if self.space.k else 0
+        sens = rows64.project(g) if k else np.zeros((len(g), 0))
+        vnorms = rows64.norms if k else np.zeros(0)
         norms = row_norms(g)
         # A directional derivative below float64 rounding of the product (|S| < 1e-12 ‖g‖‖v‖) is zero: its sign
         # would be rounding noise, decided by how BLAS blocks and threads the product, and would make the
