@@ -5,8 +5,8 @@ does not depend on the batch it came in, see :class:`probes.streaming.Projection
 every vector of a wide layer is hundreds of megabytes, and on a fresh allocation most of its cost is
 the operating system handing over the pages, not the arithmetic. :class:`Float64Rows` converts the
 vectors one column block at a time into a reused buffer instead, and keeps the converted blocks only
-from the third product on (a class streamed batch by batch), so one product per class costs one pass
-over the float32 vectors. The converted blocks are the same numbers either way, and every product
+from the :data:`KEEP_FROM`-th product on (a class streamed in many batches), so a product costs one
+pass over the float32 vectors. The converted blocks are the same numbers either way, and every product
 sums over the same column blocks in the same order: kept or not, the result has the same bits.
 
 Examples
@@ -26,8 +26,10 @@ __all__ = ["Float64Rows", "COLUMNS", "KEEP_FROM"]
 
 #: Columns per float64 block (a 300-vector block is then about 10 MB).
 COLUMNS = 4096
-#: The product from which the converted blocks are kept (the first ones convert on the fly).
-KEEP_FROM = 3
+#: The product from which the converted blocks are kept (the first ones convert on the fly): a class of
+#: many streamed batches; the in-memory path projects each class in a few engine batches, and keeping
+#: would cost a fresh float64 copy of every vector (mostly page faults) for two or three products.
+KEEP_FROM = 8
 
 
 class Float64Rows:
