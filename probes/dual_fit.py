@@ -134,17 +134,16 @@ def fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alph
     # robustness check's Gram families need the same rows) takes its values from it, as a dual task does;
     # the others get theirs from the weight pass.
     from_gram = []
+    finite = np.isfinite(gram) if gram is not None and primal else None
     for p in primal:
         beta = cav_solvers.mean_coefficients(splits[p].y_train)
         beta_norms[p] = math.sqrt(len(beta)) * float(np.linalg.norm(beta))
         np.add.at(coefs[p], local[p][0], beta)
-        if gram is not None:
-            k_rows = gram[np.ix_(task_rows[p], local[p][0])]
-            if np.all(np.isfinite(k_rows)):
-                f_all = k_rows @ beta
-                intercept = float(cav_solvers.midpoint_intercept(f_all[:len(local[p][0])], splits[p].y_train > 0))
-                _task_summary(p, f_all, intercept, splits[p], accuracies, raw_shifts, centred_intercepts)
-                from_gram.append(p)
+        if finite is not None and finite[np.ix_(task_rows[p], local[p][0])].all():
+            f_all = gram[np.ix_(task_rows[p], local[p][0])] @ beta
+            intercept = float(cav_solvers.midpoint_intercept(f_all[:len(local[p][0])], splits[p].y_train > 0))
+            _task_summary(p, f_all, intercept, splits[p], accuracies, raw_shifts, centred_intercepts)
+            from_gram.append(p)
     primal = sorted(set(primal) - set(from_gram))
     # Tasks wanted for their shift only (the null's random-vs-random CAVs, whose accuracy and intercept
     # nothing reads) need no value per row: their shift is the vector's product with the difference of
@@ -156,6 +155,8 @@ def fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alph
     # Groups wanted only as a mean: their Gram-matrix tasks become one row of coefficients per group,
     # each task weighted by 1 / ||w|| (its norm from the Gram matrix), so pass 2 forms the mean directly.
     formed = np.setdiff1d(np.arange(n_tasks), unformed)
+    # The formed tasks usually come first (the averaged families are appended): a slice, not a row gather.
+    formed_rows = slice(0, len(formed)) if np.array_equal(formed, np.arange(len(formed))) else formed
     position = np.full(n_tasks, -1)
     position[formed] = np.arange(len(formed))
     combined = np.zeros((len(averages), n_u))
@@ -192,7 +193,7 @@ def fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alph
         norm_sq += np.einsum("ij,ij->i", w, w, dtype=np.float64)
         # float32 products summed in float64 over the blocks: no float64 copy of the weights.
         mean_dot_w += w @ mean.astype(np.float32)
-        vectors[formed, c0:c1] = w
+        vectors[formed_rows, c0:c1] = w
         if unformed:
             averaged[:, c0:c1] = product[n_formed:]
         if unsquared.size:
