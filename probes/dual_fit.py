@@ -73,11 +73,11 @@ def fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alph
     # Pass 2 also holds a (P, width) block of weights.
     weight_blocks = _column_blocks(d, max(n_u, len(splits)))
 
-    # Pass 1: Gram matrix of the union rows, centred (on their mean, or on the rows shared with other calls:
-    # probes.shared_gram). Centring does not change
-    # any probe (each probe centres its own training rows, and its dual coefficients sum to zero)
-    # but it keeps the float32 products accurate (see probes.gram). Inside probes.gram.reuse_gram
-    # a batch on the same pool and rows as an earlier one gets the same matrix back.
+    # Pass 1: Gram matrix of the union rows, centred on their mean (or on the mean of the rows shared with
+    # other calls, probes.shared_gram). Centring does not change any probe (each probe centres its own
+    # training rows, and its dual coefficients sum to zero) but it keeps the float32 products accurate
+    # (see probes.gram). Inside probes.gram.reuse_gram a batch on the same pool and rows as an earlier
+    # one gets the same matrix back.
     n_tasks = len(splits)
     local = [(np.searchsorted(union, s.train), np.searchsorted(union, s.test)) for s in splits]
     task_rows = [np.concatenate(pair) for pair in local]
@@ -217,7 +217,7 @@ def fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alph
     sides.summarise(position, accuracies, raw_shifts, centred_intercepts)
     norms = gram_norms.copy()
     norms[formed] = np.sqrt(norm_sq)
-    # The fit used union-centred rows; shift the intercept back to raw activations: w.(x - mu) + b.
+    # The fit used centred rows; shift the intercept back to raw activations: w.(x - centre) + b.
     intercepts = centred_intercepts.copy()
     intercepts[formed] -= mean_dot_w
     # ||w|| <= ||beta|| sqrt(n) rms(x): a norm far below that bound is rounding noise, not a
