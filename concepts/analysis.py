@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from probes.cache import ActivationCache
+from probes.cache_writer import hold_writes
 from probes.cav_rows import (DEFAULT_CAV, N_RESAMPLES, ROBUSTNESS_METHODS, CAVFitter, cav_rows, choose_alpha,
                              fit_cav_layer)
 from probes.design import AUTO_PARTNERS, cav_tasks, flat, null_pairs, seed_for, stack_pool
@@ -260,6 +261,16 @@ class Analysis:
     # ---------------------------------------------------------------- main entry
     def run(self, classes: Sequence[ClassExamples], folder_concepts: Sequence[FolderConcept],
             measure_concepts: Sequence[MeasureConcept], random_sets: Sequence[Any]) -> Outcome:
+        """The analysis: phases 1-3 and the table (see the module docstring).
+
+        Cache entries put meanwhile are written once it is done (:func:`probes.cache_writer.hold_writes`):
+        on a small machine the writes compete with the matrix products for the same cores.
+        """
+        with hold_writes():
+            return self._run(classes, folder_concepts, measure_concepts, random_sets)
+
+    def _run(self, classes: Sequence[ClassExamples], folder_concepts: Sequence[FolderConcept],
+             measure_concepts: Sequence[MeasureConcept], random_sets: Sequence[Any]) -> Outcome:
         opts = self.options
         batches_before = self.engine.n_batches_run
         result_key = self._result_key(classes, folder_concepts, measure_concepts, random_sets)

@@ -573,3 +573,46 @@ def test_entries_are_fsynced_unless_the_store_is_throwaway(tmp_path, monkeypatch
     cache.put(key, np.ones(3))
     assert synced == []
     assert cache.get(key).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_held_writes_wait_for_the_block_and_are_served_meanwhile(tmp_path):
+    import threading
+    import time
+
+    from probes.cache import Store
+    from probes.cache_writer import _WRITER, hold_writes
+
+    store = Store(tmp_path / "held")
+    key = Store.make_key("held")
+    array = np.arange(1000, dtype=np.float32)
+    with hold_writes():
+        store.put(key, array)
+        time.sleep(0.2)
+        assert _WRITER.pending(store, key) is not None                     # not written while held
+        np.testing.assert_array_equal(store.get(key), array)               # but served
+    store.flush()
+    assert _WRITER.pending(store, key) is None
+    np.testing.assert_array_equal(Store(tmp_path / "held").get(key), array)
+
+    # A flush inside the block writes at once; so does a put that would pass the pending limit.
+    other = Store.make_key("flushed")
+    with hold_writes():
+        store.put(other, array)
+        done = threading.Event()
+        threading.Thread(target=lambda: (store.flush(), done.set())).start()
+        assert done.wait(10)
+        assert _WRITER.pending(store, other) is None
+
+
+def test_a_put_past_the_pending_limit_is_written_even_while_held(tmp_path, monkeypatch):
+    import probes.cache_writer as cw
+    from probes.cache import Store
+
+    monkeypatch.setattr(cw, "PENDING_BYTES_LIMIT", 6000)
+    store = Store(tmp_path / "limit")
+    keys = [Store.make_key("limit", i) for i in range(4)]
+    with cw.hold_writes():
+        for key in keys:      # 4000 bytes each: every put after the first waits for room, not forever
+            store.put(key, np.zeros(1000, np.float32))
+    store.flush()
+    assert all(cw._WRITER.pending(store, key) is None for key in keys)
