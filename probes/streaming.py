@@ -252,7 +252,6 @@ class ProjectionSpace:
         self.records: list[dict] = []
         self._matrix: np.ndarray | None = None
         self._matrix64: np.ndarray | None = None
-        self._norms64: np.ndarray | None = None
         self._float64: Float64Rows | None = None
 
     def add(self, vectors: np.ndarray) -> np.ndarray:
@@ -264,28 +263,8 @@ class ProjectionSpace:
         if len(vectors):
             self._blocks.append(vectors)
         self.k += len(vectors)
-        self._matrix = self._matrix64 = self._norms64 = self._float64 = None
+        self._matrix = self._matrix64 = self._float64 = None
         return cols
-
-    def rows64(self, cols: np.ndarray) -> np.ndarray:
-        """Some of the registered vectors, in float64 (no float32 stack of the others on the way).
-
-        Examples
-        --------
-        >>> space = ProjectionSpace(); _ = space.add(np.eye(2)); _ = space.add(np.ones((1, 2)))
-        >>> space.rows64(np.array([2, 0])).tolist()
-        [[1.0, 1.0], [1.0, 0.0]]
-        """
-        cols = np.asarray(cols, dtype=np.int64)
-        if self._matrix is not None:
-            return self._matrix[cols].astype(np.float64)
-        starts = np.cumsum([0] + [len(b) for b in self._blocks])
-        block_of = np.searchsorted(starts, cols, side="right") - 1
-        out = np.empty((len(cols), self._blocks[0].shape[1] if self._blocks else 0))
-        for b in np.unique(block_of):
-            mask = block_of == b
-            out[mask] = self._blocks[b][cols[mask] - starts[b]]
-        return out
 
     def record(self, name: str, consensus: np.ndarray, *, run_cols, row_cols, row_scale: float) -> int:
         """Keep per-example numbers of a concept: directional derivative and presence (activation ·
@@ -300,11 +279,11 @@ class ProjectionSpace:
     def __getstate__(self) -> dict:
         # Sent to Dask workers: the vectors once, not also their stacked and float64 copies.
         state = dict(self.__dict__)
-        state["_matrix"] = state["_matrix64"] = state["_norms64"] = state["_float64"] = None
+        state["_matrix"] = state["_matrix64"] = state["_float64"] = None
         return state
 
     def __setstate__(self, state: dict) -> None:
-        state.setdefault("_norms64", None)  # pickled by a version without the norms' memo
+        state.pop("_norms64", None)        # pickled by a version that kept the norms apart
         state.setdefault("_float64", None)
         self.__dict__.update(state)
 
@@ -334,10 +313,8 @@ class ProjectionSpace:
 
     @property
     def norms64(self) -> np.ndarray:
-        """‖v‖ of each registered vector (float64); computed once, not once per batch."""
-        if self._norms64 is None:
-            self._norms64 = self.float64_rows().norms
-        return self._norms64
+        """‖v‖ of each registered vector (float64); computed once (by :meth:`float64_rows`), not once per batch."""
+        return self.float64_rows().norms
 
     @property
     def matrix64(self) -> np.ndarray:
@@ -394,7 +371,7 @@ class Projections:
                 raise InputShapeError("a recorded concept's columns cannot be among the known columns.")
         self._summary = ColumnSummary(space.k if self._active is None else len(self._active))
         self._full: ColumnSummary | None = None
-        self._matrix: Float64Rows | None = None   # the projected (not known) rows of the space
+        self._rows64: Float64Rows | None = None   # the projected (not known) rows of the space
 
     @property
     def summary(self) -> ColumnSummary:
@@ -432,9 +409,9 @@ class Projections:
         if self._active is None:
             rows64 = self.space.float64_rows()
         else:
-            if self._matrix is None:  # the projected part of the space (the known columns are not projected)
-                self._matrix = self.space.float64_rows(self._active)
-            rows64 = self._matrix
+            if self._rows64 is None:  # the projected part of the space (the known columns are not projected)
+                self._rows64 = self.space.float64_rows(self._active)
+            rows64 = self._rows64
         k = rows64.k if self.space.k else 0
         sens = rows64.project(g) if k else np.zeros((len(g), 0))
         vnorms = rows64.norms if k else np.zeros(0)
@@ -480,7 +457,7 @@ class Projections:
         # back only its own numbers and is re-attached to the space with :meth:`attach`.
         state = dict(self.__dict__)
         state["space"] = None
-        state["_matrix"] = None
+        state["_rows64"] = None
         return state
 
     def attach(self, space: ProjectionSpace) -> "Projections":
