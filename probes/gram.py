@@ -296,20 +296,24 @@ def block_centre(pool: np.ndarray, union: np.ndarray, c0: int, c1: int) -> np.nd
     return None if shared is None else SHARED_GRAM.centre(shared, pool, c0, c1)
 
 
+def _tall_short(r0: int, r1: int, k0: int, k1: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The two row ranges of a product, taller first (rows ``r0:r1`` on a tie): OpenBLAS is many times
+    slower on a short, wide product (50 rows against 1,000) than on the same product transposed."""
+    return ((k0, k1), (r0, r1)) if k1 - k0 > r1 - r0 else ((r0, r1), (k0, k1))
+
+
 def _region(gram: np.ndarray, r0: int, r1: int, k0: int, k1: int) -> np.ndarray:
-    """Where the product of rows ``r0:r1`` and ``k0:k1`` is accumulated: the taller operand goes first."""
-    return gram[k0:k1, r0:r1] if k1 - k0 > r1 - r0 else gram[r0:r1, k0:k1]
+    """Where the product of rows ``r0:r1`` and ``k0:k1`` is accumulated: taller rows by shorter columns."""
+    (t0, t1), (s0, s1) = _tall_short(r0, r1, k0, k1)
+    return gram[t0:t1, s0:s1]
 
 
 def _tile_products(gram: np.ndarray, block: np.ndarray, r0: int, r1: int, k0: int, k1: int) -> list:
     """The product of rows ``r0:r1`` and ``k0:k1`` as pieces of at most :data:`PIECE_ROWS` rows of the taller
     operand, for :func:`probes.blas_threads.run_products`: a concept's rows against a thousand random rows
     then spreads over the cores, and each piece is cut the same way whatever else the call computes."""
-    if k1 - k0 <= r1 - r0:      # the taller operand goes first (see _region)
-        return [((e - s) * (k1 - k0), _piece(gram[s:e, k0:k1], block[s:e], block[k0:k1]))
-                for s, e in _pieces(r0, r1)]
-    return [((e - s) * (r1 - r0), _piece(gram[s:e, r0:r1], block[s:e], block[r0:r1]))
-            for s, e in _pieces(k0, k1)]
+    (t0, t1), (s0, s1) = _tall_short(r0, r1, k0, k1)
+    return [((e - s) * (s1 - s0), _piece(gram[s:e, s0:s1], block[s:e], block[s0:s1])) for s, e in _pieces(t0, t1)]
 
 
 def _pieces(start: int, stop: int) -> list[tuple[int, int]]:
@@ -318,8 +322,6 @@ def _pieces(start: int, stop: int) -> list[tuple[int, int]]:
 
 def _piece(out: np.ndarray, tall: np.ndarray, short: np.ndarray):
     def product() -> None:
-        # The taller operand first: OpenBLAS is many times slower on a short, wide product (50 rows
-        # against 1,000) than on the same product transposed.
         out[...] += tall @ short.T
     return product
 
@@ -327,7 +329,7 @@ def _piece(out: np.ndarray, tall: np.ndarray, short: np.ndarray):
 def _mirror(gram: np.ndarray, plan: list[tuple[int, int, int, int]], needed_rows: np.ndarray) -> None:
     """Fill the lower half from the upper half the plan computed; mark the unused entries NaN."""
     for r0, r1, k0, k1 in plan:
-        lower = k1 - k0 > r1 - r0      # where centred_gram accumulated this product (_region)
+        lower = k1 - k0 > r1 - r0      # where centred_gram accumulated this product (_tall_short)
         if k0 == r0:   # the diagonal tile: both halves computed, made exactly symmetric
             diagonal = gram[r0:r1, r0:r1]
             diagonal[...] = 0.5 * (diagonal + diagonal.T)

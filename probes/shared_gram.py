@@ -139,21 +139,21 @@ class SharedGram:
         """
         found = self.known_centre(shared, c0, c1)
         if found is None:
-            found = np.asarray(pool[shared.rows, c0:c1]).mean(axis=0, dtype=np.float64)
-            self.keep_centre(shared, c0, c1, found)
-            found = self.known_centre(shared, c0, c1)
+            found = self.keep_centre(shared, c0, c1,
+                                     np.asarray(pool[shared.rows, c0:c1]).mean(axis=0, dtype=np.float64))
         return found
 
     def known_centre(self, shared: SharedRows, c0: int, c1: int) -> np.ndarray | None:
         """The mean kept by :meth:`centre` or :meth:`keep_centre`, or None."""
         return self._get(("centre", shared.key, int(c0), int(c1)))
 
-    def keep_centre(self, shared: SharedRows, c0: int, c1: int, mean: np.ndarray) -> None:
+    def keep_centre(self, shared: SharedRows, c0: int, c1: int, mean: np.ndarray) -> np.ndarray:
         """Keep the shared rows' float64 mean over columns ``c0:c1`` (computed by the caller, on a read of
-        the rows it makes anyway; the same bits as :meth:`centre` computes)."""
+        the rows it makes anyway; the same bits as :meth:`centre` computes); returns the kept copy."""
         mean = np.array(mean, dtype=np.float64)
         mean.flags.writeable = False
         self._put(("centre", shared.key, int(c0), int(c1)), mean, mean.nbytes)
+        return mean
 
     def tiles(self, shared: SharedRows, blocks: list[tuple[int, int]]) -> dict[tuple[int, int, int, int], np.ndarray]:
         """The tiles kept for these rows and column blocks: ``{(r0, r1, k0, k1): array}``, positions
