@@ -139,10 +139,9 @@ def fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alph
         beta = cav_solvers.mean_coefficients(splits[p].y_train)
         beta_norms[p] = math.sqrt(len(beta)) * float(np.linalg.norm(beta))
         np.add.at(coefs[p], local[p][0], beta)
-        if finite is not None and finite[np.ix_(task_rows[p], local[p][0])].all():
-            f_all = gram[np.ix_(task_rows[p], local[p][0])] @ beta
-            intercept = float(cav_solvers.midpoint_intercept(f_all[:len(local[p][0])], splits[p].y_train > 0))
-            _task_summary(p, f_all, intercept, splits[p], accuracies, raw_shifts, centred_intercepts)
+        entries = np.ix_(task_rows[p], local[p][0])
+        if finite is not None and finite[entries].all():
+            _midpoint_summary(p, gram[entries] @ beta, splits[p], accuracies, raw_shifts, centred_intercepts)
             from_gram.append(p)
     primal = sorted(set(primal) - set(from_gram))
     # Tasks wanted for their shift only (the null's random-vs-random CAVs, whose accuracy and intercept
@@ -211,9 +210,7 @@ def fit_dual(pool: np.ndarray, splits: list[TaskSplit], methods: list[str], alph
         _non_finite()
     raw_rms = math.sqrt(raw_sq / n_u)
     for j, p in enumerate(primal):
-        f_all = values.of(j, task_rows[p])
-        intercept = float(cav_solvers.midpoint_intercept(f_all[:len(local[p][0])], splits[p].y_train > 0))
-        _task_summary(p, f_all, intercept, splits[p], accuracies, raw_shifts, centred_intercepts)
+        _midpoint_summary(p, values.of(j, task_rows[p]), splits[p], accuracies, raw_shifts, centred_intercepts)
     sides.summarise(position, accuracies, raw_shifts, centred_intercepts)
     norms = gram_norms.copy()
     norms[formed] = np.sqrt(norm_sq)
@@ -291,6 +288,14 @@ class _SharedSides:
 def _non_finite() -> None:
     raise NonFiniteValuesError("the activation pool contains NaN or infinite values in the rows "
                                "used by these tasks; check the layer's activations.")
+
+
+def _midpoint_summary(p: int, f_all: np.ndarray, split: TaskSplit, accuracies: np.ndarray,
+                      raw_shifts: np.ndarray, centred_intercepts: np.ndarray) -> None:
+    """:func:`_task_summary` of a difference-of-means task: its boundary is the midpoint of its two
+    training sides' mean values."""
+    intercept = float(cav_solvers.midpoint_intercept(f_all[:len(split.train)], split.y_train > 0))
+    _task_summary(p, f_all, intercept, split, accuracies, raw_shifts, centred_intercepts)
 
 
 def _task_summary(p: int, f_all: np.ndarray, intercept: float, split: TaskSplit, accuracies: np.ndarray,
