@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import probes.dual_fit as dual_fit
+import probes.gram as gram_module
 from probes.design import cav_tasks, stack_pool
 from probes.gram import centred_gram
 from probes.linear import fit_cav_batch
@@ -79,13 +79,13 @@ def test_only_the_new_concepts_products_are_computed_when_the_tiles_are_known(mo
     concept, randoms, rows = _data(seed=3, d=600)
     _fit(*_batch(concept, randoms, rows, key="randoms-v1"))
     sizes = []
-    real = dual_fit.centred_gram.__globals__["run_products"]
+    real = gram_module.run_products
 
     def counting(products):
         sizes.append(len(products))
         real(products)
 
-    monkeypatch.setitem(dual_fit.centred_gram.__globals__, "run_products", counting)
+    monkeypatch.setattr(gram_module, "run_products", counting)
     _fit(*_batch(_data(seed=4, d=600)[0], randoms, rows, key="randoms-v1", name="d"))
     # One product per column block: the concept's rows against every row; no random set against itself.
     assert sizes and set(sizes) == {1}
