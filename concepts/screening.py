@@ -43,6 +43,7 @@ import time
 import warnings
 import zlib
 from pathlib import Path
+from stat import S_ISDIR, S_ISREG
 from typing import Iterable, Mapping
 
 import numpy as np
@@ -200,11 +201,12 @@ def image_problem(path: str | os.PathLike) -> str | None:
     from .volumes import is_dicom_series, is_volume_file
 
     path = Path(text)
-    if path.is_dir() and is_dicom_series(path):
+    # The one stat above answers what Path.is_dir / is_file would ask the file system again.
+    if S_ISDIR(stat.st_mode) and is_dicom_series(path):
         # A DICOM series is read (and each broken slice named) when the set loads it; its files are
         # many and reading them twice would double the cost of a cold run.
         problem: str | None = None
-    elif not path.is_file():
+    elif not S_ISREG(stat.st_mode):
         problem = "not a regular file"
     elif stat.st_size == 0:
         problem = "empty file (0 bytes)"
