@@ -289,9 +289,14 @@ class Store:
         keep = None
         if _recent_size(array) is not None:
             # One private read-only copy in the layout a read gives back (C order, same dtype and
-            # shape): the bytes written are the bytes later gets of this process are served.
-            owner = np.array(array, order="C")
-            owner.flags.writeable = False
+            # shape): the bytes written are the bytes later gets of this process are served. An array
+            # that owns its bytes and was made read-only was handed over (hundreds of CAV entries per
+            # call): it is that copy already.
+            if not array.flags.writeable and array.base is None and array.flags.c_contiguous:
+                owner = array
+            else:
+                owner = np.array(array, order="C")
+                owner.flags.writeable = False
             # The one read-only view every get hands out, whether the write is pending or done.
             keep = owner.view()
             keep.flags.writeable = False

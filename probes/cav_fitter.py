@@ -152,9 +152,9 @@ class CAVFitter:
                 accuracies[t] = np.float32(batch.accuracies[row])
                 shifts[t] = np.float32(batch.shifts[row])
                 if cache is not None and keys[t] is not None:
-                    cache.put(keys[t], np.append(batch.vectors[row], np.float32([batch.accuracies[row],
-                                                                                batch.shifts[row]])),
-                              meta={"kind": "cav"})
+                    entry = np.append(batch.vectors[row], np.float32([batch.accuracies[row], batch.shifts[row]]))
+                    entry.flags.writeable = False     # handed over: the store keeps it without a copy
+                    cache.put(keys[t], entry, meta={"kind": "cav"})
         if averages:
             return vectors, accuracies, shifts, means
         return vectors, accuracies, shifts

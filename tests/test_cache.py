@@ -616,3 +616,27 @@ def test_a_put_past_the_pending_limit_is_written_even_while_held(tmp_path, monke
             store.put(key, np.zeros(1000, np.float32))
     store.flush()
     assert all(cw._WRITER.pending(store, key) is None for key in keys)
+
+
+@pytest.mark.parametrize("sync", [False, True])
+def test_a_handed_over_array_is_kept_without_a_copy_and_others_are_copied(tmp_path, monkeypatch, sync):
+    """A small entry the caller made read-only and owns is the in-memory copy; a writeable one is copied."""
+    if sync:
+        monkeypatch.setenv("CONCEPTS_CACHE_SYNC", "1")
+    cache = ActivationCache(tmp_path)
+    handed, edited = ActivationCache.make_key("handed"), ActivationCache.make_key("edited")
+    owned = np.arange(5, dtype=np.float32)
+    owned.flags.writeable = False
+    cache.put(handed, owned)
+    assert np.shares_memory(cache.get(handed), owned)
+    caller = np.arange(5, dtype=np.float32)
+    cache.put(edited, caller)
+    caller[0] = 100.0      # the caller's later edit must not leak into the cache
+    assert cache.get(edited).tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+    view = np.arange(10, dtype=np.float32)[::2]     # read-only but a view of a writeable array: copied
+    view.flags.writeable = False
+    cache.put(ActivationCache.make_key("view"), view)
+    assert not np.shares_memory(cache.get(ActivationCache.make_key("view")), view)
+    from probes.cache_writer import flush_writes
+    flush_writes()
+    assert ActivationCache(tmp_path).get(handed).tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
