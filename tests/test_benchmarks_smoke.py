@@ -56,7 +56,7 @@ def test_benchmark_smoke_writes_results(tmp_path):
     for heading in ("## Machine", "## Targets (issue 13", "## Reference work: the scenarios",
                     "## End-to-end against the compute floor", "## Radiomics", "## Micro-checks"):
         assert heading in markdown
-    assert "shared" in markdown and "Captum" in markdown
+    assert "Other load on the machine" in markdown and "Captum" in markdown  # whatever the load was
     assert "| reference_all_pairs |" in markdown
 
 
