@@ -288,6 +288,9 @@ PHASES = (
     ("probes/engine.py", "stream", "engine passes"),
     ("concepts/sets.py", "_load", "image decoding"),
     ("probes/linear.py", "fit_cav_batch", "CAV fits"),
+    # The layers' CAV fits run side by side on worker threads, which cProfile does not see: the main
+    # thread's wait for them is the phase's time.
+    ("probes/blas_threads.py", "map_side_by_side", "CAV fits"),
     ("probes/regression.py", "fit", "RCV fits"),
     ("probes/streaming.py", "project_batches", "projections"),
     ("probes/cache.py", "put", "cache writes"),

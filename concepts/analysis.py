@@ -32,6 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from probes.blas_threads import map_side_by_side, usable_cores
 from probes.cache import ActivationCache
 from probes.cache_writer import hold_writes
 from probes.cav_rows import (DEFAULT_CAV, N_RESAMPLES, ROBUSTNESS_METHODS, CAVFitter, cav_rows, choose_alpha,
@@ -297,11 +298,20 @@ class Analysis:
         concept_acts = {c.name: tick(self._activations(c.images)) for c in folder_concepts}
         random_acts = self._random_activations(random_sets, tick) if folder_concepts else ({}, [])
         measure_acts = {m.name: tick(self._activations(m.images)) for m in measure_concepts}
-        plans: dict[str, _LayerPlan] = {}
-        for layer in progress(self.engine.layers, enabled=opts.progress, desc="concept vectors"):
-            plan = plans[layer] = _LayerPlan()
-            if folder_concepts:
-                plan.cav = self._cav_fit(layer, folder_concepts, concept_acts, random_sets, random_acts, plan)
+        plans = {layer: _LayerPlan() for layer in self.engine.layers}
+        # The layers' CAVs side by side where memory allows (probes.blas_threads.map_side_by_side: the same
+        # bits either way); what they add to the analysis is taken in layer order.
+        cav_fits = map_side_by_side(
+            lambda layer: self._cav_fit(layer, folder_concepts, concept_acts, random_sets, random_acts, plans[layer]),
+            self.engine.layers if folder_concepts else [], self._cav_workers(folder_concepts, random_acts),
+            progress=opts.progress, desc="concept vectors")
+        for layer, fitted in progress(list(zip(self.engine.layers, cav_fits or [None] * len(plans))),
+                                      enabled=opts.progress and bool(measure_concepts), desc="regression vectors"):
+            plan = plans[layer]
+            if fitted is not None:
+                plan.cav, consensus, self.cav_alphas[layer] = fitted
+                for name, vector in consensus.items():
+                    self._vectors[(layer, name)] = {"consensus": vector, "pooled": np.array(False)}
             for measure in measure_concepts:
                 plan.rcv[measure.name] = self._rcv_fit(layer, measure, measure_acts[measure.name], scatter, plan)
         del concept_acts, random_acts, measure_acts
@@ -421,9 +431,30 @@ class Analysis:
                          centre=opts.compat != "tcav", cache=self.cache)
 
     # ---------------------------------------------------------------- phase 1: concept vectors
-    def _cav_fit(self, layer, folder_concepts, concept_acts, random_sets, random_acts, plan) -> dict[str, Any]:
+    def _cav_workers(self, folder_concepts: Sequence[FolderConcept], random_acts: tuple) -> int:
+        """How many layers' CAVs to fit at once: one per core, as far as the memory budget holds a fit's
+        working set (about its pool's activations: vectors, their cache entries, column blocks) for each."""
+        layers = self.engine.layers
+        if not folder_concepts or len(layers) < 2:
+            return 1
+        random_pool = random_acts[0]
+        n_rows = sum(len(c.images) for c in folder_concepts) + (len(next(iter(random_pool.values())))
+                                                                 if random_pool else 0)
+        sizes = sorted((4 * n_rows * flat(random_pool[layer][:1]).shape[1] for layer in layers if layer in random_pool),
+                       reverse=True)
+        room = parse_bytes(self.options.memory_budget) / 2
+        workers = 1
+        while workers < min(usable_cores(), len(sizes)) and sum(sizes[:workers + 1]) <= room:
+            workers += 1
+        return workers
+
+    def _cav_fit(self, layer, folder_concepts, concept_acts, random_sets, random_acts,
+                 plan) -> tuple[dict[str, Any], dict[str, np.ndarray], float]:
         """Phase 1 for the folder concepts of one layer (:func:`probes.cav_rows.fit_cav_layer`): every CAV,
-        the robustness directions and the consensus vectors, registered in the layer's flat space."""
+        the robustness directions and the consensus vectors, registered in the layer's flat space.
+
+        Returns the fit, the consensus vector of each concept and the ridge penalty; it changes nothing
+        outside ``plan``, so that several layers may run at once."""
         opts = self.options
         random_pool, random_rows = random_acts
         # The random pool is not copied into the CAV pool: the fits read it block by block where it is.
@@ -443,17 +474,14 @@ class Analysis:
                                          list(random_keys), offsets, seed=opts.seed,
                                          relative=opts.relative,
                                          null_mode="star" if opts.compat == "tcav" else opts.null_pairs)
-        self.cav_alphas[layer] = alpha
         keys = [self._cav_key(layer, ident, alpha, self._method) for ident in idents]
         fit, consensus = fit_cav_layer(pool, random_start, tasks, keys, index, [c.name for c in folder_concepts],
                                        alpha, self._fitter(), plan.space("flat"), seed=opts.seed,
                                        robustness=opts.robustness, key_for=self._cav_key, variance=variance)
-        for name, vector in consensus.items():
-            self._vectors[(layer, name)] = {"consensus": vector, "pooled": np.array(False)}
         # What identifies the random side's null columns (probes.reuse): their CAVs' own keys.
         fit["null_keys"] = [keys[t] for t in index["__null__"]]
         fit["null_cols"] = fit["cols"][index["__null__"]]
-        return fit
+        return fit, consensus, alpha
 
     def _rcv_fit(self, layer, measure, acts, scatter, plan) -> dict[str, Any]:
         """Phase 1 for one measure in one layer (:func:`probes.rcv_rows.fit_rcv`), plus its scatter table."""

@@ -35,7 +35,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from probes.blas_threads import MAX_PRODUCTS, SPARSE_FRACTION, run_products
+from probes.blas_threads import MAX_PRODUCTS, PIECE_ROWS, SPARSE_FRACTION, pieces, run_products
 from probes.progress import progress as _progress_bar
 from probes.row_values import equal_row_runs
 from probes.shared_gram import SHARED_GRAM, shared_rows
@@ -44,8 +44,6 @@ __all__ = ["block_centre", "centred_gram", "reuse_gram", "task_tiles"]
 
 #: Most bytes of Gram matrices and column means kept inside one :func:`reuse_gram` block.
 MEMO_BYTES = 512 * 2 ** 20
-#: Rows of the taller operand per product of a blockwise Gram matrix (:func:`_tile_products`).
-PIECE_ROWS = 256
 
 _state = threading.local()
 
@@ -264,18 +262,17 @@ def centred_gram(pool: np.ndarray, union: np.ndarray, rows: np.ndarray | slice,
             SHARED_GRAM.keep_centre(shared, c0, c1, mean)
         buffer = block
         means.append(mean)
-        if todo is None:
-            gram += block @ block.T   # numpy dispatches A @ A.T to a symmetric rank-k update
-        else:
-            run_products([piece for entry in todo for piece in _tile_products(gram, block, *entry)])
+        # Every entry needed: one triangle, strip by strip (what a symmetric rank-k update computes, cut into
+        # products that spread over the cores on single-threaded BLAS; see probes.blas_threads).
+        run_products(_strip_products(gram, block, _upper_strips(n_u)) if todo is None
+                     else [piece for entry in todo for piece in _tile_products(gram, block, *entry)])
     if inside:
         for entry, where in inside.items():
             if where in kept:
                 _region(gram, *entry)[...] = kept[where]
         SHARED_GRAM.keep_tiles(shared, list(blocks), {where: _region(gram, *entry) for entry, where in inside.items()
                                                       if where not in kept})
-    if plan is not None:
-        _mirror(gram, plan, needed_rows)
+    _mirror(gram, _upper_strips(n_u) if plan is None else plan, needed_rows)
     gram.flags.writeable = False
     value = (gram, means, needed_rows)
     if memo is not None and key is not None:
@@ -313,11 +310,20 @@ def _tile_products(gram: np.ndarray, block: np.ndarray, r0: int, r1: int, k0: in
     operand, for :func:`probes.blas_threads.run_products`: a concept's rows against a thousand random rows
     then spreads over the cores, and each piece is cut the same way whatever else the call computes."""
     (t0, t1), (s0, s1) = _tall_short(r0, r1, k0, k1)
-    return [((e - s) * (s1 - s0), _piece(gram[s:e, s0:s1], block[s:e], block[s0:s1])) for s, e in _pieces(t0, t1)]
+    return [((e - s) * (s1 - s0), _piece(gram[s:e, s0:s1], block[s:e], block[s0:s1])) for s, e in pieces(t0, t1)]
 
 
-def _pieces(start: int, stop: int) -> list[tuple[int, int]]:
-    return [(s, min(s + PIECE_ROWS, stop)) for s in range(start, stop, PIECE_ROWS)]
+def _upper_strips(n: int) -> list[tuple[int, int, int, int]]:
+    """The whole matrix as strips of rows, each against itself and every later row (a plan for
+    :func:`_mirror`): at most eight strips, so a large matrix is not cut into thousands of products."""
+    return [(s, e, s, n) for s, e in pieces(0, n, max(PIECE_ROWS, -(-n // 8)))]
+
+
+def _strip_products(gram: np.ndarray, block: np.ndarray, strips: list[tuple[int, int, int, int]]) -> list:
+    """The products of :func:`_upper_strips`, for :func:`probes.blas_threads.run_products`: each later strip's
+    rows against each strip's, accumulated below the diagonal (where :func:`_mirror` reads them)."""
+    return [((e1 - s1) * (e0 - s0), _piece(gram[s1:e1, s0:e0], block[s1:e1], block[s0:e0]))
+            for i, (s0, e0, _, _) in enumerate(strips) for s1, e1, _, _ in strips[i:]]
 
 
 def _piece(out: np.ndarray, tall: np.ndarray, short: np.ndarray):
@@ -326,7 +332,7 @@ def _piece(out: np.ndarray, tall: np.ndarray, short: np.ndarray):
     return product
 
 
-def _mirror(gram: np.ndarray, plan: list[tuple[int, int, int, int]], needed_rows: np.ndarray) -> None:
+def _mirror(gram: np.ndarray, plan: list[tuple[int, int, int, int]], needed_rows: np.ndarray | None) -> None:
     """Fill the lower half from the upper half the plan computed; mark the unused entries NaN."""
     for r0, r1, k0, k1 in plan:
         lower = k1 - k0 > r1 - r0      # where centred_gram accumulated this product (_tall_short)
@@ -339,7 +345,8 @@ def _mirror(gram: np.ndarray, plan: list[tuple[int, int, int, int]], needed_rows
                 gram[r0:r1, k0:k1] = gram[k0:k1, r0:r1].T
             else:
                 gram[k0:k1, r0:r1] = gram[r0:r1, k0:k1].T
-    gram[~needed_rows] = np.nan
+    if needed_rows is not None:
+        gram[~needed_rows] = np.nan
 
 
 def centred_block(pool: np.ndarray, rows: np.ndarray | slice, c0: int, c1: int,

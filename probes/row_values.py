@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from probes.blas_threads import MAX_PRODUCTS, SPARSE_FRACTION, run_products
+from probes.blas_threads import MAX_PRODUCTS, SPARSE_FRACTION, pieces, run_products
 
 __all__ = ["RowValues", "SparseProduct", "equal_row_runs"]
 
@@ -138,12 +138,14 @@ class RowValues:
             The vectors in these columns.
         """
         if self.plan is None:
-            self.values += block @ weights.T
+            # Dense: in pieces of rows, spread over the cores (one BLAS thread each, see probes.blas_threads).
+            run_products([((r1 - r0) * len(weights), self._product(block, weights, r0, r1, slice(None)))
+                          for r0, r1 in pieces(0, len(block))])
             return
         run_products([((r1 - r0) * tasks.size, self._product(block, weights, r0, r1, tasks))
                       for r0, r1, tasks in self.plan])
 
-    def _product(self, block: np.ndarray, weights: np.ndarray, r0: int, r1: int, tasks: np.ndarray):
+    def _product(self, block: np.ndarray, weights: np.ndarray, r0: int, r1: int, tasks: np.ndarray | slice):
         def product() -> None:
             self.values[r0:r1, tasks] += block[r0:r1] @ weights[tasks].T
         return product
@@ -213,7 +215,17 @@ class SparseProduct:
         numpy.ndarray
         """
         if self.parts is None:
-            return self.coefs @ block
+            # Dense: in pieces of vectors, spread over the cores (one BLAS thread each, see probes.blas_threads).
+            out = np.empty((self.coefs.shape[0], block.shape[1]), dtype=np.float32)
+
+            def rows(r0: int, r1: int):
+                def run() -> None:
+                    np.matmul(self.coefs[r0:r1], block, out=out[r0:r1])
+                return run
+
+            # A few hundred vectors at most: pieces of 64 keep both cores busy.
+            run_products([((r1 - r0) * block.size, rows(r0, r1)) for r0, r1 in pieces(0, len(self.coefs), 64)])
+            return out
         partial: list[np.ndarray | None] = [None] * len(self.parts)
 
         def product(i: int, r0: int, r1: int, part: np.ndarray):
