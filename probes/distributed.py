@@ -14,8 +14,9 @@ What travels, and why it stays small:
 
 Shards are whole multiples of the engine's batch size and are merged in order, so every batch the model
 sees is the batch the local run sees, and the table equals the local one (to rounding of the merges,
-~1e-15). A worker that dies is replaced by the nanny and Dask reruns its tasks elsewhere; the result
-does not change. Dask is imported only here, and only when a client is given.
+~1e-15). A worker that dies is replaced by the nanny and Dask reruns its tasks elsewhere; a shard Dask
+cancels instead (it lost something it cannot recompute, e.g. the scattered model, with the worker) is
+scattered and submitted again, up to :data:`SHARD_ATTEMPTS` times. The result does not change. Dask is imported only here, and only when a client is given.
 """
 from __future__ import annotations
 
@@ -27,7 +28,10 @@ import numpy as np
 from probes.sources import InMemoryImages
 from probes.streaming import ProjectionSpace, Projections, project_batches
 
-__all__ = ["project_on_cluster", "shard_source", "model_payload"]
+__all__ = ["SHARD_ATTEMPTS", "project_on_cluster", "shard_source", "model_payload"]
+
+#: Times the shards a dying worker took with it are submitted again before the call gives up.
+SHARD_ATTEMPTS = 3
 
 # Engines built on this worker process, by (fingerprint, layers, target, batch size): the model is
 # rebuilt once per worker, not once per task.
@@ -103,6 +107,17 @@ def _shared(client: Any, engine: Any, what: str, value: Any) -> Any:
     return cache[key][0]
 
 
+def _wait(futures: Any) -> None:
+    """Until every future is finished, failed or cancelled (Dask's ``wait`` raises on cancelled ones)."""
+    from dask.distributed import wait
+
+    try:
+        wait(list(futures))
+    except Exception as exc:
+        if "cancel" not in type(exc).__name__.lower():
+            raise
+
+
 def project_on_cluster(client: Any, engine: Any, source: Any, class_index: int,
                        spaces: dict[str, dict[str, ProjectionSpace]], *,
                        shards_per_worker: int = 4) -> dict[str, dict[str, Projections]]:
@@ -127,14 +142,34 @@ def project_on_cluster(client: Any, engine: Any, source: Any, class_index: int,
     workers = max(1, len(client.scheduler_info().get("workers", {})))
     batches = math.ceil(n / engine.batch_size)
     per_shard = max(1, math.ceil(batches / (workers * shards_per_worker))) * engine.batch_size
-    payload = _shared(client, engine, "model", model_payload(engine.model))
-    spaces_future = _shared(client, engine, "spaces", spaces)
     layers = tuple(engine.layers)
-    futures = [client.submit(_project_shard, payload, engine.fingerprint, layers, engine.target, engine.batch_size,
-                             int(getattr(engine, "output_index", 0)), shard_source(source, start, min(n, start + per_shard)), int(class_index),
-                             spaces_future, pure=False)
-               for start in range(0, n, per_shard)]
-    parts = client.gather(futures)
+    model = model_payload(engine.model)
+    done: dict[int, Any] = {}
+    todo = list(range(0, n, per_shard))
+    for attempt in range(SHARD_ATTEMPTS):
+        payload = _shared(client, engine, "model", model)
+        spaces_future = _shared(client, engine, "spaces", spaces)
+        futures = {start: client.submit(_project_shard, payload, engine.fingerprint, layers, engine.target,
+                                        engine.batch_size, int(getattr(engine, "output_index", 0)),
+                                        shard_source(source, start, min(n, start + per_shard)), int(class_index),
+                                        spaces_future, pure=False)
+                   for start in todo}
+        _wait(futures.values())
+        for start, future in futures.items():
+            if future.status == "finished":
+                done[start] = future.result()
+            elif future.status == "error":
+                future.result()      # the task's own error: raised as it is
+        todo = [start for start in todo if start not in done]
+        if not todo:
+            break
+        # A shard cancelled or lost with a worker that died at the wrong moment (Dask could not rerun it, e.g.
+        # the scattered model went with the worker): scatter again and resubmit only those shards.
+        engine.__dict__.pop("_dask_scattered", None)
+    if todo:
+        raise RuntimeError(f"{len(todo)} shard(s) of the class examples were lost on the cluster {SHARD_ATTEMPTS} "
+                           "times (workers dying?); check the cluster's logs, or run without client=.")
+    parts = [done[start] for start in sorted(done)]
     merged: dict[str, dict[str, Projections]] = {}
     for part in parts:
         for layer, by_space in part.items():

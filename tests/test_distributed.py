@@ -91,6 +91,35 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_result_is_unchanged(planted
     client.wait_for_workers(2, timeout=120)  # the nanny restarted it
 
 
+def test_shards_lost_on_the_cluster_are_submitted_again_and_the_result_is_unchanged(planted, client, monkeypatch):
+    """A shard whose future Dask cancels (its worker died with data Dask cannot recompute) is resubmitted."""
+    local = _score(planted)
+    real_submit, cancelled = client.submit, []
+
+    def submit_and_lose_the_first(*args, **kwargs):
+        future = real_submit(*args, **kwargs)
+        if not cancelled:
+            future.cancel()
+            cancelled.append(future)
+        return future
+    monkeypatch.setattr(client, "submit", submit_and_lose_the_first)
+    remote = _score(planted, client=client)
+    assert cancelled and cancelled[0].status == "cancelled"
+    _tables_equal(local.to_frame(), remote.to_frame())
+
+
+def test_a_shard_lost_every_time_is_an_error_that_says_so(planted, client, monkeypatch):
+    real_submit = client.submit
+
+    def submit_and_lose(*args, **kwargs):
+        future = real_submit(*args, **kwargs)
+        future.cancel()
+        return future
+    monkeypatch.setattr(client, "submit", submit_and_lose)
+    with pytest.raises(RuntimeError, match=r"lost on the cluster 3 times"):
+        _score(planted, client=client)
+
+
 @pytest.mark.filterwarnings("ignore:Radiomics. 1 of 10 images failed")
 def test_radiomics_on_a_cluster_equals_the_local_table_with_the_same_failures(client, tmp_path):
     rng = np.random.default_rng(0)
