@@ -304,7 +304,9 @@ class Engine:
             out: dict[str, Any] = {"act": {}, "grad": {}, "out": None}
             for kind, paths in (("act", act_layers), ("grad", grad_layers)):
                 for path in paths:
-                    value = result[kind][path].numpy()
+                    # A read-only view of the tensor's memory, not .numpy()'s copy: a pass copies each batch
+                    # into its output arrays anyway (the random pool's activations are ~0.5 GB on a wide layer).
+                    value = np.asarray(result[kind][path])
                     if path in self.layer_shapes and self.layer_shapes[path] != value.shape[1:]:
                         self.layer_shapes[path] = tuple(value.shape[1:])
                     out[kind][path] = value
