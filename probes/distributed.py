@@ -16,7 +16,8 @@ Shards are whole multiples of the engine's batch size and are merged in order, s
 sees is the batch the local run sees, and the table equals the local one (to rounding of the merges,
 ~1e-15). A worker that dies is replaced by the nanny and Dask reruns its tasks elsewhere; a shard Dask
 cancels instead (it lost something it cannot recompute, e.g. the scattered model, with the worker) is
-scattered and submitted again, up to :data:`SHARD_ATTEMPTS` times. The result does not change. Dask is imported only here, and only when a client is given.
+scattered and submitted again, up to :data:`SHARD_ATTEMPTS` times. The result does not change. Dask is
+imported only here, and only when a client is given.
 """
 from __future__ import annotations
 
@@ -146,7 +147,7 @@ def project_on_cluster(client: Any, engine: Any, source: Any, class_index: int,
     model = model_payload(engine.model)
     done: dict[int, Any] = {}
     todo = list(range(0, n, per_shard))
-    for attempt in range(SHARD_ATTEMPTS):
+    for _ in range(SHARD_ATTEMPTS):
         payload = _shared(client, engine, "model", model)
         spaces_future = _shared(client, engine, "spaces", spaces)
         futures = {start: client.submit(_project_shard, payload, engine.fingerprint, layers, engine.target,

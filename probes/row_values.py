@@ -223,7 +223,7 @@ class SparseProduct:
                     np.matmul(self.coefs[r0:r1], block, out=out[r0:r1])
                 return run
 
-            # A few hundred vectors at most: pieces of 64 keep both cores busy.
+            # Pieces of 64 vectors: a batch of a few hundred keeps every core busy.
             run_products([((r1 - r0) * block.size, rows(r0, r1)) for r0, r1 in pieces(0, len(self.coefs), 64)])
             return out
         partial: list[np.ndarray | None] = [None] * len(self.parts)
