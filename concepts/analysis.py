@@ -304,7 +304,8 @@ class Analysis:
         cav_fits = map_side_by_side(
             lambda layer: self._cav_fit(layer, folder_concepts, concept_acts, random_sets, random_acts, plans[layer]),
             self.engine.layers if folder_concepts else [], self._cav_workers(folder_concepts, random_acts),
-            progress=opts.progress, desc="concept vectors")
+            progress=opts.progress, desc="concept vectors",
+            costs=[_pool_width(random_acts[0], layer) for layer in self.engine.layers])
         for layer, fitted in progress(list(zip(self.engine.layers, cav_fits or [None] * len(plans))),
                                       enabled=opts.progress and bool(measure_concepts), desc="regression vectors"):
             plan = plans[layer]
@@ -440,8 +441,7 @@ class Analysis:
         random_pool = random_acts[0]
         n_rows = sum(len(c.images) for c in folder_concepts) + (len(next(iter(random_pool.values())))
                                                                  if random_pool else 0)
-        sizes = sorted((4 * n_rows * flat(random_pool[layer][:1]).shape[1] for layer in layers if layer in random_pool),
-                       reverse=True)
+        sizes = sorted((4 * n_rows * _pool_width(random_pool, layer) for layer in layers), reverse=True)
         room = parse_bytes(self.options.memory_budget) / 2
         workers = 1
         while workers < min(usable_cores(), len(sizes)) and sum(sizes[:workers + 1]) <= room:
@@ -509,6 +509,12 @@ class Analysis:
         """Keep each class's per-example numbers of a concept (concept maps, per-example rows)."""
         for name, proj in projections.items():
             self._per_example[(name, layer, concept)] = proj.per_example(record)
+
+
+def _pool_width(random_pool: dict[str, np.ndarray], layer: str) -> int:
+    """Activations per image of ``layer`` in the random pool (0 when the pool has none)."""
+    acts = random_pool.get(layer)
+    return 0 if acts is None or not len(acts) else int(flat(acts[:1]).shape[1])
 
 
 def tcav_classifier() -> Any:

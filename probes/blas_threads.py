@@ -172,7 +172,7 @@ def pieces(start: int, stop: int, size: int = PIECE_ROWS) -> list[tuple[int, int
 
 
 def map_side_by_side(function: Callable[[Any], Any], items: Sequence[Any], workers: int,
-                     progress: bool = False, desc: str = "") -> list[Any]:
+                     progress: bool = False, desc: str = "", costs: Sequence[float] | None = None) -> list[Any]:
     """``[function(item) for item in items]``, up to ``workers`` items at a time on Python threads.
 
     For independent pieces of work whose single-threaded parts (copies, centring, small solves) leave a
@@ -193,6 +193,9 @@ def map_side_by_side(function: Callable[[Any], Any], items: Sequence[Any], worke
         Show a progress bar over the items, advanced in their order.
     desc : str
         The bar's label.
+    costs : sequence of float, optional
+        Each item's expected cost: side by side, the costliest start first (so that a large item does not
+        start last and run alone at the end).
 
     Returns
     -------
@@ -210,8 +213,9 @@ def map_side_by_side(function: Callable[[Any], Any], items: Sequence[Any], worke
             return [function(item) for item in _bar(items, enabled=progress, desc=desc)]
         pool = ThreadPoolExecutor(max_workers=min(workers, len(items)), thread_name_prefix="probes-side")
         try:
-            futures = [pool.submit(function, item) for item in items]
-            results = [future.result() for future in _bar(futures, enabled=progress, desc=desc)]
+            order = sorted(range(len(items)), key=lambda i: -costs[i]) if costs is not None else range(len(items))
+            futures = {i: pool.submit(function, items[i]) for i in order}
+            results = [futures[i].result() for i in _bar(range(len(items)), enabled=progress, desc=desc)]
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise

@@ -32,6 +32,18 @@ def test_results_come_back_in_order_whatever_finishes_first():
     assert map_side_by_side(slow_first, [], workers=2) == []
 
 
+def test_the_costliest_items_start_first_and_results_keep_the_order_of_the_items():
+    started = []
+
+    def work(x):
+        started.append(x)
+        time.sleep(0.02)
+        return x.upper()
+    assert map_side_by_side(work, ["a", "b", "c", "d"], workers=2, costs=[1, 8, 2, 5]) == ["A", "B", "C", "D"]
+    assert started[:2] == ["b", "d"] or started[:2] == ["d", "b"]
+    assert set(started[2:]) == {"a", "c"}
+
+
 def test_the_first_failing_item_in_order_raises_and_nothing_is_left_running():
     started = []
 
