@@ -304,7 +304,7 @@ class Analysis:
         cav_fits = map_side_by_side(
             lambda layer: self._cav_fit(layer, folder_concepts, concept_acts, random_sets, random_acts, plans[layer]),
             self.engine.layers if folder_concepts else [], self._cav_workers(folder_concepts, random_acts),
-            progress=opts.progress, desc="concept vectors",
+            progress=opts.progress and bool(folder_concepts), desc="concept vectors",
             costs=[_pool_width(random_acts[0], layer) for layer in self.engine.layers])
         for layer, fitted in progress(list(zip(self.engine.layers, cav_fits or [None] * len(plans))),
                                       enabled=opts.progress and bool(measure_concepts), desc="regression vectors"):
