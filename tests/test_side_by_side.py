@@ -37,7 +37,7 @@ def test_the_costliest_items_start_first_and_results_keep_the_order_of_the_items
 
     def work(x):
         started.append(x)
-        time.sleep(0.02)
+        time.sleep(0.1)      # long against any scheduling delay: the first two to start are the two submitted first
         return x.upper()
     assert map_side_by_side(work, ["a", "b", "c", "d"], workers=2, costs=[1, 8, 2, 5]) == ["A", "B", "C", "D"]
     assert started[:2] == ["b", "d"] or started[:2] == ["d", "b"]
