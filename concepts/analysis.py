@@ -39,7 +39,7 @@ from probes.cav_rows import (DEFAULT_CAV, N_RESAMPLES, ROBUSTNESS_METHODS, CAVFi
                              fit_cav_layer)
 from probes.design import AUTO_PARTNERS, cav_tasks, flat, null_pairs, seed_for, stack_pool
 from probes.engine import Engine
-from probes.memory import Budget, memmap_allocator, parse_bytes
+from probes.memory import Budget, memmap_allocator, parse_bytes, physical_memory
 from probes.progress import progress
 from probes.rcv_rows import fit_rcv, rcv_features, rcv_rows, use_pooling
 from probes.reuse import NULL_SUMMARIES, RANDOM_VARIANCES, keep_nulls, known_nulls
@@ -433,8 +433,9 @@ class Analysis:
 
     # ---------------------------------------------------------------- phase 1: concept vectors
     def _cav_workers(self, folder_concepts: Sequence[FolderConcept], random_acts: tuple) -> int:
-        """How many layers' CAVs to fit at once: one per core, as far as the memory budget holds a fit's
-        working set (about its pool's activations: vectors, their cache entries, column blocks) for each."""
+        """How many layers' CAVs to fit at once: one per core, as far as half the memory budget (or of the
+        machine's memory) holds a fit's working set (about its pool's activations: vectors, their cache
+        entries, column blocks) for each."""
         layers = self.engine.layers
         if not folder_concepts or len(layers) < 2:
             return 1
@@ -442,7 +443,8 @@ class Analysis:
         n_rows = sum(len(c.images) for c in folder_concepts) + (len(next(iter(random_pool.values())))
                                                                  if random_pool else 0)
         sizes = sorted((4 * n_rows * _pool_width(random_pool, layer) for layer in layers), reverse=True)
-        room = parse_bytes(self.options.memory_budget) / 2
+        # Without a budget (memory_budget=None), the machine's memory still bounds how many fits run at once.
+        room = min(parse_bytes(self.options.memory_budget), physical_memory() or float("inf")) / 2
         workers = 1
         while workers < min(usable_cores(), len(sizes)) and sum(sizes[:workers + 1]) <= room:
             workers += 1

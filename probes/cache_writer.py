@@ -24,16 +24,14 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from probes.memory import physical_memory
+
 __all__ = ["PENDING_BYTES_LIMIT", "flush_writes", "hold_writes"]
 
 def _pending_limit() -> int:
     # An eighth of the machine's memory, between 512 MiB and 2 GiB: a cold call on the reference work
     # writes about 600 MB, and on a slow disk (fsync at ~150 MB/s) the next call should not wait for it.
-    try:
-        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        total = 0
-    return int(min(2 * 2 ** 30, max(512 * 2 ** 20, total // 8)))
+    return int(min(2 * 2 ** 30, max(512 * 2 ** 20, physical_memory() // 8)))
 
 
 #: Most bytes of array data waiting for the background writer; a put beyond it waits, so a

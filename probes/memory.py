@@ -17,7 +17,21 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["parse_bytes", "memmap_allocator", "Budget"]
+__all__ = ["parse_bytes", "physical_memory", "memmap_allocator", "Budget"]
+
+
+def physical_memory() -> int:
+    """The machine's physical memory in bytes (0 where the system does not say).
+
+    Examples
+    --------
+    >>> physical_memory() >= 0
+    True
+    """
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return 0
 
 
 def parse_bytes(value: int | float | str | None) -> float:

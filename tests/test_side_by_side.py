@@ -155,19 +155,23 @@ def test_the_workers_follow_the_memory_budget():
 
     import concepts.analysis as analysis
 
-    def workers(budget, widths=(1000, 800, 600), cores=4, n_rows=100):
+    def workers(budget, widths=(1000, 800, 600), cores=4, n_rows=100, memory=None):
         fake = SimpleNamespace(engine=SimpleNamespace(layers=[f"l{i}" for i in range(len(widths))]),
                                options=SimpleNamespace(memory_budget=budget))
         pool = {f"l{i}": np.zeros((n_rows - 10, w), np.float32) for i, w in enumerate(widths)}
         concepts_ = [SimpleNamespace(images=range(10))]
-        original = analysis.usable_cores
+        original = analysis.usable_cores, analysis.physical_memory
         analysis.usable_cores = lambda: cores
+        if memory is not None:
+            analysis.physical_memory = lambda: memory
         try:
             return analysis.Analysis._cav_workers(fake, concepts_, (pool, []))
         finally:
-            analysis.usable_cores = original
+            analysis.usable_cores, analysis.physical_memory = original
     # A fit holds about 4 bytes x rows x width; side by side while the largest ones fit half the budget.
     assert workers(None) == 3
     assert workers(2 * 4 * 100 * 1800) == 2
     assert workers(2 * 4 * 100 * 1799) == 1
     assert workers(None, cores=1) == 1 and workers(None, widths=(1000,)) == 1
+    # No budget: half the machine's memory bounds it instead.
+    assert workers(None, memory=2 * 4 * 100 * 1800) == 2 and workers(None, memory=0) == 3
