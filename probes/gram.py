@@ -251,6 +251,7 @@ def centred_gram(pool: np.ndarray, union: np.ndarray, rows: np.ndarray | slice,
     gram = np.zeros((n_u, n_u))
     means = []
     buffer = None
+    strips = _upper_strips(n_u) if plan is None else None
     for c0, c1 in _progress_bar(list(blocks), enabled=progress, desc="CAV Gram", unit="block"):
         centre = SHARED_GRAM.known_centre(shared, c0, c1) if shared is not None else None
         if todo is not None and not todo and centre is not None:
@@ -264,7 +265,7 @@ def centred_gram(pool: np.ndarray, union: np.ndarray, rows: np.ndarray | slice,
         means.append(mean)
         # Every entry needed: one triangle, strip by strip (what a symmetric rank-k update computes, cut into
         # products that spread over the cores on single-threaded BLAS; see probes.blas_threads).
-        run_products(_strip_products(gram, block, _upper_strips(n_u)) if todo is None
+        run_products(_strip_products(gram, block, strips) if strips is not None
                      else [piece for entry in todo for piece in _tile_products(gram, block, *entry)])
     if inside:
         for entry, where in inside.items():
@@ -272,7 +273,7 @@ def centred_gram(pool: np.ndarray, union: np.ndarray, rows: np.ndarray | slice,
                 _region(gram, *entry)[...] = kept[where]
         SHARED_GRAM.keep_tiles(shared, list(blocks), {where: _region(gram, *entry) for entry, where in inside.items()
                                                       if where not in kept})
-    _mirror(gram, _upper_strips(n_u) if plan is None else plan, needed_rows)
+    _mirror(gram, plan if strips is None else strips, needed_rows)
     gram.flags.writeable = False
     value = (gram, means, needed_rows)
     if memo is not None and key is not None:
