@@ -68,6 +68,11 @@ def _merged_tiles(member: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
     Bootstrap resamples of a concept's images give its rows slightly different task sets (a run of a row
     or two each), and so do the training rows of the CAVs on one random set; computing a few unused
     values (or adding a few zeros) for a merged tile is cheaper than many tiny products.
+
+    A merge is judged against what the tile's own runs cost apart, not against the tile merged so far:
+    judged step by step, each merge can cost up to ``MERGE_COST`` times the one before, and a long chain
+    of runs (one random set after another, each with the vectors that span every row) grew into one
+    dense tile seven times the arithmetic of its runs.
     """
     bounds = equal_row_runs(member)
     tiles: list[list] = []
@@ -76,16 +81,15 @@ def _merged_tiles(member: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
         mask = member[r0]
         if not mask.any():
             continue
+        own = (r1 - r0) * int(mask.sum())
         if tiles and tiles[-1][1] == r0:
-            p0, p1, pmask = tiles[-1]
+            p0, _, pmask, pown = tiles[-1]
             both = pmask | mask
-            merged = (r1 - p0) * int(both.sum())
-            apart = (p1 - p0) * int(pmask.sum()) + (r1 - r0) * int(mask.sum())
-            if merged <= MERGE_COST * apart:
-                tiles[-1] = [p0, r1, both]
+            if (r1 - p0) * int(both.sum()) <= MERGE_COST * (pown + own):
+                tiles[-1] = [p0, r1, both, pown + own]
                 continue
-        tiles.append([r0, r1, mask])
-    return [(r0, r1, np.flatnonzero(mask)) for r0, r1, mask in tiles]
+        tiles.append([r0, r1, mask, own])
+    return [(r0, r1, np.flatnonzero(mask)) for r0, r1, mask, _ in tiles]
 
 
 def _membership(n_rows: int, task_rows: Sequence[np.ndarray]) -> np.ndarray:

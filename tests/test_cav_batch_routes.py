@@ -188,6 +188,32 @@ def test_row_values_merge_the_ragged_tiles_of_bootstrap_resamples():
         np.testing.assert_allclose(values.of(j, r), dense[r, j], rtol=1e-5)
 
 
+def test_vectors_that_span_every_row_do_not_merge_the_random_sets_into_one_dense_tile():
+    # A new concept's batch: its CAV on each random set (held-out rows of the concept resampled), plus
+    # two averaged vectors over every row. Judged step by step, the merges cascaded into one tile of
+    # every row and vector (seven times the arithmetic); judged against the runs' own cost they do not.
+    from probes.row_values import MERGE_COST, SparseProduct, _membership, _merged_tiles
+    rng = np.random.default_rng(3)
+    concept = np.arange(0, 50)
+    sets = [np.arange(50 + 50 * j, 100 + 50 * j) for j in range(20)]
+    task_rows = [np.concatenate([concept, s]) for s in sets]
+    task_rows += [np.concatenate([rng.choice(concept, 40), rng.choice(sets[j], 40)]) for j in range(10)]
+    task_rows += [np.arange(1050)] * 2
+    member = _membership(1050, task_rows)
+    runs = [(r1 - r0) * int(member[r0].sum()) for r0, r1, _ in _merged_tiles(member)]
+    bounds = np.flatnonzero(np.any(member[1:] != member[:-1], axis=1)) + 1
+    own = sum((b - a) * int(member[a].sum()) for a, b in zip(np.r_[0, bounds], np.r_[bounds, 1050]))
+    assert sum(runs) <= MERGE_COST * own and len(runs) > 2
+    coefs = np.zeros((len(task_rows), 1050), np.float32)
+    for j, r in enumerate(task_rows):
+        coefs[j, r] = rng.normal(size=len(r))
+    product = SparseProduct(coefs, task_rows)
+    assert product.parts is not None
+    block = rng.random((1050, 40), dtype=np.float32)
+    np.testing.assert_allclose(product(block), coefs.astype(np.float64) @ block.astype(np.float64), rtol=1e-4,
+                               atol=1e-4)
+
+
 @pytest.mark.parametrize("families", [("logistic", "ridge"), ("mean", "logistic")])
 def test_averaged_groups_equal_the_mean_of_the_formed_unit_vectors(families):
     concept, randoms, rows = _pool_and_sets(seed=8)
