@@ -67,11 +67,11 @@ def _score(concepts: dict[str, np.ndarray], randoms: np.ndarray, rows: list[np.n
     return out, consensus, runs
 
 
-def _world(rng, *, d=12, n_sets=8, set_size=15, n_examples=40, planted=0.0, n_concepts=1):
+def _world(rng, *, d=12, n_sets=8, set_size=15, n_examples=40, planted=0.0, n_concepts=1, concept_size=None):
     axis = np.eye(d)[0]
     randoms = rng.normal(size=(n_sets * set_size, d))
     rows = [np.arange(j * set_size, (j + 1) * set_size) for j in range(n_sets)]
-    concepts = {f"c{k}": rng.normal(size=(set_size, d)) + planted * axis for k in range(n_concepts)}
+    concepts = {f"c{k}": rng.normal(size=(concept_size or set_size, d)) + planted * axis for k in range(n_concepts)}
     acts = rng.normal(size=(n_examples, d))
     grads = axis + 0.5 * rng.normal(size=(n_examples, d))  # the class score grows along the axis
     return concepts, randoms, rows, acts, grads
@@ -123,6 +123,27 @@ def test_random_concepts_are_not_significant_beyond_the_level(statistic):
     p = np.asarray(p)
     assert np.all((p >= 0) & (p <= 1))
     assert np.mean(p < 0.05) <= 0.15, f"{statistic}: {np.mean(p < 0.05):.2f} of null concepts significant"
+
+
+def test_small_concepts_against_larger_random_sets_are_not_significant_beyond_the_level():
+    """A concept of 6 images against random sets of 30: its CAVs are fitted 6 against 6 and the null pairs
+    30 against 30, so by chance alone its runs' shifts are about sqrt(30/6) times longer. Unscaled, 40 % of
+    these null concepts came out with p < 0.05; expressed at the null's sample size they stay near 5 %."""
+    p = []
+    for world in range(12):
+        rng = np.random.default_rng(300 + world)
+        concepts, randoms, rows, acts, grads = _world(rng, n_concepts=5, set_size=30, concept_size=6)
+        out, _, _ = _score(concepts, randoms, rows, acts, grads, seed=world, n_boot=10)
+        p += [r["p_value"] for r in out]
+    assert np.mean(np.asarray(p) < 0.05) <= 0.15, f"{np.mean(np.asarray(p) < 0.05):.2f} of null concepts significant"
+
+
+def test_the_sample_size_scale_is_exactly_one_for_sides_of_one_size():
+    from probes.cav_rows import _sample_size_scale
+
+    sides = np.array([50.0, 50.0, 50.0, 50.0])
+    assert np.array_equal(_sample_size_scale(sides, [2, 3]), np.ones(4))     # bits unchanged: x * 1.0 == x
+    np.testing.assert_allclose(_sample_size_scale(np.array([8.0, 8.0, 32.0, 32.0]), [2, 3]), [0.5, 0.5, 1, 1])
 
 
 def test_rcv_rows_find_a_measure_along_the_gradient():
