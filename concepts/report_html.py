@@ -156,17 +156,23 @@ _HOW_TO_READ = [
                   "there is no concept at all. Compare score with null_mean, not with 0.5."),
     ("effect", "score \u2212 null_mean, with a bootstrap confidence interval (effect_ci_low, "
                "effect_ci_high)."),
-    ("p_value, q_value, significant", "p_value: two-sided Welch t-test of the concept-vs-random "
-     "scores against the random-vs-random scores. q_value: p corrected for multiple comparisons "
+    ("p_value, q_value, significant", "p_value: two-sided t prediction test of whether the concept's "
+     "statistic over its runs (test_statistic: its mean shift by default, or its UBS, or its TCAV score) "
+     "could be one more random set's: the null is the same statistic of each random set against the "
+     "others (Welch's t-test of concept runs against random runs with compat='tcav'). q_value: p "
+     "corrected for multiple comparisons "
      "across every class \u00d7 layer \u00d7 concept of this report. A row is significant (highlighted) "
      "when q is below the significance level."),
     ("ubs, ubs_p", "UBS (unit-ball sensitivity): the mean, over the class's examples, of the "
      "directional derivative along the concept vector divided by the typical derivative along a "
      "random unit direction of the same layer. It is signed (positive: the concept raises the class "
-     "score), 0 under the null, and comparable across layers of different widths. UBS was "
-     "introduced by Yeche, Harrison and Berthier (iMIMIC 2019), but the original formula is not "
-     "public: this is this toolkit's reconstruction. ubs_p is its p-value against sampled random "
-     "directions."),
+     "score), about 0 for a random direction, and divides out the layer's nominal width (a random "
+     "direction's typical derivative shrinks as 1/sqrt(width)); redundant channels still count as "
+     "width (duplicating every channel multiplies UBS by sqrt(2)), so compare layers by significance "
+     "first. UBS was introduced by Yeche, Harrison and Berthier (iMIMIC 2019), but the original "
+     "formula is not public: this is this toolkit's reconstruction. ubs_p compares it with uniformly "
+     "random directions of the layer: any direction in which the images vary (a concept's or a random "
+     "set's) tends to beat those, so ubs_p is not a concept test; use p_value / q_value."),
     ("vector_quality", "How well the concept vector was learnt, on held-out data: the CAV's "
      "classification accuracy (0.5 = chance) or the RCV's cross-validated R\u00b2 (0 = no better than "
      "the mean). A significant score on a poor vector deserves little trust."),

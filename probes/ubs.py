@@ -21,7 +21,10 @@ reproduction of the paper.
 direction shrinks like ``‖g‖/√d``, so raw sensitivities of layers of different widths are not on the
 same scale. Dividing by ``ρ_i`` removes both ``‖g_i‖`` and the ``1/√d``: if ``v`` is itself a random
 direction, each ratio has mean 0 and variance ``1/(d c_d²)``, which tends to π/2 (1.52 for d = 16,
-1.559 for d = 64, 1.5706 for d = 4096, π/2 = 1.5708) whatever the layer.
+1.559 for d = 64, 1.5706 for d = 4096, π/2 = 1.5708) whatever the layer. ``d`` is the nominal
+width: a layer whose channels are redundant (duplicated, strongly correlated) has fewer independent
+directions, and UBS of a direction within them grows like ``√d`` for the same information
+(duplicating every channel multiplies it by √2).
 
 **Null distribution and p-value.** M directions ``u_j`` are sampled uniformly on the sphere
 (normalised Gaussians, seeded) and scored exactly like the concept:
@@ -30,7 +33,10 @@ direction, each ratio has mean 0 and variance ``1/(d c_d²)``, which tends to π
 scoring any number of vectors or null directions is one matrix–vector product, and null
 directions are generated in chunks so memory stays bounded for d ≈ 250 000. (The same identity
 shows the null's spread is ``‖m‖ / (c_d √d)``: it grows when the class gradients agree with one
-another, which is a property of the model, not of the layer width.)
+another, which is a property of the model, not of the layer width.) This null is "a direction drawn
+uniformly from the whole layer": a CAV lies where the images vary, which is where the gradients live
+too, so a random set's CAV already tends to beat it. The concept test of a result row compares with
+random sets' CAVs instead (:mod:`probes.row_stats`); this p-value screens a direction only.
 """
 from __future__ import annotations
 
