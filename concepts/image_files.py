@@ -127,7 +127,9 @@ def read_image(path: str | Path) -> np.ndarray:
     """Read one image in its native dtype, as ``(H, W)`` or ``(H, W, C)``.
 
     TIFF files are read with tifffile (16-bit and multi-sample files keep their values);
-    everything else with Pillow. Palette and 1-bit images become 8-bit grayscale or RGB.
+    everything else with Pillow. Palette and 1-bit images become 8-bit grayscale or RGB; grey + alpha
+    images (PNG mode "LA", a common grayscale export) become their grey channel, as RGBA images lose
+    their alpha in :func:`concepts.sets.default_preprocess`.
 
     NIfTI files and DICOM series folders are read as a :class:`concepts.volumes.Volume` (a
     ``(z, y, x)`` array that carries its geometry), see :func:`concepts.volumes.read_volume`.
@@ -167,6 +169,8 @@ def read_image(path: str | Path) -> np.ndarray:
                     handle = handle.convert("RGBA" if "transparency" in handle.info else "RGB")
                 elif handle.mode == "1":
                     handle = handle.convert("L")
+                elif handle.mode in ("LA", "La"):
+                    handle = handle.getchannel("L")
                 elif handle.mode in ("I;16", "I;16B", "I;16L"):
                     return np.asarray(handle, dtype=np.uint16)
                 elif handle.mode == "CMYK":

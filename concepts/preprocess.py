@@ -17,7 +17,7 @@ from probes.identity import callable_identity
 from .colour import rgb_to_grey
 from .errors import InputShapeError
 
-__all__ = ["DEFAULT_PREPROCESS_ID", "default_preprocess", "preprocess_identity"]
+__all__ = ["DEFAULT_PREPROCESS_ID", "default_preprocess", "integer_input_preprocess", "preprocess_identity"]
 
 #: Identity of :func:`default_preprocess` in content keys. Bump the version whenever its output changes,
 #: so that cached activations computed with the old behaviour are not reused.
@@ -27,16 +27,22 @@ Preprocess = Callable[[np.ndarray, tuple], np.ndarray]
 InputShape = tuple  # (H, W, C) or (H, W); H, W (and C) may be None
 
 
-def _check_input_shape(input_shape: Any) -> tuple:
+def _check_input_shape(input_shape: Any, *, batch_axis: bool = True) -> tuple:
     """Normalise a model input shape to a tuple of rank 2 or 3 (images) or 4 (volumes, ``(D, H, W, C)``)
-    whose entries are positive ints or None."""
+    whose entries are positive ints or None.
+
+    ``batch_axis=True`` (a shape a user typed) also accepts Keras's ``model.input_shape`` with its leading
+    batch ``None``. A 4-entry shape with a leading ``None`` is then read as a batched 2D shape: a 3D model
+    with a flexible input, ``(None, None, None, C)`` without its batch axis, reads the same. Shapes taken
+    from the model by the toolkit have no batch axis and are checked with ``batch_axis=False``.
+    """
     try:
         shape = tuple(None if d is None else int(d) for d in input_shape)
     except (TypeError, ValueError):
         raise InputShapeError(
             f"input_shape must be a tuple such as (224, 224, 3), got {input_shape!r}.") from None
     # Keras reports model.input_shape with a leading batch dimension; accept it for convenience.
-    if len(shape) in (4, 5) and shape[0] is None:
+    if (len(shape) == 5 or (len(shape) == 4 and batch_axis)) and shape[0] is None:
         shape = shape[1:]
     if len(shape) not in (2, 3, 4) or any(d is not None and d < 1 for d in shape):
         raise InputShapeError(
@@ -81,11 +87,12 @@ def default_preprocess(image: np.ndarray, input_shape: tuple) -> np.ndarray:
        becomes 0/1, and floating-point images are left unchanged (assumed already scaled).
        No per-image min-max normalisation is done: it would make a dark and a bright image equal.
     2. **Drop an alpha channel**: a 4-channel (RGBA) image loses its 4th channel, unless the
-       model itself takes 4 channels.
+       model itself takes 4 channels (grey + alpha PNGs lose theirs when read, see
+       :func:`concepts.image_files.read_image`).
     3. **Match the channels** to the model's ``C``: a grayscale image is repeated into ``C``
        channels; an RGB image becomes 1 channel by ITU-R BT.601 luminance
        ``0.299 R + 0.587 G + 0.114 B`` (:func:`concepts.colour.rgb_to_grey`, the same grey
-       image the measures use). Any other mismatch (e.g. a 2-channel image for a
+       image the measures use). Any other mismatch (e.g. a 2-channel TIFF for a
        3-channel model) raises :class:`InputShapeError`. A model whose ``C`` is ``None`` keeps the
        image's channels (grayscale becomes 1 channel).
     4. **Resize** to ``(H, W)`` with bilinear interpolation, antialiased when shrinking (Pillow,
@@ -150,6 +157,52 @@ def default_preprocess(image: np.ndarray, input_shape: tuple) -> np.ndarray:
     if len(shape) == 2:
         image = image[..., 0]
     return np.ascontiguousarray(image, dtype=np.float32)
+
+
+def integer_input_preprocess(image: Any, input_shape: tuple, *, dtype: str = "uint8") -> np.ndarray:
+    """The default preprocessing for a model whose image input has an integer dtype.
+
+    A deployed model often takes ``uint8`` images and rescales them inside (``Rescaling(1 / 255)``).
+    Keras casts whatever it is fed to the input's dtype, so the default's [0, 1] floats would all become
+    0. This applies the default (:func:`default_preprocess`, or
+    :func:`concepts.volume_input.volume_preprocess` for a volume), then maps [0, 1] onto the dtype's
+    range (signed images, which the default puts in [-1, 1], onto ``[-max, max]``) and rounds: an 8-bit
+    image read from disk reaches a ``uint8`` model with its own pixel values. Returned as float32 holding
+    integers (the engine feeds float32; Keras's cast is then exact).
+
+    :func:`concepts.score` and :func:`concepts.report` use it when no ``preprocess`` is given and the
+    model's image input is an integer type.
+
+    Parameters
+    ----------
+    image
+        As read from disk (an array, or a :class:`concepts.volumes.Volume`).
+    input_shape
+        The model's input shape without the batch axis.
+    dtype
+        The model input's integer dtype.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 of shape ``input_shape``, integer values within the dtype's range.
+
+    Examples
+    --------
+    >>> grey = np.array([[0, 128], [200, 255]], dtype=np.uint8)
+    >>> integer_input_preprocess(grey, (2, 2, 1))[..., 0].tolist()
+    [[0.0, 128.0], [200.0, 255.0]]
+    """
+    from .volumes import Volume
+
+    if isinstance(image, Volume):
+        from .volume_input import volume_preprocess
+        scaled = volume_preprocess(image, input_shape)
+    else:
+        scaled = default_preprocess(image, input_shape)
+    info = np.iinfo(np.dtype(dtype))
+    values = np.rint(scaled.astype(np.float64) * info.max)
+    return np.clip(values, info.min, info.max).astype(np.float32)
 
 
 def preprocess_identity(preprocess: Callable | None) -> str:

@@ -8,6 +8,7 @@ can also be given explicitly. Folder concepts give CAVs (TCAV), continuous measu
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -24,6 +25,7 @@ from probes.sources import ArraySource, InMemoryImages
 from .analysis import DEFAULT_CAV, DEFAULT_STATISTIC, Analysis, ClassExamples, FolderConcept, MeasureConcept, Options
 from .config import Config, uses_config
 from .errors import ConceptFolderError, MeasureError
+from .preprocess import integer_input_preprocess
 from .layout import DataLayout, class_index_map, resolve_class
 from .measures import Measure
 from .image_files import list_image_files
@@ -63,9 +65,9 @@ def _bind(images: Any, input_shape: tuple, preprocess: Callable | None, name: st
     if isinstance(images, np.ndarray):
         return InMemoryImages(images, name=name)
     if isinstance(images, (str, os.PathLike)):
-        return ImageSet.from_folder(images, name=name, input_shape=input_shape, preprocess=preprocess)
+        return ImageSet.from_folder(images, name=name, preprocess=preprocess).bind(input_shape)
     if isinstance(images, (list, tuple)) and images and isinstance(images[0], (str, os.PathLike)):
-        return ImageSet(images, name=name, input_shape=input_shape, preprocess=preprocess)
+        return ImageSet(images, name=name, preprocess=preprocess).bind(input_shape)
     if isinstance(images, ArraySource):
         return images
     raise TypeError(f"Cannot use {type(images).__name__} as images for {name!r}: give a folder path, a list of "
@@ -81,7 +83,7 @@ def _measure_concept(name: str, measure: Measure, default_images: Sequence[Path]
     if len(values) == 0:
         raise MeasureError(f"Measure {name!r} has no finite value on any image; see its .failures for why.")
     files = [Path(p) for p in values.index]
-    images = ImageSet(files, name=name, input_shape=input_shape, preprocess=preprocess)
+    images = ImageSet(files, name=name, preprocess=preprocess).bind(input_shape)
     return MeasureConcept(name=name, images=images, values=values.to_numpy(dtype=float),
                           description=getattr(measure, "description", ""))
 
@@ -131,8 +133,9 @@ def _random_sets(random: Any, layout: DataLayout, n_sets: int, set_size: int, se
                 "split into seeded random sets) or one sub-folder per random set. Or pass random=folder.")
         random = layout.random_dir
     if isinstance(random, (str, os.PathLike)):
-        return draw_random_sets(random, n_sets, set_size, seed=seed, input_shape=input_shape,
-                                preprocess=preprocess, exclude=exclude)
+        # Bound afterwards: the model's shape has no batch axis (bind reads a leading None as a flexible depth).
+        return [s.bind(input_shape) for s in draw_random_sets(random, n_sets, set_size, seed=seed,
+                                                              preprocess=preprocess, exclude=exclude)]
     sets = [_bind(s, input_shape, preprocess, f"random_{i:03d}") for i, s in enumerate(random)]
     if len(sets) < n_sets:
         raise InsufficientDataError(
@@ -160,6 +163,9 @@ def prepare(model: Any, layers: Sequence[str], concept_list: list[tuple[str | No
         # The engine warned once; nothing of this model may reach a shared store under a guessed key.
         cache = engine.cache = ActivationCache(None)
     input_shape = tuple(engine.input_shape)
+    if preprocess is None and np.issubdtype(np.dtype(engine.input_dtype), np.integer):
+        # Keras casts the input to its dtype: the default's [0, 1] floats would reach a uint8 model as 0.
+        preprocess = functools.partial(integer_input_preprocess, dtype=engine.input_dtype)
 
     layout = DataLayout.from_root(data) if data is not None else DataLayout(root=None)
     folder_concepts: list[FolderConcept] = []
@@ -218,7 +224,7 @@ def prepare(model: Any, layers: Sequence[str], concept_list: list[tuple[str | No
                                    preprocess, exclude)
     analysis = Analysis(engine, options, cache=cache)
     inputs = {"classes": class_sets, "folder_concepts": folder_concepts, "measure_concepts": measures,
-              "random_sets": random_sets, "layout": layout,
+              "random_sets": random_sets, "layout": layout, "preprocess": preprocess,
               "skipped_images": [{"path": path, "reason": reason} for path, reason in sorted(skipped.items())]}
     return analysis, inputs
 
@@ -320,9 +326,10 @@ def score(model: Any, layer: str | Sequence[str] | None = None, concept: Concept
         ``"all"`` (every pair) or ``"ring"`` (each set against the next: fewest fits, most
         conservative test).
     statistic : str, default=DEFAULT_STATISTIC
-        What the significance test compares with the random concepts: ``"ubs"`` (default,
-        magnitude-aware, powerful even where all examples share one gradient direction) or
-        ``"score"`` (the TCAV sign-count score; Br for measures).
+        What the significance test compares with the random concepts: ``"shift"`` (default: each
+        run's UBS times how far the concept's images lie from the counterexamples along its vector;
+        powerful even where all examples share one gradient direction), ``"ubs"`` (direction only)
+        or ``"score"`` (the TCAV sign-count score); measures use Br.
     relative : bool, default=False
         Compare each folder concept with the union of the other concepts instead of random sets.
     target : str, default='logit'
@@ -452,5 +459,6 @@ def map_context(analysis: Analysis, inputs: dict[str, Any], preprocess: Callable
     from .maps import MapContext
 
     input_shape = tuple(analysis.engine.input_shape)
+    preprocess = inputs.get("preprocess", preprocess)      # what prepare chose (an integer input's default)
     return MapContext(engine=analysis.engine, classes={c.name: c for c in inputs["classes"]},
                       bind=lambda images, name: _bind(images, input_shape, preprocess, name))

@@ -192,12 +192,15 @@ class ImageSet:
         new = type(self).__new__(type(self))
         new.files = list(self.files if files is None else files)
         new.name = self.name if name is None else name
-        new.input_shape = self.input_shape if input_shape is None else _check_input_shape(input_shape)
+        new.input_shape = self.input_shape if input_shape is None else _check_input_shape(input_shape,
+                                                                                          batch_axis=False)
         new.preprocess = self.preprocess
         return new
 
     def bind(self, input_shape: tuple) -> "ImageSet":
-        """A copy bound to a model's input shape ``(H, W, C)`` or ``(H, W)`` (no batch dimension).
+        """A copy bound to a model's input shape ``(H, W, C)`` or ``(H, W)``, or ``(D, H, W, C)`` for a 3D
+        model: ``model.input_shape[1:]``, without the batch dimension (a leading ``None`` of four entries is
+        a flexible depth).
 
         Examples
         --------
@@ -337,9 +340,12 @@ class ImageSet:
                 f"shape {shape}. Put NIfTI files (.nii, .nii.gz) or DICOM series folders in this set, or "
                 "remove the 2D image.")
         if is_volume and len(shape) != 4:
+            flexible = (" If the model is 3D with a flexible input, bind its shape with .bind(model.input_shape[1:]): "
+                        "typed as input_shape=, (None, None, None, C) reads as a batched 2D shape."
+                        if shape[:2] == (None, None) else "")
             raise InputShapeError(
                 f"{str(path)!r} is a volume (shape {image.shape}), but the model takes 2D images of shape "
-                f"{shape}. Use a 3D model (input (D, H, W, C)), or slice the volume into 2D images.")
+                f"{shape}. Use a 3D model (input (D, H, W, C)), or slice the volume into 2D images.{flexible}")
         return volume_preprocess if is_volume else default_preprocess
 
     def _iter_batches(self, batch_size: int, shape: tuple) -> Iterator[np.ndarray]:

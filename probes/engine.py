@@ -170,6 +170,8 @@ class Engine:
         self._extras = _ExtraInputs(model, graph, extra_inputs)
         self._image_position = self._input_names.index(self._extras.image_input)
         self.input_shape: tuple = tuple(graph.inputs[self._image_position].shape[1:])
+        #: The image input's dtype name ("float32"; "uint8" for a model that rescales inside).
+        self.input_dtype: str = str(np.dtype(getattr(graph.inputs[self._image_position], "dtype", None) or "float32"))
 
         self.output_index = _select_output(model, output)
         self.output_name = output_names(model)[self.output_index]

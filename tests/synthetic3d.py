@@ -61,11 +61,12 @@ def edge_filters() -> np.ndarray:
     return np.stack([dz, -dz, dx, -dx], axis=-1)[:, :, :, None, :].astype(np.float32)
 
 
-def build_model():
-    """The planted-concept Conv3D model (input (16, 16, 16, 1), layers conv1, conv2, pool, head)."""
+def build_model(size: int | None = SIZE):
+    """The planted-concept Conv3D model (input (16, 16, 16, 1), layers conv1, conv2, pool, head);
+    ``size=None``: the same model with a flexible input ``(None, None, None, 1)``."""
     import keras
 
-    inputs = keras.Input((SIZE, SIZE, SIZE, 1))
+    inputs = keras.Input((size, size, size, 1))
     conv1 = keras.layers.Conv3D(4, 3, activation="relu", name="conv1")
     conv2 = keras.layers.Conv3D(4, 1, activation="relu", name="conv2")
     pooled = keras.layers.MaxPooling3D(1, name="pool")(conv2(conv1(inputs)))  # identity, but a 3D pooling layer

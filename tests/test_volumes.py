@@ -264,6 +264,29 @@ def test_planted_3d_concept_is_found_with_the_right_sign(tmp_path):
     assert layers.loc["conv1", "class"] == "Conv3D" and layers.loc["conv1", "probeable"]
 
 
+def test_a_3d_model_with_a_flexible_input_reads_volumes_and_finds_the_planted_concept(tmp_path):
+    # (None, None, None, 1) is a 3D input of any size, not a batched 2D shape: the model's own shape has
+    # no batch axis. Volumes already at the fixed twin's size: both see the same inputs and activations.
+    from probes.engine import Engine
+    from synthetic3d import build_model, make_data
+
+    data = make_data(tmp_path / "data")
+    flexible, fixed = build_model(size=None), build_model()
+    assert tuple(flexible.input_shape[1:]) == (None, None, None, 1)
+    files = sorted((data / "classes" / "layered").iterdir())[:3]
+    bound = ImageSet(files).bind(flexible.input_shape[1:])
+    assert bound.input_shape == (None, None, None, 1)
+    np.testing.assert_array_equal(bound.load_all(), ImageSet(files).bind(fixed.input_shape[1:]).load_all())
+    acts = [Engine(m, ["conv1"], progress=False).run(ImageSet(files).bind(m.input_shape[1:])).activations["conv1"]
+            for m in (flexible, fixed)]
+    np.testing.assert_allclose(acts[0], acts[1], rtol=1e-6, atol=1e-6)
+    table = concepts.score(flexible, "conv1", [data / "concepts" / "z_layers", data / "concepts" / "x_layers"],
+                           n_random=4, n_directions=50, progress=False, cache_dir=False).to_frame()
+    rows = table[table["class"] == "layered"].set_index("concept")
+    assert rows.loc["z_layers", "significant"] and rows.loc["z_layers", "ubs"] > 0
+    assert rows.loc["x_layers", "significant"] and rows.loc["x_layers", "ubs"] < 0
+
+
 # --- manifests ----------------------------------------------------------------------------------------
 
 def test_manifest_records_the_geometry_of_nifti_files_and_dicom_series(tmp_path):
