@@ -313,7 +313,8 @@ def score(model: Any, layer: str | Sequence[str] | None = None, concept: Concept
     classes : Sequence[str | int] | None, default=None
         Which classes to score (names or output indices); default every class folder.
     class_names : Sequence[str] | Mapping[str, int] | None, default=None
-        Class names in output order (list) or ``{name: index}``; default ``classes.txt``.
+        Class names in output order (list) or ``{name: index}`` with a distinct integer index per class;
+        default ``classes.txt``. A one-unit (sigmoid) output takes one class: ``{"malignant": 0}``.
     random : Any, default=None
         Counterexamples: a folder (pool or one sub-folder per set) or a list of sets; default
         ``<data>/random``.
