@@ -172,7 +172,10 @@ def _volume_problem(path: Path) -> str | None:
         return f"a {reader.GetDimension()}D image where a 3D volume is expected"
     if reader.GetNumberOfComponents() != 1:
         return f"{reader.GetNumberOfComponents()} components per voxel where one grey level is expected"
-    return None
+    from .volumes import nifti_problem
+
+    # The header read sees neither a truncated file nor NaN/inf voxels (SimpleITK would read them as 0).
+    return nifti_problem(path)
 
 
 def image_problem(path: str | os.PathLike) -> str | None:

@@ -11,9 +11,12 @@ volumes exactly as they hold 2D images; :func:`concepts.image_files.read_image` 
 
 Every problem with a volume is raised from here (:func:`read_volume`, :func:`check_mask_geometry`,
 :func:`check_same_geometry`) with the file named, so that one place decides what a bad volume does.
-That is also why this module stays whole at about 600 lines (a third of them runnable examples):
-reading, writing and checking share :class:`Geometry`, :class:`Volume` and that one error policy.
-3D preprocessing is in :mod:`concepts.volume_input`.
+That includes what SimpleITK reads without a word but wrongly: a truncated NIfTI file (missing
+voxels padded with 0), NaN/inf voxels of float NIfTI data (read as 0; :func:`nifti_problem`), and a
+DICOM series with a missing, duplicated or unevenly spaced slice (read with an averaged spacing).
+That is also why this module stays whole at about 970 lines (many of them docstrings and runnable
+examples): reading, writing and checking share :class:`Geometry`, :class:`Volume` and that
+one error policy. 3D preprocessing is in :mod:`concepts.volume_input`.
 
 Examples
 --------
@@ -27,12 +30,19 @@ Examples
 from __future__ import annotations
 
 import hashlib
+import itertools
+import math
 import os
+import struct
+import time
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, BinaryIO, Iterator, Sequence
 
 import numpy as np
+
+from probes.identity import RACY_SECONDS
 
 from .errors import ImageReadError, ToolkitError
 # 3D preprocessing lives in concepts.volume_input; its names stay importable from here.
@@ -41,8 +51,9 @@ from .volume_input import (CT_WINDOW, DEFAULT_VOLUME_PREPROCESS_ID, MRI_PERCENTI
 
 __all__ = ["CT_WINDOW", "DEFAULT_VOLUME_PREPROCESS_ID", "MRI_PERCENTILES", "Geometry", "Volume", "VolumeGeometryError",
            "check_mask_geometry", "check_same_geometry", "geometry_records", "is_dicom_series", "is_volume_file",
-           "is_volume_path", "model_spacing", "read_volume", "resolve_modality", "resample_to_shape", "series_sha256", "volume_preprocess",
-           "volume_stem", "write_dicom_series", "write_volume"]
+           "is_volume_path", "model_spacing", "nifti_problem", "read_volume", "resolve_modality",
+           "resample_to_shape", "series_sha256", "volume_preprocess", "volume_stem", "write_dicom_series",
+           "write_volume"]
 
 #: File endings read as NIfTI volumes.
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -289,18 +300,378 @@ def series_sha256(folder: str | Path) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
+# NIfTI data integrity (what SimpleITK's reader does not check)
+# --------------------------------------------------------------------------------------------------
+
+# SimpleITK's NIfTI reader pads a file that ends early with zeros and turns NaN/inf voxels of float
+# data into 0 (nifti1_io's FIXED_FLOAT), both without a word. One streaming pass over the bytes
+# (decompressed for .nii.gz) checks both before SimpleITK reads the file.
+
+#: Bytes per voxel of each NIfTI datatype code (nifti1.h); other codes are left to SimpleITK.
+_NIFTI_VOXEL_BYTES = {2: 1, 4: 2, 8: 4, 16: 4, 32: 8, 64: 8, 128: 3, 256: 1, 512: 2, 768: 4, 1024: 8,
+                      1280: 8, 1536: 16, 1792: 16, 2048: 32, 2304: 4}
+#: Real float datatypes (DT_FLOAT32, DT_FLOAT64): the only ones that can hold NaN or inf and are read
+#: as one grey level (complex data is refused after reading).
+_NIFTI_FLOATS = {16: "f4", 64: "f8"}
+#: Read size of the streaming pass: bounded memory whatever the volume's size.
+_CHUNK = 1 << 22
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass(frozen=True)
+class _NiftiLayout:
+    """Where a single-file NIfTI's voxels lie, from its header (``data_start`` as nifti1_io reads it)."""
+
+    version: int
+    dims: tuple[int, ...]             # x, y, z, ... (ITK order)
+    data_start: int
+    data_bytes: int
+    float_dtype: np.dtype | None      # with the file's byte order; None for non-float data
+    scaled: bool                      # scl_slope/scl_inter change the values SimpleITK returns
+
+    @property
+    def end(self) -> int:
+        return self.data_start + self.data_bytes
+
+
+def _nifti_layout(head: bytes) -> _NiftiLayout | None:
+    """The layout from a NIfTI-1 (348-byte) or NIfTI-2 (540-byte) single-file header, or None.
+
+    None means "not a header this check understands" (ANALYZE, a .hdr/.img pair, an unknown
+    datatype, nonsense dimensions): SimpleITK then decides alone, as before. ``head`` must hold the
+    whole header (the caller knows its size from :func:`_nifti_header_size`).
+    """
+    size, order = _nifti_header_size(head)
+    if size is None or len(head) < size:
+        return None
+    if size == 348:
+        if head[344:348] != b"n+1\0":
+            return None
+        dim = struct.unpack(order + "8h", head[40:56])
+        datatype, bitpix = struct.unpack(order + "hh", head[70:74])
+        offset, slope, inter = struct.unpack(order + "fff", head[108:120])
+    else:
+        if head[4:8] != b"n+2\0":
+            return None
+        datatype, bitpix = struct.unpack(order + "hh", head[12:16])
+        dim = struct.unpack(order + "8q", head[16:80])
+        offset, = struct.unpack(order + "q", head[168:176])
+        slope, inter = struct.unpack(order + "dd", head[176:192])
+    if not 1 <= dim[0] <= 7 or datatype not in _NIFTI_VOXEL_BYTES:
+        return None
+    # nifti1_io counts a dimension below 1 as 1, and reads the voxels from the end of the header when
+    # vox_offset points inside it (checked against SimpleITK 2.5).
+    dims = tuple(max(int(d), 1) for d in dim[1:dim[0] + 1])
+    start = max(int(offset) if math.isfinite(offset) else 0, size)
+    float_code = _NIFTI_FLOATS.get(datatype)
+    scaled = not (slope == 0 or (slope == 1 and inter == 0))  # slope 0 means "no scaling"
+    return _NiftiLayout(1 if size == 348 else 2, dims, start, math.prod(dims) * _NIFTI_VOXEL_BYTES[datatype],
+                        None if float_code is None else np.dtype(order + float_code), scaled)
+
+
+def _nifti_header_size(head: bytes) -> tuple[int | None, str]:
+    """(348 or 540, byte order) from a header's sizeof_hdr field, or (None, "") when it is neither."""
+    if len(head) >= 4:
+        for order in "<>":
+            size, = struct.unpack(order + "i", head[:4])
+            if size in (348, 540):
+                return size, order
+    return None, ""
+
+
+def _gunzip_chunks(fh: BinaryIO, ended_early: list[str]) -> Iterator[bytes]:
+    """The decompressed bytes of a gzip file, ``_CHUNK`` at most at a time.
+
+    Reads concatenated members and ignores trailing non-gzip bytes, as zlib's ``gzread`` (SimpleITK's
+    reader) does. Compressed data that stop inside a member end the stream early with
+    ``"truncated"`` appended to ``ended_early``; damaged data (including a wrong CRC) raise zlib.error.
+    """
+    data = fh.read(_CHUNK)
+    while True:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        while not inflater.eof:
+            if not data:
+                data = fh.read(_CHUNK)
+                if not data:
+                    rest = inflater.flush()   # output zlib still holds for the last input
+                    if rest:
+                        yield rest
+                    if not inflater.eof:
+                        ended_early.append("truncated")
+                        return
+                    break
+            out = inflater.decompress(data, _CHUNK)
+            data = inflater.unconsumed_tail
+            if out:
+                yield out
+        data = inflater.unused_data + data
+        while len(data) < 2:
+            more = fh.read(_CHUNK)
+            if not more:
+                break
+            data += more
+        if not data.startswith(_GZIP_MAGIC):
+            return
+
+
+class _FiniteCount:
+    """Counts the non-finite values of the float voxels of a stream of bytes (NaN and inf apart)."""
+
+    def __init__(self, layout: _NiftiLayout) -> None:
+        self.layout = layout
+        self.dtype = layout.float_dtype
+        self.carry = b""          # a value split between two chunks
+        self.seen = 0             # voxels checked so far
+        self.nan = self.inf = 0
+        self.first: int | None = None
+
+    def feed(self, chunk: bytes, position: int) -> None:
+        """Check the voxel bytes among ``chunk``, which starts at byte ``position`` of the data stream."""
+        lo = max(self.layout.data_start, position)
+        hi = min(self.layout.end, position + len(chunk))
+        if hi <= lo:
+            return
+        piece = memoryview(chunk)[lo - position:hi - position]
+        if self.carry:
+            piece = memoryview(self.carry + bytes(piece))
+        whole = len(piece) - len(piece) % self.dtype.itemsize
+        values = np.frombuffer(piece[:whole], self.dtype)
+        self.carry = bytes(piece[whole:])
+        finite = np.isfinite(values)
+        if not finite.all():
+            nan = int(np.count_nonzero(np.isnan(values)))
+            self.nan += nan
+            self.inf += int(values.size - np.count_nonzero(finite)) - nan
+            if self.first is None:
+                self.first = self.seen + int(np.argmin(finite))
+        self.seen += values.size
+
+    def problem(self) -> str | None:
+        """The message part for non-finite voxels, or None."""
+        bad = self.nan + self.inf
+        if not bad:
+            return None
+        where = np.unravel_index(self.first, self.layout.dims[::-1])[::-1]   # file order: x fastest
+        at = ", ".join(f"{axis}={int(i)}" for axis, i in zip("xyztuvw", where))
+        return (f"{bad:,} of its {math.prod(self.layout.dims):,} voxels are not finite ({self.nan:,} NaN, "
+                f"{self.inf:,} infinite; the first at voxel {at}), and SimpleITK would read them as 0 "
+                "without a word. Replace them (e.g. with numpy.nan_to_num, or a value the analysis should "
+                "see) and save the volume again, or remove it from the folder")
+
+
+def _truncated(held: int, layout: _NiftiLayout, how: str) -> str:
+    shape = "x".join(str(d) for d in layout.dims)
+    return (f"the file holds {held:,} of the {layout.end:,} bytes its header declares ({layout.data_start:,} "
+            f"bytes before the voxels, then {layout.data_bytes:,} bytes of {shape} voxels"
+            f"{'; ' + how if how else ''}); it is truncated. Re-export it or copy it again")
+
+
+def _nifti_data_problem(path: Path) -> tuple[str | None, _NiftiLayout | None]:
+    """(what is wrong with a NIfTI file's data or None, its layout or None), in one pass over its bytes.
+
+    Truncation: the file must reach ``vox_offset`` plus the voxels its header declares (dims x
+    datatype size); for .nii.gz the decompressed length counts, and damaged compressed data are a
+    problem too. Float data must hold no NaN or inf. A plain .nii of integers costs one ``stat``;
+    the others one read (and decompression) of the file, a chunk at a time.
+    """
+    with open(path, "rb") as fh:
+        # Decided by the bytes, as zlib's gzopen does: a .nii.gz that is not compressed reads as well.
+        compressed = fh.read(2) == _GZIP_MAGIC
+        fh.seek(0)
+        ended_early: list[str] = []
+        try:
+            if compressed:
+                chunks = _gunzip_chunks(fh, ended_early)
+                head = b""
+                for chunk in chunks:   # the header: at most 540 bytes, nearly always in the first chunk
+                    head += chunk
+                    if len(head) >= 540:
+                        break
+            else:
+                head = fh.read(540)
+                chunks = iter(lambda: fh.read(_CHUNK), b"")
+            how = ("" if not compressed else "decompressed, and the compressed data stop early" if ended_early
+                   else "decompressed")
+            size, _ = _nifti_header_size(head)
+            if size is not None and len(head) < size:
+                return (f"the file holds {len(head):,} bytes{f' ({how})' if how else ''}, fewer than its "
+                        f"{size}-byte NIfTI header; it is truncated. Re-export it or copy it again"), None
+            layout = _nifti_layout(head)
+            if layout is None:
+                return None, None
+            if not compressed and layout.float_dtype is None:
+                held = os.fstat(fh.fileno()).st_size
+                return (_truncated(held, layout, how) if held < layout.end else None), layout
+            count = _FiniteCount(layout) if layout.float_dtype is not None else None
+            held = 0
+            for piece in itertools.chain([head], chunks):
+                if count is not None:
+                    count.feed(piece, held)
+                held += len(piece)
+                if not compressed and held >= layout.end:
+                    break      # a plain file's bytes after the voxels are never read
+        except zlib.error as exc:
+            return (f"its compressed (gzip) data are damaged ({exc}); the file is corrupt. Re-export it or "
+                    "copy it again"), None
+    if held < layout.end:
+        how = "decompressed, and the compressed data stop early" if ended_early else how
+        return _truncated(held, layout, how), layout
+    return (count.problem() if count is not None else None), layout
+
+
+# Problems found per file state; a file changed within RACY_SECONDS is checked again (same rule as
+# concepts.screening), so a same-size rewrite is never hidden.
+_NIFTI_CHECKED: dict[tuple, tuple[str | None, _NiftiLayout | None]] = {}
+
+
+def _nifti_check(path: Path) -> tuple[str | None, _NiftiLayout | None]:
+    stat = os.stat(path)
+    key = (os.fspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns)
+    if key in _NIFTI_CHECKED:
+        return _NIFTI_CHECKED[key]
+    found = _nifti_data_problem(path)
+    if time.time() - max(stat.st_mtime, stat.st_ctime) >= RACY_SECONDS:
+        _NIFTI_CHECKED[key] = found
+    return found
+
+
+def nifti_problem(path: str | Path) -> str | None:
+    """What is wrong with a NIfTI file's voxel data that SimpleITK would not report, or None.
+
+    SimpleITK reads a truncated file with the missing voxels as 0 and NaN/inf voxels of float data
+    as 0; this finds both (and damaged gzip data) in one pass, and :func:`read_volume` raises it.
+    For :mod:`concepts.screening`, which names the file itself: the text does not. Files whose
+    header is not a single-file NIfTI-1/NIfTI-2 header are left to SimpleITK (None).
+
+    Examples
+    --------
+    >>> path = write_volume(np.ones((4, 8, 8), np.int16), "whole.nii")
+    >>> nifti_problem(path) is None
+    True
+    >>> _ = Path("cut.nii").write_bytes(path.read_bytes()[:400])
+    >>> print(nifti_problem("cut.nii"))
+    the file holds 400 of the 864 bytes its header declares (352 bytes before the voxels, then 512
+    bytes of 8x8x4 voxels); it is truncated. Re-export it or copy it again
+    """
+    return _nifti_check(Path(path))[0]
+
+
+# --------------------------------------------------------------------------------------------------
 # Reading and writing
 # --------------------------------------------------------------------------------------------------
 
 def _read_nifti(path: Path) -> Any:
     import SimpleITK as sitk
 
+    problem, layout = _nifti_check(path)
+    if problem is not None:
+        raise ImageReadError(f"Cannot read NIfTI volume {str(path)!r}: {problem}.")
     try:
-        return sitk.ReadImage(str(path))
+        image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
-        raise ImageReadError(f"Cannot read NIfTI volume {str(path)!r}: {first}. Check that the file is a "
-                             "complete .nii/.nii.gz file, or remove it from the folder.") from None
+        advice = ("It has a NIfTI-2 header, which this SimpleITK does not read: save it as NIfTI-1 (e.g. "
+                  "nibabel.save(nibabel.Nifti1Image.from_image(nibabel.load(path)), path))"
+                  if layout is not None and layout.version == 2 else
+                  "Check that the file is a complete .nii/.nii.gz file, or remove it from the folder")
+        raise ImageReadError(f"Cannot read NIfTI volume {str(path)!r}: {first}. {advice}.") from None
+    if layout is not None and layout.scaled and image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+        # scl_slope/scl_inter are applied in float, where large stored values can overflow to inf even
+        # though every stored value is finite; only scaled files can, so only they pay for this pass.
+        bad = int(np.count_nonzero(~np.isfinite(sitk.GetArrayViewFromImage(image))))
+        if bad:
+            raise ImageReadError(
+                f"Cannot read NIfTI volume {str(path)!r}: {bad:,} of its voxels are infinite once its "
+                "scaling (scl_slope, scl_inter) is applied. Check the header's scaling, or store the values "
+                "unscaled (e.g. as float32), and save the volume again.")
+    return image
+
+
+#: Slice positions may differ from the series' even step by this fraction of the step or by this
+#: many mm, whichever is larger: positions are decimal strings, some scanners round them to 0.01 mm.
+_SLICE_STEP_RTOL = 0.01
+_SLICE_STEP_ATOL_MM = 0.02
+
+
+def _dicom_numbers(reader: Any, tag: str, count: int) -> tuple[float, ...] | None:
+    """The ``count`` numbers of a backslash-separated DICOM tag, or None when absent or malformed."""
+    if not reader.HasMetaDataKey(tag):
+        return None
+    try:
+        values = tuple(float(v) for v in reader.GetMetaData(tag).split("\\"))
+    except ValueError:
+        return None
+    return values if len(values) == count and all(math.isfinite(v) for v in values) else None
+
+
+def _mm(value: float) -> str:
+    return str(round(float(value), 3) + 0.0)   # + 0.0: no "-0.0"
+
+
+def _check_slice_positions(folder: Path, names: Sequence[str],
+                           placement: dict[str, tuple[tuple[float, ...], tuple[float, ...]] | None]) -> None:
+    """Raise unless the slices of a series lie at distinct, evenly spaced positions along their normal.
+
+    ITK's series reader stacks the files as given and averages the spacing over the whole series
+    (with a warning on stderr only), so a missing or repeated slice would give a volume whose slices
+    sit at wrong positions. Positions are the slices' ImagePositionPatient (0020|0032) projected on
+    the normal of their ImageOrientationPatient (0020|0037). A series where any slice lacks either
+    tag is left to the reader, as before.
+    """
+    slices = [(os.path.basename(n), placement.get(os.path.basename(n))) for n in names]
+    if len(slices) < 2 or any(p is None for _, p in slices):
+        return
+    first_name, (_, orientation) = slices[0]
+    for name, (_, other) in slices:
+        if not np.allclose(other, orientation, rtol=0, atol=1e-3):
+            raise ImageReadError(
+                f"Cannot read the DICOM series {str(folder)!r}: the slice {name!r} has another orientation "
+                f"(0020|0037 {_fmt(other)}) than {first_name!r} ({_fmt(orientation)}); the slices of one "
+                "volume must be parallel. Remove the slices of the other orientation (e.g. a localizer), or "
+                "give them their own folder.")
+    normal = np.cross(orientation[:3], orientation[3:])
+    if np.linalg.norm(normal) < 0.5:
+        return   # row and column cosines that are not orthonormal: nothing to project on
+    normal = normal / np.linalg.norm(normal)
+    along = np.array([float(np.dot(p, normal)) for _, (p, _) in slices])
+    order = np.argsort(along, kind="stable")
+    along = along[order]
+    files = [slices[i][0] for i in order]
+    steps = np.diff(along)
+    # The lower median: a step that occurs (np.median would average the two middle steps of an even
+    # count, e.g. 3 mm from steps 2 and 4 where one slice of three is missing).
+    step = float(np.sort(steps)[(len(steps) - 1) // 2])
+    tolerance = max(_SLICE_STEP_RTOL * step, _SLICE_STEP_ATOL_MM)
+    uneven = np.flatnonzero(np.abs(steps - step) > tolerance)
+    same = int(np.count_nonzero(steps <= tolerance))
+    if not uneven.size and step > tolerance:
+        return
+    copy = "Remove the copies from the series folder (each slice once)"
+    if step <= tolerance:   # at least half the slices share a position with another
+        what, advice = (f"its {len(files)} slices lie at only {len(files) - same} distinct positions along "
+                        "the slice normal: slices are duplicated"), copy
+    else:
+        i = int(uneven[0])
+        a, b, gap = along[i], along[i + 1], float(steps[i])
+        pair = f"between {files[i]!r} and {files[i + 1]!r}"
+        missing = int(round(gap / step)) - 1
+        if gap <= tolerance:
+            what, advice = (f"the slices {files[i]!r} and {files[i + 1]!r} lie at the same position "
+                            f"({_mm(a)} mm along the slice normal): a slice is duplicated"), copy
+        elif missing >= 1 and abs(gap - (missing + 1) * step) <= tolerance:
+            what = (f"slice positions jump from {_mm(a)} to {_mm(b)} mm {pair} (step {_mm(step)} mm "
+                    f"elsewhere): {'a slice is' if missing == 1 else f'{missing} slices are'} missing")
+            advice = "Copy the series again from its source (scanner, PACS) with every slice"
+        else:
+            what = (f"slice positions step from {_mm(a)} to {_mm(b)} mm {pair} ({_mm(gap)} mm, where the "
+                    f"other steps are {_mm(step)} mm): the slices are not evenly spaced")
+            advice = ("Remove stray slices, or convert the series to a NIfTI volume on a regular grid (e.g. "
+                      "resampled with SimpleITK)")
+        if uneven.size > 1:
+            what += f" ({uneven.size} uneven steps in all)"
+    raise ImageReadError(
+        f"Cannot read the DICOM series {str(folder)!r}: {what}. The volume would be read with wrong slice "
+        f"positions (an averaged spacing). {advice}.")
 
 
 def _read_dicom_series(folder: Path) -> tuple[Any, str | None]:
@@ -310,6 +681,7 @@ def _read_dicom_series(folder: Path) -> tuple[Any, str | None]:
     # Read each header first: a damaged or non-DICOM file is then named, where the series reader
     # would only say that "a file" failed.
     modality = None
+    placement: dict[str, tuple[tuple[float, ...], tuple[float, ...]] | None] = {}
     for path in files:
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
@@ -320,6 +692,8 @@ def _read_dicom_series(folder: Path) -> tuple[Any, str | None]:
             raise ImageReadError(
                 f"Cannot read DICOM file {str(path)!r} of the series {str(folder)!r}: it is damaged or not "
                 "a DICOM file. Replace it, or remove it from the series folder.") from None
+        position, orientation = _dicom_numbers(reader, "0020|0032", 3), _dicom_numbers(reader, "0020|0037", 6)
+        placement[path.name] = None if position is None or orientation is None else (position, orientation)
         if modality is None and reader.HasMetaDataKey("0008|0060"):
             modality = reader.GetMetaData("0008|0060").strip() or None
         if reader.GetDimension() == 3 and reader.GetSize()[2] > 1:
@@ -340,6 +714,7 @@ def _read_dicom_series(folder: Path) -> tuple[Any, str | None]:
         raise ImageReadError(
             f"DICOM folder {str(folder)!r}: {len(left)} of its {len(files)} files do not belong to its series "
             f"(e.g. {left[0]!r}). Remove them, or give them their own folder.")
+    _check_slice_positions(folder, names, placement)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(list(names))
     try:
@@ -359,8 +734,10 @@ def read_volume(path: str | Path) -> Volume:
     ------
     ImageReadError
         The path is missing or not a volume; a file is damaged (named); the volume
-        is 4D (time series), 2D, or has several components per voxel (RGB); a DICOM folder holds
-        several series or stray files.
+        is 4D (time series), 2D, or has several components per voxel (RGB) or complex voxels; a DICOM
+        folder holds several series or stray files, or its slices are not distinct, evenly spaced and
+        parallel (a missing or duplicated slice); a NIfTI file is shorter than its header declares
+        (truncated) or holds NaN/inf voxels (:func:`nifti_problem`).
 
     Examples
     --------
@@ -390,6 +767,10 @@ def read_volume(path: str | Path) -> Volume:
         raise ImageReadError(
             f"Volume {str(path)!r} has {image.GetNumberOfComponentsPerPixel()} components per voxel (colour "
             "or vector data); only scalar CT/MRI volumes are supported. Extract one component first.")
+    if image.GetPixelID() in (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64):
+        raise ImageReadError(
+            f"Volume {str(path)!r} has complex voxels (e.g. MR phase or k-space data); only real-valued "
+            "CT/MRI volumes are supported. Save its magnitude (numpy.abs) or real part as a new volume.")
     if image.GetDimension() == 4:
         size = image.GetSize()
         if size[3] != 1:
