@@ -379,6 +379,11 @@ def _cmd_cache(args: argparse.Namespace) -> int:
         store = Store(root)
     except ValueError as exc:  # a malformed $CONCEPTS_CACHE_MAX
         return _fail(str(exc))
+    if root.exists() and not root.is_dir():
+        done = "cleared" if args.action == "clear" else "read"
+        return _fail(f"{root} is a file, not a cache folder; nothing was {done}. Pass the folder the "
+                     "cache lives in with --dir (or set CONCEPTS_CACHE_DIR); the default is "
+                     "~/.cache/concepts-toolkit.")
     # Radiomics features are store entries now; files of the former layout are removed by clear.
     legacy = root / "radiomics"
     radiomics_files = sorted(legacy.glob("*.json")) if legacy.is_dir() else []
@@ -397,8 +402,8 @@ def _cmd_cache(args: argparse.Namespace) -> int:
         problems = store.verify()
         for entry, problem in problems:
             print(f"damaged (removed): {entry}: {problem}")
-        print(f"verified {root}: {len(problems)} damaged entr{'y' if len(problems) == 1 else 'ies'} removed"
-              if problems else f"verified {root}: every entry is intact")
+        print(f"verified {root}: {len(problems)} damaged entr{'y' if len(problems) == 1 else 'ies'} removed "
+              "(recomputed when next needed)" if problems else f"verified {root}: every entry is intact")
         return 1 if problems else 0
     n = sum(1 for _ in store.entries())
     store.clear()

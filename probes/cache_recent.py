@@ -28,8 +28,8 @@ __all__ = ["RECENT_BYTES", "RECENT_ENTRY_BYTES"]
 #: Most bytes of array data that recently written or read store entries keep in memory (per process).
 RECENT_BYTES = 256 * 2 ** 20
 
-#: Largest array entry kept in memory: the entries whose every byte is hashed on each read
-#: (:data:`probes.cache_files.FULL_CHECK_BYTES`), e.g. CAV vectors; activations of whole sets are larger.
+#: Largest array entry kept in memory: small entries read again and again, e.g. CAV vectors (whose every
+#: byte a read from disk would check again); activations of whole sets are larger.
 RECENT_ENTRY_BYTES = 4 * 2 ** 20
 
 # Only plain numbers: np.save/np.load give them back with the same dtype, shape and values.

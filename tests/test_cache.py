@@ -11,7 +11,7 @@ import pytest
 
 from probes import cache as cache_mod
 from probes import cache_files
-from probes.cache import ActivationCache, default_cache_dir
+from probes.cache import ActivationCache, CacheCorruptionWarning, default_cache_dir
 from probes.errors import CacheCorruptionWarning
 
 
@@ -326,19 +326,23 @@ def test_cache_max_from_environment(monkeypatch, tmp_path):
     assert cache_mod.parse_size("1.5GiB") == int(1.5 * 2 ** 30) and cache_mod.parse_size("none") is None
 
 
-def test_verify_finds_damage_that_the_cheap_read_check_skips(tmp_path, monkeypatch):
-    monkeypatch.setattr(cache_files, "FULL_CHECK_BYTES", 1024)
+def test_damage_in_the_middle_of_an_entry_is_found_by_a_read_and_by_verify(tmp_path):
+    # Every read checks every byte (CRC-32 while reading); reads once sampled the head and tail only.
     cache = ActivationCache(tmp_path)
-    key = ActivationCache.make_key("big-middle")
-    cache.put(key, np.arange(100_000, dtype=np.float32))
-    npy = cache.entry_path(key) / "array.npy"
-    data = bytearray(npy.read_bytes())
-    data[len(data) // 2] ^= 0xFF  # in the middle: outside the sampled head and tail
-    npy.write_bytes(bytes(data))
-    assert cache.get(key) is not None  # the cheap check samples head and tail only
-    problems = cache.verify()
-    assert len(problems) == 1 and key in problems[0][0] and "hash" in problems[0][1]
-    assert key not in cache and cache.verify() == []
+    for name, find in (("read", lambda c, k: c.get(k)), ("verify", lambda c, k: c.verify())):
+        key = ActivationCache.make_key(f"big-middle-{name}")
+        cache.put(key, np.arange(100_000, dtype=np.float32))
+        npy = cache.entry_path(key) / "array.npy"
+        data = bytearray(npy.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        npy.write_bytes(bytes(data))
+        if name == "read":
+            with pytest.warns(CacheCorruptionWarning, match="hash"):
+                assert find(cache, key) is None
+        else:
+            problems = find(cache, key)
+            assert len(problems) == 1 and key in problems[0][0] and "hash" in problems[0][1]
+        assert key not in cache and cache.verify() == []
 
 
 def test_created_folders_are_private(tmp_path):

@@ -401,7 +401,9 @@ def test_a_pickle_in_the_cache_is_never_executed(model, clean_data, clean, tmp_p
     (outcome / "arrays.npz").write_bytes(payload)
     record = json.loads((outcome / "entry.json").read_text(encoding="utf-8"))  # a consistent record, as an attacker would write
     import hashlib
-    record["files"]["arrays.npz"].update(size=len(payload), sha256=hashlib.sha256(payload).hexdigest())
+    import zlib
+    record["files"]["arrays.npz"].update(size=len(payload), sha256=hashlib.sha256(payload).hexdigest(),
+                                         crc32=zlib.crc32(payload))
     (outcome / "entry.json").write_text(json.dumps(record))
     with pytest.warns(CacheCorruptionWarning, match="unreadable content"):
         again = _score(model, clean_data, cache_dir=cache)
