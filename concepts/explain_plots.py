@@ -54,12 +54,15 @@ def plot_concept_maps(images: np.ndarray, maps: np.ndarray, *, labels: Sequence[
                       title: str = "", opacity: float = 0.55, max_cols: int = 8) -> Figure:
     """Concept maps overlaid on their images, one panel per image, one shared colour scale.
 
+    Volumes (``(n, D, H, W)`` maps of a 3D layer) are drawn as one row per volume of three
+    orthogonal slices through its map's peak (:func:`concepts.volume_maps.plot_volume_maps`).
+
     Parameters
     ----------
     images : numpy.ndarray
-        ``(n, H, W[, C])`` model-ready images.
+        ``(n, H, W[, C])`` model-ready images, or ``(n, D, H, W[, C])`` volumes.
     maps : numpy.ndarray
-        ``(n, H, W)`` maps at input resolution (:meth:`ScoreResult.concept_maps`).
+        ``(n, H, W)`` maps at input resolution (:meth:`ScoreResult.concept_maps`), or ``(n, D, H, W)``.
     labels : sequence of str, optional
         A caption per panel (e.g. file names).
     title : str
@@ -76,11 +79,18 @@ def plot_concept_maps(images: np.ndarray, maps: np.ndarray, *, labels: Sequence[
     Examples
     --------
     >>> fig = plot_concept_maps(np.zeros((2, 8, 8)), np.random.rand(2, 8, 8), labels=["a", "b"])
+    >>> fig = plot_concept_maps(np.zeros((2, 4, 8, 8, 1)), np.random.rand(2, 4, 8, 8))  # volumes
+    >>> len(fig.axes)  # 2 rows of 3 slices, and the colour bar
+    7
     """
     images, maps = np.asarray(images), np.asarray(maps)
+    if maps.ndim == 4:
+        from .volume_maps import plot_volume_maps
+
+        return plot_volume_maps(images, maps, labels=labels, title=title, opacity=opacity)
     if len(images) != len(maps) or maps.ndim != 3 or images.shape[1:3] != maps.shape[1:3]:
         raise ValueError(f"images {images.shape} and maps {maps.shape} must be (n, H, W[, C]) and (n, H, W) with "
-                         "the same n, H and W.")
+                         "the same n, H and W (or, for volumes, (n, D, H, W[, C]) and (n, D, H, W)).")
     n = max(len(images), 1)
     cols = min(n, max_cols)
     rows = int(np.ceil(n / cols))

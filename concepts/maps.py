@@ -13,13 +13,18 @@ consensus vector of a folder concept: the normalised mean of its CAVs, living in
   positions it is exactly the image's directional derivative (its TCAV sensitivity), for CAVs and
   pooled RCVs alike (the gradient of a pooled activation is the spatial sum of the gradient).
 
-Maps are returned at the model's input resolution by **bilinear interpolation** between the
-centres of the feature cells, edges clamped. Where the layer is reached from the input through a
-chain of convolutions and poolings (the usual CNN trunk), each cell is placed at the centre of its
-receptive field, computed from the layers' kernel sizes, strides, dilations and padding (so a
+Maps are returned at the input resolution by **bilinear interpolation** (trilinear for 3D layers,
+:mod:`concepts.volume_maps`) between the centres of the feature cells, edges clamped. Where the
+layer is reached from the input through a chain of convolutions, poolings, zero-paddings and
+croppings (the usual CNN trunk, 2D or 3D), each cell is placed at the centre of its receptive
+field, computed per axis from the layers' kernel sizes, strides, dilations and padding (so a
 ``"valid"`` convolution's lost border is accounted for exactly). Otherwise (branches, nested
 models, unknown layers) the grid is stretched over the input with half-pixel centres, the
 convention of ``tf.image.resize(..., "bilinear")``: cell ``i`` at ``(i + 0.5) H / H' - 0.5``.
+
+The input resolution is the model's input size, or, for a model with a flexible input
+(``(None, None, C)``, e.g. a ``keras.applications`` backbone built with ``input_shape=(None, None,
+3)``), the size of the images actually fed; the images of one call must then share one size.
 
 Nothing here runs the model except :func:`result_concept_maps` on images the analysis has not seen:
 for a class's own examples, the activations and gradients of the scoring pass are read back from
@@ -28,14 +33,17 @@ the engine's cache; for new images it costs one pass (forward only for presence)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from probes.errors import InputShapeError, ToolkitError
 from probes.keras_graph import is_graph_operation, single_input, tensor_origin
 
 __all__ = ["MAP_KINDS", "presence_maps", "influence_maps", "upsample", "MapContext", "result_concept_maps",
-           "pointing_game", "receptive_geometry"]
+           "pointing_game", "receptive_geometry", "check_image_array"]
+
+Geometry = tuple[tuple[float, float], ...]  # per spatial axis: (offset, stride) of the cell centres
 
 MAP_KINDS = ("presence", "influence")
 
@@ -61,22 +69,73 @@ def _project(fields: np.ndarray, vector: np.ndarray, what: str, n_spatial: int =
         return np.einsum(f"n{axes}c,c->n{axes}", fields, v, optimize=True)
     dims = "×".join(str(x) for x in (*spatial, c))
     raise ValueError(f"The concept vector has {v.size} entries, but the layer's {what} are {dims}: a vector "
-                     f"must have {'·'.join(letters)}·C = {size} entries (a CAV) or C = {c} (a pooled RCV).")
+                     f"must have {'·'.join(letters)}·C = {size} entries (a CAV) or C = {c} (a pooled RCV). With a "
+                     "model of flexible input size, a CAV only fits images of the size the concept was scored "
+                     "on: resize the images to that size.")
+
+
+def _static_size(engine: Any, n_spatial: int) -> tuple[int, ...] | None:
+    """The model's fixed input size ``(H, W)`` / ``(D, H, W)``, or None for a flexible input."""
+    size = tuple(engine.input_shape[:n_spatial])
+    return None if any(d is None for d in size) else tuple(int(d) for d in size)
+
+
+def _fed_sizes(source: Any, n_spatial: int, first_only: bool) -> list[tuple[int, ...]]:
+    """Spatial sizes of the images ``source`` feeds the model, in order of appearance.
+
+    Batches of one image: decoding only, no model pass, and never a batch that mixes sizes."""
+    sizes: list[tuple[int, ...]] = []
+    for batch in source.batches(1):
+        size = tuple(int(d) for d in np.shape(batch)[1:1 + n_spatial])
+        if size not in sizes:
+            sizes.append(size)
+        if first_only:
+            break
+    return sizes
+
+
+def _run_layer(engine: Any, source: Any, layer: str, class_index: int | None, n_spatial: int) -> Any:
+    """``engine.run`` for one layer; for a flexible model, images of several sizes are a clear error."""
+    try:
+        return engine.run(source, class_index=class_index, layers=[layer])
+    except ValueError as error:
+        # Only shape trouble can come from mixed sizes (not, say, a layer that is not differentiable).
+        if _static_size(engine, n_spatial) is not None or (isinstance(error, ToolkitError)
+                                                           and not isinstance(error, InputShapeError)):
+            raise
+        # A flexible model accepts every size, but one call's maps form one array at one size; the
+        # engine only notices when a batch of another size does not fit its output arrays.
+        sizes = _fed_sizes(source, n_spatial, first_only=False)
+        if len(sizes) <= 1:
+            raise
+        shown = ", ".join("×".join(map(str, size)) for size in sizes[:6]) + (", ..." if len(sizes) > 6 else "")
+        raise InputShapeError(
+            f"The model's input {tuple(engine.input_shape)} has no fixed size, so concept maps come at the size of "
+            f"the images fed, and one call needs images of one size; these have {len(sizes)} sizes ({shown}). "
+            "Resize them to one size (e.g. preprocess=...), or call concept_maps once per size.") from error
 
 
 def _layer_maps(engine: Any, source: Any, vector: np.ndarray, *, layer: str, kind: str,
-                class_index: int | None, resolution: str, n_spatial: int,
-                resize: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+                class_index: int | None, resolution: str, n_spatial: int) -> np.ndarray:
     """Presence or influence maps of one layer for ``source`` (2D and 3D): at the layer's resolution,
-    or brought to the input's by ``resize``."""
-    result = engine.run(source, class_index=class_index, layers=[layer])
+    or at the input's (receptive-field centres where the layer chain allows, else the stretch)."""
+    static = _static_size(engine, n_spatial)
+    if len(source) == 0:
+        spatial = static if resolution == "input" else engine.layer_shapes.get(layer, ())[:n_spatial]
+        return np.zeros((0, *[d or 0 for d in (spatial or (0,) * n_spatial)]), np.float32)
+    result = _run_layer(engine, source, layer, class_index, n_spatial)
     if kind == "presence":
         maps = _project(result.activations[layer], vector, "activations", n_spatial)
     else:
         maps = _project(result.gradients[layer], vector, "gradients", n_spatial)
     if resolution == "layer":
         return maps.astype(np.float32)
-    return resize(maps)
+    # A flexible model: the size of the images actually fed (the run above succeeded, so they share it).
+    size = static if static is not None else _fed_sizes(source, n_spatial, first_only=True)[0]
+    geometry, cells = _receptive(engine.model, layer, size)
+    if geometry is not None and cells != tuple(maps.shape[1:]):
+        geometry = None  # the chain does not predict the layer's grid: a convention we do not know
+    return _resample(maps, size, geometry)
 
 
 def presence_maps(activations: np.ndarray, vector: np.ndarray) -> np.ndarray:
@@ -148,6 +207,42 @@ def _interpolation_matrix(n_out: int, n_in: int, geometry: tuple[float, float] |
     return matrix
 
 
+def _resample(maps: np.ndarray, size: Sequence[int], geometry: Geometry | None) -> np.ndarray:
+    """Separable linear interpolation of ``(n, *cells)`` maps to ``(n, *size)``, any number of axes."""
+    matrices = [_interpolation_matrix(int(n_out), int(n_in), None if geometry is None else geometry[axis])
+                for axis, (n_out, n_in) in enumerate(zip(size, maps.shape[1:]))]
+    out = np.asarray(maps, dtype=np.float64)
+    for axis, matrix in enumerate(matrices):
+        # Axis by axis: the cost grows with the output, not with (output × input) per voxel.
+        out = np.moveaxis(np.tensordot(matrix, out, axes=([1], [axis + 1])), 0, axis + 1)
+    return out.astype(np.float32)
+
+
+def _check_size(size: Any, n_spatial: int, what: str) -> tuple[int, ...]:
+    try:
+        values = tuple(size)
+    except TypeError:
+        values = ()
+    if len(values) != n_spatial or any(v is None or isinstance(v, bool) or int(v) != v or int(v) < 1
+                                       for v in values):
+        raise ValueError(f"size must be {n_spatial} positive integers {what}; got {size!r}. For a model with a "
+                         "flexible input (None dimensions), pass the size of the images the maps belong to.")
+    return tuple(int(v) for v in values)
+
+
+def _check_geometry(geometry: Any, n_spatial: int) -> Geometry | None:
+    if geometry is None:
+        return None
+    try:
+        pairs = tuple((float(offset), float(stride)) for offset, stride in geometry)
+    except (TypeError, ValueError):
+        pairs = ()
+    if len(pairs) != n_spatial or any(not stride > 0 for _, stride in pairs):
+        raise ValueError(f"geometry must be {n_spatial} pairs (offset, stride > 0), one per axis, as "
+                         f"receptive_geometry returns; got {geometry!r}.")
+    return pairs
+
+
 def upsample(maps: np.ndarray, size: tuple[int, int],
              geometry: tuple[tuple[float, float], tuple[float, float]] | None = None) -> np.ndarray:
     """Bilinear upsampling (clamped edges) of ``(n, h, w)`` maps to ``size = (H, W)``.
@@ -157,7 +252,8 @@ def upsample(maps: np.ndarray, size: tuple[int, int],
     maps : numpy.ndarray
         ``(n, h, w)`` maps.
     size : tuple of int
-        The output ``(H, W)``, usually the model's input size.
+        The output ``(H, W)``: the size of the images the maps belong to (the model's input size,
+        or for a model with a flexible input, the images' own size).
     geometry : tuple, optional
         ``((offset_y, stride_y), (offset_x, stride_x))``: cell ``(i, j)`` is centred on input pixel
         ``(offset_y + stride_y i, offset_x + stride_x j)`` (see :func:`receptive_geometry`); default
@@ -168,6 +264,12 @@ def upsample(maps: np.ndarray, size: tuple[int, int],
     numpy.ndarray
         ``(n, H, W)`` float32 maps. A constant map stays constant; ``size == (h, w)`` returns the input.
 
+    Raises
+    ------
+    ValueError
+        ``maps`` is not ``(n, h, w)``, ``size`` is not two positive integers (e.g. ``(None, None)``),
+        or ``geometry`` is not two ``(offset, stride)`` pairs.
+
     Examples
     --------
     >>> upsample(np.array([[[0.0, 1.0]]]), (1, 4))[0].tolist()
@@ -176,46 +278,58 @@ def upsample(maps: np.ndarray, size: tuple[int, int],
     maps = np.asarray(maps, dtype=np.float64)
     if maps.ndim != 3:
         raise ValueError(f"maps must have shape (n, h, w); got {maps.shape}.")
-    rows = _interpolation_matrix(int(size[0]), maps.shape[1], None if geometry is None else geometry[0])
-    cols = _interpolation_matrix(int(size[1]), maps.shape[2], None if geometry is None else geometry[1])
-    return np.einsum("Hh,nhw,Ww->nHW", rows, maps, cols, optimize=True).astype(np.float32)
+    return _resample(maps, _check_size(size, 2, "(H, W)"), _check_geometry(geometry, 2))
 
 
-_SPATIAL_LAYERS = {"Conv2D", "MaxPooling2D", "AveragePooling2D", "DepthwiseConv2D", "SeparableConv2D"}
+# Layers that move and spread the grid (kernel, stride, dilation, padding), per number of spatial axes.
+_SPATIAL_LAYERS = {"Conv2D": 2, "MaxPooling2D": 2, "AveragePooling2D": 2, "DepthwiseConv2D": 2, "SeparableConv2D": 2,
+                   "Conv3D": 3, "MaxPooling3D": 3, "AveragePooling3D": 3}
+# Layers that only shift it (and change its size): cells are added or removed at the borders.
+_SHIFT_LAYERS = {"ZeroPadding2D": ("padding", 2), "Cropping2D": ("cropping", 2),
+                 "ZeroPadding3D": ("padding", 3), "Cropping3D": ("cropping", 3)}
 _PASS_THROUGH = {"Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "Softmax", "BatchNormalization",
-                 "LayerNormalization", "GroupNormalization", "Dropout", "SpatialDropout2D", "GaussianNoise",
-                 "GaussianDropout", "Rescaling", "Normalization", "Identity", "InputLayer"}
+                 "LayerNormalization", "GroupNormalization", "UnitNormalization", "Dropout", "SpatialDropout2D",
+                 "SpatialDropout3D", "AlphaDropout", "GaussianNoise", "GaussianDropout", "ActivityRegularization",
+                 "Rescaling", "Normalization", "Identity", "InputLayer"}
 
 
-def _pair(value: Any) -> tuple[int, int]:
-    return (int(value), int(value)) if np.isscalar(value) else (int(value[0]), int(value[1]))
+def _per_axis(value: Any, n: int) -> tuple[int, ...] | None:
+    """A Keras int-or-tuple setting as ``n`` ints; None when it does not have ``n`` entries."""
+    if np.isscalar(value):
+        return (int(value),) * n
+    values = tuple(int(v) for v in value)
+    return values if len(values) == n else None
 
 
-def receptive_geometry(model: Any, layer: str) -> tuple[tuple[float, float], tuple[float, float]] | None:
-    """Where each cell of a layer's feature map is centred in the input: ``((offset, stride)_y, (…)_x)``.
+def _borders(value: Any, n: int) -> tuple[tuple[int, int], ...] | None:
+    """A ZeroPadding/Cropping setting (int, per-axis ints or per-axis (before, after)) as ``n`` pairs."""
+    if np.isscalar(value):
+        return ((int(value), int(value)),) * n
+    value = tuple(value)
+    if len(value) != n:
+        return None
+    pairs = []
+    for item in value:
+        if np.isscalar(item):
+            pairs.append((int(item), int(item)))
+        else:
+            item = tuple(item)
+            if len(item) != 2:
+                return None
+            pairs.append((int(item[0]), int(item[1])))
+    return tuple(pairs)
 
-    Walks back from ``layer`` to the input through single-input layers; convolutions and poolings
-    (``"valid"`` or ``"same"`` padding, strides, dilations) move and spread the grid, element-wise
-    layers (activations, normalisation, dropout) leave it alone. Returns None where the path is not
-    such a chain (a branch, a nested model, an unknown layer): then maps are stretched.
 
-    Examples
-    --------
-    >>> import keras
-    >>> x = keras.Input((32, 32, 1)); y = keras.layers.Conv2D(2, 3, name="c")(x)
-    >>> receptive_geometry(keras.Model(x, y), "c")
-    ((1.0, 1.0), (1.0, 1.0))
-    """
+def _chain(model: Any, layer: str) -> list[Any] | None:
+    """The layers from the input to ``layer`` (input first), or None if the path is not a known chain."""
     try:
-        target = model.get_layer(layer)
+        op = model.get_layer(layer)
     except (ValueError, AttributeError):
         return None
-    chain, op = [], target
-    while True:
+    chain = []
+    while type(op).__name__ != "InputLayer":
         kind = type(op).__name__
-        if kind == "InputLayer":
-            break
-        if kind not in _SPATIAL_LAYERS and kind not in _PASS_THROUGH:
+        if kind not in _SPATIAL_LAYERS and kind not in _SHIFT_LAYERS and kind not in _PASS_THROUGH:
             return None
         tensor = single_input(op)
         if tensor is None:
@@ -225,29 +339,105 @@ def receptive_geometry(model: Any, layer: str) -> tuple[tuple[float, float], tup
         if parent is None or not is_graph_operation(parent):
             return None
         op = parent
-    geometry = []
-    for axis in (0, 1):
-        offset, stride = 0.0, 1.0
-        for op in reversed(chain):
-            if type(op).__name__ not in _SPATIAL_LAYERS:
-                continue
-            config = op.get_config()
-            if config.get("data_format", "channels_last") != "channels_last":
-                return None
-            kernel = _pair(config.get("kernel_size", config.get("pool_size", 1)))[axis]
-            step = _pair(config.get("strides") or kernel)[axis]
-            dilation = _pair(config.get("dilation_rate", 1))[axis]
-            span = (kernel - 1) * dilation + 1
-            n_in = single_input(op).shape[1 + axis]
-            if n_in is None:
-                return None
+    return chain[::-1]
+
+
+def _receptive(model: Any, layer: str, input_size: Sequence[int] | None = None
+               ) -> tuple[Geometry | None, tuple[int | None, ...] | None]:
+    """:func:`receptive_geometry` and the layer's grid size it predicts (None where unknown)."""
+    chain = _chain(model, layer)
+    if not chain:
+        return None, None
+    static = tuple(single_input(chain[0]).shape[1:-1])
+    n_spatial = len(static)
+    if input_size is not None:
+        if len(tuple(input_size)) != n_spatial:
+            raise ValueError(f"input_size {tuple(input_size)} must give the {n_spatial} spatial sizes of the "
+                             f"model input {tuple(single_input(chain[0]).shape[1:])}.")
+        static = tuple(int(d) for d in input_size)
+    offsets, strides, sizes = [0.0] * n_spatial, [1.0] * n_spatial, list(static)
+    for op in chain:
+        kind = type(op).__name__
+        if kind in _PASS_THROUGH:
+            continue
+        config = op.get_config()
+        if config.get("data_format") == "channels_first":
+            return None, None
+        if kind in _SHIFT_LAYERS:
+            key, rank = _SHIFT_LAYERS[kind]
+            borders = _borders(config.get(key, 0), n_spatial) if rank == n_spatial else None
+            if borders is None:
+                return None, None
+            sign = -1 if key == "padding" else 1  # padding puts cell 0 before pixel 0; cropping after
+            for axis, (before, after) in enumerate(borders):
+                offsets[axis] += sign * strides[axis] * before
+                if sizes[axis] is not None:
+                    sizes[axis] += -sign * (before + after)
+            continue
+        if _SPATIAL_LAYERS[kind] != n_spatial:
+            return None, None
+        kernel = _per_axis(config.get("kernel_size", config.get("pool_size", 1)), n_spatial)
+        # Poolings default their strides to their pool size.
+        step = _per_axis(config.get("strides") or kernel, n_spatial)
+        dilation = _per_axis(config.get("dilation_rate", 1), n_spatial)
+        padding = str(config.get("padding", "valid")).lower()
+        if kernel is None or step is None or dilation is None or padding not in ("valid", "same"):
+            return None, None
+        for axis in range(n_spatial):
+            span = (kernel[axis] - 1) * dilation[axis] + 1
+            n_in, s = sizes[axis], step[axis]
             pad = 0
-            if config.get("padding", "valid") == "same":
-                pad = max((int(np.ceil(n_in / step)) - 1) * step + span - n_in, 0) // 2
-            offset += stride * ((span - 1) / 2 - pad)
-            stride *= step
-        geometry.append((float(offset), float(stride)))
-    return geometry[0], geometry[1]
+            if padding == "same":
+                if n_in is None and s != 1:
+                    return None, None  # TensorFlow's 'same' split of the padding depends on the size
+                # TensorFlow's convention: the total padding, with its smaller half before the first pixel.
+                pad = (span - 1) // 2 if n_in is None else max((-(-n_in // s) - 1) * s + span - n_in, 0) // 2
+                sizes[axis] = None if n_in is None else -(-n_in // s)
+            else:
+                sizes[axis] = None if n_in is None else (n_in - span) // s + 1
+            offsets[axis] += strides[axis] * ((span - 1) / 2 - pad)
+            strides[axis] *= s
+    return tuple((float(o), float(s)) for o, s in zip(offsets, strides)), tuple(sizes)
+
+
+def receptive_geometry(model: Any, layer: str, input_size: Sequence[int] | None = None
+                       ) -> tuple[tuple[float, float], ...] | None:
+    """Where each cell of a layer's feature map is centred in the input: ``(offset, stride)`` per axis.
+
+    Walks back from ``layer`` to the input through single-input layers; convolutions and poolings,
+    2D or 3D (``"valid"`` or ``"same"`` padding, strides, dilations), move and spread the grid,
+    zero-paddings and croppings shift it, element-wise layers (activations, normalisation, dropout)
+    leave it alone. Cell ``i`` of an axis is centred on input pixel ``offset + stride * i``.
+
+    Parameters
+    ----------
+    model : keras.Model
+        The model holding ``layer``.
+    layer : str
+        A layer of ``model`` (a name ``model.get_layer`` knows).
+    input_size : sequence of int, optional
+        The spatial size of the images fed (``(H, W)`` or ``(D, H, W)``); default the model's input
+        size. Needed for a model with a flexible input (None dimensions) when a ``"same"``
+        layer has a stride above 1, since where TensorFlow puts its padding depends on the size.
+
+    Returns
+    -------
+    tuple or None
+        ``((offset, stride)_y, (offset, stride)_x)`` for 2D layers, ``((…)_d, (…)_y, (…)_x)`` for 3D;
+        None where the path is not such a chain (a branch, a nested model, an unknown layer) or
+        the size it needs is unknown: then maps are stretched.
+
+    Examples
+    --------
+    >>> import keras
+    >>> x = keras.Input((32, 32, 1)); y = keras.layers.Conv2D(2, 3, name="c")(x)
+    >>> receptive_geometry(keras.Model(x, y), "c")
+    ((1.0, 1.0), (1.0, 1.0))
+    >>> v = keras.Input((None, None, None, 1)); w = keras.layers.Conv3D(2, 5, strides=2, name="c3")(v)
+    >>> receptive_geometry(keras.Model(v, w), "c3", input_size=(16, 16, 16))
+    ((2.0, 2.0), (2.0, 2.0), (2.0, 2.0))
+    """
+    return _receptive(model, layer, input_size)[0]
 
 
 def pointing_game(maps: np.ndarray, regions: np.ndarray) -> float:
@@ -295,10 +485,78 @@ class MapContext:
         return self.bind(images, "images"), "images"
 
 
+def _batch_shape_text(input_shape: Sequence[int | None]) -> str:
+    """``(n, H, W, 3)``-style text of a batch of the model's input, letters for flexible sizes."""
+    letters = "DHW"[-(len(input_shape) - 1):] if len(input_shape) > 1 else ""
+    dims = [letters[i] if d is None and i < len(letters) else ("C" if d is None else str(d))
+            for i, d in enumerate(input_shape)]
+    return f"(n, {', '.join(dims)})"
+
+
+def check_image_array(images: Any, input_shape: Sequence[int | None]) -> None:
+    """Raise a clear error unless an in-memory ``images`` array is a batch ``(n, *input_shape)``.
+
+    One image ``(H, W, C)`` (or one volume ``(D, H, W, C)``) is refused rather than guessed into a
+    batch: the maps would then be ``(1, H, W)``, and an array with one axis too few is as often a
+    batch of gray images without their channel axis. Anything that is not a numpy array passes
+    (folders, files and image sets are checked where they are read).
+
+    Parameters
+    ----------
+    images : Any
+        What the caller passed as images.
+    input_shape : sequence of int or None
+        The model's per-example input shape, e.g. ``(32, 32, 3)`` or ``(None, None, 3)``.
+
+    Raises
+    ------
+    InputShapeError
+        The array is one image (``images[None]`` makes it a batch of one) or does not have the
+        model's per-example shape.
+
+    Examples
+    --------
+    >>> check_image_array(np.zeros((2, 8, 8, 3)), (8, 8, 3))           # a batch: fine
+    >>> check_image_array(np.zeros((8, 8, 3)), (8, 8, 3))              # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    probes.errors.InputShapeError: images has shape (8, 8, 3): one image, but concept maps take a batch ...
+    """
+    if not isinstance(images, np.ndarray):
+        return
+    expected = tuple(input_shape)
+    batch = _batch_shape_text(expected)
+    shape = tuple(images.shape)
+
+    def fits(got: tuple) -> bool:
+        return len(got) == len(expected) and all(e is None or int(e) == g for e, g in zip(expected, got))
+
+    if images.ndim == len(expected):
+        what = "one image" if len(expected) <= 3 else "one volume"
+        hint = (f"pass images[None] for one {what[4:]}" if fits(shape) else
+                f"pass an array of shape {batch}, with images[None] for a single {what[4:]}")
+        raise InputShapeError(f"images has shape {shape}: {what}, but concept maps take a batch {batch}; {hint}.")
+    if images.ndim != len(expected) + 1 or not fits(shape[1:]):
+        raise InputShapeError(f"images has shape {shape}, but concept maps of this model take a batch {batch} "
+                              f"(the model's input per example is {expected}). Resize or preprocess the images "
+                              "to the model's input shape.")
+
+
 def result_concept_maps(outcome: Any, context: MapContext | None, images: Any, *, concept: str, layer: str,
                         kind: str = "presence", class_name: str | None = None,
                         resolution: str = "input") -> np.ndarray:
-    """Concept maps of ``images`` for one concept in one layer (see :meth:`ScoreResult.concept_maps`)."""
+    """Concept maps of ``images`` for one concept in one layer (see :meth:`ScoreResult.concept_maps`).
+
+    ``(n, H, W)`` maps for 2D layers and ``(n, D, H, W)`` for 3D layers, at the input resolution
+    (the model's input size, or for a flexible model the size of the images fed) or the layer's.
+
+    Examples
+    --------
+    >>> maps = result_concept_maps(result._outcome, result._context, "striped", concept="horizontal",
+    ...                            layer="conv2")
+    >>> maps.shape
+    (12, 16, 16)
+    """
     if kind not in MAP_KINDS:
         raise ValueError(f"kind must be one of {MAP_KINDS}, not {kind!r}.")
     if resolution not in ("input", "layer"):
@@ -318,6 +576,7 @@ def result_concept_maps(outcome: Any, context: MapContext | None, images: Any, *
         raise ValueError(f"Concept maps need a convolutional layer (activations of shape (H, W, C), or (D, H, W, C) "
                          "in 3D); layer "
                          f"{layer!r} has per-example shape {shape}. Choose a convolutional layer.")
+    check_image_array(images, engine.input_shape)
     class_index = None
     if kind == "influence":
         if class_name is None:
@@ -336,6 +595,4 @@ def result_concept_maps(outcome: Any, context: MapContext | None, images: Any, *
         return volume_concept_maps(engine, source, vector, layer=layer, kind=kind, class_index=class_index,
                                    resolution=resolution)
     return _layer_maps(engine, source, vector, layer=layer, kind=kind, class_index=class_index,
-                       resolution=resolution, n_spatial=2,
-                       resize=lambda maps: upsample(maps, tuple(engine.input_shape[:2]),
-                                                    receptive_geometry(engine.model, layer)))
+                       resolution=resolution, n_spatial=2)

@@ -139,12 +139,14 @@ class ScoreResult:
         class_name : str, optional
             The class whose target is differentiated (influence maps; optional with one class).
         resolution : {"input", "layer"}
-            ``"input"``: bilinearly upsampled (half-pixel centres) to the model's input; ``"layer"``: raw.
+            ``"input"``: at the input size (the model's, or for a flexible model the images' own), each
+            cell at its receptive field's centre, else a half-pixel stretch (:mod:`concepts.maps`);
+            ``"layer"``: raw. An array must be a batch ``(n, H, W, C)``: ``images[None]`` for one image.
 
         Returns
         -------
         numpy.ndarray
-            ``(n, H, W)`` float32 maps, aligned with the model input.
+            ``(n, H, W)`` (2D) or ``(n, D, H, W)`` (3D) float32 maps, aligned with the model input.
 
         Examples
         --------
@@ -159,11 +161,14 @@ class ScoreResult:
 
     @renamed(alpha="opacity")
     def plot_concept_maps(self, images: Any, *, concept: str, layer: str, kind: str = "presence",
-                          class_name: str | None = None, n: int = 8, opacity: float = 0.55):
+                          class_name: str | None = None, n: int = 8,
+                          opacity: float = 0.55) -> Any:  # a matplotlib Figure
         """Overlay the concept maps of the first ``n`` images on the images (one panel each).
 
-        Arguments as in :meth:`concept_maps`; ``opacity`` is the opacity of the maps. Returns a
-        matplotlib Figure with one shared colour scale centred at 0.
+        Arguments as in :meth:`concept_maps` (an array must be a batch: ``images[None]`` for one
+        image); ``opacity`` is the opacity of the maps. Returns a matplotlib Figure with one shared
+        colour scale centred at 0. For a 3D layer each volume gets a row of three orthogonal slices
+        through its map's peak (:func:`concepts.volume_maps.plot_volume_maps`).
 
         Examples
         --------
@@ -172,7 +177,11 @@ class ScoreResult:
         5
         """
         from .explain_plots import plot_concept_maps
+        from .maps import check_image_array
 
+        if self._context is not None:
+            # Before the first n are taken: one (H, W, C) image would otherwise be cut into rows.
+            check_image_array(images, self._context.engine.input_shape)
         arrays, labels = self._images_for_display(images, n)
         # A class's own examples: maps of all of them come from the scoring pass (no model pass);
         # anything else: only the n images shown go through the model.
@@ -199,7 +208,7 @@ class ScoreResult:
             total += len(batch)
             if total >= n:
                 break
-        arrays = np.concatenate(out)[:n] if out else np.zeros((0, *context.engine.input_shape), np.float32)
+        arrays = np.concatenate(out)[:n] if out else np.zeros((0, *[d or 0 for d in context.engine.input_shape]), np.float32)
         return arrays, files[:len(arrays)]
 
     def per_example(self) -> pd.DataFrame:
