@@ -82,7 +82,7 @@ def _measure_concept(name: str, measure: Measure, default_images: Sequence[Path]
     values = values[np.isfinite(values.to_numpy(dtype=float))]
     if len(values) == 0:
         raise MeasureError(f"Measure {name!r} has no finite value on any image; see its .failures for why.")
-    files = [Path(p) for p in values.index]
+    files = measure.check_images(values.index)
     images = ImageSet(files, name=name, preprocess=preprocess).bind(input_shape)
     return MeasureConcept(name=name, images=images, values=values.to_numpy(dtype=float),
                           description=getattr(measure, "description", ""))

@@ -121,7 +121,14 @@ def _check_n(n: int, cv: int) -> None:
 
 
 def _check_y_varies(y: np.ndarray) -> tuple[float, float]:
-    mean, std = float(y.mean()), float(y.std())
+    scale = float(np.max(np.abs(y))) if y.size else 0.0
+    if scale > 1e100:
+        # Squaring values near 1e300 overflows float64: the spread of y / max|y|, scaled back. Only there,
+        # so that ordinary measures keep their bits.
+        z = y / scale
+        mean, std = scale * float(z.mean()), scale * float(z.std())
+    else:
+        mean, std = float(y.mean()), float(y.std())
     if not std > 1e-12 * max(1.0, abs(mean)):
         raise InsufficientDataError(
             f"the concept measure is constant (every value is {mean:g}): R² is undefined and there is no "

@@ -44,20 +44,88 @@ def hash_array(array: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+#: Elements checked for NaN/inf at a time (bounds the temporary boolean array to 16 MiB).
+_FINITE_CHECK_ELEMENTS = 1 << 24
+
+
+def nonfinite_images(images: np.ndarray) -> np.ndarray:
+    """Indices of the images (first axis) holding a NaN or infinite value, in order.
+
+    One ``np.isfinite`` pass over blocks of images, so the only temporary is a boolean block of at
+    most :data:`_FINITE_CHECK_ELEMENTS` elements; the array itself is never copied.
+
+    Examples
+    --------
+    >>> x = np.zeros((4, 2, 2), np.float32); x[1, 0, 0] = np.nan; x[3, 1, 1] = -np.inf
+    >>> nonfinite_images(x).tolist()
+    [1, 3]
+    """
+    n = int(images.shape[0])
+    per_image = max(1, int(np.prod(images.shape[1:], dtype=np.int64)))
+    step = max(1, _FINITE_CHECK_ELEMENTS // per_image)
+    bad = []
+    for start in range(0, n, step):
+        finite = np.isfinite(images[start:start + step]).reshape(min(step, n - start), -1).all(axis=1)
+        if not finite.all():
+            bad.append(start + np.flatnonzero(~finite))
+    return np.concatenate(bad) if bad else np.zeros(0, np.int64)
+
+
 class InMemoryImages:
     """An :class:`ArraySource` over an array that is already in memory.
+
+    The array is checked once, here: it must hold at least one image and, unless it is an integer or
+    boolean array (which cannot), no NaN or infinite value as float32, the dtype the model gets.
+    Otherwise the error names the set and the images.
 
     Examples
     --------
     >>> src = InMemoryImages(np.zeros((4, 8, 8, 1), "float32"))
     >>> [b.shape for b in src.batches(3)]
     [(3, 8, 8, 1), (1, 8, 8, 1)]
+    >>> x = np.zeros((3, 8, 8, 1), "float32"); x[2, 0, 0, 0] = np.nan
+    >>> InMemoryImages(x, name="tumour")
+    Traceback (most recent call last):
+    ...
+    probes.stats.NonFiniteValuesError: Image set 'tumour' (an in-memory array of 3 images) has NaN or ...
     """
 
     def __init__(self, images: np.ndarray, name: str = "images") -> None:
-        self.images = np.asarray(images, dtype=np.float32)
+        raw = images if isinstance(images, np.ndarray) else np.asarray(images)
+        self.images = np.asarray(raw, dtype=np.float32)
         self.name = name
         self._key: str | None = None
+        self._check(raw.dtype)
+
+    def _check(self, given: np.dtype) -> None:
+        """Refuse an array without images or with NaN/inf (one cheap pass; nothing is copied)."""
+        from probes.errors import InputShapeError, InsufficientDataError
+
+        shape = self.images.shape
+        if self.images.ndim == 0:
+            raise InputShapeError(
+                f"Image set {self.name!r} is a single number, not a stack of images: give an array of shape "
+                "(n, *input_shape), one model-ready image per entry of its first axis.")
+        if shape[0] == 0:
+            rest = "".join(f", {s}" for s in shape[1:])
+            raise InsufficientDataError(
+                f"Image set {self.name!r} is an in-memory array with no images (shape {shape}); give at "
+                f"least one: an array of shape (n{rest}) with n >= 1.")
+        if given.kind in "biu":
+            return  # integer and boolean arrays hold no NaN or infinity, and fit float32's range
+        bad = nonfinite_images(self.images)
+        if bad.size:
+            from probes.stats import NonFiniteValuesError
+
+            more = f" (the first 10 of {bad.size})" if bad.size > 10 else ""
+            beyond = (" (values beyond float32's range, about ±3.4e38, are infinite for the model, which "
+                      "gets float32)" if given.kind == "f" and given.itemsize > 4 else "")
+            raise NonFiniteValuesError(
+                f"Image set {self.name!r} (an in-memory array of {shape[0]} images) has NaN or infinite "
+                f"values{beyond} in {bad.size} image(s), indices {bad[:10].tolist()}{more}. Replace those "
+                "values (e.g. x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)) or drop those images "
+                "(x = x[np.isfinite(x).reshape(len(x), -1).all(axis=1)]) before passing the array; "
+                "on_error='skip' applies to image files only.")
 
     def __len__(self) -> int:
         return int(self.images.shape[0])

@@ -138,7 +138,10 @@ class ColumnSummary:
     def tcav_scores(self) -> tuple[np.ndarray, np.ndarray]:
         """(share with S > 0, share with S == 0) per column, as :func:`probes.linear.tcav_scores`."""
         if self.n == 0:
-            raise InsufficientDataError("tcav_scores needs at least one example (the summary is empty).")
+            raise InsufficientDataError(
+                "no class example reached the gradient pass (the summary of sensitivities is empty), so "
+                "there is no TCAV score to compute: give every class at least one example image (a "
+                "non-empty classes/<class>/ folder or array in examples=).")
         return self.positive / self.n, self.zero / self.n
 
     def ubs(self) -> np.ndarray:

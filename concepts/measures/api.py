@@ -7,6 +7,8 @@ layer's activations. Volumes (NIfTI files, DICOM series folders) are handed to
 from __future__ import annotations
 
 import math
+import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Callable
@@ -19,7 +21,8 @@ from ..image_files import read_image
 from .channels import Channel, _channel_label, _check_channel
 from .params import PathLike, _load_params, _resolve_features
 from .parallel import _resolve_jobs
-from .tables import ImagesLike, _compute_table, _failure, _image_list, _volumes_run_here, _warn_failures
+from .tables import (ImagesLike, _compute_table, _failure, _image_list, _stacklevel, _volumes_run_here,
+                     _warn_failures)
 
 __all__ = ["Measure", "measure", "measure_table", "radiomics"]
 
@@ -104,22 +107,55 @@ def measure_table(images: ImagesLike, masks: PathLike | None = None,
 Evaluator = Callable[[list[Path]], tuple[pd.Series, list[dict]]]
 
 
-def _finite(values: pd.Series) -> pd.Series:
-    numeric = pd.to_numeric(values, errors="coerce").astype(float)
-    return numeric[np.isfinite(numeric.to_numpy())]
+#: Image paths quoted in a warning or error about a measure's values or keys.
+_QUOTED_PATHS = 5
+
+
+def _left_out(name: str, series: pd.Series, failures: Sequence[dict]) -> tuple[pd.Series, list[dict]]:
+    """The finite values of ``series``, and a failure for each NaN/inf value not explained by ``failures``.
+
+    A value that failed while it was computed (radiomics, a user function) is in ``failures`` already
+    with its reason; any other NaN or infinite value was given as such, and is recorded here.
+    """
+    numeric = pd.to_numeric(series, errors="coerce").astype(float)
+    finite = np.isfinite(numeric.to_numpy())
+    if finite.all():
+        return numeric, []
+    known = {str(f.get("image")) for f in failures}
+    new = [_failure(str(key), name, f"the given value is {value}")
+           for key, value in numeric[~finite].items() if str(key) not in known]
+    return numeric[finite], new
+
+
+def _quote(failures: Sequence[dict]) -> str:
+    quoted = ", ".join(f"{f['image']} ({f['reason'].rsplit(' ', 1)[-1]})" for f in failures[:_QUOTED_PATHS])
+    return quoted + (", ..." if len(failures) > _QUOTED_PATHS else "")
+
+
+def _warn_left_out(name: str, new: Sequence[dict], n_values: int) -> None:
+    if new:
+        warnings.warn(
+            f"Measure {name!r}: {len(new)} of {n_values} given values are NaN or infinite, so those "
+            f"images are left out (listed in the measure's .failures): {_quote(new)}. Give finite "
+            "numbers for them, or leave them out of the values.", UserWarning, stacklevel=_stacklevel())
 
 
 class Measure:
     """A continuous concept measure: one float per image.
+
+    Keys must be the paths of existing image files (or volume folders): a warning names those that
+    are not, and scoring refuses them (:meth:`check_images`). Given values that are NaN or infinite
+    are left out with a warning (all of them: a :class:`~concepts.errors.MeasureError`).
 
     Attributes
     ----------
     name
         the measure's name (a feature name such as ``"original_glcm_Contrast"``).
     values
-        ``pd.Series`` of finite floats indexed by ``str(Path(image).resolve())``; images whose
-        value failed are left out (and listed in ``failures``). Empty for a lazy measure until
-        :meth:`evaluate` is called.
+        ``pd.Series`` of finite floats indexed by ``str(Path(image).resolve())`` (relative paths
+        are resolved against the working directory when the measure is created); images whose
+        value failed, or was given as NaN or infinite, are left out (and listed in ``failures``,
+        with one warning for given values). Empty for a lazy measure until :meth:`evaluate` is called.
     failures
         dicts ``{image, feature, reason}`` for the images left out.
     description
@@ -129,7 +165,8 @@ class Measure:
 
     Examples
     --------
-    >>> m = Measure("size", pd.Series({"/data/a.png": 1.0, "/data/b.png": 2.0}))
+    >>> files = ["data/concepts/horizontal/h000.png", "data/concepts/horizontal/h001.png"]
+    >>> m = Measure("size", pd.Series({files[0]: 1.0, files[1]: 2.0}))
     >>> m.values.tolist()
     [1.0, 2.0]
     """
@@ -138,14 +175,64 @@ class Measure:
                  failures: Sequence[dict] | None = None, description: str = "", params: dict | None = None,
                  evaluator: Evaluator | None = None) -> None:
         self.name = str(name)
-        series = pd.Series(values if values is not None else {}, dtype=float)
+        try:
+            series = pd.Series(values if values is not None else {}, dtype=float)
+        except (TypeError, ValueError) as exc:
+            raise MeasureError(f"Measure {self.name!r}: values must be numbers, one per image path ({exc}). "
+                               "Give a dict or pandas Series {image path: number}.") from None
         # Keys are resolved image paths everywhere, so that look-ups by path agree.
+        self._cwd = os.getcwd()
         series.index = pd.Index([str(Path(i).resolve()) for i in series.index], name="image")
-        self.values: pd.Series = _finite(series).rename(self.name)
         self.failures: list[dict] = list(failures or [])
+        finite, new = _left_out(self.name, series, self.failures)
+        if len(series) and not len(finite) and new:
+            raise MeasureError(
+                f"Measure {self.name!r}: all {len(series)} given values are NaN or infinite "
+                f"({_quote(new)}), so there is nothing to regress on. Give finite numbers: check how the "
+                "values were computed.")
+        _warn_left_out(self.name, new, len(series))
+        self.failures.extend(new)
+        self.values: pd.Series = finite.rename(self.name)
         self.description = description
         self.params = params
         self._evaluator = evaluator
+        missing = self._missing(self.values.index)
+        if missing:
+            warnings.warn(self._missing_message(missing, len(self.values)) + " Scoring with it will fail.",
+                          UserWarning, stacklevel=_stacklevel())
+
+    @staticmethod
+    def _missing(keys: Sequence[str]) -> list[str]:
+        return [k for k in keys if not os.path.exists(k)]
+
+    def _missing_message(self, missing: Sequence[str], n_keys: int) -> str:
+        quoted = ", ".join(missing[:_QUOTED_PATHS]) + (", ..." if len(missing) > _QUOTED_PATHS else "")
+        return (f"Measure {self.name!r}: {len(missing)} of its {n_keys} image paths are not existing "
+                f"files or folders ({quoted}). Its keys must be the paths of the image files (or volume "
+                "folders) the values were measured on, which the model then reads; relative paths are "
+                "resolved against the working directory when the Measure is created "
+                f"(here {getattr(self, '_cwd', os.getcwd())!r}). Key the values by existing files (e.g. "
+                "the index of concepts.measure_table()), or drop the missing ones.")
+
+    def check_images(self, keys: Sequence[str] | None = None) -> list[Path]:
+        """The image files of ``keys`` (default: every valued image), refusing paths that do not exist.
+
+        Raises
+        ------
+        MeasureError
+            some keys are not existing files or folders; the message names a few.
+
+        Examples
+        --------
+        >>> m = Measure("size", {"data/concepts/horizontal/h000.png": 1.0})
+        >>> [p.name for p in m.check_images()]
+        ['h000.png']
+        """
+        keys = [str(k) for k in (self.values.index if keys is None else keys)]
+        missing = self._missing(keys)
+        if missing:
+            raise MeasureError(self._missing_message(missing, len(keys)))
+        return [Path(k) for k in keys]
 
     @property
     def images(self) -> list[Path]:
@@ -181,7 +268,12 @@ class Measure:
                 new_values = pd.Series(dtype=float)
             else:
                 new_values, new_failures = self._evaluator(missing)
-            parts = [s for s in (self.values, _finite(new_values)) if len(s)]
+            new_values = pd.Series(new_values, dtype=float)
+            new_values.index = pd.Index([str(i) for i in new_values.index], name="image")
+            finite, unexplained = _left_out(self.name, new_values, new_failures)
+            _warn_left_out(self.name, unexplained, len(new_values))
+            new_failures = [*new_failures, *unexplained]
+            parts = [s for s in (self.values, finite) if len(s)]
             merged = pd.concat(parts) if len(parts) > 1 else (parts[0] if parts else self.values)
             merged.index = pd.Index([str(i) for i in merged.index], name="image")
             self.values = merged.astype(float).rename(self.name)
