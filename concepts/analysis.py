@@ -62,7 +62,7 @@ _seed_for = seed_for
 
 
 #: Config options settled before an analysis runs (inputs, engine and cache); the rest are its Options.
-_RESOLVED_BEFORE = frozenset({"target", "batch_size", "cache_dir", "on_error"})
+_RESOLVED_BEFORE = frozenset({"target", "batch_size", "cache_dir", "on_error", "recursive"})
 
 
 def _compat_rule(self: Any) -> None:

@@ -45,6 +45,8 @@ CONFIG_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
     "memory_budget": ("--memory-budget", dict(help="RAM for arrays that grow with the data; larger class sets "
                                                    "are streamed")),
     "on_error": ("--on-error", dict(choices=["raise", "skip"], help="unusable image files: stop, or skip them")),
+    "recursive": ("--recursive", dict(action="store_true", help="also use images in sub-folders of class and "
+                                                               "concept folders (e.g. one per patient)")),
     "progress": ("--quiet", dict(action="store_false", help="no progress bars")),
 }
 

@@ -463,7 +463,8 @@ def compare(models: Mapping[str, Any], layers: Mapping[str, Sequence[str]] | Seq
     options = config.to_options()
     kwargs = dict(data=data, examples=examples, classes=classes, class_names=class_names, random=random,
                   target=config.target, preprocess=preprocess, batch_size=config.batch_size,
-                  cache_dir=config.cache_dir, options=options, on_error=config.on_error)
+                  cache_dir=config.cache_dir, options=options, on_error=config.on_error,
+                  recursive=config.recursive)
     results: dict[str, ScoreResult] = {}
     depths: dict[str, dict[str, float]] = {}
     shared: tuple[Analysis, dict[str, Any]] | None = None

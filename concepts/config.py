@@ -88,6 +88,7 @@ class Config:
     cache_dir: str | os.PathLike | bool | None = None
     progress: bool = True
     on_error: str = "raise"
+    recursive: bool = False
     memory_budget: int | str | None = "2GB"
 
     def __post_init__(self) -> None:

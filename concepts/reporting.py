@@ -184,8 +184,8 @@ def report(model: Any, layers: str | Sequence[str], concepts: Any = None, classe
            correction: str = "holm", significance: float = 0.05, n_directions: int = 1000,
            pool: str | bool = "auto", sanity: bool = False, cache_dir: str | os.PathLike | bool | None = None,
            title: str = "Concept report", headline: str | None = None, progress: bool = True,
-           on_error: str = "raise", memory_budget: int | str | None = "2GB", client: Any = None,
-           config: Config | None = None) -> Report:
+           on_error: str = "raise", recursive: bool = False, memory_budget: int | str | None = "2GB",
+           client: Any = None, config: Config | None = None) -> Report:
     """Score every class × layer × concept in one pass and return a :class:`Report`.
 
     Parameters
@@ -210,6 +210,8 @@ def report(model: Any, layers: str | Sequence[str], concepts: Any = None, classe
     on_error : str, default='raise'
         ``"raise"`` (default) or ``"skip"`` unusable image files; skipped files are listed in
         the provenance and the report.
+    recursive : bool, default=False
+        Also use images in sub-folders of class and concept folders (one per patient, say).
     config : Config | None, default=None
         A :class:`concepts.Config` with a reusable setting of the options (``relative`` too);
         keywords given explicitly in the call win over it.
@@ -239,7 +241,7 @@ def report(model: Any, layers: str | Sequence[str], concepts: Any = None, classe
     kwargs = dict(data=data, examples=examples, classes=classes, class_names=class_names, random=random,
                   target=config.target, preprocess=preprocess, batch_size=config.batch_size,
                   cache_dir=config.cache_dir, options=options, output=output, extra_inputs=extra_inputs,
-                  on_error=config.on_error)
+                  on_error=config.on_error, recursive=config.recursive)
     analysis, inputs = prepare(model, layers, concept_list, **kwargs)
     analysis.client = client
     run_args = (inputs["classes"], inputs["folder_concepts"], inputs["measure_concepts"], inputs["random_sets"])

@@ -58,14 +58,15 @@ def _as_concept_list(concept: ConceptLike) -> list[tuple[str | None, Any]]:
     return [(None, concept)]
 
 
-def _bind(images: Any, input_shape: tuple, preprocess: Callable | None, name: str) -> ArraySource:
+def _bind(images: Any, input_shape: tuple, preprocess: Callable | None, name: str,
+          recursive: bool = False) -> ArraySource:
     """Turn a folder, an ImageSet, a list of files or an array into a source bound to the model."""
     if isinstance(images, ImageSet):
         return images.bind(input_shape)
     if isinstance(images, np.ndarray):
         return InMemoryImages(images, name=name)
     if isinstance(images, (str, os.PathLike)):
-        return ImageSet.from_folder(images, name=name, preprocess=preprocess).bind(input_shape)
+        return ImageSet.from_folder(images, name=name, preprocess=preprocess, recursive=recursive).bind(input_shape)
     if isinstance(images, (list, tuple)) and images and isinstance(images[0], (str, os.PathLike)):
         return ImageSet(images, name=name, preprocess=preprocess).bind(input_shape)
     if isinstance(images, ArraySource):
@@ -90,7 +91,7 @@ def _measure_concept(name: str, measure: Measure, default_images: Sequence[Path]
 
 def _class_examples(examples: Any, classes: Sequence[str | int] | None, class_names: Any,
                     layout: DataLayout, n_outputs: int, input_shape: tuple,
-                    preprocess: Callable | None) -> list[ClassExamples]:
+                    preprocess: Callable | None, recursive: bool = False) -> list[ClassExamples]:
     """Resolve which classes to score and the example images of each."""
     folders: dict[str, Any]
     if examples is None:
@@ -119,7 +120,8 @@ def _class_examples(examples: Any, classes: Sequence[str | int] | None, class_na
             raise ConceptFolderError(
                 f"Class {name!r} has no example images: expected a folder classes/{name}/ or an entry in examples=. "
                 f"Found example sets for: {sorted(folders)}.")
-        result.append(ClassExamples(name=name, index=index, images=_bind(source, input_shape, preprocess, name)))
+        result.append(ClassExamples(name=name, index=index, images=_bind(source, input_shape, preprocess, name,
+                                                                                recursive)))
     return result
 
 
@@ -148,7 +150,8 @@ def prepare(model: Any, layers: Sequence[str], concept_list: list[tuple[str | No
             examples: Any = None, classes: Sequence[str | int] | None = None, class_names: Any = None,
             random: Any = None, target: str = "logit", preprocess: Callable | None = None, batch_size: int = 32,
             cache_dir: str | os.PathLike | bool | None = None, options: Options, output: int | str | None = None,
-            extra_inputs: Mapping[str, Any] | None = None, on_error: str = "raise") -> tuple[Analysis, dict[str, Any]]:
+            extra_inputs: Mapping[str, Any] | None = None, on_error: str = "raise",
+            recursive: bool = False) -> tuple[Analysis, dict[str, Any]]:
     """Resolve every input of an analysis and build the engine (shared by ``score`` and ``report``).
 
     ``model`` may be a path (``.keras``/``.h5``); the loaded model is ``analysis.engine.model``. Every
@@ -183,7 +186,7 @@ def prepare(model: Any, layers: Sequence[str], concept_list: list[tuple[str | No
             if not path.exists() and layout.root is not None and (layout.root / "concepts" / path).is_dir():
                 path = layout.root / "concepts" / path
             folder_concepts.append(FolderConcept(name or path.name, _bind(path, input_shape, preprocess,
-                                                                           name or path.name)))
+                                                                           name or path.name, recursive)))
         else:
             label = name or getattr(item, "name", None) or f"concept_{len(folder_concepts)}"
             folder_concepts.append(FolderConcept(label, _bind(item, input_shape, preprocess, label)))
@@ -195,7 +198,8 @@ def prepare(model: Any, layers: Sequence[str], concept_list: list[tuple[str | No
     if options.relative and len(folder_concepts) < 2:
         raise ValueError("relative=True compares each concept with the others: give at least two folder concepts.")
 
-    class_sets = _class_examples(examples, classes, class_names, layout, engine.n_outputs, input_shape, preprocess)
+    class_sets = _class_examples(examples, classes, class_names, layout, engine.n_outputs, input_shape, preprocess,
+                                 recursive)
     skipped = _screen_inputs(folder_concepts, class_sets, random if random is not None else layout.random_dir,
                              on_error)
     bad = set(skipped)
@@ -224,7 +228,7 @@ def prepare(model: Any, layers: Sequence[str], concept_list: list[tuple[str | No
                                    preprocess, exclude)
     analysis = Analysis(engine, options, cache=cache)
     inputs = {"classes": class_sets, "folder_concepts": folder_concepts, "measure_concepts": measures,
-              "random_sets": random_sets, "layout": layout, "preprocess": preprocess,
+              "random_sets": random_sets, "layout": layout, "preprocess": preprocess, "recursive": recursive,
               "skipped_images": [{"path": path, "reason": reason} for path, reason in sorted(skipped.items())]}
     return analysis, inputs
 
@@ -287,8 +291,8 @@ def score(model: Any, layer: str | Sequence[str] | None = None, concept: Concept
           test_size: float = 0.3, correction: str = "holm",
           significance: float = 0.05, n_directions: int = 1000, pool: str | bool = "auto",
           cache_dir: str | os.PathLike | bool | None = None, progress: bool = True,
-          on_error: str = "raise", memory_budget: int | str | None = "2GB", client: Any = None,
-          config: Config | None = None) -> ScoreResult:
+          on_error: str = "raise", recursive: bool = False, memory_budget: int | str | None = "2GB",
+          client: Any = None, config: Config | None = None) -> ScoreResult:
     """Score how a model uses a concept in a layer, for each class, with a significance test.
 
     Parameters
@@ -393,6 +397,9 @@ def score(model: Any, layer: str | Sequence[str] | None = None, concept: Concept
         What to do with image files that are empty, truncated or cannot be decoded:
         ``"raise"`` (default: one error lists every such file, before any compute) or
         ``"skip"`` (leave them out with a warning; they are listed in ``provenance["skipped_images"]``).
+    recursive : bool, default=False
+        Also use images in sub-folders of class and concept folders (``classes/tumour/patient01/*.png``).
+        Without it such images are left out with a warning that counts them.
     memory_budget : int | str | None, default='2GB'
         RAM for the arrays that grow with the data (default ``"2GB"``; a number of bytes,
         a size such as ``"512MB"``/``"8GiB"``, or None for no limit). A class whose activations and
@@ -447,7 +454,7 @@ def score(model: Any, layer: str | Sequence[str] | None = None, concept: Concept
                                data=data, examples=examples, classes=classes, class_names=class_names, random=random,
                                target=config.target, preprocess=preprocess, batch_size=config.batch_size,
                                cache_dir=config.cache_dir, options=config.to_options(), output=output,
-                               extra_inputs=extra_inputs, on_error=config.on_error)
+                               extra_inputs=extra_inputs, on_error=config.on_error, recursive=config.recursive)
     analysis.client = client
     outcome = analysis.run(inputs["classes"], inputs["folder_concepts"], inputs["measure_concepts"],
                            inputs["random_sets"])
@@ -461,5 +468,6 @@ def map_context(analysis: Analysis, inputs: dict[str, Any], preprocess: Callable
 
     input_shape = tuple(analysis.engine.input_shape)
     preprocess = inputs.get("preprocess", preprocess)      # what prepare chose (an integer input's default)
+    recursive = inputs.get("recursive", False)
     return MapContext(engine=analysis.engine, classes={c.name: c for c in inputs["classes"]},
-                      bind=lambda images, name: _bind(images, input_shape, preprocess, name))
+                      bind=lambda images, name: _bind(images, input_shape, preprocess, name, recursive))

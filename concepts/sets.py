@@ -105,7 +105,25 @@ def _describe_folder_problem(folder: Path, recursive: bool) -> str | None:
                      "subfolders are used only with recursive=True")
     return (f"Image folder {str(folder)!r} " + "; ".join(parts) + ". "
             f"Put image files ({extensions}) directly in the folder"
-            + (" or pass recursive=True." if dirs and not recursive else ", or convert the files."))
+            + (" or pass recursive=True (command line: --recursive)." if dirs and not recursive
+               else ", or convert the files."))
+
+
+def _warn_of_nested_images(folder: Path, n_used: int) -> None:
+    """Images in sub-folders (one per patient, say) are left out without recursive=True: say so, once."""
+    try:
+        with os.scandir(folder) as entries:
+            if not any(e.is_dir() and not e.name.startswith(".") for e in entries):
+                return
+    except OSError:
+        return
+    nested = [f for f in list_image_files(folder, recursive=True) if f.parent != folder]
+    if nested:
+        shown = ", ".join(str(f.relative_to(folder)) for f in nested[:3]) + (", ..." if len(nested) > 3 else "")
+        warnings.warn(
+            f"{len(nested)} image file(s) in sub-folders of {str(folder)!r} are not used ({shown}); "
+            f"{n_used} image(s) directly in it are. Pass recursive=True (command line: --recursive) to use "
+            "the images of sub-folders too.", UserWarning, stacklevel=3)
 
 
 class ImageSet:
@@ -184,8 +202,10 @@ class ImageSet:
         problem = _describe_folder_problem(folder, recursive)
         if problem:
             raise ConceptFolderError(problem)
-        return cls(list_image_files(folder, recursive=recursive), name=name or folder.name,
-                   input_shape=input_shape, preprocess=preprocess)
+        files = list_image_files(folder, recursive=recursive)
+        if not recursive:
+            _warn_of_nested_images(folder, len(files))
+        return cls(files, name=name or folder.name, input_shape=input_shape, preprocess=preprocess)
 
     def _copy(self, files: Sequence[Path] | None = None, name: str | None = None,
               input_shape: tuple | None = None) -> "ImageSet":

@@ -154,6 +154,7 @@ PARAMETER_CONSTRAINTS: dict[str, list[Any]] = {
     "null_pairs": [StrOptions({"auto", "all", "ring", "circulant"})],
     "statistic": [StrOptions({"shift", "ubs", "score"})],
     "relative": [BOOLEAN],
+    "recursive": [BOOLEAN],
     "target": [StrOptions({"logit", "log_prob", "prob"})],
     "seed": [Interval(Integral, 0, None, "left")],
     "preprocess": [CALLABLE, NONE],
