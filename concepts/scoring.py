@@ -58,10 +58,18 @@ def _as_concept_list(concept: ConceptLike) -> list[tuple[str | None, Any]]:
     return [(None, concept)]
 
 
+def _fits_flexible(bound: tuple | None, model_shape: tuple) -> bool:
+    """A set bound to a fixed size that a model with flexible sizes takes as it is (same rank, channels)."""
+    return (bound is not None and len(bound) == len(model_shape) and None not in bound
+            and all(m is None or m == b for m, b in zip(model_shape, bound)))
+
+
 def _bind(images: Any, input_shape: tuple, preprocess: Callable | None, name: str,
           recursive: bool = False) -> ArraySource:
     """Turn a folder, an ImageSet, a list of files or an array into a source bound to the model."""
     if isinstance(images, ImageSet):
+        if _fits_flexible(images.input_shape, input_shape):
+            return images      # the user's fixed size, for a model that takes any size
         return images.bind(input_shape)
     if isinstance(images, np.ndarray):
         return InMemoryImages(images, name=name)

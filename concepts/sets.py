@@ -370,14 +370,21 @@ class ImageSet:
 
     def _iter_batches(self, batch_size: int, shape: tuple) -> Iterator[np.ndarray]:
         geometry: dict = {}
+        first: dict[tuple, Path] = {}      # each size seen, with the first file that has it
         for start in range(0, len(self.files), batch_size):
-            arrays = [self._load(path, shape, geometry) for path in self.files[start:start + batch_size]]
-            sizes = {a.shape for a in arrays}
-            if len(sizes) > 1:
+            paths = self.files[start:start + batch_size]
+            arrays = [self._load(path, shape, geometry) for path in paths]
+            for path, array in zip(paths, arrays):
+                first.setdefault(array.shape, path)
+            if len(first) > 1:
+                # A model of flexible size takes any size, but one set is one activation array: one size.
+                listing = "; ".join(f"{'x'.join(map(str, size))} (e.g. {str(path)!r})" for size, path in first.items())
+                size = "(H, W, C)" if len(shape) == 3 else "(D, H, W, C)" if len(shape) == 4 else "(H, W)"
                 raise InputShapeError(
-                    f"Images {start}..{start + len(arrays) - 1} of {self.name!r} have different sizes "
-                    f"{sorted(sizes)} and cannot form one batch (the model input {shape} has no fixed size). "
-                    "Resize the images to one size, or bind a fixed (H, W).")
+                    f"The images of {self.name!r} have different sizes after preprocessing: {listing}. The model "
+                    f"input {shape} has no fixed size, and one set needs one. Resize them to one size, e.g. "
+                    f"preprocess=lambda image, shape: concepts.sets.default_preprocess(image, (224, 224, shape[-1])) "
+                    f"for 2D images, or bind the set to a fixed {size} with ImageSet(...).bind(...).")
             yield np.stack(arrays)
 
     def load_all(self, batch_size: int = 64) -> np.ndarray:

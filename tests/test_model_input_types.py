@@ -83,3 +83,28 @@ def test_grey_and_alpha_pngs_are_read_as_their_grey_channel(tmp_path):
     np.testing.assert_array_equal(image, grey)
     for shape in ((12, 12, 3), (12, 12, 1), (12, 12)):
         np.testing.assert_array_equal(default_preprocess(image, shape), default_preprocess(grey, shape))
+
+
+def test_a_flexible_model_with_images_of_several_sizes_names_them_and_takes_sets_bound_to_one(tmp_path):
+    from synthetic import write_png
+
+    data = make_data(tmp_path / "data", n_class=8, n_concept=10, n_pool=30)
+    rng = np.random.default_rng(0)
+    write_png(data / "concepts" / "horizontal" / "wide.png", rng.random((16, 24)))     # another size
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((None, None, 1))
+    features = keras.layers.Conv2D(4, 3, activation="relu", name="conv1")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(features)))
+    kwargs = dict(n_random=3, n_directions=50, progress=False, cache_dir=False, robustness=False)
+    concept = data / "concepts" / "horizontal"
+    with pytest.raises(Exception, match=r"different sizes after preprocessing: .*16x16x1.*16x24x1 \(e\.g\. "
+                                        r"'.*wide\.png'\).*preprocess=lambda"):
+        concepts.score(model, "conv1", concept, data=data, **kwargs)
+    # Sets bound to one fixed size (resized by the default preprocessing) are taken as they are by a model
+    # of flexible size; they were bound again to (None, None, 1) and failed.
+    bound = [ImageSet(files).bind((16, 16, 1)) for files in
+             (sorted((data / "random").glob("*.png"))[i::3] for i in range(3))]
+    write_png(data / "random" / "wide.png", rng.random((20, 12)))
+    table = concepts.score(model, "conv1", ImageSet.from_folder(concept).bind((16, 16, 1)), data=data,
+                           random=bound, **kwargs).to_frame()
+    assert len(table) == 2 and table["ubs"].notna().all()
