@@ -252,7 +252,8 @@ class Analysis:
         first = file_sets[0]
         resolved = resolve_files(f for s in file_sets for f in s.files)
         union = sorted(set(resolved.values()))
-        pool = ImageSet(union, name="random pool", preprocess=first.preprocess).bind(first.input_shape)
+        pool = ImageSet(union, name="random pool", preprocess=first.preprocess).bind(first.input_shape,
+                                                                                     batch_axis=False)
         spill = 4 * width * len(pool) > parse_bytes(self.options.memory_budget)
         acts = self.engine.run(pool, allocate=memmap_allocator() if spill else None).activations
         position = {f: i for i, f in enumerate(union)}

@@ -64,8 +64,9 @@ def list_image_files(folder: str | Path, recursive: bool = False) -> list[Path]:
     # (not through symlinks, as pathlib's "**"); a DICOM series is one folder of .dcm files, listed as one
     # entry like a NIfTI file.
     entries = list(_entries(folder, recursive, read))
+    # A broken symlink with an image's name is listed, so that screening names it (not a silent skip).
     files = sorted(path for entry, path in entries
-                   if (entry.is_file() and _is_image_name(entry.name))
+                   if ((entry.is_file() or (entry.is_symlink() and not entry.is_dir())) and _is_image_name(entry.name))
                    or (entry.is_dir() and _read_stamp(read, entry.path) and is_dicom_series(entry.path)))
     # Symlinks: their targets can change without any folder here changing, so such a listing is not kept.
     if not any(entry.is_symlink() for entry, _ in entries) and _settled(read):

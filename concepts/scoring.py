@@ -70,13 +70,14 @@ def _bind(images: Any, input_shape: tuple, preprocess: Callable | None, name: st
     if isinstance(images, ImageSet):
         if _fits_flexible(images.input_shape, input_shape):
             return images      # the user's fixed size, for a model that takes any size
-        return images.bind(input_shape)
+        return images.bind(input_shape, batch_axis=False)
     if isinstance(images, np.ndarray):
         return InMemoryImages(images, name=name)
     if isinstance(images, (str, os.PathLike)):
-        return ImageSet.from_folder(images, name=name, preprocess=preprocess, recursive=recursive).bind(input_shape)
+        folder = ImageSet.from_folder(images, name=name, preprocess=preprocess, recursive=recursive)
+        return folder.bind(input_shape, batch_axis=False)
     if isinstance(images, (list, tuple)) and images and isinstance(images[0], (str, os.PathLike)):
-        return ImageSet(images, name=name, preprocess=preprocess).bind(input_shape)
+        return ImageSet(images, name=name, preprocess=preprocess).bind(input_shape, batch_axis=False)
     if isinstance(images, ArraySource):
         return images
     raise TypeError(f"Cannot use {type(images).__name__} as images for {name!r}: give a folder path, a list of "
@@ -92,7 +93,7 @@ def _measure_concept(name: str, measure: Measure, default_images: Sequence[Path]
     if len(values) == 0:
         raise MeasureError(f"Measure {name!r} has no finite value on any image; see its .failures for why.")
     files = measure.check_images(values.index)
-    images = ImageSet(files, name=name, preprocess=preprocess).bind(input_shape)
+    images = ImageSet(files, name=name, preprocess=preprocess).bind(input_shape, batch_axis=False)
     return MeasureConcept(name=name, images=images, values=values.to_numpy(dtype=float),
                           description=getattr(measure, "description", ""))
 
@@ -144,8 +145,8 @@ def _random_sets(random: Any, layout: DataLayout, n_sets: int, set_size: int, se
         random = layout.random_dir
     if isinstance(random, (str, os.PathLike)):
         # Bound afterwards: the model's shape has no batch axis (bind reads a leading None as a flexible depth).
-        return [s.bind(input_shape) for s in draw_random_sets(random, n_sets, set_size, seed=seed,
-                                                              preprocess=preprocess, exclude=exclude)]
+        drawn = draw_random_sets(random, n_sets, set_size, seed=seed, preprocess=preprocess, exclude=exclude)
+        return [s.bind(input_shape, batch_axis=False) for s in drawn]
     sets = [_bind(s, input_shape, preprocess, f"random_{i:03d}") for i, s in enumerate(random)]
     if len(sets) < n_sets:
         raise InsufficientDataError(

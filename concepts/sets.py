@@ -31,7 +31,7 @@ import time
 import warnings
 from collections import OrderedDict
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -107,6 +107,11 @@ def _describe_folder_problem(folder: Path, recursive: bool) -> str | None:
             f"Put image files ({extensions}) directly in the folder"
             + (" or pass recursive=True (command line: --recursive)." if dirs and not recursive
                else ", or convert the files."))
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _warn_of_nested_images(folder: Path, n_used: int) -> None:
@@ -208,26 +213,31 @@ class ImageSet:
         return cls(files, name=name or folder.name, input_shape=input_shape, preprocess=preprocess)
 
     def _copy(self, files: Sequence[Path] | None = None, name: str | None = None,
-              input_shape: tuple | None = None) -> "ImageSet":
+              input_shape: tuple | None = None, batch_axis: bool = True) -> "ImageSet":
         new = type(self).__new__(type(self))
         new.files = list(self.files if files is None else files)
         new.name = self.name if name is None else name
         new.input_shape = self.input_shape if input_shape is None else _check_input_shape(input_shape,
-                                                                                          batch_axis=False)
+                                                                                          batch_axis=batch_axis)
         new.preprocess = self.preprocess
         return new
 
-    def bind(self, input_shape: tuple) -> "ImageSet":
+    def bind(self, input_shape: tuple, *, batch_axis: bool = True) -> "ImageSet":
         """A copy bound to a model's input shape ``(H, W, C)`` or ``(H, W)``, or ``(D, H, W, C)`` for a 3D
-        model: ``model.input_shape[1:]``, without the batch dimension (a leading ``None`` of four entries is
-        a flexible depth).
+        model: ``model.input_shape[1:]``.
+
+        A 4-entry shape with a leading ``None`` is read as Keras's batched 2D shape (``model.input_shape``)
+        unless ``batch_axis=False``: then it is a 3D shape of flexible depth, such as a flexible 3D model's
+        ``(None, None, None, 1)`` (:func:`concepts.score` binds the model's own shape that way).
 
         Examples
         --------
         >>> ImageSet(["a.png"]).bind((224, 224, 3)).input_shape
         (224, 224, 3)
+        >>> ImageSet(["a.nii.gz"]).bind((None, None, None, 1), batch_axis=False).input_shape
+        (None, None, None, 1)
         """
-        return self._copy(input_shape=input_shape)
+        return self._copy(input_shape=input_shape, batch_axis=batch_axis)
 
     def subset(self, indices: Iterable[int], name: str | None = None) -> "ImageSet":
         """The files at ``indices`` (in that order), with the same binding and preprocessing.
@@ -309,11 +319,21 @@ class ImageSet:
             else:
                 geometry["first"] = (path, image.geometry)
         try:
-            out = np.asarray(func(image, shape), dtype=np.float32)
+            result = func(image, shape)
         except InputShapeError as exc:
             # The default preprocessing does not know the file; name it here.
             raise InputShapeError(
                 f"Image {str(path)!r} (shape {image.shape}, {image.dtype}): {exc}") from None
+        try:
+            out = np.asarray(result, dtype=np.float32)
+        except (TypeError, ValueError):
+            out = None
+        if out is None or result is None or out.dtype != np.float32 or out.ndim == 0:
+            # A function that returns nothing or text is the function's fault, not the file's.
+            raise InputShapeError(
+                f"Preprocessing {self._preprocess_label()} returned {type(result).__name__} "
+                f"{_short_repr(result)} for image {str(path)!r}; it must return a numeric array of the model's "
+                f"input shape {shape} (check that the function ends with return ...).")
         if not np.isfinite(out).all():
             raise ImageReadError(
                 f"Image {str(path)!r} ({image.dtype}) gives NaN or infinite model inputs after preprocessing "
@@ -360,8 +380,9 @@ class ImageSet:
                 f"shape {shape}. Put NIfTI files (.nii, .nii.gz) or DICOM series folders in this set, or "
                 "remove the 2D image.")
         if is_volume and len(shape) != 4:
-            flexible = (" If the model is 3D with a flexible input, bind its shape with .bind(model.input_shape[1:]): "
-                        "typed as input_shape=, (None, None, None, C) reads as a batched 2D shape."
+            flexible = (" If the model is 3D with a flexible input, bind its shape with "
+                        ".bind(model.input_shape[1:], batch_axis=False): otherwise (None, None, None, C) reads as "
+                        "a batched 2D shape."
                         if shape[:2] == (None, None) else "")
             raise InputShapeError(
                 f"{str(path)!r} is a volume (shape {image.shape}), but the model takes 2D images of shape "
@@ -613,13 +634,15 @@ def random_sets(source: str | Path | Sequence[ImageSet], n_sets: int, set_size: 
         groups = [(s.name, keep(s.files), s) for s in given]
 
     if pool:
+        listed = len(pool)
         pool = keep(pool)
         if set_size is None:
             raise InsufficientDataError(
                 f"Random images in {str(source)!r} form one pool, so set_size must be given "
                 "(usually the concept set's size).")
         if len(pool) < set_size:
-            note = f" after leaving out {len(excluded)} excluded files" if excluded else ""
+            left_out = listed - len(pool)
+            note = (f" after leaving out {left_out} that are also class or concept images" if left_out else "")
             raise InsufficientDataError(
                 f"The random image pool {str(source)!r} has {len(pool)} images{note}, fewer than the "
                 f"set size {set_size}. Add random images or use smaller concept sets.")

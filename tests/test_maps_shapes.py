@@ -261,9 +261,9 @@ def test_flexible_model_images_of_several_sizes_are_a_clear_error(flexible, tmp_
     for i, size in enumerate((H, H, H + 4, H + 4)):
         files.append(tmp_path / f"im{i}.png")
         write_png(files[-1], rng.uniform(0, 1, (size, size)))
-    # Batches of two: each batch is of one size, the second does not fit the first's.
+    # Batches of two: each batch is of one size, the second does not fit the first's (the set says so).
     monkeypatch.setattr(result._context.engine, "batch_size", 2)
-    with pytest.raises(InputShapeError, match=r"2 sizes \(12×12, 16×16\).*once per size"):
+    with pytest.raises(InputShapeError, match=r"different sizes .*12x12x1 .*im0\.png.*16x16x1 .*im2\.png"):
         result.concept_maps(files, concept="bright", layer="conv2")
     # Images of one other size: the concept's vector was fitted on the scored size.
     with pytest.raises(ValueError, match="size the concept was scored on"):

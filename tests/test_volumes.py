@@ -274,11 +274,11 @@ def test_a_3d_model_with_a_flexible_input_reads_volumes_and_finds_the_planted_co
     flexible, fixed = build_model(size=None), build_model()
     assert tuple(flexible.input_shape[1:]) == (None, None, None, 1)
     files = sorted((data / "classes" / "layered").iterdir())[:3]
-    bound = ImageSet(files).bind(flexible.input_shape[1:])
+    bound = ImageSet(files).bind(flexible.input_shape[1:], batch_axis=False)
     assert bound.input_shape == (None, None, None, 1)
     np.testing.assert_array_equal(bound.load_all(), ImageSet(files).bind(fixed.input_shape[1:]).load_all())
-    acts = [Engine(m, ["conv1"], progress=False).run(ImageSet(files).bind(m.input_shape[1:])).activations["conv1"]
-            for m in (flexible, fixed)]
+    acts = [Engine(m, ["conv1"], progress=False).run(ImageSet(files).bind(m.input_shape[1:], batch_axis=False))
+            .activations["conv1"] for m in (flexible, fixed)]
     np.testing.assert_allclose(acts[0], acts[1], rtol=1e-6, atol=1e-6)
     table = concepts.score(flexible, "conv1", [data / "concepts" / "z_layers", data / "concepts" / "x_layers"],
                            n_random=4, n_directions=50, progress=False, cache_dir=False).to_frame()
