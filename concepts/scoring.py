@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -26,6 +27,7 @@ from .analysis import DEFAULT_CAV, DEFAULT_STATISTIC, Analysis, ClassExamples, F
 from .config import Config, uses_config
 from .errors import ConceptFolderError, MeasureError
 from .preprocess import integer_input_preprocess
+from .volumes import header_geometry, is_volume_path, model_spacing
 from .layout import DataLayout, class_index_map, resolve_class
 from .measures import Measure
 from .image_files import list_image_files
@@ -235,11 +237,43 @@ def prepare(model: Any, layers: Sequence[str], concept_list: list[tuple[str | No
         exclude += [Path(f) for f in bad]
         random_sets = _random_sets(random, layout, options.n_random, set_size, options.seed, input_shape,
                                    preprocess, exclude)
+    _warn_of_mixed_volume_scales([(f"class {c.name!r}", c.images) for c in class_sets]
+                                 + [(f"concept {c.name!r}", c.images) for c in folder_concepts]
+                                 + [("the random images", s) for s in random_sets[:1]], input_shape)
     analysis = Analysis(engine, options, cache=cache)
     inputs = {"classes": class_sets, "folder_concepts": folder_concepts, "measure_concepts": measures,
               "random_sets": random_sets, "layout": layout, "preprocess": preprocess, "recursive": recursive,
               "skipped_images": [{"path": path, "reason": reason} for path, reason in sorted(skipped.items())]}
     return analysis, inputs
+
+
+def _warn_of_mixed_volume_scales(sets: Sequence[tuple[str, Any]], input_shape: tuple) -> None:
+    """Warn when the default preprocessing would show the volumes of different sets to the model at
+    different physical scales or orientations (within one set it is an error already)."""
+    if len(input_shape) != 4:
+        return
+    seen = []
+    for label, source in sets:
+        files = getattr(source, "files", None)
+        if not files or getattr(source, "preprocess", None) is not None or not is_volume_path(files[0]):
+            continue
+        try:
+            geometry = header_geometry(Path(files[0]))
+        except Exception:   # noqa: BLE001 - an unreadable file is named when its set is read
+            continue
+        seen.append((label, files[0], model_spacing(geometry, input_shape), geometry.direction))
+    if len(seen) < 2:
+        return
+    _, _, spacing, direction = seen[0]
+    if all(np.allclose(s, spacing, rtol=0.01) and np.allclose(d, direction, atol=1e-3) for _, _, s, d in seen[1:]):
+        return
+    listing = "; ".join(f"{label} (e.g. {str(path)!r}): spacing {tuple(round(v, 3) for v in s)} mm, direction "
+                        f"{tuple(round(v, 3) for v in d)}" for label, path, s, d in seen)
+    warnings.warn(
+        "The model sees the volumes of these sets at different physical scales or orientations after the "
+        f"default resampling to its input {input_shape}: {listing}. A concept vector then also separates the "
+        "scales, which can look like a concept. Resample the volumes to one spacing and orientation first, or "
+        "pass a preprocess= that resamples to a fixed spacing.", UserWarning, stacklevel=3)
 
 
 def _screen_inputs(folder_concepts: Sequence[FolderConcept], class_sets: Sequence[ClassExamples], random: Any,

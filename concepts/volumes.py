@@ -50,7 +50,7 @@ from .volume_input import (CT_WINDOW, DEFAULT_VOLUME_PREPROCESS_ID, MRI_PERCENTI
                            resample_to_shape, resolve_modality, volume_preprocess)
 
 __all__ = ["CT_WINDOW", "DEFAULT_VOLUME_PREPROCESS_ID", "MRI_PERCENTILES", "Geometry", "Volume", "VolumeGeometryError",
-           "check_mask_geometry", "check_same_geometry", "geometry_records", "is_dicom_series", "is_volume_file",
+           "check_mask_geometry", "check_same_geometry", "geometry_records", "header_geometry", "is_dicom_series", "is_volume_file",
            "is_volume_path", "model_spacing", "nifti_problem", "read_volume", "resolve_modality",
            "resample_to_shape", "series_sha256", "volume_preprocess", "volume_stem", "write_dicom_series",
            "write_volume"]
@@ -930,8 +930,15 @@ def model_spacing(geometry: Geometry, input_shape: tuple) -> tuple[float, ...]:
 # Manifests
 # --------------------------------------------------------------------------------------------------
 
-def _header_geometry(path: Path) -> Geometry:
-    """The geometry of a NIfTI file from its header only (no voxels read)."""
+def header_geometry(path: str | Path) -> Geometry:
+    """The geometry of a NIfTI file from its header only (no voxels read); a DICOM series is read.
+
+    Examples
+    --------
+    >>> header_geometry("data3d/classes/layered/l000.nii.gz").spacing
+    (1.0, 1.0, 2.0)
+    """
+    path = Path(path)
     import SimpleITK as sitk
 
     reader = sitk.ImageFileReader()
@@ -970,7 +977,7 @@ def geometry_records(data_dir: str | Path, relative_paths: Sequence[str]) -> dic
     records: dict[str, dict] = {}
     for rel, path in sorted(targets.items()):
         try:
-            geometry = _header_geometry(path) if path.is_file() else read_volume(path).geometry
+            geometry = header_geometry(path) if path.is_file() else read_volume(path).geometry
             records[rel] = geometry.to_dict()
         except ImageReadError as exc:
             records[rel] = {"error": str(exc)}

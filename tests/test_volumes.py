@@ -8,6 +8,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import functools  # noqa: E402
 import gzip  # noqa: E402
+import warnings  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -307,3 +308,20 @@ def test_manifest_records_the_geometry_of_nifti_files_and_dicom_series(tmp_path)
     assert check_manifest(tmp_path / "m.json", data).ok
     # 2D-only folders get no "volumes" entry (their manifests are unchanged).
     assert "volumes" not in read_manifest(write_manifest(data / "classes" / "b", tmp_path / "b.json"))
+
+
+def test_sets_seen_at_different_physical_scales_are_warned_of(tmp_path):
+    # Class volumes at 2 mm slices, concept volumes at 8 mm: resampled to one input size, the model sees
+    # them at different scales, and a concept vector would separate the scales too.
+    from synthetic3d import build_model, make_data
+
+    data = make_data(tmp_path / "data", n_concept=10, n_pool=40)
+    for f in sorted((data / "concepts" / "z_layers").iterdir()):
+        volume = read_volume(f)
+        write_volume(np.asarray(volume), f, spacing=(1.0, 1.0, 8.0))
+    kwargs = dict(n_random=3, n_directions=50, progress=False, cache_dir=False, robustness=False)
+    with pytest.warns(UserWarning, match=r"different physical scales.*concept 'z_layers'.*spacing \(1\.0, 1\.0, 8\.0\)"):
+        concepts.score(build_model(), "conv1", data / "concepts" / "z_layers", **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)      # one scale everywhere: no warning
+        concepts.score(build_model(), "conv1", data / "concepts" / "x_layers", **kwargs)
