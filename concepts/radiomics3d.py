@@ -238,7 +238,9 @@ def _prepare(image_path: Path, mask_path: Path | None, params: Mapping
         except ImageReadError as exc:
             return None, None, None, f"cannot read the mask: {exc}"
         check_mask_geometry(image, mask)
-        region = np.asarray(mask) != 0
+        region = _m._region(mask, _m._label(params), volume=True)
+        if isinstance(region, str):
+            return None, None, None, region
     count = int(region.sum())
     if count == 0:
         return None, None, None, f"the mask is empty (no nonzero voxel in {str(mask_path)})"

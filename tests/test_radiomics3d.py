@@ -144,3 +144,28 @@ def test_default_3d_params_match_their_yaml_file():
     assert yaml.safe_load(DEFAULT_PARAMS_3D_FILE.read_text(encoding="ascii")) == DEFAULT_PARAMS_3D
     names = list_volume_features()
     assert "original_shape_VoxelVolume" in names and not any("shape2D" in n for n in names)
+
+
+def test_a_label_other_than_1_measures_that_label_of_a_multi_label_mask(tmp_path):
+    import copy
+
+    rng = np.random.default_rng(0)
+    write_volume(rng.integers(0, 500, (16, 16, 16)).astype(np.int16), tmp_path / "img" / "v.nii.gz")
+    mask = np.zeros((16, 16, 16), np.uint8)
+    mask[2:6, 2:6, 2:6] = 1         # 64 voxels
+    mask[8:14, 8:14, 8:14] = 2      # 216 voxels
+    write_volume(mask, tmp_path / "masks" / "v.nii.gz")
+    volumes = {}
+    for label in (1, 2, 3):
+        params = copy.deepcopy(DEFAULT_PARAMS_3D)
+        params["setting"]["label"] = label
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            table = concepts.measure_table(tmp_path / "img", masks=tmp_path / "masks", params=params,
+                                           features=["shape_VoxelVolume"], n_jobs=1, progress=False,
+                                           cache_dir=False)
+        volumes[label] = table
+    assert float(volumes[1].iloc[0, 0]) == 280.0       # label 1, the default: every nonzero voxel
+    assert float(volumes[2].iloc[0, 0]) == 216.0
+    (failure,) = volumes[3].attrs["failures"]
+    assert "no region of label 3" in failure["reason"] and "its labels: 1, 2" in failure["reason"]

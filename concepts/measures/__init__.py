@@ -39,7 +39,7 @@ from __future__ import annotations
 from .api import Evaluator, Measure, measure, measure_table, radiomics  # noqa: F401
 from .channels import (HEMATOXYLIN_RANGE, Channel, _channel_key, _channel_label,  # noqa: F401
                        _check_channel, _to_gray)
-from .masks import _find_mask, _mask_array, _mask_tails, _prepare  # noqa: F401
+from .masks import _find_mask, _mask_array, _mask_tails, _prepare, _region  # noqa: F401
 from .parallel import (_dask_outcomes, _executor, _future_outcome, _init_worker,  # noqa: F401
                        _measure_images, _resolve_jobs)
 from .params import (DEFAULT_PARAMS, DEFAULT_PARAMS_FILE, PathLike, _canonical, _features_for,  # noqa: F401

@@ -28,6 +28,30 @@ def _mask_array(mask: np.ndarray) -> np.ndarray:
     return mask != 0
 
 
+def _region(mask: np.ndarray, label: int, *, volume: bool = False) -> np.ndarray | str:
+    """A mask's region: its nonzero pixels or voxels (``label`` 1, the default), or, for another ``label``
+    in the settings, those equal to it (a multi-label mask); a reason when there is none.
+
+    Examples
+    --------
+    >>> mask = np.array([[0, 1], [2, 2]], np.uint8)
+    >>> _region(mask, 1).sum(), _region(mask, 2).sum(), _region(mask, 3)
+    (3, 2, 'the mask has no region of label 3 (settings: label=3; its labels: 1, 2)')
+    """
+    if label == 1:
+        return np.asarray(mask) != 0 if volume else _mask_array(mask)
+    mask = np.asarray(mask)
+    if not volume and mask.ndim == 3:
+        return (f"settings label={label} selects one value of a one-channel mask; this mask has "
+                f"{mask.shape[-1]} channels (save it as a grey-level label image)")
+    region = mask == label
+    if not region.any():
+        labels = np.unique(mask[mask != 0])
+        shown = ", ".join(f"{v:g}" for v in labels[:10]) + (", ..." if len(labels) > 10 else "")
+        return f"the mask has no region of label {label} (settings: label={label}; its labels: {shown or 'none'})"
+    return region
+
+
 @functools.lru_cache(maxsize=256)
 def _mask_files_by_stem_cached(folder: str, mtime_ns: int) -> dict[str, list[Path]]:
     files: dict[str, list[Path]] = {}
@@ -105,9 +129,11 @@ def _prepare(image_path: Path, mask_path: Path | None, channel: Channel,
         region = np.ones(image.shape, dtype=bool)
     else:
         try:
-            region = _mask_array(read_image(mask_path))
+            region = _region(read_image(mask_path), _label(params))
         except ImageReadError as exc:
             return None, None, f"cannot read the mask: {exc}"
+        if isinstance(region, str):
+            return None, None, region
         if region.shape != image.shape:
             return None, None, f"mask {str(mask_path)} has shape {region.shape}, the image {image.shape}"
     count = int(region.sum())
