@@ -4,8 +4,8 @@ Every entry is keyed by the hash of everything that determines it (:meth:`Store.
 the store's format version and the package version, so an upgrade never reuses old results)
 and is written once, as one directory::
 
-    <root>/<key[:2]>/<key>/entry.json     the record: format, key, kind, and per file its size,
-                                          CRC-32 and SHA-256
+    <root>/<key[:2]>/<key>/entry.json     the record: format, key, kind, and per file its size
+                                          and CRC-32
     <root>/<key[:2]>/<key>/array.npy      an array entry, or
     <root>/<key[:2]>/<key>/record.json    a record entry: JSON data ...
     <root>/<key[:2]>/<key>/arrays.npz     ... with its arrays
@@ -18,8 +18,8 @@ other writer discards its copy. Nothing is ever unpickled: arrays are read with
 
 Every read checks every byte, whatever the entry's size: each file's size, and its CRC-32 computed
 on the bytes as they are read (no second pass over memory; about 0.27 ms per MB, see
-:mod:`probes.cache_files`); :meth:`Store.verify` (``concepts cache verify``) checks the SHA-256 as
-well. A damaged or foreign entry, or an entry folder missing one of its files (its ``entry.json``
+:mod:`probes.cache_files`; not again in the same process while the files are unchanged);
+:meth:`Store.verify` (``concepts cache verify``) checks every entry the same way. A damaged or foreign entry, or an entry folder missing one of its files (its ``entry.json``
 included), is reported once with a :class:`~probes.errors.CacheCorruptionWarning` naming it, removed,
 and treated as a miss, so the caller recomputes it; a later write of the key places a fresh entry.
 With a size cap (``max_bytes`` or ``$CONCEPTS_CACHE_MAX``, e.g. ``"2GB"``) the least recently used
@@ -76,11 +76,11 @@ import numpy as np
 
 from probes.byte_sizes import parse_size
 # Re-exported: defined here before the split; callers and tests import them from here.
-from probes.cache_files import (_ARRAY, _ARRAYS, _ENTRY, _KEY_RE, _LEGACY_RE, _RECORD, _SAMPLE,  # noqa: F401
+from probes.cache_files import (_ARRAY, _ARRAYS, _ENTRY, _KEY_RE, _LEGACY_RE, _RECORD,  # noqa: F401
                                 _TMP_PREFIX, _TRASH_PREFIX, FORMAT_VERSION, FULL_CHECK_BYTES,
                                 MMAP_THRESHOLD_BYTES, _check_arrays, _Damaged, _folder_size, _frozen, _fsync_dir,
                                 _HashingWriter, _OtherKind,
-                                _sample_sha256, clear_folder, discard_entry, entry_folders, entry_is_damaged_folder,
+                                clear_folder, discard_entry, entry_folders, entry_is_damaged_folder,
                                 entry_kind, load_entry, make_private_dir, sweep_folder, write_entry)
 from probes.cache_writer import _WRITER, PENDING_BYTES_LIMIT, _BackgroundWriter, flush_writes  # noqa: F401
 from probes.errors import CacheCorruptionWarning

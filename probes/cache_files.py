@@ -7,14 +7,23 @@ checks (:func:`load_entry`), and the folder chores of the store (listing entries
 ones, sweeping temporary folders, clearing, measuring sizes, private folders).
 
 Every read checks every byte of the entry, whatever its size: each file's CRC-32 (recorded at write
-time next to its SHA-256) is computed on the bytes as they are read, 1 MiB at a time while the piece
+time) is computed on the bytes as they are read, 1 MiB at a time while the piece
 is still in the processor's cache (a memory-mapped array: through its mapping, which the caller reads
 next anyway), so the check is no second pass over memory. It costs about 0.27 ms per MB (3.7 GB/s on
 one core of the 2-core test machine: 13 ms for a 48 MB activation entry), against 0.65 ms per MB for
 SHA-256 with the processor's SHA instructions and about four times that without them. CRC-32 catches
-every burst of up to 32 changed bits and any other accidental change but one in 2**32;
-:func:`load_entry` with ``full=True`` (``concepts cache verify``) checks the SHA-256 as well. Entries
-written before CRC-32 was recorded are checked by their SHA-256.
+every burst of up to 32 changed bits and any other accidental change but one in 2**32. Entries written
+before CRC-32 was recorded are checked by their SHA-256 (with ``full=True``, ``concepts cache verify``,
+also entries that record both).
+
+An array entry this process has checked whole is not checked again while its files keep the identity
+they had then (device, inode, size, modification and change times of ``entry.json`` and ``array.npy``;
+:func:`entry_identity`): later ``concepts.score`` calls of the process read the random pool's
+activations (hundreds of megabytes) without another checksum pass. Any write to a file changes its
+times; trust is taken only from a check of files last changed more than
+:data:`probes.identity.RACY_SECONDS` before it, so that a rewrite in place within one timestamp tick
+cannot hide (git's "racy clean" rule); entries just written are checked when first read. ``full=True``
+always checks.
 """
 from __future__ import annotations
 
@@ -26,14 +35,16 @@ import os
 import re
 import shutil
 import time
+import threading
 import uuid
 import zlib
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
-from probes.identity import package_version
+from probes.identity import RACY_SECONDS, package_version
 
 #: Version of the on-disk layout; it enters every key, so entries of another layout are never read.
 FORMAT_VERSION = 2
@@ -45,7 +56,6 @@ MMAP_THRESHOLD_BYTES = 16 * 2 ** 20
 #: check of larger files let damage in their middle through); kept for callers that import it.
 FULL_CHECK_BYTES = 4 * 2 ** 20
 
-_SAMPLE = 64 * 2 ** 10
 #: Bytes read and checksummed at a time: small enough to stay in the processor's cache between the
 #: copy and the checksum.
 _CHUNK = 2 ** 20
@@ -109,18 +119,17 @@ def _fsync_dir(directory: Path) -> None:
 
 
 class _HashingWriter:
-    """File wrapper that hashes (SHA-256 and CRC-32) and counts the bytes written through it (no second
-    copy in memory)."""
+    """File wrapper that checksums (CRC-32) and counts the bytes written through it (no second copy in
+    memory). No SHA-256: a read checks the CRC-32, and the background writer shares the cores with the
+    analysis (SHA-256 of a first call's 530 MB of activations was a third of a second of one core)."""
 
     def __init__(self, handle: Any) -> None:
         self._handle = handle
-        self.digest = hashlib.sha256()
         self.crc32 = 0
         self.size = 0
 
     def write(self, data: bytes | memoryview) -> int:
         view = memoryview(data).cast("B")
-        self.digest.update(view)
         self.crc32 = zlib.crc32(view, self.crc32)
         self.size += view.nbytes
         self._handle.write(view)
@@ -130,17 +139,67 @@ class _HashingWriter:
         self._handle.flush()
 
 
-def _sample_sha256(path: Path, size: int) -> str:
-    """Hash of the size, the first and the last 64 KiB: the read check of large files before every
-    read checked every byte; still recorded, so that code of the same version from before that reads
-    entries written now."""
-    digest = hashlib.sha256(str(size).encode())
-    with open(path, "rb") as handle:
-        digest.update(handle.read(_SAMPLE))
-        if size > 2 * _SAMPLE:
-            handle.seek(size - _SAMPLE)
-        digest.update(handle.read(_SAMPLE))
-    return digest.hexdigest()
+def entry_identity(entry: str | os.PathLike) -> tuple | None:
+    """Identity of an array entry's files now (None: one is missing): device, inode, size, modification
+    and change times of ``entry.json`` and ``array.npy``.
+
+    Examples
+    --------
+    >>> entry_identity("no/such/entry") is None
+    True
+    """
+    folder = os.fspath(entry)
+    try:
+        stats = [os.stat(os.path.join(folder, name)) for name in (_ENTRY, _ARRAY)]
+    except OSError:
+        return None
+    return tuple((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) for st in stats)
+
+
+class _CheckedEntries:
+    """Array entries this process checked whole, with their files' identity then (bounded)."""
+
+    def __init__(self, max_entries: int = 65536) -> None:
+        self.max_entries = max_entries
+        self._items: OrderedDict[str, tuple] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def remember(self, entry: Path, identity: tuple | None) -> None:
+        if identity is None:
+            return
+        with self._lock:
+            self._items[os.fspath(entry)] = identity
+            self._items.move_to_end(os.fspath(entry))
+            while len(self._items) > self.max_entries:
+                self._items.popitem(last=False)
+
+    def holds(self, entry: Path, identity: tuple | None) -> bool:
+        with self._lock:
+            return identity is not None and self._items.get(os.fspath(entry)) == identity
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+_CHECKED = _CheckedEntries()
+
+
+def _settled(identity: tuple, checked_at: float) -> bool:
+    """Whether files last changed at least :data:`probes.identity.RACY_SECONDS` before ``checked_at``: a
+    later rewrite in place then has later times, even with coarse timestamps (git's "racy clean" rule)."""
+    changed = max(max(st[3], st[4]) for st in identity) / 1e9
+    return checked_at - changed > RACY_SECONDS
+
+
+class _Unchecked:
+    """The checksums of a file already checked whole by this process and unchanged since: none."""
+
+    def update(self, data: Any) -> None:
+        pass
+
+    def check(self) -> None:
+        pass
 
 
 class _Damaged(Exception):
@@ -344,8 +403,15 @@ def load_entry(key: str, entry: Path, kind: str | None, *, full: bool) -> tuple[
     try:
         if record["kind"] == "array":
             size = sizes[_ARRAY]
-            array = _read_array(entry / _ARRAY, size, checks[_ARRAY], mmap=size >= MMAP_THRESHOLD_BYTES)
-            checks[_ARRAY].check()
+            started = time.time()
+            identity = entry_identity(entry) if not full else None
+            known = _CHECKED.holds(entry, identity)
+            check = _Unchecked() if known else checks[_ARRAY]
+            array = _read_array(entry / _ARRAY, size, check, mmap=size >= MMAP_THRESHOLD_BYTES)
+            check.check()
+            if not known and identity is not None and entry_identity(entry) == identity \
+                    and _settled(identity, started):
+                _CHECKED.remember(entry, identity)     # unchanged while it was read and checked
             if list(array.shape) != record["shape"] or array.dtype.str != record["dtype"]:
                 raise _Damaged(f"array {array.dtype}{array.shape} does not match its record "
                                f"{record['dtype']}{tuple(record['shape'])}")
@@ -448,8 +514,7 @@ def write_entry(entry: Path, key: str, kind: str, extra: dict, meta: dict | None
                 write(hashing)
                 handle.flush()
                 _fsync(handle.fileno())
-            files[name] = {"size": hashing.size, "sha256": hashing.digest.hexdigest(), "crc32": hashing.crc32,
-                           "sample_sha256": _sample_sha256(path, hashing.size)}
+            files[name] = {"size": hashing.size, "crc32": hashing.crc32}
         record = {"format": FORMAT_VERSION, "package_version": package_version(), "key": key, "kind": kind,
                   "created": time.time(), "files": files, "meta": meta or {}, **extra}
         with open(tmp / _ENTRY, "w", encoding="utf-8") as handle:

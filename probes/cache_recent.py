@@ -46,12 +46,7 @@ def _recent_size(array: np.ndarray) -> int | None:
 
 def _file_signature(entry: str | os.PathLike) -> tuple | None:
     """Identity of an array entry's files now (None: one is missing): what a kept copy was made from."""
-    folder = os.fspath(entry)
-    try:
-        stats = [os.stat(os.path.join(folder, name)) for name in (_ENTRY, _ARRAY)]
-    except OSError:
-        return None
-    return tuple((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) for st in stats)
+    return cache_files.entry_identity(entry)
 
 
 class _RecentArrays:

@@ -4,9 +4,11 @@ cache commands refuse a file given as the cache folder."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
+import time
 import warnings
 from pathlib import Path
 
@@ -113,21 +115,22 @@ def test_entries_recorded_without_crc32_are_checked_by_their_sha256(tmp_path):
     for key in keys:
         entry = _put(Store(tmp_path), key, array)
         record = json.loads((entry / "entry.json").read_text())
-        del record["files"]["array.npy"]["crc32"]
+        info = record["files"]["array.npy"]
+        del info["crc32"]
+        info["sha256"] = hashlib.sha256((entry / "array.npy").read_bytes()).hexdigest()    # as written then
         (entry / "entry.json").write_text(json.dumps(record))
     np.testing.assert_array_equal(Store(tmp_path).get(keys[0]), array)
     _flip_middle(Store(tmp_path).entry_path(keys[1]) / "array.npy")
     assert len(_get_damaged(Store(tmp_path), keys[1])) == 1
 
 
-def test_new_entries_record_crc32_and_sha256(tmp_path):
-    import hashlib
+def test_new_entries_record_their_crc32(tmp_path):
     import zlib
 
     entry = _put(Store(tmp_path), Store.make_key("sums"), np.arange(10.0))
     info = json.loads((entry / "entry.json").read_text())["files"]["array.npy"]
     data = (entry / "array.npy").read_bytes()
-    assert info["crc32"] == zlib.crc32(data) and info["sha256"] == hashlib.sha256(data).hexdigest()
+    assert info == {"size": len(data), "crc32": zlib.crc32(data)}
 
 
 @pytest.mark.parametrize("damage", ["header-shape", "no-checksum", "no-size", "wrong-files", "truncated"])
@@ -141,7 +144,7 @@ def test_malformed_entries_are_damage_not_errors(tmp_path, damage):
         npy.write_bytes(data)
         record["files"]["array.npy"]["size"] = len(data)
     elif damage == "no-checksum":
-        del record["files"]["array.npy"]["crc32"], record["files"]["array.npy"]["sha256"]
+        del record["files"]["array.npy"]["crc32"]
     elif damage == "no-size":
         del record["files"]["array.npy"]["size"]
     elif damage == "wrong-files":
@@ -302,3 +305,46 @@ def test_score_after_damage_in_large_activations_equals_the_first_table(tmp_path
     assert len(damaged) == len(flipped)
     assert all(any(str(entry) in message for message in damaged) for entry in flipped)
     pd.testing.assert_frame_equal(after, before)
+
+
+def _count_checksummed(monkeypatch) -> list[int]:
+    seen = [0]
+    update = cache_files._Checksums.update
+
+    def counting(self, data):
+        seen[0] += memoryview(data).nbytes
+        update(self, data)
+
+    monkeypatch.setattr(cache_files._Checksums, "update", counting)
+    return seen
+
+
+def test_an_entry_checked_whole_is_not_checked_again_until_its_files_change(tmp_path, monkeypatch):
+    # Files older than RACY_SECONDS when checked (here: any age) are trusted while unchanged.
+    monkeypatch.setattr(cache_files, "RACY_SECONDS", -1.0)
+    monkeypatch.setattr(cache_files, "_CHECKED", cache_files._CheckedEntries())
+    store = Store(tmp_path / "c")
+    key = Store.make_key("trusted")
+    entry = _put(store, key, np.arange(2 ** 21, dtype=np.float32))     # 8 MiB: above the in-process copies
+    seen = _count_checksummed(monkeypatch)
+    fresh = Store(tmp_path / "c")       # no in-process copy: every get reads the files
+    np.testing.assert_array_equal(fresh.get(key), np.arange(2 ** 21, dtype=np.float32))
+    assert seen[0] >= 8 * 2 ** 20
+    seen[0] = 0
+    np.testing.assert_array_equal(Store(tmp_path / "c").get(key), np.arange(2 ** 21, dtype=np.float32))
+    assert seen[0] == 0
+    time.sleep(0.1)      # past the timestamp tick of the write (RACY_SECONDS, patched away here, ensures it)
+    _flip_middle(entry / "array.npy")     # a write: new times, so checked again, and the damage found
+    assert _get_damaged(Store(tmp_path / "c"), key)
+
+
+def test_files_changed_within_racy_seconds_of_the_check_are_checked_on_every_read(tmp_path, monkeypatch):
+    # Just written: a rewrite in place inside one timestamp tick would keep the same identity.
+    monkeypatch.setattr(cache_files, "_CHECKED", cache_files._CheckedEntries())
+    store = Store(tmp_path / "c")
+    key = Store.make_key("racy")
+    _put(store, key, np.arange(2 ** 21, dtype=np.float32))
+    seen = _count_checksummed(monkeypatch)
+    for _ in range(2):
+        seen[0] = 0
+        assert Store(tmp_path / "c").get(key) is not None and seen[0] >= 8 * 2 ** 20
