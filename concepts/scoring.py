@@ -60,6 +60,10 @@ def _as_concept_list(concept: ConceptLike) -> list[tuple[str | None, Any]]:
     return [(None, concept)]
 
 
+def _is_integer_default(preprocess: Callable | None) -> bool:
+    return isinstance(preprocess, functools.partial) and preprocess.func is integer_input_preprocess
+
+
 def _fits_flexible(bound: tuple | None, model_shape: tuple) -> bool:
     """A set bound to a fixed size that a model with flexible sizes takes as it is (same rank, channels)."""
     return (bound is not None and len(bound) == len(model_shape) and None not in bound
@@ -70,9 +74,12 @@ def _bind(images: Any, input_shape: tuple, preprocess: Callable | None, name: st
           recursive: bool = False) -> ArraySource:
     """Turn a folder, an ImageSet, a list of files or an array into a source bound to the model."""
     if isinstance(images, ImageSet):
-        if _fits_flexible(images.input_shape, input_shape):
-            return images      # the user's fixed size, for a model that takes any size
-        return images.bind(input_shape, batch_axis=False)
+        bound = images if _fits_flexible(images.input_shape, input_shape) else \
+            images.bind(input_shape, batch_axis=False)    # (kept: the user's fixed size, for a flexible model)
+        if bound.preprocess is None and _is_integer_default(preprocess):
+            bound = bound._copy()
+            bound.preprocess = preprocess    # the default would reach an integer input as zeros
+        return bound
     if isinstance(images, np.ndarray):
         return InMemoryImages(images, name=name)
     if isinstance(images, (str, os.PathLike)):

@@ -108,3 +108,14 @@ def test_a_flexible_model_with_images_of_several_sizes_names_them_and_takes_sets
     table = concepts.score(model, "conv1", ImageSet.from_folder(concept).bind((16, 16, 1)), data=data,
                            random=bound, **kwargs).to_frame()
     assert len(table) == 2 and table["ubs"].notna().all()
+
+
+def test_image_sets_given_to_a_uint8_model_get_its_preprocessing_too(tmp_path):
+    data = make_data(tmp_path / "data", n_class=8, n_concept=10, n_pool=40)
+    deployed, _ = _twins()
+    kwargs = dict(n_random=3, n_directions=50, progress=False, cache_dir=False, robustness=False, data=data)
+    folder = data / "concepts" / "horizontal"
+    from_set = concepts.score(deployed, "conv1", ImageSet.from_folder(folder), **kwargs).to_frame()
+    from_folder = concepts.score(deployed, "conv1", folder, **kwargs).to_frame()
+    numeric = from_folder.select_dtypes("number").columns
+    np.testing.assert_allclose(from_set[numeric].to_numpy(float), from_folder[numeric].to_numpy(float))
