@@ -53,7 +53,8 @@ def _sentence(row: pd.Series) -> str:
     q = _num(row, "q_value")
     if math.isfinite(q):
         numbers.append("q < 0.001" if q < 0.001 else f"q = {q:.3f}")
-    text = (f"Class '{row['class']}', layer '{row['layer']}': {subject} {verb} the class score"
+    model = f"Model '{row['model']}', c" if "model" in row.index and isinstance(row.get("model"), str) else "C"
+    text = (f"{model}lass '{row['class']}', layer '{row['layer']}': {subject} {verb} the class score"
             + (f" ({', '.join(numbers)})" if numbers else "") + ".")
     # a significant score on a vector that barely beats chance is a warning, not a finding
     quality = _num(row, "vector_quality")

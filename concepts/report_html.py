@@ -361,12 +361,20 @@ def render_html(table: pd.DataFrame, *, title: str, figures: Mapping[str, Figure
         parts += ['<section id="notes"><h2>Notes</h2>',
                   "<ul>" + "".join(f"<li>{_esc(n)}</li>" for n in notes) + "</ul>", "</section>"]
     n_classes = len(ordered_unique(table["class"])) if "class" in table else 0
-    n_layers = len(ordered_unique(table["layer"])) if "layer" in table else 0
     n_concepts = len(ordered_unique(table["concept"])) if "concept" in table else 0
+    if "model" in table and "layer" in table:
+        # A comparison: each model has its own layers.
+        per_model = [f"{len(ordered_unique(rows['layer']))} in {model!r}"
+                     for model, rows in table.groupby("model", sort=False)]
+        layers_text = f"layers ({', '.join(per_model)})"
+        order = "ordered by class, layer (each model's in its order)"
+    else:
+        layers_text = f"{len(ordered_unique(table['layer'])) if 'layer' in table else 0} layer(s)"
+        order = "ordered by class, layer (model order)"
     parts += [
         '<section id="table"><h2>Results table</h2>',
-        '<p class="muted">' + _esc(f"{len(table)} rows: {n_classes} class(es) \u00d7 {n_layers} layer(s) "
-                                   f"\u00d7 {n_concepts} concept(s), ordered by class, layer (model order) "
+        '<p class="muted">' + _esc(f"{len(table)} rows: {n_classes} class(es) \u00d7 {layers_text} "
+                                   f"\u00d7 {n_concepts} concept(s), {order} "
                                    f"and |UBS|. Highlighted rows are significant (q < {significance:g}). Click a "
                                    "column header to sort by it.") + "</p>",
         _table_html(table, significance),
@@ -457,19 +465,31 @@ class HtmlPage:
     def save(self, out_dir: str | os.PathLike) -> dict[str, Path]:
         """Write the page (``<name>.html``), its tables as CSV, its records as JSON and every figure as PNG.
 
+        Saving again into the same folder replaces them; figure files of an earlier save beyond this
+        page's figures (``figure_NN.png``) are removed, so no stale figure sits beside the new page.
+        Everything is rendered before the first file is written: a failure leaves the folder as it was.
+
         Returns ``{what: path}``: the tables' names, ``"html"``, the records' names, then each figure's caption.
         """
         import json
+        import re
 
         out = Path(out_dir)
+        if out.exists() and not out.is_dir():
+            raise NotADirectoryError(f"Cannot save into {str(out)!r}: it is a file. Give a folder (new or existing).")
+        # Rendered to PNG once: the same bytes go into the HTML and into the figure files.
+        figures = {caption: figure_to_png_bytes(fig) for caption, fig in self.figures().items()}
+        page = self.to_html(figures=figures)
         out.mkdir(parents=True, exist_ok=True)
+        for old in out.glob("figure_*.png"):
+            number = re.fullmatch(r"figure_(\d{2,})\.png", old.name)
+            if number and int(number.group(1)) > len(figures):
+                old.unlink()
         written: dict[str, Path] = {}
         for key, (filename, frame) in self._csv_files().items():
             written[key] = out / filename
             frame.to_csv(written[key], index=False)
-        # Rendered to PNG once: the same bytes go into the HTML and into the figure files.
-        figures = {caption: figure_to_png_bytes(fig) for caption, fig in self.figures().items()}
-        written["html"] = write_html(out / f"{self._page_name}.html", self.to_html(figures=figures))
+        written["html"] = write_html(out / f"{self._page_name}.html", page)
         for key, (filename, record) in self._json_files().items():
             written[key] = out / filename
             written[key].write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")

@@ -8,6 +8,7 @@ Python API and the command line, and their layers are aligned by relative depth.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -123,6 +124,14 @@ def test_two_differently_trained_models_end_to_end(data, two_models, tmp_path):
     assert "baseline" in page and "candidate" in page and "Consistency across layers" in page
     assert "http://" not in page and "https://" not in page
     assert len(list((tmp_path / "cmp").glob("figure_*.png"))) == 4  # heatmaps + profiles, per class
+    # Each finding names its model; the caption counts each model's own layers.
+    import html
+
+    text = html.unescape(page)
+    findings = [f for f in re.findall(r"<li>((?:Model|Class) [^<]*)</li>", text) if ", layer '" in f]
+    assert findings and all(f.startswith(("Model 'baseline'", "Model 'candidate'")) for f in findings), [
+        f for f in findings if not f.startswith("Model")]
+    assert "20 rows: 2 class(es) × layers (2 in 'baseline', 3 in 'candidate') × 2 concept(s)" in text
 
 
 def test_relative_depth_counts_layers_of_nested_models():

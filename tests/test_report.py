@@ -214,6 +214,15 @@ def test_save_writes_html_csv_provenance_and_figures(rep, tmp_path):
     assert set(written.values()) >= {out / "report.html", out / "report.csv", *pngs}
     csv = pd.read_csv(out / "report.csv")
     assert list(csv.columns) == COLUMNS and len(csv) == len(rep.to_frame())
+    # Saved again over an earlier page with more figures: none of those is left beside the new one;
+    # a user's own files stay.
+    (out / f"figure_{len(pngs) + 3:02d}.png").write_bytes(b"stale")
+    (out / "notes.txt").write_text("mine")
+    rep.save(out)
+    assert sorted(out.glob("figure_*.png")) == pngs and (out / "notes.txt").read_text() == "mine"
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        rep.save(tmp_path / "afile")
 
 
 # --------------------------------------------------------------------------- sanity checks
