@@ -173,6 +173,94 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _blocking_file(path: Path) -> Path | None:
+    """The first existing ancestor of ``path`` (``path`` excluded) when it is not a folder, else None."""
+    for parent in path.absolute().parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
+def _check_out_dir(out: str) -> str | None:
+    """Why ``--out`` cannot be the output folder (checked before any compute), or None."""
+    path = Path(out).expanduser()
+    if path.exists() and not path.is_dir():
+        return (f"--out {out!r} is a file, not a folder; the output is a folder of files. Give a new or existing "
+                "folder, e.g. --out results/ (nothing was computed).")
+    blocker = _blocking_file(path)
+    if blocker is not None:
+        return (f"--out {out!r} lies below {str(blocker)!r}, which is a file, not a folder; give an output folder "
+                "whose parents are folders (nothing was computed).")
+    return None
+
+
+def _check_out_file(out: str) -> str | None:
+    """Why ``--out`` cannot be the output file (checked before any compute), or None."""
+    path = Path(out).expanduser()
+    if path.is_dir():
+        return (f"--out {out!r} is a folder; give a file path for the table, e.g. --out {str(path / 'measures.csv')!r} "
+                "(nothing was computed).")
+    blocker = _blocking_file(path)
+    if blocker is not None:
+        return (f"--out {out!r} lies below {str(blocker)!r}, which is a file, not a folder; give a CSV path whose "
+                "parents are folders (nothing was computed).")
+    return None
+
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _check_model_file(path: str) -> str | None:
+    """Why ``path`` is not a loadable saved Keras model, judged from the file itself, or None."""
+    p = Path(path)
+    if not p.exists():
+        return f"model file {path!r} does not exist; give a saved Keras model (.keras or .h5)."
+    if p.is_dir():
+        return (f"model path {path!r} is a folder, not a Keras model file; give the file written by "
+                "model.save('model.keras') (a TensorFlow SavedModel folder cannot be loaded: re-save it as .keras).")
+    suffix = p.suffix.lower()
+    if suffix == ".keras":
+        import zipfile
+
+        ok = zipfile.is_zipfile(p)
+    elif suffix in (".h5", ".hdf5"):
+        try:
+            with open(p, "rb") as handle:
+                head = handle.read(8)
+                ok = head == _HDF5_SIGNATURE
+                offset = 512  # an HDF5 file may start with a user block of 512, 1024, 2048, ... bytes
+                while not ok and offset < p.stat().st_size:
+                    handle.seek(offset)
+                    ok = handle.read(8) == _HDF5_SIGNATURE
+                    offset *= 2
+        except OSError as exc:
+            return f"cannot read model file {path!r} ({exc})."
+    else:
+        return None  # left to Keras, which names the formats it reads
+    if not ok:
+        return (f"{path!r} exists but is not a Keras model file (.keras is a zip archive; .h5 an HDF5 file); "
+                "give a model saved with model.save('model.keras'), or check that the file was copied completely.")
+    return None
+
+
+def _class_args(data: Path, text: str | None) -> list[str | int] | None:
+    """``--classes`` items; an all-digit item that is not a class name of ``data`` is an output index."""
+    items = _split(text)
+    if items is None:
+        return None
+    names: set[str] = set()
+    for candidate in (data / "classes.txt", data / "classes" / "classes.txt"):
+        if candidate.is_file():
+            try:
+                names |= {line.strip() for line in candidate.read_text(encoding="utf-8").splitlines() if line.strip()}
+            except (OSError, UnicodeDecodeError):
+                pass
+            break
+    if (data / "classes").is_dir():
+        names |= {child.name for child in (data / "classes").iterdir() if child.is_dir()}
+    return [int(item) if item.isdigit() and item not in names else item for item in items]
+
+
 def _client(address: str | None):
     """A ``dask.distributed.Client`` for ``--scheduler ADDRESS`` (None without one)."""
     if not address:
@@ -193,12 +281,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
     data = Path(args.data)
     if not data.is_dir():
         return _fail(f"data folder {str(data)!r} does not exist; give the folder that holds classes/ and concepts/.")
-    if not Path(args.model).exists():
-        return _fail(f"model file {args.model!r} does not exist; give a saved Keras model (.keras).")
+    problem = _check_model_file(args.model)
+    if problem:
+        return _fail(problem)
     layers = _split(args.layers)
     if not layers:
         return _fail(f"--layers {args.layers!r} names no layer; give comma-separated layer names, e.g. "
                      "--layers conv1,conv2.")
+    problem = _check_out_dir(args.out)
+    if problem:
+        return _fail(problem)
     import keras
 
     from .reporting import report
@@ -221,7 +313,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     concepts_arg = None
     if args.concepts:
         concepts_arg = [data / "concepts" / c for c in _split(args.concepts)]
-    rep = report(model, layers, concepts=concepts_arg, classes=_split(args.classes), data=data,
+    rep = report(model, layers, concepts=concepts_arg, classes=_class_args(data, args.classes), data=data,
                  measures=measures, sanity=args.sanity, client=client, config=config,
                  title=f"Concept report: {Path(args.model).name} on {data.name}")
     if client is not None:
@@ -242,8 +334,9 @@ def _load_model(path: str):
     """A Keras model from ``path``, or an error string naming the file and how to fix it."""
     import keras
 
-    if not Path(path).exists():
-        return f"model file {path!r} does not exist; give a saved Keras model (.keras)."
+    problem = _check_model_file(path)
+    if problem:
+        return problem
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as exc:  # not a Keras file, a damaged archive, an unknown custom layer, ...
@@ -287,6 +380,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             return _fail(f"no layers for model {name!r}: give --layers conv1,conv2 (every model) or "
                          f"--layers {name}=conv1,conv2.")
         layers[name] = _split(spec)
+    problem = _check_out_dir(args.out)
+    if problem:
+        return _fail(problem)
+    for path in files.values():  # every path is checked before the first model is loaded
+        problem = _check_model_file(path)
+        if problem:
+            return _fail(problem)
     models = {}
     for name, path in files.items():
         model = _load_model(path)
@@ -296,7 +396,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from .comparison import compare
 
     concepts_arg = [data / "concepts" / c for c in _split(args.concepts)] if args.concepts else None
-    comparison = compare(models, layers, concepts_arg, _split(args.classes), data=data, config=config,
+    comparison = compare(models, layers, concepts_arg, _class_args(data, args.classes), data=data, config=config,
                          title=f"Model comparison: {', '.join(files)} on {data.name}")
     written = comparison.save(args.out)
     print(comparison)
@@ -309,6 +409,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_measures(args: argparse.Namespace) -> int:
     if not Path(args.images).is_dir():
         return _fail(f"image folder {args.images!r} does not exist.")
+    problem = _check_out_file(args.out)
+    if problem:
+        return _fail(problem)
     from .measures import measure_table
 
     client = _client(args.scheduler)
@@ -344,8 +447,9 @@ def _cmd_manifest(args: argparse.Namespace) -> int:
 
 
 def _cmd_layers(args: argparse.Namespace) -> int:
-    if not Path(args.model).exists():
-        return _fail(f"model file {args.model!r} does not exist; give a saved Keras model (.keras or .h5).")
+    problem = _check_model_file(args.model)
+    if problem:
+        return _fail(problem)
     import pandas as pd
 
     from .layer_browser import layers
@@ -399,6 +503,12 @@ def _cmd_cache(args: argparse.Namespace) -> int:
         if radiomics_files:
             print(f"radiomics files of an older version: {len(radiomics_files)} (removed by 'concepts cache clear')")
         print(f"store format {info['format']}, package version {info['package_version']}")
+        return 0
+    if not root.exists() and args.action in ("verify", "clear"):
+        if args.action == "verify":
+            return _fail(f"no cache folder at {root}; nothing to verify. Check the path given with --dir (or "
+                         "$CONCEPTS_CACHE_DIR); 'concepts cache info' shows where the cache lives.")
+        print(f"no cache folder at {root}; nothing to clear.")
         return 0
     if args.action == "verify":
         problems = store.verify()

@@ -89,7 +89,8 @@ def driven_examples(frame: pd.DataFrame, *, class_name: str, concept: str, layer
     class_name, concept, layer : str
         Which row of the global table to unfold.
     n : int
-        How many examples.
+        How many examples: a whole number >= 1 (a Python or numpy integer); anything else raises
+        ``ValueError`` (``n=-1`` would otherwise mean "all but the last", ``n=2.9`` be cut to 2).
     which : {"most", "least"}
         ``"most"``: the largest ``drive`` first; ``"least"``: the smallest first. Equal drives are
         ordered by ``presence``.
@@ -111,6 +112,11 @@ def driven_examples(frame: pd.DataFrame, *, class_name: str, concept: str, layer
     """
     if which not in ("most", "least"):
         raise ValueError(f"which must be 'most' or 'least', not {which!r}.")
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
+        raise ValueError(f"n must be a whole number of examples (e.g. n=5), not {n!r} "
+                         f"({type(n).__name__}); pass n=int(...) to round it yourself.")
+    if n < 1:
+        raise ValueError(f"n must be at least 1 (how many examples to return), not {n}.")
     rows = frame[(frame["class"] == class_name) & (frame["concept"] == concept) & (frame["layer"] == layer)]
     if rows.empty:
         known = sorted(set(zip(frame["class"], frame["layer"], frame["concept"])))

@@ -44,6 +44,25 @@ class ScoreResult:
         # The level that decided the table's ``significant`` column; plots and HTML use the same one.
         self.significance = float(self.provenance.get("significance_level", 0.05))
 
+    # ------------------------------------------------------------------ pickling
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything but the model context (the engine holds locks and the live model): a pickled
+        result keeps its table, runs, scatter, provenance and per-example rows, but concept maps need
+        a rescore (see :meth:`concept_maps`)."""
+        state = self.__dict__.copy()
+        state["_detached"] = state.get("_detached", False) or state.get("_context") is not None
+        state["_context"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def _require_context(self) -> None:
+        if self._context is None and getattr(self, "_detached", False):
+            raise ValueError("This result was unpickled: the model and its inputs are not saved with it, so "
+                             "concept maps need a rescore; run concepts.score(...) or concepts.report(...) again "
+                             "in this session to draw them.")
+
     @renamed(alpha="significance")
     def plot_heatmap(self, layer: str | None = None, value: str = "ubs", *, significance: float | None = None):
         """Class × concept heatmap per layer; non-significant cells hatched (value still shown).
@@ -156,6 +175,7 @@ class ScoreResult:
         """
         from .maps import result_concept_maps
 
+        self._require_context()
         return result_concept_maps(self._outcome, self._context, images, concept=concept, layer=layer, kind=kind,
                                    class_name=class_name, resolution=resolution)
 
@@ -179,6 +199,7 @@ class ScoreResult:
         from .explain_plots import plot_concept_maps
         from .maps import check_image_array
 
+        self._require_context()
         if self._context is not None:
             # Before the first n are taken: one (H, W, C) image would otherwise be cut into rows.
             check_image_array(images, self._context.engine.input_shape)
@@ -195,6 +216,7 @@ class ScoreResult:
     def _images_for_display(self, images: Any, n: int) -> tuple[np.ndarray, list[str]]:
         from .maps import MapContext
 
+        self._require_context()
         if self._context is None:
             if isinstance(images, np.ndarray):
                 return images[:n], [str(i) for i in range(min(n, len(images)))]
