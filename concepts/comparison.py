@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from probes.engine import Engine
+from probes.errors import UnknownLayerError
 
 from .analysis import DEFAULT_CAV, DEFAULT_STATISTIC, Analysis, Outcome
 from .config import Config, uses_config
@@ -470,16 +471,20 @@ def compare(models: Mapping[str, Any], layers: Mapping[str, Sequence[str]] | Seq
     shared: tuple[Analysis, dict[str, Any]] | None = None
     for name, model in models.items():
         name = str(name)
-        if shared is not None and _same_input(shared[0].engine, model):
-            # One shared design: the resolved classes, concepts, measures and random sets of the first
-            # model serve every model with the same input, so nothing is drawn or measured twice.
-            engine = Engine(model, per_model[name], target=config.target, batch_size=config.batch_size,
-                            cache=shared[0].cache, progress=config.progress)
-            analysis, inputs = Analysis(engine, options, cache=shared[0].cache), shared[1]
-        else:
-            # Another input size: the same seeded draw over the same folders, bound to this model.
-            analysis, inputs = prepare(model, per_model[name], concept_list, **kwargs)
-            shared = shared or (analysis, inputs)
+        try:
+            if shared is not None and _same_input(shared[0].engine, model):
+                # One shared design: the resolved classes, concepts, measures and random sets of the first
+                # model serve every model with the same input, so nothing is drawn or measured twice.
+                engine = Engine(model, per_model[name], target=config.target, batch_size=config.batch_size,
+                                cache=shared[0].cache, progress=config.progress)
+                analysis, inputs = Analysis(engine, options, cache=shared[0].cache), shared[1]
+            else:
+                # Another input size: the same seeded draw over the same folders, bound to this model.
+                analysis, inputs = prepare(model, per_model[name], concept_list, **kwargs)
+                shared = shared or (analysis, inputs)
+        except UnknownLayerError as exc:
+            # Saved models are often all called 'functional': say which of the compared ones it is.
+            raise UnknownLayerError(f"In the comparison, model {name!r}: {exc.args[0]}") from None
         outcome = analysis.run(inputs["classes"], inputs["folder_concepts"], inputs["measure_concepts"],
                                inputs["random_sets"])
         results[name] = ScoreResult(outcome, context=map_context(analysis, inputs, preprocess))

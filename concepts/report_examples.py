@@ -10,6 +10,7 @@ the engine cached, so no image goes through the model again.
 from __future__ import annotations
 
 import html
+import os
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,7 @@ def driven_example_figures(result: Any, *, n: int = 4, limit: int = 6) -> dict[s
         for which in ("most", "least"):
             rows = result_rows(frame, cls, concept, layer, n, which)
             idx = rows["index"].to_numpy(dtype=int)
-            labels = [f"{Path(str(f)).name}\nS={s:+.2g}" for f, s in zip(rows["image"], rows["sensitivity"])]
+            labels = [f"{name}\nS={s:+.2g}" for name, s in zip(display_names(rows["image"]), rows["sensitivity"])]
             images, chosen = _images(source, idx), maps[idx]
             if chosen.ndim == 4:  # volumes: the axial slice through each map's largest |value|
                 from .volume_maps import axial_slices
@@ -136,10 +137,29 @@ def driven_examples_html(result: Any, *, n: int = 4, limit: int = 6) -> str:
     for (cls, concept, layer), most, least in pairs:
         parts.append(f"<h3>{html.escape(f'{concept} · {layer} · class {cls}')}</h3>")
         for label, rows in (("most driven", most), ("least driven", least)):
-            shown = rows[columns].assign(image=rows["image"].map(lambda f: Path(str(f)).name))
+            shown = rows[columns].assign(image=display_names(rows["image"]))
             parts.append(f"<p>{html.escape(label)}</p>" + shown.to_html(index=False, escape=True, border=0,
                                                                         float_format=lambda v: f"{v:.3g}"))
     return "\n".join(parts) + "\n"
+
+
+def display_names(files: Any) -> list[str]:
+    """Short names for image files: their file names where those say which file is meant (one folder),
+    else their paths below the folder they share (``patient01/a.png``, ``patient02/a.png``).
+
+    Examples
+    --------
+    >>> display_names(["d/c/p1/a.png", "d/c/p2/a.png"]), display_names(["d/c/a.png", "d/c/b.png"])
+    (['p1/a.png', 'p2/a.png'], ['a.png', 'b.png'])
+    """
+    paths = [Path(str(f)) for f in files]
+    if len({p.parent for p in paths}) <= 1:
+        return [p.name for p in paths]
+    try:
+        common = Path(os.path.commonpath([str(p.parent) for p in paths]))
+        return [str(p.relative_to(common)) for p in paths]
+    except ValueError:      # no common folder (different drives): the full paths
+        return [str(p) for p in paths]
 
 
 def driven_examples_text(result: Any, *, n: int = 3, limit: int = 6) -> list[str]:
@@ -154,6 +174,6 @@ def driven_examples_text(result: Any, *, n: int = 3, limit: int = 6) -> list[str
     lines = []
     for (cls, concept, layer), most, least in _pairs(result, n, limit):
         def names(rows: pd.DataFrame) -> str:
-            return ", ".join(f"{Path(str(f)).name} ({s:+.2g})" for f, s in zip(rows["image"], rows["sensitivity"]))
+            return ", ".join(f"{name} ({s:+.2g})" for name, s in zip(display_names(rows["image"]), rows["sensitivity"]))
         lines.append(f"{concept} in {layer}, class {cls}: most driven {names(most)}; least driven {names(least)}")
     return lines

@@ -146,6 +146,11 @@ def test_bad_compare_arguments_name_the_culprit(data):
         concepts.compare({"a": model}, ["conv1"], _concepts(data), data=data, **FAST)
     with pytest.raises(ValueError, match=r"model\(s\) \['b'\]"):
         concepts.compare({"a": model, "b": model}, {"a": ["conv1"]}, _concepts(data), data=data, **FAST)
+    from probes.errors import UnknownLayerError
+
+    with pytest.raises(UnknownLayerError, match=r"In the comparison, model 'b': Model .* has no layer 'conv9'"):
+        concepts.compare({"a": model, "b": build_model()}, {"a": ["conv1"], "b": ["conv9"]}, _concepts(data),
+                         data=data, **FAST)
 
 
 def test_cli_compare_writes_the_page(data, two_models, tmp_path, monkeypatch, capsys):
