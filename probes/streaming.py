@@ -48,8 +48,14 @@ def row_norms(g: np.ndarray) -> np.ndarray:
     return np.sqrt(np.einsum("ij,ij->i", g, g)).astype(np.float64)
 
 
+#: Relative spread below which a column of sensitivities counts as constant. Float32 gradients summed over
+#: tens of thousands of activations carry rounding noise of order 1e-6 relative (6e-6 seen on a linear
+#: layer followed by pooling and a dense head), which a 1e-6 bound took for spread: Br of 1e5 from noise.
+BR_CONSTANT_SPREAD = 1e-4
+
+
 def mean_over_std(mean: np.ndarray, std: np.ndarray, mean_abs: np.ndarray) -> np.ndarray:
-    """``mean/std`` per column, NaN where the column does not vary (std ≤ 1e-6 · mean |S|).
+    """``mean/std`` per column, NaN where the column does not vary (std ≤ 1e-4 · mean |S|).
 
     Where every example moves identically along a vector (a layer followed only by pooling and a
     linear head) the ratio, hence Br, is undefined rather than huge.
@@ -60,7 +66,7 @@ def mean_over_std(mean: np.ndarray, std: np.ndarray, mean_abs: np.ndarray) -> np
     [0.5, nan]
     """
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(std > 1e-6 * mean_abs, mean / std, np.nan)
+        return np.where(std > BR_CONSTANT_SPREAD * mean_abs, mean / std, np.nan)
 
 
 class ColumnSummary:

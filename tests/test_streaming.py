@@ -200,3 +200,14 @@ def test_streamed_projection_memory_does_not_grow_with_the_examples():
         assert out["conv"]["flat"].summary.n == n
     held = 3000 * 2 * 256 * 4
     assert peaks[1] - peaks[0] < 0.25 * held, peaks
+
+
+def test_float32_rounding_noise_is_no_spread_for_br():
+    # A linear layer followed by pooling and a dense head: every example's sensitivity is the same but
+    # for float32 rounding (6e-6 relative was seen); Br is undefined there, not 1e5.
+    from probes.streaming import BR_CONSTANT_SPREAD, mean_over_std
+
+    mean, mean_abs = np.array([0.019, 0.019]), np.array([0.019, 0.019])
+    ratio = mean_over_std(mean, np.array([6e-6 * 0.019, 1e-2 * 0.019]), mean_abs)
+    assert np.isnan(ratio[0]) and ratio[1] == pytest.approx(100.0)
+    assert BR_CONSTANT_SPREAD <= 1e-3    # real spreads of a tenth of a percent still count
