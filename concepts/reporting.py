@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from probes.distributed import check_client
 from probes.engine import Engine, randomize_weights
 
 from .analysis import DEFAULT_CAV, DEFAULT_STATISTIC, Analysis, MeasureConcept, Outcome
@@ -243,6 +244,7 @@ def report(model: Any, layers: str | Sequence[str], concepts: Any = None, classe
                   cache_dir=config.cache_dir, options=options, output=output, extra_inputs=extra_inputs,
                   on_error=config.on_error, recursive=config.recursive)
     analysis, inputs = prepare(model, layers, concept_list, **kwargs)
+    check_client(client, analysis.engine)
     analysis.client = client
     run_args = (inputs["classes"], inputs["folder_concepts"], inputs["measure_concepts"], inputs["random_sets"])
     outcome = analysis.run(*run_args)

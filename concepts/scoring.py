@@ -21,6 +21,7 @@ from probes.engine import Engine
 from probes.errors import InsufficientDataError
 from probes.sizes import MIN_RANDOM_SETS, min_concept_images, require_size
 from probes.identity import is_identified
+from probes.distributed import check_client
 from probes.sources import ArraySource, InMemoryImages
 
 from .analysis import DEFAULT_CAV, DEFAULT_STATISTIC, Analysis, ClassExamples, FolderConcept, MeasureConcept, Options
@@ -505,6 +506,7 @@ def score(model: Any, layer: str | Sequence[str] | None = None, concept: Concept
                                target=config.target, preprocess=preprocess, batch_size=config.batch_size,
                                cache_dir=config.cache_dir, options=config.to_options(), output=output,
                                extra_inputs=extra_inputs, on_error=config.on_error, recursive=config.recursive)
+    check_client(client, analysis.engine)
     analysis.client = client
     outcome = analysis.run(inputs["classes"], inputs["folder_concepts"], inputs["measure_concepts"],
                            inputs["random_sets"])

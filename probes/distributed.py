@@ -119,6 +119,32 @@ def _wait(futures: Any) -> None:
             raise
 
 
+def check_client(client: Any, engine: Any = None) -> None:
+    """Refuse, before any work, a Dask client that is closed and a model this module cannot ship.
+
+    Examples
+    --------
+    >>> check_client(None)      # no client: nothing to check
+    """
+    if client is None:
+        return
+    status = getattr(client, "status", "running")
+    if status not in ("running", "connecting", "newly-created"):
+        raise RuntimeError(f"The Dask client is {status} (client.status == {status!r}): start a new Client "
+                           "(dask.distributed.Client(...)) or leave client= out to run on this machine.")
+    if engine is not None and getattr(engine, "_extras", None):
+        raise NotImplementedError(
+            "client= does not support models with extra_inputs= yet (their per-image values would have to travel "
+            "with each shard); run this call without client=, streamed on one machine.")
+
+
+def _cluster_lost(client: Any, exc: BaseException | None = None) -> RuntimeError:
+    status = getattr(client, "status", "?")
+    cause = f" ({type(exc).__name__}: {exc})" if exc is not None else ""
+    return RuntimeError(f"The Dask cluster was lost during the class examples' pass (client status {status!r})"
+                        f"{cause}. Check the scheduler and workers, then run again, or run without client=.")
+
+
 def project_on_cluster(client: Any, engine: Any, source: Any, class_index: int,
                        spaces: dict[str, dict[str, ProjectionSpace]], *,
                        shards_per_worker: int = 4) -> dict[str, dict[str, Projections]]:
@@ -133,10 +159,7 @@ def project_on_cluster(client: Any, engine: Any, source: Any, class_index: int,
     >>> proj["conv2"]["flat"].summary.n == len(images)         # after the cluster run above  # doctest: +SKIP
     True
     """
-    if getattr(engine, "_extras", None):
-        raise NotImplementedError(
-            "client= does not support models with extra_inputs= yet (their per-image values would have to travel "
-            "with each shard); run this call without client=, streamed on one machine.")
+    check_client(client, engine)
     n = len(source)
     if n == 0:
         return project_batches([], spaces)
@@ -148,8 +171,13 @@ def project_on_cluster(client: Any, engine: Any, source: Any, class_index: int,
     done: dict[int, Any] = {}
     todo = list(range(0, n, per_shard))
     for _ in range(SHARD_ATTEMPTS):
-        payload = _shared(client, engine, "model", model)
-        spaces_future = _shared(client, engine, "spaces", spaces)
+        if getattr(client, "status", "running") not in ("running", "connecting"):
+            raise _cluster_lost(client)      # closed meanwhile: its shards were cancelled, not lost
+        try:
+            payload = _shared(client, engine, "model", model)
+            spaces_future = _shared(client, engine, "spaces", spaces)
+        except (OSError, AttributeError) as exc:    # CommClosedError is an OSError; a closed client's is None
+            raise _cluster_lost(client, exc) from None
         futures = {start: client.submit(_project_shard, payload, engine.fingerprint, layers, engine.target,
                                         engine.batch_size, int(getattr(engine, "output_index", 0)),
                                         shard_source(source, start, min(n, start + per_shard)), int(class_index),

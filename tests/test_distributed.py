@@ -158,3 +158,43 @@ def test_cli_measures_on_a_scheduler(client, tmp_path):
     assert main(["measures", str(tmp_path / "images"), "--out", str(remote), "--quiet",
                  "--scheduler", client.scheduler.address]) == 0
     pd.testing.assert_frame_equal(pd.read_csv(local, index_col=0), pd.read_csv(remote, index_col=0))
+
+
+class _StubClient:
+    """What score() sees of a client: its status, and a scatter that fails like a lost cluster's."""
+
+    id = "stub"
+
+    def __init__(self, status: str) -> None:
+        self.status = status
+
+    def scheduler_info(self) -> dict:
+        return {"workers": {"w": {}}}
+
+    def scatter(self, *args, **kwargs):
+        raise OSError("in <TCP (closed) ConnectionPool.scatter>: Stream is closed")
+
+
+def test_a_closed_client_is_refused_before_any_work(planted, client, monkeypatch):
+    from dask.distributed import Client
+
+    from concepts.analysis import Analysis
+
+    closed = Client(client.scheduler.address, set_as_default=False)
+    closed.close()
+    monkeypatch.setattr(Analysis, "run", lambda *a, **k: pytest.fail("ran with a closed client"))
+    with pytest.raises(RuntimeError, match=r"The Dask client is closed .*start a new Client"):
+        _score(planted, client=closed)
+
+
+def test_a_cluster_lost_mid_run_is_an_error_that_says_so(planted):
+    from probes.distributed import project_on_cluster
+    from probes.engine import Engine
+    from probes.sources import InMemoryImages
+
+    engine = Engine(planted[1], ["conv1"], progress=False)
+    images = InMemoryImages(np.zeros((4, *engine.input_shape), np.float32))
+    with pytest.raises(RuntimeError, match=r"cluster was lost .*OSError: .*Stream is closed"):
+        project_on_cluster(_StubClient("running"), engine, images, 0, {"conv1": {}})
+    with pytest.raises(RuntimeError, match=r"The Dask client is closing"):
+        project_on_cluster(_StubClient("closing"), engine, images, 0, {"conv1": {}})
