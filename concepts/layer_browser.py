@@ -40,6 +40,25 @@ __all__ = ["layers"]
 _BLOCK_END_NAME = re.compile(r"(_add|_concat|_out|^add(_\d+)?|^mixed\d+)$")
 _POOL_TYPES = ("MaxPooling", "AveragePooling")
 _HEAD_TYPES = ("GlobalAveragePooling", "GlobalMaxPooling", "Flatten")
+#: A block's name prefix in backbones that name their layers <block>_<op> (block2a_expand_conv).
+_BLOCK_PREFIX = re.compile(r"^(block_?\d+[a-z]?|conv\d+_block\d+|stage\d+_block\d+)_")
+
+
+def _squeeze_excite_branch(consumers: list) -> bool:
+    """A branch into a squeeze-and-excitation gate (global pooling that rescales the same tensor): the
+    block goes on, so the branch point does not end it (EfficientNet's blockNx_activation)."""
+    return len(consumers) >= 2 and any(type(c).__name__.startswith("GlobalAveragePooling") for c in consumers)
+
+
+def _leaves_named_block(op: Any, consumers: list) -> bool:
+    """The last layer of a named block: its one consumer lies outside it (block1a_project_bn feeds
+    block2a_expand_conv; block7a_project_bn feeds top_conv). Poolings between named blocks (VGG's
+    blockN_pool) are not block ends: the layer before them is."""
+    here = _BLOCK_PREFIX.match(op.name)
+    if here is None or len(consumers) != 1 or type(op).__name__.startswith(_POOL_TYPES):
+        return False
+    there = _BLOCK_PREFIX.match(consumers[0].name)
+    return there is None or there.group(1) != here.group(1)
 
 
 def _graph_structure(graph: Any, final_ops: list) -> tuple[list, dict[int, list], set[int], set[int]]:
@@ -99,7 +118,8 @@ def _mark(graph: Any, prefix: str, final_ops: list, rows: dict[str, dict]) -> No
         next_type = type(nxt[0]).__name__ if len(nxt) == 1 else ""
         bottleneck = any(next_type.startswith(t) for t in _HEAD_TYPES)
         head_pool = type(op).__name__.startswith(_HEAD_TYPES) and i > 0
-        ends_block = (len(nxt) >= 2 or bool(_BLOCK_END_NAME.search(op.name))
+        ends_block = ((len(nxt) >= 2 and not _squeeze_excite_branch(nxt)) or bool(_BLOCK_END_NAME.search(op.name))
+                      or _leaves_named_block(op, nxt)
                       or (next_type.startswith(_POOL_TYPES) and not named_blocks) or bottleneck or head_pool)
         if not ends_block:
             continue

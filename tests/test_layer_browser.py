@@ -128,3 +128,14 @@ def test_report_points_to_the_browser():
     from concepts.report_html import _HOW_TO_READ
 
     assert any("concepts.layers(model)" in text for _, text in _HOW_TO_READ)
+
+
+def test_efficientnet_suggests_block_ends_not_the_activation_inside_a_squeeze_excite_block():
+    # blockNa_activation branches into the squeeze-and-excitation gate and goes on inside its block;
+    # the blocks without a residual add end at their projection (block1a_project_bn feeds block2a).
+    base = keras.applications.EfficientNetB0(include_top=False, weights=None, input_shape=(64, 64, 3))
+    table = concepts.layers(base)
+    suggested = table[table["suggested"]]["path"].tolist()
+    assert not [p for p in suggested if p.endswith("a_activation")]
+    assert table[table["stage_end"]]["path"].tolist() == [
+        "block1a_project_bn", "block2b_add", "block3b_add", "block5c_add", "block7a_project_bn"]
