@@ -35,7 +35,7 @@ def _region(mask: np.ndarray, label: int, *, volume: bool = False) -> np.ndarray
     Examples
     --------
     >>> mask = np.array([[0, 1], [2, 2]], np.uint8)
-    >>> _region(mask, 1).sum(), _region(mask, 2).sum(), _region(mask, 3)
+    >>> int(_region(mask, 1).sum()), int(_region(mask, 2).sum()), _region(mask, 3)
     (3, 2, 'the mask has no region of label 3 (settings: label=3; its labels: 1, 2)')
     """
     if label == 1:
