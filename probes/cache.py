@@ -80,16 +80,15 @@ from probes.cache_files import (_ARRAY, _ARRAYS, _ENTRY, _KEY_RE, _LEGACY_RE, _R
                                 _TMP_PREFIX, _TRASH_PREFIX, FORMAT_VERSION, FULL_CHECK_BYTES,
                                 MMAP_THRESHOLD_BYTES, _check_arrays, _Damaged, _folder_size, _frozen, _fsync_dir,
                                 _HashingWriter, _OtherKind,
-                                clear_folder, discard_entry, entry_folders, entry_is_damaged_folder,
-                                entry_kind, load_entry, make_private_dir, sweep_folder, write_entry)
+                                clear_folder, discard_entry, entry_folders, entry_identity,
+                                entry_is_damaged_folder, entry_kind, load_entry, make_private_dir, sweep_folder, write_entry)
 from probes.cache_writer import _WRITER, PENDING_BYTES_LIMIT, _BackgroundWriter, flush_writes  # noqa: F401
 from probes.errors import CacheCorruptionWarning
 from probes.identity import package_version, sha256_file  # noqa: F401
 
 # The process's memory of small entries lives in probes.cache_recent; re-exported here, where callers and
 # tests have always found it.
-from probes.cache_recent import (_RECENT, RECENT_BYTES, RECENT_ENTRY_BYTES, _file_signature,  # noqa: E402,F401
-                                 _recent_size)
+from probes.cache_recent import _RECENT, RECENT_BYTES, RECENT_ENTRY_BYTES, _recent_size  # noqa: E402,F401
 
 
 def default_cache_dir() -> Path:
@@ -265,7 +264,7 @@ class Store:
         loaded = self._read(key, "array")
         if loaded is None:
             return None
-        return _RECENT.remember(self.directory, key, loaded[1][_ARRAY], _file_signature(self._folder(key)))
+        return _RECENT.remember(self.directory, key, loaded[1][_ARRAY], entry_identity(self._folder(key)))
 
     def put(self, key: str, array: np.ndarray, meta: dict | None = None) -> None:
         """Store ``array`` under ``key`` (atomically on disk); ``meta`` is kept in the entry's record.
@@ -546,7 +545,7 @@ class Store:
         assert self.directory is not None
         # Plain strings: this runs for every vector of every call, and Path joins cost more than the stats.
         entry = os.path.join(os.fspath(self.directory), key[:2], key)
-        if _file_signature(entry) != signature:
+        if entry_identity(entry) != signature:
             # Removed, replaced or changed on disk (another process, a tool): read it as it is now.
             _RECENT.forget(key)
             return None
@@ -607,7 +606,7 @@ class Store:
             # Only an entry this write placed holds ``keep``'s bytes (another writer's copy of the key
             # may differ): kept before the size cap may evict it, which forgets it again.
             if keep is not None:
-                _RECENT.remember(self.directory, key, keep, _file_signature(entry))
+                _RECENT.remember(self.directory, key, keep, entry_identity(entry))
             self._account(size, entry)
 
     def _account(self, size: int, newest: Path) -> None:

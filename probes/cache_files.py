@@ -177,10 +177,6 @@ class _CheckedEntries:
         with self._lock:
             return identity is not None and self._items.get(os.fspath(entry)) == identity
 
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
 
 _CHECKED = _CheckedEntries()
 

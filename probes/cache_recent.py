@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from probes import cache_files
-from probes.cache_files import _ARRAY, _ENTRY
 
 __all__ = ["RECENT_BYTES", "RECENT_ENTRY_BYTES"]
 
@@ -42,11 +41,6 @@ def _recent_size(array: np.ndarray) -> int | None:
         return None
     size = int(array.nbytes)
     return size if size <= RECENT_ENTRY_BYTES else None
-
-
-def _file_signature(entry: str | os.PathLike) -> tuple | None:
-    """Identity of an array entry's files now (None: one is missing): what a kept copy was made from."""
-    return cache_files.entry_identity(entry)
 
 
 class _RecentArrays:
