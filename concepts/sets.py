@@ -114,15 +114,20 @@ def _short_repr(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _warn_of_nested_images(folder: Path, n_used: int) -> None:
-    """Images in sub-folders (one per patient, say) are left out without recursive=True: say so, once."""
+def _warn_of_nested_images(folder: Path, used: Sequence[Path]) -> None:
+    """Images in sub-folders (one per patient, say) are left out without recursive=True: say so.
+
+    Only sub-folders that are not items themselves are listed: a DICOM series folder is one image of
+    the set, and its slices are never walked through again."""
+    items = set(used)
     try:
         with os.scandir(folder) as entries:
-            if not any(e.is_dir() and not e.name.startswith(".") for e in entries):
-                return
+            subfolders = sorted(folder / e.name for e in entries
+                                if e.is_dir() and not e.name.startswith(".") and folder / e.name not in items)
     except OSError:
         return
-    nested = [f for f in list_image_files(folder, recursive=True) if f.parent != folder]
+    nested = [f for sub in subfolders for f in list_image_files(sub, recursive=True)]
+    n_used = len(used)
     if nested:
         shown = ", ".join(str(f.relative_to(folder)) for f in nested[:3]) + (", ..." if len(nested) > 3 else "")
         warnings.warn(
@@ -209,7 +214,7 @@ class ImageSet:
             raise ConceptFolderError(problem)
         files = list_image_files(folder, recursive=recursive)
         if not recursive:
-            _warn_of_nested_images(folder, len(files))
+            _warn_of_nested_images(folder, files)
         return cls(files, name=name or folder.name, input_shape=input_shape, preprocess=preprocess)
 
     def _copy(self, files: Sequence[Path] | None = None, name: str | None = None,
